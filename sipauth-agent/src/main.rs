@@ -1,2 +1,144 @@
-static XDP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sipauth-xdp"));
-fn main() { println!("{}", XDP.len()); }
+//! `sipauth`: the SIP authentication edge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sipauth_agent::config::{Config, XdpMode};
+
+#[derive(Parser)]
+#[command(name = "sipauth", version, about = "SIP authentication edge with an XDP fast path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge: SIP over UDP and TCP, the XDP program, /metrics and the
+    /// admin endpoints, in one process.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML configuration file; every setting has a default, and the flags
+    /// below override the file. `--print-config` shows the result.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to take SIP on, UDP and TCP (repeat for several; replaces
+    /// sip.listen). Default: 0.0.0.0:5060 and [::]:5060.
+    #[arg(long = "sip-listen", value_name = "ADDR:PORT")]
+    sip_listen: Vec<SocketAddr>,
+    /// SIP domain of application URIs and digest realm (sip.domain).
+    /// Default: app.plivo.com.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Address of /metrics and /admin (http.listen). Default: 127.0.0.1:8080.
+    #[arg(long = "http-listen", value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// File whose first line is the admin bearer token (admin.token_file).
+    /// Without a token the admin endpoints are disabled.
+    #[arg(long = "admin-token-file", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// XDP mode (xdp.mode): auto = native, falling back to generic;
+    /// native; generic; off = user space only.
+    #[arg(long = "xdp-mode", value_name = "MODE", value_parser = parse_mode)]
+    xdp_mode: Option<XdpMode>,
+    /// Interface to attach XDP to (repeat for several; replaces
+    /// xdp.interfaces). Default: the interface of the default route.
+    #[arg(long = "xdp-interface", value_name = "IFACE")]
+    xdp_interface: Vec<String>,
+    /// Packets per second from locked-out sources still passed to user
+    /// space, all together (xdp.budget_per_sec; 0 = drop all). Default: 10.
+    #[arg(long = "xdp-budget", value_name = "PPS")]
+    xdp_budget: Option<u32>,
+    /// bpffs directory for the pinned maps (xdp.pin_dir).
+    /// Default: /sys/fs/bpf/sipauth.
+    #[arg(long = "pin-dir", value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Log filter (log.filter), e.g. `info` or `sipauth_agent=debug`.
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn parse_mode(s: &str) -> Result<XdpMode, String> {
+    match s {
+        "auto" => Ok(XdpMode::Auto),
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        "off" => Ok(XdpMode::Off),
+        _ => Err("one of auto, native, generic, off".to_owned()),
+    }
+}
+
+impl RunArgs {
+    fn config(self) -> anyhow::Result<(Config, bool)> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.sip_listen.is_empty() {
+            cfg.sip.listen = self.sip_listen;
+        }
+        if let Some(d) = self.domain {
+            cfg.sip.domain = d;
+        }
+        if let Some(a) = self.http_listen {
+            cfg.http.listen = a;
+        }
+        if self.admin_token_file.is_some() {
+            cfg.admin.token_file = self.admin_token_file;
+        }
+        if let Some(m) = self.xdp_mode {
+            cfg.xdp.mode = m;
+        }
+        if !self.xdp_interface.is_empty() {
+            cfg.xdp.interfaces = self.xdp_interface;
+        }
+        if let Some(b) = self.xdp_budget {
+            cfg.xdp.budget_per_sec = b;
+        }
+        if let Some(p) = self.pin_dir {
+            cfg.xdp.pin_dir = p;
+        }
+        if let Some(l) = self.log {
+            cfg.log.filter = l;
+        }
+        Ok((cfg, self.print_config))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let (cfg, print) = args.config()?;
+            if print {
+                print!("{}", toml::to_string_pretty(&cfg)?);
+                return Ok(());
+            }
+            let cfg = cfg.finish()?;
+            init_logging(&cfg.log.filter)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(sipauth_agent::run::run(cfg))
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}

@@ -1,1 +1,108 @@
-fn main() {}
+//! `cargo xtask`: set-up, run, test and bench orchestration. No product
+//! logic lives here.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (Debian packages, Debian's
+    /// Rust toolchain for BPF registered with rustup, bpf-linker, sipp,
+    /// trafgen). Idempotent.
+    Setup,
+    /// Build and run the edge (`sipauth run --config sipauth.toml`); extra
+    /// arguments go to `sipauth run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then the BPF_PROG_TEST_RUN tests and the netns rig (root).
+    Test {
+        /// Only the tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Benchmarks in the netns rig; figures go to bench-results/.
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "-p", "sipauth-agent"])?;
+            let mut cmd = Command::new(root.join("target/release/sipauth"));
+            cmd.args(["run", "--config", "sipauth.toml"]).args(args);
+            exec(cmd)
+        }
+        Cmd::Test { filter } => {
+            setup::ensure()?;
+            let filter: Vec<&str> = filter.as_deref().into_iter().collect();
+            let t = std::time::Instant::now();
+            cargo(&[&["test", "--workspace", "--exclude", "sipauth-tests", "--exclude", "sipauth-ebpf"], filter.as_slice()].concat())?;
+            println!("xtask: unit tests passed in {:.0?}", t.elapsed());
+            let t = std::time::Instant::now();
+            cargo(&["build", "--release", "-p", "sipauth-agent"])?;
+            cargo(
+                &[
+                    &["test", "--release", "-p", "sipauth-tests", "--"],
+                    filter.as_slice(),
+                    &["--test-threads=1"],
+                ]
+                .concat(),
+            )?;
+            println!("xtask: XDP and rig tests passed in {:.0?}", t.elapsed());
+            Ok(())
+        }
+        Cmd::Bench => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "-p", "sipauth-agent"])?;
+            cargo(&["run", "--release", "-p", "sipauth-tests", "--bin", "sipauth-bench"])
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs rustup's cargo (the one that runs us), with the agent binary's path
+/// in SIPAUTH_BIN for the rig.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args)
+        .env("SIPAUTH_BIN", workspace_root().join("target/release/sipauth"));
+    status(&mut cmd)
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn exec(mut cmd: Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    Err(cmd.exec()).context("starting sipauth")
+}

@@ -1,0 +1,250 @@
+//! Configuration: a TOML file with commented defaults, overridden by flags.
+//!
+//! Every section has `#[serde(default)]`, so a file only names what it
+//! changes. `sipauth run --print-config` prints the defaults as TOML.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: Sip,
+    pub http: Http,
+    pub admin: Admin,
+    pub xdp: Xdp,
+    pub lockout: Lockout,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sip {
+    /// Addresses the edge listens on, each for UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// The SIP domain of application URIs (`sip:{app_id}@{domain}`) and the
+    /// digest realm.
+    pub domain: String,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], 5060)),
+                SocketAddr::from(([0u16; 8], 5060)),
+            ],
+            domain: "app.plivo.com".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Where `/metrics` and the admin endpoints are served.
+    pub listen: SocketAddr,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Bearer token of the operator endpoints (`/admin/...`). Empty: the
+    /// admin endpoints answer 404. Prefer `token_file` on shared hosts.
+    pub token: String,
+    /// A file whose first line is the token; read at start-up.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic mode with a log line.
+    #[default]
+    Auto,
+    /// Native mode only; fail if the driver cannot.
+    Native,
+    /// Generic (SKB) mode: works on every interface, costs more per packet.
+    Generic,
+    /// No XDP program: user space enforces everything.
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Xdp {
+    pub mode: XdpMode,
+    /// Interfaces to attach to. Empty: the interface of the default route
+    /// (IPv4, then IPv6), or `lo` when there is none.
+    pub interfaces: Vec<String>,
+    /// Packets per second from denied sources still passed up to user
+    /// space (so that it can answer 403), all sources together. 0: none.
+    pub budget_per_sec: u32,
+    /// bpffs directory where the maps are pinned, so that lockouts survive
+    /// an agent restart. A layout version is appended.
+    pub pin_dir: PathBuf,
+}
+
+impl Default for Xdp {
+    fn default() -> Self {
+        Self {
+            mode: XdpMode::Auto,
+            interfaces: Vec::new(),
+            budget_per_sec: 10,
+            pin_dir: PathBuf::from("/sys/fs/bpf/sipauth"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Lockout {
+    /// How long an operator lockout lasts when no duration is given, and
+    /// (with the inbound-auth work) how long a source stays locked out.
+    pub duration_secs: u64,
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Self { duration_secs: 60 }
+    }
+}
+
+impl Lockout {
+    #[must_use]
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A tracing filter: `info`, `debug`, `sipauth_agent=trace,aya=warn`, ...
+    pub filter: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{field}: {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+    },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks what serde cannot, and resolves `admin.token_file`.
+    pub fn finish(mut self) -> Result<Self, ConfigError> {
+        if self.sip.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "sip.listen",
+                rule: "needs at least one address",
+            });
+        }
+        if self.sip_ports().len() > sipauth_common::config::MAX_PORTS {
+            return Err(ConfigError::Invalid {
+                field: "sip.listen",
+                rule: "at most 8 distinct ports",
+            });
+        }
+        if self.sip.domain.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "sip.domain",
+                rule: "must not be empty",
+            });
+        }
+        if let Some(path) = self.admin.token_file.take() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path, source })?;
+            self.admin.token = text.lines().next().unwrap_or_default().trim().to_owned();
+        }
+        Ok(self)
+    }
+
+    /// The distinct ports of `sip.listen`, for the XDP program.
+    #[must_use]
+    pub fn sip_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.sip.listen.iter().map(SocketAddr::port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.sip_ports(), vec![5060]);
+    }
+
+    #[test]
+    fn partial_sections() {
+        let c: Config = toml::from_str(
+            "[xdp]\nmode = \"off\"\n[sip]\nlisten = [\"127.0.0.1:5070\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.xdp.mode, XdpMode::Off);
+        assert_eq!(c.xdp.budget_per_sec, 10);
+        assert_eq!(c.sip.domain, "app.plivo.com");
+        assert_eq!(c.sip_ports(), vec![5070]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("[xdp]\nbudget = 3\n").is_err());
+    }
+
+    #[test]
+    fn empty_listen_rejected() {
+        let mut c = Config::default();
+        c.sip.listen.clear();
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("sip.listen"), "{e}");
+    }
+}

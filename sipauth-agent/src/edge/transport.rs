@@ -1,0 +1,118 @@
+//! SIP over UDP and TCP, IPv4 and IPv6.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use super::Edge;
+
+/// A TCP stream that carries nothing for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(300);
+/// Bytes buffered per TCP connection before a message must be complete.
+const TCP_MAX_BUFFER: usize = 128 * 1024;
+
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        // `[::]` and `0.0.0.0` on the same port are two sockets.
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    // Room for bursts while the edge is busy.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    UdpSocket::from_std(s.into())
+}
+
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP receive failed");
+                continue;
+            }
+        };
+        let Some(resp) = edge.handle(&buf[..n], src) else {
+            continue;
+        };
+        if let Err(e) = sock.send_to(&resp, src).await {
+            tracing::debug!(dst = %src, error = %e, "UDP send failed");
+        }
+    }
+}
+
+pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, src)) => {
+                let edge = edge.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, src, &edge).await {
+                        tracing::debug!(%src, error = %e, "TCP connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads messages framed by Content-Length and answers each on the same
+/// connection.
+async fn connection(mut stream: TcpStream, src: SocketAddr, edge: &Edge) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            match sipauth_sip::frame(&buf) {
+                Ok(Some(n)) => {
+                    if let Some(resp) = edge.handle(&buf[..n], src) {
+                        stream.write_all(&resp).await?;
+                    }
+                    buf.drain(..n);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%src, error = %e, "TCP stream cannot be framed; closing");
+                    return Ok(());
+                }
+            }
+        }
+        if buf.len() > TCP_MAX_BUFFER {
+            edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let n = match tokio::time::timeout(TCP_IDLE, stream.read(&mut chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,47 @@
+//! The agent's HTTP surface: `/metrics` and the operator endpoints.
+
+pub mod admin;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::edge::lockout::Lockouts;
+use crate::maps::Xdp;
+use crate::metrics::Metrics;
+
+/// What the handlers share.
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub lockouts: Arc<Lockouts>,
+    pub xdp: Option<Arc<Xdp>>,
+    /// Operator bearer token; empty disables `/admin`.
+    pub admin_token: String,
+    /// Lockout length when the operator gives none.
+    pub lockout_duration: std::time::Duration,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .nest("/admin", admin::router(state.clone()))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let xdp = match state.xdp.as_deref().map(Xdp::stats).transpose() {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading XDP statistics failed");
+            None
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(xdp.as_deref()),
+    )
+}

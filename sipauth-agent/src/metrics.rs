@@ -1,0 +1,108 @@
+//! Counters of the user-space edge, and the Prometheus text rendering of
+//! them together with the XDP program's per-CPU counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Request methods counted by name; the rest are `other`.
+const METHODS: [&str; 7] = ["INVITE", "ACK", "OPTIONS", "BYE", "CANCEL", "REGISTER", "other"];
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: [AtomicU64; METHODS.len()],
+    /// Indexed by status code - 100.
+    responses: Vec<AtomicU64>,
+    /// Messages that could not be parsed or lacked a mandatory header.
+    pub malformed: AtomicU64,
+    /// Malformed messages dropped because no response could be formed.
+    pub dropped: AtomicU64,
+    /// Responses received while the edge has no client transaction.
+    pub stray_responses: AtomicU64,
+    /// TCP connections closed because their stream could not be framed.
+    pub tcp_framing_errors: AtomicU64,
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            responses: (100..700).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn request(&self, method: &str) {
+        let i = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        self.requests[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn response(&self, code: u16) {
+        if let Some(c) = code.checked_sub(100).and_then(|i| self.responses.get(usize::from(i))) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    #[must_use]
+    pub fn render(&self, xdp: Option<&[(sipauth_common::stats::Reason, u64)]>) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP sipauth_sip_requests_total SIP requests received, by method.\n");
+        out.push_str("# TYPE sipauth_sip_requests_total counter\n");
+        for (m, c) in METHODS.iter().zip(&self.requests) {
+            let _ = writeln!(out, "sipauth_sip_requests_total{{method=\"{m}\"}} {}", c.load(Relaxed));
+        }
+        out.push_str("# HELP sipauth_sip_responses_total SIP responses sent, by status code.\n");
+        out.push_str("# TYPE sipauth_sip_responses_total counter\n");
+        for (code, c) in (100u16..).zip(&self.responses) {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "sipauth_sip_responses_total{{code=\"{code}\"}} {n}");
+            }
+        }
+        for (name, help, v) in [
+            ("sipauth_sip_malformed_total", "SIP messages that failed to parse or lacked a mandatory header.", &self.malformed),
+            ("sipauth_sip_dropped_total", "Malformed SIP messages dropped without a response.", &self.dropped),
+            ("sipauth_sip_stray_responses_total", "SIP responses that matched no client transaction.", &self.stray_responses),
+            ("sipauth_tcp_framing_errors_total", "TCP connections closed because the stream could not be framed.", &self.tcp_framing_errors),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        if let Some(xdp) = xdp {
+            out.push_str("# HELP sipauth_xdp_packets_total Packets judged by the XDP program, by verdict and reason.\n");
+            out.push_str("# TYPE sipauth_xdp_packets_total counter\n");
+            for (reason, n) in xdp {
+                let _ = writeln!(
+                    out,
+                    "sipauth_xdp_packets_total{{verdict=\"{}\",reason=\"{}\"}} {n}",
+                    reason.verdict(),
+                    reason.name()
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sipauth_common::stats::Reason;
+
+    #[test]
+    fn renders_counters() {
+        let m = Metrics::new();
+        m.request("INVITE");
+        m.request("FOO");
+        m.response(403);
+        m.response(99);
+        m.response(700);
+        let text = m.render(Some(&[(Reason::LockedDrop, 5)]));
+        assert!(text.contains("sipauth_sip_requests_total{method=\"INVITE\"} 1\n"));
+        assert!(text.contains("sipauth_sip_requests_total{method=\"other\"} 1\n"));
+        assert!(text.contains("sipauth_sip_responses_total{code=\"403\"} 1\n"));
+        assert!(text.contains("sipauth_xdp_packets_total{verdict=\"drop\",reason=\"locked_out\"} 5\n"));
+    }
+}

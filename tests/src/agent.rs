@@ -1,0 +1,182 @@
+//! The real `sipauth` binary, started in the edge namespace.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http;
+use crate::topo::Rig;
+
+pub const ADMIN_TOKEN: &str = "rig-admin-token-0123456789";
+pub const HTTP: &str = "127.0.0.1:8080";
+
+/// Settings a test may vary.
+pub struct Options {
+    pub xdp_mode: &'static str,
+    pub budget_per_sec: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            xdp_mode: "native",
+            budget_per_sec: 10,
+        }
+    }
+}
+
+pub struct Agent<'r> {
+    child: Child,
+    rig: &'r Rig,
+    dir: tempfile::TempDir,
+    pub http: SocketAddr,
+}
+
+/// The binary `cargo xtask test` built (`SIPAUTH_BIN`), else the release
+/// build of this workspace.
+#[must_use]
+pub fn binary() -> PathBuf {
+    std::env::var_os("SIPAUTH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/sipauth"),
+        PathBuf::from,
+    )
+}
+
+impl<'r> Agent<'r> {
+    /// Starts the agent and waits until it answers on HTTP.
+    pub fn start(rig: &'r Rig, opts: &Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let interfaces: Vec<String> = rig.edge_devs().iter().map(|d| format!("{d:?}")).collect();
+        let config = format!(
+            "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n\
+             [http]\nlisten = \"{HTTP}\"\n\
+             [admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = {:?}\n\
+             [log]\nfilter = \"info\"\n",
+            opts.xdp_mode,
+            interfaces.join(", "),
+            opts.budget_per_sec,
+            rig.pin_dir,
+        );
+        let cfg_path = dir.path().join("sipauth.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
+        let bin = binary();
+        assert!(bin.exists(), "{} missing: build it (cargo xtask test does)", bin.display());
+        let child = rig
+            .edge
+            .cmd(bin.to_str().expect("utf-8 path"))
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start sipauth");
+        let agent = Self {
+            child,
+            rig,
+            dir,
+            http: HTTP.parse().expect("addr"),
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if http::request(&self.rig.edge, self.http, "GET", "/metrics", None, None)
+                .is_ok_and(|r| r.status == 200)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sipauth did not come up in 15 s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let r = http::request(&self.rig.edge, self.http, "GET", "/metrics", None, None)
+            .expect("GET /metrics");
+        assert_eq!(r.status, 200);
+        r.body
+    }
+
+    /// `(status, body)` of an admin request with the rig's token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let r = http::request(
+            &self.rig.edge,
+            self.http,
+            method,
+            path,
+            Some(ADMIN_TOKEN),
+            body,
+        )
+        .expect("admin request");
+        (r.status, r.body)
+    }
+
+    pub fn lock_out(&self, addr: std::net::IpAddr, secs: u64) {
+        let (status, body) = self.admin(
+            "POST",
+            "/admin/lockouts",
+            Some(&format!("{{\"address\":\"{addr}\",\"duration_secs\":{secs}}}")),
+        );
+        assert_eq!(status, 201, "lock out {addr}: {body}");
+    }
+
+    pub fn lift(&self, addr: std::net::IpAddr) {
+        let (status, body) = self.admin("DELETE", &format!("/admin/lockouts/{addr}"), None);
+        assert_eq!(status, 204, "lift {addr}: {body}");
+    }
+
+    /// Stops the agent with SIGTERM (SIGKILL after 5 s) and returns its log.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log()
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid().cast_signed()) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent<'_> {
+    fn drop(&mut self) {
+        self.terminate();
+        if std::thread::panicking() {
+            eprintln!("--- sipauth log ---\n{}", self.log());
+        }
+    }
+}

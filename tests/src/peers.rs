@@ -1,0 +1,167 @@
+//! Real peers: sipp scenarios, trafgen floods, and plain sockets opened
+//! inside a namespace.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+use crate::topo::Link;
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(5100);
+
+#[must_use]
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+/// A sipp run from one namespace.
+pub struct Sipp<'a> {
+    pub ns: &'a Netns,
+    pub scenario: &'a str,
+    pub local: IpAddr,
+    pub target: SocketAddr,
+    pub tcp: bool,
+    pub calls: u32,
+    /// Calls per second.
+    pub rate: u32,
+    /// The Request-URI user part (`[service]`).
+    pub service: &'a str,
+}
+
+impl Sipp<'_> {
+    /// The command, ready to spawn.
+    #[must_use]
+    pub fn command(&self) -> Command {
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let mut c = self.ns.cmd("sipp");
+        c.arg("-sf")
+            .arg(scenario(self.scenario))
+            .args(["-t", if self.tcp { "t1" } else { "u1" }])
+            .args(["-i", &self.local.to_string()])
+            .args(["-p", &port.to_string()])
+            .args(["-s", self.service])
+            .args(["-m", &self.calls.to_string()])
+            .args(["-r", &self.rate.to_string()])
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .arg(self.target.to_string());
+        c.current_dir(std::env::temp_dir());
+        c
+    }
+
+    /// Runs to the end; Err carries sipp's output when a call failed.
+    pub fn run(&self) -> Result<(), String> {
+        let out = self
+            .command()
+            .output()
+            .map_err(|e| format!("cannot start sipp: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "sipp {} ({}) failed: {}\n{}{}",
+                self.scenario,
+                self.target,
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+/// A minimal INVITE from `from` to `sip:{app}@{to}`.
+#[must_use]
+pub fn invite(app: &str, from: SocketAddr, to: SocketAddr, id: &str) -> String {
+    let host = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
+    };
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{app}@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@{from}>;tag=f{id}\r\n\
+         To: <sip:{app}@{to}>\r\n\
+         Call-ID: {id}@rig\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{from}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        from = host(from),
+        to = host(to),
+    )
+}
+
+/// Sends one datagram from `local` (port chosen by the kernel) inside `ns`
+/// and waits up to `wait` for one reply.
+pub fn udp_exchange(
+    ns: &Netns,
+    local: IpAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Option<String> {
+    let sock = ns.enter(|| UdpSocket::bind(SocketAddr::new(local, 0)).expect("bind in netns"));
+    sock.set_read_timeout(Some(wait)).expect("timeout");
+    sock.send_to(payload, dst).expect("send");
+    let mut buf = vec![0u8; 65_535];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The status code of a SIP response text.
+#[must_use]
+pub fn status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A trafgen flood of one UDP datagram, `count` times, from a caller to the
+/// edge at the highest rate one CPU reaches. Returns how long it took.
+pub fn flood(link: &Link, src_port: u16, dst_port: u16, payload: &[u8], count: u64) -> Duration {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (link.v4, link.edge_v4) else {
+        unreachable!("rig links have IPv4 addresses")
+    };
+    let bytes: Vec<String> = payload.iter().map(|b| format!("0x{b:02x}")).collect();
+    let cfg = format!(
+        "{{\n  eth(da={}, sa={}),\n  ipv4(sa={src}, da={dst}, ttl=64),\n  udp(sp={src_port}, dp={dst_port}),\n  {}\n}}\n",
+        link.edge_mac,
+        link.mac,
+        bytes.join(", ")
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), cfg).expect("write trafgen config");
+    let start = Instant::now();
+    let out = link
+        .ns
+        .cmd("trafgen")
+        .args(["-o", link.dev, "-i"])
+        .arg(file.path())
+        .args(["-n", &count.to_string(), "--cpus", "1", "-q"])
+        .output()
+        .expect("start trafgen");
+    assert!(
+        out.status.success(),
+        "trafgen failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}

@@ -1,0 +1,166 @@
+//! `cargo xtask setup`: everything the build and the tests need, from
+//! Debian's archive and crates.io, on Debian 12. Each step says what it
+//! does, skips what is already there, and stops on the first failure.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages: Debian's Rust for BPF (rustc 1.96 on LLVM 22, with a
+/// prebuilt `core` for bpfel-unknown-none), what bpf-linker builds against,
+/// and the rig's peers and tools.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "sip-tester",
+    "netsniff-ng",
+    "iproute2",
+    "iptables",
+    "iputils-ping",
+    "procps",
+    "curl",
+];
+
+/// The rustup name of Debian's toolchain (see sipauth-agent/build.rs).
+const TOOLCHAIN: &str = "sipauth-bpf";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    require_root()?;
+    let t = Instant::now();
+    step("Debian packages", packages)?;
+    step("rustup link to Debian's toolchain", toolchain)?;
+    step("bpf-linker", bpf_linker)?;
+    println!("setup: done in {:.0?}", t.elapsed());
+    Ok(())
+}
+
+/// Runs set-up when something it installs is missing.
+pub fn ensure() -> anyhow::Result<()> {
+    if missing_packages().is_empty() && toolchain_linked() && bpf_linker_ok() {
+        return Ok(());
+    }
+    println!("setup: something is missing; running `cargo xtask setup`");
+    run()
+}
+
+fn step(name: &str, f: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let t = Instant::now();
+    println!("setup: {name} ...");
+    f().with_context(|| format!("setup step '{name}' failed"))?;
+    println!("setup: {name}: ok ({:.0?})", t.elapsed());
+    Ok(())
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!(
+            "setup installs Debian packages, and the edge and its tests load XDP programs and \
+             create network namespaces: run as root"
+        );
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+fn packages() -> anyhow::Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        println!("  all {} present", PACKAGES.len());
+        return Ok(());
+    }
+    println!("  installing: {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn toolchain_linked() -> bool {
+    Command::new("rustup")
+        .args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "/usr")
+}
+
+fn toolchain() -> anyhow::Result<()> {
+    if toolchain_linked() {
+        println!("  {TOOLCHAIN} -> /usr already linked");
+        return Ok(());
+    }
+    run_cmd(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, "/usr"]))?;
+    if !toolchain_linked() {
+        bail!("rustup toolchain {TOOLCHAIN} does not run /usr/bin/rustc");
+    }
+    Ok(())
+}
+
+fn cargo_home_bin() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new(cargo_home_bin().join("bpf-linker"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_ok() {
+        println!("  bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    // Built against Debian's LLVM 22; without LLVM_PREFIX its build finds
+    // /usr/bin/llvm-config (LLVM 14) and fails.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_cmd(
+        Command::new(cargo)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
+    )
+}
+
+fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
