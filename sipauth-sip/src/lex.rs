@@ -2,13 +2,28 @@
 
 use std::borrow::Cow;
 
+const fn token_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "i < 256")]
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = token_table();
+
 /// `token` characters: alphanumerics and ``-.!%*_+`'~``.
+#[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -16,16 +31,28 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 /// Linear white space as it can appear inside a (possibly folded) header value.
+#[inline]
 pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 pub(crate) fn trim_lws(s: &str) -> &str {
-    s.trim_matches([' ', '\t', '\r', '\n'])
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut j = b.len();
+    while i < j && is_lws(b[i]) {
+        i += 1;
+    }
+    while j > i && is_lws(b[j - 1]) {
+        j -= 1;
+    }
+    // Both ends sit next to ASCII bytes, so they are char boundaries.
+    s.get(i..j).unwrap_or("")
 }
 
 pub(crate) fn trim_lws_start(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t', '\r', '\n'])
+    let i = s.bytes().position(|b| !is_lws(b)).unwrap_or(s.len());
+    s.get(i..).unwrap_or("")
 }
 
 /// Given `s` starting with `"`, the index of the closing quote, honouring
@@ -138,12 +165,18 @@ pub(crate) fn parse_param(seg: &str) -> Result<(&str, Option<&str>), &'static st
     Ok((name, Some(value)))
 }
 
-/// Validates every parameter of a `;`-separated list (the text after the first `;`).
-pub(crate) fn check_params(params: &str) -> Result<(), &'static str> {
+/// Validates every parameter of a `;`-separated list (the text after the
+/// first `;`) and returns the first value of the parameter `want`.
+#[expect(clippy::option_option, reason = "absent, flag and name=value are three distinct answers")]
+pub(crate) fn check_params<'a>(params: &'a str, want: &str) -> Result<Option<Option<&'a str>>, &'static str> {
+    let mut found = None;
     for seg in split_top(params, b';') {
-        parse_param(seg)?;
+        let (name, value) = parse_param(seg)?;
+        if found.is_none() && name.eq_ignore_ascii_case(want) {
+            found = Some(value);
+        }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Looks `name` up (case-insensitively) in a validated `;`-separated list.

@@ -148,36 +148,52 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
     if rest.is_empty() {
         return Err(ParseError::Empty);
     }
-    let head_end = find_blank_line(rest).ok_or(ParseError::UnterminatedHeaders)?;
-    let head = std::str::from_utf8(&rest[..head_end]).map_err(|_| ParseError::NotUtf8)?;
-    let body_start = head_end + 4;
-
-    let (start_line, mut pos) = match head.find("\r\n") {
-        Some(i) => (&head[..i], i + 2),
-        None => (head, head.len()),
+    // The header section must be UTF-8; the body need not be. Validate as far
+    // as the bytes are UTF-8 and look for the end of the headers in that.
+    let text = match std::str::from_utf8(rest) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).map_err(|_| ParseError::NotUtf8)?,
     };
-    if start_line.bytes().any(|b| b == b'\r' || b == b'\n') {
-        return Err(start_err("bare CR or LF"));
+    let truncated_by_utf8 = text.len() < rest.len();
+    let unterminated = || {
+        if truncated_by_utf8 {
+            ParseError::NotUtf8
+        } else {
+            ParseError::UnterminatedHeaders
+        }
+    };
+
+    let nl = text.find('\n').ok_or_else(unterminated)?;
+    let start_line = text[..nl].strip_suffix('\r').ok_or(start_err("bare LF"))?;
+    if start_line.contains('\r') {
+        return Err(start_err("bare CR"));
     }
     let start = parse_start_line(start_line)?;
+    let mut pos = nl + 1;
 
     let mut headers: Vec<Header<'_>> = Vec::with_capacity(16);
     let mut line_no = 1;
     let mut seen_content_length = false;
-    while pos < head.len() {
+    let body_start = loop {
         line_no += 1;
-        let line_end = head[pos..].find("\r\n").map_or(head.len(), |i| pos + i);
-        let line = &head[pos..line_end];
-        if line.bytes().any(|b| b == b'\r' || b == b'\n') {
-            return Err(syntax(line_no, "bare CR or LF"));
+        let nl = text[pos..].find('\n').ok_or_else(unterminated)? + pos;
+        let line = text[pos..nl]
+            .strip_suffix('\r')
+            .ok_or(syntax(line_no, "bare LF"))?;
+        let line_end = pos + line.len();
+        if line.is_empty() {
+            break nl + 1;
+        }
+        if line.as_bytes().contains(&b'\r') {
+            return Err(syntax(line_no, "bare CR"));
         }
         if line.starts_with([' ', '\t']) {
             // Continuation of the previous header's value.
             let last = headers
                 .last_mut()
                 .ok_or(syntax(line_no, "continuation line before any header"))?;
-            let value_start = last.value.as_ptr() as usize - head.as_ptr() as usize;
-            last.value = trim_lws(&head[value_start..line_end]);
+            let value_start = last.value.as_ptr() as usize - text.as_ptr() as usize;
+            last.value = trim_lws(&text[value_start..line_end]);
         } else {
             let colon = line.find(':').ok_or(syntax(line_no, "missing ':'"))?;
             let name = line[..colon].trim_end_matches([' ', '\t']);
@@ -194,8 +210,8 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
             }
             headers.push(Header { name, value, kind });
         }
-        pos = line_end + 2;
-    }
+        pos = nl + 1;
+    };
 
     let available = rest.len() - body_start;
     let body_len = match headers.iter().find(|h| h.kind == names::CONTENT_LENGTH) {

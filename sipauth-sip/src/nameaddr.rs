@@ -80,17 +80,15 @@ pub fn parse_name_addr<'a>(value: &'a str, header: &'static str) -> Result<NameA
         check_any_uri(uri).map_err(|_| err("invalid URI"))?;
     }
     let after = trim_lws(after);
-    let params = if after.is_empty() {
-        ""
+    let (params, tag) = if after.is_empty() {
+        ("", None)
     } else {
         let p = after.strip_prefix(';').ok_or(err("unexpected text after the URI"))?;
-        check_params(p).map_err(err)?;
-        p
-    };
-    let tag = match find_param(params, "tag") {
-        Some(Some(t)) => Some(t),
-        Some(None) => return Err(err("tag without value")),
-        None => None,
+        match check_params(p, "tag").map_err(err)? {
+            Some(Some(t)) => (p, Some(t)),
+            Some(None) => return Err(err("tag without value")),
+            None => (p, None),
+        }
     };
     Ok(NameAddr {
         display,

@@ -92,8 +92,8 @@ pub fn parse_via(value: &str) -> Result<Via<'_>, ParseError> {
     let rest = trim_lws(rest);
     // sent-by: host [ SWS ":" SWS port ], ending at ';' or end.
     let (sent_by, params) = match rest.find(';') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
     };
     let sent_by = trim_lws(sent_by);
     let (host, port) = if sent_by.starts_with('[') {
@@ -105,24 +105,21 @@ pub fn parse_via(value: &str) -> Result<Via<'_>, ParseError> {
         }
     }
     .map_err(err)?;
-    if !params.is_empty() || rest.contains(';') {
-        check_params(params).map_err(err)?;
-    }
-    let via = Via {
+    let branch = match params.map(|p| check_params(p, "branch")).transpose().map_err(err)? {
+        None | Some(None) => None,
+        Some(Some(Some(b))) => Some(b),
+        Some(Some(None)) => return Err(err("branch without value")),
+    };
+    let params = params.unwrap_or("");
+    Ok(Via {
         version,
         transport,
         host,
         port,
-        branch: None,
+        branch,
         raw,
         params,
-    };
-    let branch = match via.param("branch") {
-        Some(Some(b)) => Some(b),
-        Some(None) => return Err(err("branch without value")),
-        None => None,
-    };
-    Ok(Via { branch, ..via })
+    })
 }
 
 fn split_hostport_lws(s: &str) -> Result<(&str, Option<u16>), &'static str> {

@@ -202,6 +202,9 @@ impl Xdp {
         match map.remove(&key(ip)) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
             Err(e) => Err(map_err(lockout::NAME)(e)),
         }
     }
