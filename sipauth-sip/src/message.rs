@@ -163,30 +163,42 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
         }
     };
 
-    let nl = text.find('\n').ok_or_else(unterminated)?;
-    let start_line = text[..nl].strip_suffix('\r').ok_or(start_err("bare LF"))?;
-    if start_line.contains('\r') {
-        return Err(start_err("bare CR"));
-    }
-    let start = parse_start_line(start_line)?;
-    let mut pos = nl + 1;
+    let bytes = text.as_bytes();
+    // Finds the CRLF ending the line that starts at `from`, and the first
+    // colon in it. A CR or LF that is not part of a CRLF is an error.
+    let scan_line = |from: usize, line_no: usize| -> Result<(usize, Option<usize>), ParseError> {
+        let mut colon = None;
+        let mut i = from;
+        loop {
+            match bytes.get(i) {
+                None => return Err(unterminated()),
+                Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => return Ok((i, colon)),
+                Some(b'\r') if i + 1 == bytes.len() => return Err(unterminated()),
+                Some(b'\r' | b'\n') => return Err(syntax(line_no, "bare CR or LF")),
+                Some(b':') if colon.is_none() => colon = Some(i),
+                _ => {}
+            }
+            i += 1;
+        }
+    };
+
+    let (start_end, _) = scan_line(0, 1).map_err(|e| match e {
+        ParseError::HeaderSyntax { .. } => start_err("bare CR or LF"),
+        other => other,
+    })?;
+    let start = parse_start_line(&text[..start_end])?;
+    let mut pos = start_end + 2;
 
     let mut headers: Vec<Header<'_>> = Vec::with_capacity(16);
     let mut line_no = 1;
     let mut seen_content_length = false;
     let body_start = loop {
         line_no += 1;
-        let nl = text[pos..].find('\n').ok_or_else(unterminated)? + pos;
-        let line = text[pos..nl]
-            .strip_suffix('\r')
-            .ok_or(syntax(line_no, "bare LF"))?;
-        let line_end = pos + line.len();
-        if line.is_empty() {
-            break nl + 1;
+        let (line_end, colon) = scan_line(pos, line_no)?;
+        if line_end == pos {
+            break line_end + 2;
         }
-        if line.as_bytes().contains(&b'\r') {
-            return Err(syntax(line_no, "bare CR"));
-        }
+        let line = &text[pos..line_end];
         if line.starts_with([' ', '\t']) {
             // Continuation of the previous header's value.
             let last = headers
@@ -195,12 +207,12 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
             let value_start = last.value.as_ptr() as usize - text.as_ptr() as usize;
             last.value = trim_lws(&text[value_start..line_end]);
         } else {
-            let colon = line.find(':').ok_or(syntax(line_no, "missing ':'"))?;
-            let name = line[..colon].trim_end_matches([' ', '\t']);
+            let colon = colon.ok_or(syntax(line_no, "missing ':'"))?;
+            let name = text[pos..colon].trim_end_matches([' ', '\t']);
             if !is_token(name) {
                 return Err(syntax(line_no, "header name is not a token"));
             }
-            let value = trim_lws(&line[colon + 1..]);
+            let value = trim_lws(&text[colon + 1..line_end]);
             let kind = names::kind(name);
             if kind == names::CONTENT_LENGTH {
                 if seen_content_length {
@@ -210,7 +222,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
             }
             headers.push(Header { name, value, kind });
         }
-        pos = nl + 1;
+        pos = line_end + 2;
     };
 
     let available = rest.len() - body_start;

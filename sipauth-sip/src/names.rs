@@ -77,9 +77,17 @@ pub(crate) fn kind(name: &str) -> Kind {
             .position(|&(_, compact, _)| compact == Some(c))
             .map_or(UNKNOWN, index_to_kind);
     }
+    let Some(&first) = name.as_bytes().first() else {
+        return UNKNOWN;
+    };
+    let first = first.to_ascii_lowercase();
     KNOWN
         .iter()
-        .position(|&(long, _, _)| long.len() == name.len() && long.eq_ignore_ascii_case(name))
+        .position(|&(long, _, _)| {
+            long.len() == name.len()
+                && long.as_bytes()[0].to_ascii_lowercase() == first
+                && long.eq_ignore_ascii_case(name)
+        })
         .map_or(UNKNOWN, index_to_kind)
 }
 

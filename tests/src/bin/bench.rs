@@ -2,8 +2,8 @@
 //! `bench-results/xdp-flood.json` (and printed).
 //!
 //! A trafgen flood of INVITEs from a locked-out caller, the same flood
-//! three ways in one run: dropped by XDP, dropped by an `iptables -t raw`
-//! rule with XDP off, and with XDP off and no rule (user space answering
+//! four ways in one run: dropped by XDP in native mode, by XDP in generic
+//! mode, by an `iptables -t raw` rule with XDP off, and with XDP off and no rule (user space answering
 //! 403 within its limits). Compare the rows of one run with each other;
 //! absolute rates vary with the machine's load.
 
@@ -71,7 +71,11 @@ fn iptables_drops(rig: &Rig) -> u64 {
 fn measure(rig: &Rig, mode: &'static str) -> Row {
     let c = rig.caller(0);
     let opts = Options {
-        xdp_mode: if mode == "xdp" { "native" } else { "off" },
+        xdp_mode: match mode {
+            "xdp" => "native",
+            "xdp-generic" => "generic",
+            _ => "off",
+        },
         budget_per_sec: BUDGET,
     };
     let agent = Agent::start(rig, &opts);
@@ -93,7 +97,7 @@ fn measure(rig: &Rig, mode: &'static str) -> Row {
     let delta = |name: &str| metric(&after, name) - metric(&before, name);
     let reached = delta(r#"sipauth_sip_requests_total{method="INVITE"}"#);
     let dropped = match mode {
-        "xdp" => delta(r#"sipauth_xdp_packets_total{verdict="drop",reason="locked_out"}"#),
+        "xdp" | "xdp-generic" => delta(r#"sipauth_xdp_packets_total{verdict="drop",reason="locked_out"}"#),
         "iptables" => iptables_drops(rig),
         _ => FLOOD.saturating_sub(reached),
     };
@@ -115,7 +119,7 @@ fn measure(rig: &Rig, mode: &'static str) -> Row {
 fn main() -> anyhow::Result<()> {
     sipauth_tests::require_root();
     let rig = Rig::new(1);
-    let rows: Vec<Row> = ["xdp", "iptables", "user-space"]
+    let rows: Vec<Row> = ["xdp", "xdp-generic", "iptables", "user-space"]
         .into_iter()
         .map(|m| measure(&rig, m))
         .collect();
