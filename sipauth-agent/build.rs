@@ -1,5 +1,5 @@
 //! Builds the XDP program (`sipauth-ebpf`) for bpfel-unknown-none and puts
-//! the object in OUT_DIR, where `src/maps` embeds it.
+//! the object in `OUT_DIR`, where `src/maps` embeds it.
 //!
 //! The eBPF build uses Debian's Rust toolchain (it ships a prebuilt `core`
 //! for the BPF targets), registered with rustup under [`TOOLCHAIN`] by

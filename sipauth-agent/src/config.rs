@@ -197,7 +197,11 @@ impl Config {
         if let Some(path) = self.admin.token_file.take() {
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| ConfigError::Read { path, source })?;
-            self.admin.token = text.lines().next().unwrap_or_default().trim().to_owned();
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .clone_into(&mut self.admin.token);
         }
         Ok(self)
     }
@@ -225,10 +229,9 @@ mod tests {
 
     #[test]
     fn partial_sections() {
-        let c: Config = toml::from_str(
-            "[xdp]\nmode = \"off\"\n[sip]\nlisten = [\"127.0.0.1:5070\"]\n",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("[xdp]\nmode = \"off\"\n[sip]\nlisten = [\"127.0.0.1:5070\"]\n")
+                .unwrap();
         assert_eq!(c.xdp.mode, XdpMode::Off);
         assert_eq!(c.xdp.budget_per_sec, 10);
         assert_eq!(c.sip.domain, "app.plivo.com");

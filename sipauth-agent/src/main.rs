@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use sipauth_agent::config::{Config, XdpMode};
 
 #[derive(Parser)]
-#[command(name = "sipauth", version, about = "SIP authentication edge with an XDP fast path")]
+#[command(
+    name = "sipauth",
+    version,
+    about = "SIP authentication edge with an XDP fast path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,7 +42,7 @@ struct RunArgs {
     /// Address of /metrics and /admin (http.listen). Default: 127.0.0.1:8080.
     #[arg(long = "http-listen", value_name = "ADDR:PORT")]
     http_listen: Option<SocketAddr>,
-    /// File whose first line is the admin bearer token (admin.token_file).
+    /// File whose first line is the admin bearer token (`admin.token_file`).
     /// Without a token the admin endpoints are disabled.
     #[arg(long = "admin-token-file", value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -51,10 +55,10 @@ struct RunArgs {
     #[arg(long = "xdp-interface", value_name = "IFACE")]
     xdp_interface: Vec<String>,
     /// Packets per second from locked-out sources still passed to user
-    /// space, all together (xdp.budget_per_sec; 0 = drop all). Default: 10.
+    /// space, all together (`xdp.budget_per_sec`; 0 = drop all). Default: 10.
     #[arg(long = "xdp-budget", value_name = "PPS")]
     xdp_budget: Option<u32>,
-    /// bpffs directory for the pinned maps (xdp.pin_dir).
+    /// bpffs directory for the pinned maps (`xdp.pin_dir`).
     /// Default: /sys/fs/bpf/sipauth.
     #[arg(long = "pin-dir", value_name = "DIR")]
     pin_dir: Option<PathBuf>,

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Request methods counted by name; the rest are `other`.
-const METHODS: [&str; 7] = ["INVITE", "ACK", "OPTIONS", "BYE", "CANCEL", "REGISTER", "other"];
+const METHODS: [&str; 7] = [
+    "INVITE", "ACK", "OPTIONS", "BYE", "CANCEL", "REGISTER", "other",
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -40,7 +42,10 @@ impl Metrics {
     }
 
     pub fn response(&self, code: u16) {
-        if let Some(c) = code.checked_sub(100).and_then(|i| self.responses.get(usize::from(i))) {
+        if let Some(c) = code
+            .checked_sub(100)
+            .and_then(|i| self.responses.get(usize::from(i)))
+        {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -52,7 +57,11 @@ impl Metrics {
         out.push_str("# HELP sipauth_sip_requests_total SIP requests received, by method.\n");
         out.push_str("# TYPE sipauth_sip_requests_total counter\n");
         for (m, c) in METHODS.iter().zip(&self.requests) {
-            let _ = writeln!(out, "sipauth_sip_requests_total{{method=\"{m}\"}} {}", c.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "sipauth_sip_requests_total{{method=\"{m}\"}} {}",
+                c.load(Relaxed)
+            );
         }
         out.push_str("# HELP sipauth_sip_responses_total SIP responses sent, by status code.\n");
         out.push_str("# TYPE sipauth_sip_responses_total counter\n");
@@ -63,12 +72,32 @@ impl Metrics {
             }
         }
         for (name, help, v) in [
-            ("sipauth_sip_malformed_total", "SIP messages that failed to parse or lacked a mandatory header.", &self.malformed),
-            ("sipauth_sip_dropped_total", "Malformed SIP messages dropped without a response.", &self.dropped),
-            ("sipauth_sip_stray_responses_total", "SIP responses that matched no client transaction.", &self.stray_responses),
-            ("sipauth_tcp_framing_errors_total", "TCP connections closed because the stream could not be framed.", &self.tcp_framing_errors),
+            (
+                "sipauth_sip_malformed_total",
+                "SIP messages that failed to parse or lacked a mandatory header.",
+                &self.malformed,
+            ),
+            (
+                "sipauth_sip_dropped_total",
+                "Malformed SIP messages dropped without a response.",
+                &self.dropped,
+            ),
+            (
+                "sipauth_sip_stray_responses_total",
+                "SIP responses that matched no client transaction.",
+                &self.stray_responses,
+            ),
+            (
+                "sipauth_tcp_framing_errors_total",
+                "TCP connections closed because the stream could not be framed.",
+                &self.tcp_framing_errors,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         if let Some(xdp) = xdp {
             out.push_str("# HELP sipauth_xdp_packets_total Packets judged by the XDP program, by verdict and reason.\n");
@@ -103,6 +132,8 @@ mod tests {
         assert!(text.contains("sipauth_sip_requests_total{method=\"INVITE\"} 1\n"));
         assert!(text.contains("sipauth_sip_requests_total{method=\"other\"} 1\n"));
         assert!(text.contains("sipauth_sip_responses_total{code=\"403\"} 1\n"));
-        assert!(text.contains("sipauth_xdp_packets_total{verdict=\"drop\",reason=\"locked_out\"} 5\n"));
+        assert!(
+            text.contains("sipauth_xdp_packets_total{verdict=\"drop\",reason=\"locked_out\"} 5\n")
+        );
     }
 }

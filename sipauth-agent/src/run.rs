@@ -12,21 +12,18 @@ use crate::metrics::Metrics;
 
 /// Starts everything, then serves until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let xdp = match cfg.xdp.mode {
-        XdpMode::Off => {
-            tracing::info!("XDP off: user space enforces lockouts alone");
-            None
+    let xdp = if cfg.xdp.mode == XdpMode::Off {
+        tracing::info!("XDP off: user space enforces lockouts alone");
+        None
+    } else {
+        if !rustix::process::geteuid().is_root() {
+            anyhow::bail!(
+                "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
+            );
         }
-        _ => {
-            if !rustix::process::geteuid().is_root() {
-                anyhow::bail!(
-                    "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
-                );
-            }
-            Some(Arc::new(
-                Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
-            ))
-        }
+        Some(Arc::new(
+            Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
+        ))
     };
     let lockouts = Arc::new(match &xdp {
         Some(xdp) => Lockouts::kernel(xdp.clone()),

@@ -56,7 +56,8 @@ pub mod config {
         /// Packets per second from denied sources that may still reach
         /// user space (all sources together). 0 drops them all.
         pub budget_per_sec: u32,
-        pub _pad: u32,
+        /// Keeps the layout explicit; always 0.
+        pub pad: u32,
     }
     const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
@@ -79,8 +80,11 @@ pub mod budget {
     /// spent. Kernel and user space share this rule.
     #[must_use]
     pub const fn take(word: u64, now_sec: u32, limit: u32) -> Option<u64> {
-        let sec = (word >> 32) as u32;
-        let used = word as u32;
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the word packs two u32 halves"
+        )]
+        let (sec, used) = ((word >> 32) as u32, word as u32);
         if sec != now_sec {
             if limit == 0 {
                 return None;
@@ -125,6 +129,7 @@ pub mod stats {
         Reason::LockedBudget,
         Reason::LockedDrop,
     ];
+    #[expect(clippy::cast_possible_truncation, reason = "six reasons")]
     pub const MAX_ENTRIES: u32 = REASONS.len() as u32;
 
     impl Reason {
@@ -177,14 +182,16 @@ mod tests {
     #[test]
     fn zero_budget_is_silent() {
         assert_eq!(budget::take(0, 1, 0), None);
-        assert_eq!(budget::take((1 << 32) | 0, 1, 0), None);
+        assert_eq!(budget::take(1 << 32, 1, 0), None);
     }
 
     #[test]
     fn v4_mapped() {
         assert_eq!(
             addr::from_v4([192, 0, 2, 1]),
-            core::net::Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets()
+            core::net::Ipv4Addr::new(192, 0, 2, 1)
+                .to_ipv6_mapped()
+                .octets()
         );
     }
 

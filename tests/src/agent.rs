@@ -45,6 +45,7 @@ pub fn binary() -> PathBuf {
 
 impl<'r> Agent<'r> {
     /// Starts the agent and waits until it answers on HTTP.
+    #[must_use]
     pub fn start(rig: &'r Rig, opts: &Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let interfaces: Vec<String> = rig.edge_devs().iter().map(|d| format!("{d:?}")).collect();
@@ -52,18 +53,22 @@ impl<'r> Agent<'r> {
             "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n\
              [http]\nlisten = \"{HTTP}\"\n\
              [admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
-             [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = {:?}\n\
+             [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = \"{}\"\n\
              [log]\nfilter = \"info\"\n",
             opts.xdp_mode,
             interfaces.join(", "),
             opts.budget_per_sec,
-            rig.pin_dir,
+            rig.pin_dir.display(),
         );
         let cfg_path = dir.path().join("sipauth.toml");
         std::fs::write(&cfg_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
         let bin = binary();
-        assert!(bin.exists(), "{} missing: build it (cargo xtask test does)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: build it (cargo xtask test does)",
+            bin.display()
+        );
         let child = rig
             .edge
             .cmd(bin.to_str().expect("utf-8 path"))
@@ -120,6 +125,7 @@ impl<'r> Agent<'r> {
     }
 
     /// `(status, body)` of an admin request with the rig's token.
+    #[must_use]
     pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let r = http::request(
             &self.rig.edge,
@@ -137,7 +143,9 @@ impl<'r> Agent<'r> {
         let (status, body) = self.admin(
             "POST",
             "/admin/lockouts",
-            Some(&format!("{{\"address\":\"{addr}\",\"duration_secs\":{secs}}}")),
+            Some(&format!(
+                "{{\"address\":\"{addr}\",\"duration_secs\":{secs}}}"
+            )),
         );
         assert_eq!(status, 201, "lock out {addr}: {body}");
     }

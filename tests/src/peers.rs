@@ -109,6 +109,7 @@ pub fn invite(app: &str, from: SocketAddr, to: SocketAddr, id: &str) -> String {
 
 /// Sends one datagram from `local` (port chosen by the kernel) inside `ns`
 /// and waits up to `wait` for one reply.
+#[must_use]
 pub fn udp_exchange(
     ns: &Netns,
     local: IpAddr,

@@ -39,6 +39,7 @@ pub struct Rig {
 
 impl Rig {
     /// Builds the edge and `n` callers (at most 9).
+    #[must_use]
     pub fn new(n: u8) -> Self {
         crate::require_root();
         let edge = Netns::new("edge");
@@ -99,7 +100,14 @@ fn link(edge: &Netns, i: u8) -> Link {
     ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
     ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
     edge.ip(&["addr", "add", &format!("{edge_v4}/24"), "dev", &edge_dev]);
-    edge.ip(&["addr", "add", &format!("{edge_v6}/64"), "dev", &edge_dev, "nodad"]);
+    edge.ip(&[
+        "addr",
+        "add",
+        &format!("{edge_v6}/64"),
+        "dev",
+        &edge_dev,
+        "nodad",
+    ]);
     ns.ip(&["link", "set", "eth0", "up"]);
     edge.ip(&["link", "set", &edge_dev, "up"]);
 
@@ -111,7 +119,17 @@ fn link(edge: &Netns, i: u8) -> Link {
         (&v4, edge_dev.as_str(), &mac, edge),
         (&v6, edge_dev.as_str(), &mac, edge),
     ] {
-        side.ip(&["neigh", "replace", addr, "lladdr", lladdr, "dev", dev, "nud", "permanent"]);
+        side.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
     }
     Link {
         ns,

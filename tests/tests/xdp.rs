@@ -1,10 +1,9 @@
 //! Verdicts of the XDP program on crafted frames, through
-//! BPF_PROG_TEST_RUN: the program is loaded (not attached) with its maps
+//! `BPF_PROG_TEST_RUN`: the program is loaded (not attached) with its maps
 //! pinned in a private directory.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use aya::TestRun as _;
 use aya::programs::TestRunOptions;
@@ -27,9 +26,10 @@ impl Drop for Loaded {
     }
 }
 
+static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn load(budget: u32) -> Loaded {
     sipauth_tests::require_root();
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/sipauth-testrun-{}-{}",
         std::process::id(),
@@ -45,7 +45,11 @@ fn run(l: &mut Loaded, frame: &[u8]) -> u32 {
         data_in: Some(frame),
         ..Default::default()
     };
-    l.xdp.program().test_run(opts).expect("test_run").return_value
+    l.xdp
+        .program()
+        .test_run(opts)
+        .expect("test_run")
+        .return_value
 }
 
 fn count(l: &Loaded, reason: Reason) -> u64 {
@@ -58,7 +62,7 @@ fn count(l: &Loaded, reason: Reason) -> u64 {
 }
 
 fn lock(l: &Loaded, ip: &str) {
-    let until = now_ns() + Duration::from_secs(60).as_nanos() as u64;
+    let until = now_ns() + 60 * 1_000_000_000;
     l.xdp.lockout_set(ip.parse().unwrap(), until).unwrap();
 }
 
@@ -110,7 +114,12 @@ fn ipv6(src: &str, next: u8, payload: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
     h.extend_from_slice(&[next, 64]);
     h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    h.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
     h.extend_from_slice(payload);
     h
 }
@@ -154,7 +163,9 @@ fn locked_out_is_dropped_on_every_sip_port_and_transport() {
 fn budget_lets_a_few_through_per_second() {
     let mut l = load(3);
     lock(&l, SRC4);
-    let verdicts: Vec<u32> = (0..10).map(|_| run(&mut l, &frame4(SRC4, 17, SIP))).collect();
+    let verdicts: Vec<u32> = (0..10)
+        .map(|_| run(&mut l, &frame4(SRC4, 17, SIP)))
+        .collect();
     // The ten runs take far less than a second; a second boundary at most
     // refills the budget once.
     let passed = verdicts.iter().filter(|&&v| v == XDP_PASS).count();
@@ -182,9 +193,21 @@ fn other_ports_protocols_and_frames_are_untouched() {
     lock(&l, SRC6);
     // Another UDP port, ICMP, ARP, IPv6 ICMP.
     assert_eq!(run(&mut l, &frame4(SRC4, 17, 5099)), XDP_PASS);
-    assert_eq!(run(&mut l, &[eth(0x0800), ipv4(SRC4, 1, 0, &[8, 0, 0, 0, 0, 0, 0, 0])].concat()), XDP_PASS);
+    assert_eq!(
+        run(
+            &mut l,
+            &[eth(0x0800), ipv4(SRC4, 1, 0, &[8, 0, 0, 0, 0, 0, 0, 0])].concat()
+        ),
+        XDP_PASS
+    );
     assert_eq!(run(&mut l, &[eth(0x0806), vec![0; 28]].concat()), XDP_PASS);
-    assert_eq!(run(&mut l, &[eth(0x86dd), ipv6(SRC6, 58, &[135, 0, 0, 0, 0, 0, 0, 0])].concat()), XDP_PASS);
+    assert_eq!(
+        run(
+            &mut l,
+            &[eth(0x86dd), ipv6(SRC6, 58, &[135, 0, 0, 0, 0, 0, 0, 0])].concat()
+        ),
+        XDP_PASS
+    );
     assert_eq!(count(&l, Reason::NotSip), 3);
     assert_eq!(count(&l, Reason::NotIp), 1);
     assert_eq!(count(&l, Reason::LockedDrop), 0);
@@ -202,7 +225,10 @@ fn vlan_tag_and_ipv6_extension_headers_are_walked() {
     // Hop-by-hop options (8 bytes) then UDP.
     let mut ext = vec![17, 0, 1, 4, 0, 0, 0, 0];
     ext.extend(l4(17, SIP));
-    assert_eq!(run(&mut l, &[eth(0x86dd), ipv6(SRC6, 0, &ext)].concat()), XDP_DROP);
+    assert_eq!(
+        run(&mut l, &[eth(0x86dd), ipv6(SRC6, 0, &ext)].concat()),
+        XDP_DROP
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Unit tests, then the BPF_PROG_TEST_RUN tests and the netns rig (root).
+    /// Unit tests, then the `BPF_PROG_TEST_RUN` tests and the netns rig (root).
     Test {
         /// Only the tests whose name contains this.
         filter: Option<String>,
@@ -54,7 +54,20 @@ fn main() -> anyhow::Result<()> {
             setup::ensure()?;
             let filter: Vec<&str> = filter.as_deref().into_iter().collect();
             let t = std::time::Instant::now();
-            cargo(&[&["test", "--workspace", "--exclude", "sipauth-tests", "--exclude", "sipauth-ebpf"], filter.as_slice()].concat())?;
+            cargo(
+                &[
+                    &[
+                        "test",
+                        "--workspace",
+                        "--exclude",
+                        "sipauth-tests",
+                        "--exclude",
+                        "sipauth-ebpf",
+                    ],
+                    filter.as_slice(),
+                ]
+                .concat(),
+            )?;
             println!("xtask: unit tests passed in {:.0?}", t.elapsed());
             let t = std::time::Instant::now();
             cargo(&["build", "--release", "-p", "sipauth-agent"])?;
@@ -72,7 +85,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench => {
             setup::ensure()?;
             cargo(&["build", "--release", "-p", "sipauth-agent"])?;
-            cargo(&["run", "--release", "-p", "sipauth-tests", "--bin", "sipauth-bench"])
+            cargo(&[
+                "run",
+                "--release",
+                "-p",
+                "sipauth-tests",
+                "--bin",
+                "sipauth-bench",
+            ])
         }
     }
 }
@@ -85,12 +105,14 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Runs rustup's cargo (the one that runs us), with the agent binary's path
-/// in SIPAUTH_BIN for the rig.
+/// in `SIPAUTH_BIN` for the rig.
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(args)
-        .env("SIPAUTH_BIN", workspace_root().join("target/release/sipauth"));
+    cmd.args(args).env(
+        "SIPAUTH_BIN",
+        workspace_root().join("target/release/sipauth"),
+    );
     status(&mut cmd)
 }
 

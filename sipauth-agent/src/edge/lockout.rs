@@ -145,7 +145,7 @@ mod tests {
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         let b: IpAddr = "2001:db8::7".parse().unwrap();
         assert!(!t.is_locked(a));
-        t.lock(a, Duration::from_secs(60)).unwrap();
+        t.lock(a, Duration::from_mins(1)).unwrap();
         t.lock(b, Duration::from_secs(30)).unwrap();
         assert!(t.is_locked(a));
         assert!(t.is_locked(b));

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use super::Edge;
 
 /// A TCP stream that carries nothing for this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(300);
+const TCP_IDLE: Duration = Duration::from_mins(5);
 /// Bytes buffered per TCP connection before a message must be complete.
 const TCP_MAX_BUFFER: usize = 128 * 1024;
 

@@ -37,7 +37,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if state.admin_token.is_empty() {
-        return error(StatusCode::NOT_FOUND, "admin endpoints are disabled (no admin.token)");
+        return error(
+            StatusCode::NOT_FOUND,
+            "admin endpoints are disabled (no admin.token)",
+        );
     }
     let given = req
         .headers()
@@ -108,7 +111,10 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
     };
     match state.lockouts.lift(address) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("{address} is not locked out")),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("{address} is not locked out"),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -33,8 +33,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let xdp = match state.xdp.as_deref().map(Xdp::stats).transpose() {
-        Ok(stats) => stats,
+    let xdp_stats = match state.xdp.as_deref().map(Xdp::stats).transpose() {
+        Ok(counts) => counts,
         Err(e) => {
             tracing::warn!(error = %e, "reading XDP statistics failed");
             None
@@ -42,6 +42,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(xdp.as_deref()),
+        state.metrics.render(xdp_stats.as_deref()),
     )
 }

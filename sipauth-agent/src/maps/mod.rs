@@ -40,10 +40,7 @@ pub enum XdpError {
     #[error("XDP program: {0}")]
     Program(#[from] ProgramError),
     #[error("map {map}: {source}")]
-    Map {
-        map: &'static str,
-        source: MapError,
-    },
+    Map { map: &'static str, source: MapError },
     #[error("attaching to {interface} in {mode} mode: {source}")]
     Attach {
         interface: String,
@@ -125,12 +122,10 @@ impl Xdp {
         for (slot, port) in value.sip_ports.iter_mut().zip(sip_ports) {
             *slot = *port;
         }
-        settings
-            .set(0, value, 0)
-            .map_err(map_err(kconfig::NAME))?;
+        settings.set(0, value, 0).map_err(map_err(kconfig::NAME))?;
 
-        let lockout = HashMap::try_from(take(&mut ebpf, lockout::NAME)?)
-            .map_err(map_err(lockout::NAME))?;
+        let lockout =
+            HashMap::try_from(take(&mut ebpf, lockout::NAME)?).map_err(map_err(lockout::NAME))?;
         let stats =
             PerCpuArray::try_from(take(&mut ebpf, stats::NAME)?).map_err(map_err(stats::NAME))?;
         Ok(Self {
@@ -235,7 +230,8 @@ impl Xdp {
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpError> {
-    ebpf.take_map(name).ok_or(XdpError::Missing { what: "map", name })
+    ebpf.take_map(name)
+        .ok_or(XdpError::Missing { what: "map", name })
 }
 
 /// The map key of an address: IPv4 as IPv4-mapped IPv6.
@@ -267,8 +263,14 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), XdpError> {
         source,
     };
     if dir.starts_with(bpffs) && !is_bpffs(bpffs) {
-        rustix::mount::mount("bpf", bpffs, "bpf", rustix::mount::MountFlags::empty(), None)
-            .map_err(|e| err(e.into()))?;
+        rustix::mount::mount(
+            "bpf",
+            bpffs,
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .map_err(|e| err(e.into()))?;
         tracing::info!("mounted bpffs at /sys/fs/bpf");
     }
     std::fs::create_dir_all(dir).map_err(err)
@@ -287,20 +289,27 @@ fn is_bpffs(path: &Path) -> bool {
 /// The interface of the default route (IPv4, then IPv6), else `lo`.
 #[must_use]
 pub fn default_interface() -> String {
-    let v4 = std::fs::read_to_string("/proc/net/route").ok().and_then(|t| {
-        t.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_owned())
-        })
-    });
-    let v6 = || {
-        std::fs::read_to_string("/proc/net/ipv6_route").ok().and_then(|t| {
-            t.lines().find_map(|l| {
+    let v4 = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| {
+            t.lines().skip(1).find_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() == 10 && f[0].chars().all(|c| c == '0') && f[1] == "00" && f[9] != "lo")
-                    .then(|| f[9].to_owned())
+                (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_owned())
             })
-        })
+        });
+    let v6 = || {
+        std::fs::read_to_string("/proc/net/ipv6_route")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() == 10
+                        && f[0].chars().all(|c| c == '0')
+                        && f[1] == "00"
+                        && f[9] != "lo")
+                        .then(|| f[9].to_owned())
+                })
+            })
     };
     v4.or_else(v6).unwrap_or_else(|| "lo".to_owned())
 }

@@ -41,7 +41,12 @@ fn machine_busy_secs() -> f64 {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
     busy / clock_ticks()
 }
 
@@ -60,7 +65,11 @@ struct Row {
 }
 
 fn iptables_drops(rig: &Rig) -> u64 {
-    let out = sh(rig.edge.cmd("iptables").args(["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]));
+    let out =
+        sh(rig
+            .edge
+            .cmd("iptables")
+            .args(["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.contains("DROP"))
@@ -80,11 +89,30 @@ fn measure(rig: &Rig, mode: &'static str) -> Row {
     };
     let agent = Agent::start(rig, &opts);
     agent.lock_out(c.v4, 3600);
-    let rule = ["PREROUTING", "-s", &c.v4.to_string(), "-p", "udp", "--dport", "5060", "-j", "DROP"];
+    let rule = [
+        "PREROUTING",
+        "-s",
+        &c.v4.to_string(),
+        "-p",
+        "udp",
+        "--dport",
+        "5060",
+        "-j",
+        "DROP",
+    ];
     if mode == "iptables" {
-        sh(rig.edge.cmd("iptables").args(["-t", "raw", "-A"]).args(rule));
+        sh(rig
+            .edge
+            .cmd("iptables")
+            .args(["-t", "raw", "-A"])
+            .args(rule));
     }
-    let payload = invite("bench", SocketAddr::new(c.v4, 5090), SocketAddr::new(c.edge_v4, 5060), "bench");
+    let payload = invite(
+        "bench",
+        SocketAddr::new(c.v4, 5090),
+        SocketAddr::new(c.edge_v4, 5060),
+        "bench",
+    );
     let before = agent.metrics();
     let (cpu0, busy0) = (cpu_secs(agent.pid()), machine_busy_secs());
     let start = Instant::now();
@@ -97,12 +125,18 @@ fn measure(rig: &Rig, mode: &'static str) -> Row {
     let delta = |name: &str| metric(&after, name) - metric(&before, name);
     let reached = delta(r#"sipauth_sip_requests_total{method="INVITE"}"#);
     let dropped = match mode {
-        "xdp" | "xdp-generic" => delta(r#"sipauth_xdp_packets_total{verdict="drop",reason="locked_out"}"#),
+        "xdp" | "xdp-generic" => {
+            delta(r#"sipauth_xdp_packets_total{verdict="drop",reason="locked_out"}"#)
+        }
         "iptables" => iptables_drops(rig),
         _ => FLOOD.saturating_sub(reached),
     };
     if mode == "iptables" {
-        sh(rig.edge.cmd("iptables").args(["-t", "raw", "-D"]).args(rule));
+        sh(rig
+            .edge
+            .cmd("iptables")
+            .args(["-t", "raw", "-D"])
+            .args(rule));
     }
     drop(agent);
     Row {
