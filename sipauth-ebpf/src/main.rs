@@ -95,7 +95,10 @@ fn take_budget(now_ns: u64, limit: u32) -> bool {
     let Some(word) = BUDGET.get_ptr_mut(0) else {
         return false;
     };
-    #[expect(clippy::cast_possible_truncation, reason = "seconds of uptime fit in 32 bits")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "seconds of uptime fit in 32 bits"
+    )]
     let now_sec = (now_ns / NS_PER_SEC) as u32;
     for _ in 0..BUDGET_TRIES {
         // SAFETY: `word` points into the map value, valid for the program's
