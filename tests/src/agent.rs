@@ -15,6 +15,8 @@ pub const HTTP: &str = "127.0.0.1:8080";
 pub struct Options {
     pub xdp_mode: &'static str,
     pub budget_per_sec: u32,
+    /// XDP interfaces; None: the edge side of every caller link.
+    pub interfaces: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -22,6 +24,7 @@ impl Default for Options {
         Self {
             xdp_mode: "native",
             budget_per_sec: 10,
+            interfaces: None,
         }
     }
 }
@@ -48,7 +51,13 @@ impl<'r> Agent<'r> {
     #[must_use]
     pub fn start(rig: &'r Rig, opts: &Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let interfaces: Vec<String> = rig.edge_devs().iter().map(|d| format!("{d:?}")).collect();
+        let interfaces: Vec<String> = opts
+            .interfaces
+            .clone()
+            .unwrap_or_else(|| rig.edge_devs())
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect();
         let config = format!(
             "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n\
              [http]\nlisten = \"{HTTP}\"\n\

@@ -41,6 +41,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
+    if !matches!(cli.command, Cmd::Setup) {
+        // Setup says the same in its own words.
+        setup::require_root()?;
+    }
     match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Run { args } => {

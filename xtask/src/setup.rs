@@ -59,7 +59,7 @@ fn step(name: &str, f: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn require_root() -> anyhow::Result<()> {
+pub fn require_root() -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!(
             "setup installs Debian packages, and the edge and its tests load XDP programs and \
