@@ -67,7 +67,10 @@ fn invalid(name: &'static str, reason: &'static str) -> ParseError {
 /// Strips the `Digest` scheme and returns the parameter list.
 fn digest_params(value: &str) -> Result<&str, ParseError> {
     let value = trim_lws(value);
-    let end = value.bytes().position(|b| !is_token_byte(b)).unwrap_or(value.len());
+    let end = value
+        .bytes()
+        .position(|b| !is_token_byte(b))
+        .unwrap_or(value.len());
     let (scheme, rest) = value.split_at(end);
     if !scheme.eq_ignore_ascii_case("Digest") {
         return Err(ParseError::UnsupportedAuthScheme);
@@ -104,16 +107,31 @@ fn auth_param(item: &str) -> Result<(&str, &str), ParseError> {
             return Err(invalid("-", "text after quoted string"));
         }
         Ok((name, &value[1..end]))
-    } else if value.is_empty() || value.bytes().any(|b| is_lws(b) || b == b'"' || b < 0x20 || b == 0x7f) {
+    } else if value.is_empty()
+        || value
+            .bytes()
+            .any(|b| is_lws(b) || b == b'"' || b < 0x20 || b == 0x7f)
+    {
         Err(invalid("-", "invalid token value"))
     } else {
         Ok((name, value))
     }
 }
 
-fn set<'a>(slot: &mut Option<&'a str>, name: &'static str, value: &'a str) -> Result<(), ParseError> {
-    if slot.replace(value).is_some() {
-        return Err(ParseError::DuplicateParam(name));
+/// Stores `value` in the slot whose label matches `name` (case-insensitive);
+/// unknown names are ignored, a second value for a known name is an error.
+fn store<'a, const N: usize>(
+    slots: [(&'static str, &mut Option<&'a str>); N],
+    name: &str,
+    value: &'a str,
+) -> Result<(), ParseError> {
+    for (label, slot) in slots {
+        if label.eq_ignore_ascii_case(name) {
+            if slot.replace(value).is_some() {
+                return Err(ParseError::DuplicateParam(label));
+            }
+            return Ok(());
+        }
     }
     Ok(())
 }
@@ -148,21 +166,20 @@ pub fn parse_credentials(value: &str) -> Result<DigestCredentials<'_>, ParseErro
     let mut userhash = None;
     for p in auth_params(list) {
         let (name, v) = p?;
-        let (slot, label) = match name.to_ascii_lowercase().as_str() {
-            "username" => (&mut username, "username"),
-            "realm" => (&mut realm, "realm"),
-            "nonce" => (&mut nonce, "nonce"),
-            "uri" => (&mut uri, "uri"),
-            "response" => (&mut response, "response"),
-            "algorithm" => (&mut algorithm, "algorithm"),
-            "cnonce" => (&mut cnonce, "cnonce"),
-            "opaque" => (&mut opaque, "opaque"),
-            "qop" => (&mut qop, "qop"),
-            "nc" => (&mut nc, "nc"),
-            "userhash" => (&mut userhash, "userhash"),
-            _ => continue,
-        };
-        set(slot, label, v)?;
+        let slots: [(&'static str, &mut Option<&str>); 11] = [
+            ("username", &mut username),
+            ("realm", &mut realm),
+            ("nonce", &mut nonce),
+            ("uri", &mut uri),
+            ("response", &mut response),
+            ("algorithm", &mut algorithm),
+            ("cnonce", &mut cnonce),
+            ("opaque", &mut opaque),
+            ("qop", &mut qop),
+            ("nc", &mut nc),
+            ("userhash", &mut userhash),
+        ];
+        store(slots, name, v)?;
     }
     let nc = nc
         .map(|v: &str| {
@@ -198,7 +215,10 @@ pub fn parse_credentials(value: &str) -> Result<DigestCredentials<'_>, ParseErro
         opaque,
         qop,
         nc,
-        userhash: userhash.map(|v| parse_bool("userhash", v)).transpose()?.unwrap_or(false),
+        userhash: userhash
+            .map(|v| parse_bool("userhash", v))
+            .transpose()?
+            .unwrap_or(false),
     })
 }
 
@@ -216,22 +236,25 @@ pub fn parse_challenge(value: &str) -> Result<DigestChallenge<'_>, ParseError> {
     let mut domain = None;
     for p in auth_params(list) {
         let (name, v) = p?;
-        let (slot, label) = match name.to_ascii_lowercase().as_str() {
-            "realm" => (&mut realm, "realm"),
-            "nonce" => (&mut nonce, "nonce"),
-            "opaque" => (&mut opaque, "opaque"),
-            "algorithm" => (&mut algorithm, "algorithm"),
-            "qop" => (&mut qop, "qop"),
-            "stale" => (&mut stale, "stale"),
-            "domain" => (&mut domain, "domain"),
-            _ => continue,
-        };
-        set(slot, label, v)?;
+        let slots: [(&'static str, &mut Option<&str>); 7] = [
+            ("realm", &mut realm),
+            ("nonce", &mut nonce),
+            ("opaque", &mut opaque),
+            ("algorithm", &mut algorithm),
+            ("qop", &mut qop),
+            ("stale", &mut stale),
+            ("domain", &mut domain),
+        ];
+        store(slots, name, v)?;
     }
     let qop = match qop {
         None => Vec::new(),
         Some(list) => {
-            let values: Vec<&str> = list.split(',').map(trim_lws).filter(|q| !q.is_empty()).collect();
+            let values: Vec<&str> = list
+                .split(',')
+                .map(trim_lws)
+                .filter(|q| !q.is_empty())
+                .collect();
             if values.is_empty() || !values.iter().all(|q| is_token(q)) {
                 return Err(invalid("qop", "expected a list of tokens"));
             }
@@ -247,7 +270,10 @@ pub fn parse_challenge(value: &str) -> Result<DigestChallenge<'_>, ParseError> {
         opaque,
         algorithm,
         qop,
-        stale: stale.map(|v| parse_bool("stale", v)).transpose()?.unwrap_or(false),
+        stale: stale
+            .map(|v| parse_bool("stale", v))
+            .transpose()?
+            .unwrap_or(false),
         domain,
     })
 }
@@ -316,7 +342,9 @@ mod tests {
             Err(ParseError::DuplicateParam("username"))
         );
         assert_eq!(
-            parse_credentials("Digest username=a, realm=r, nonce=n, uri=u, response=x, qop=auth, cnonce=c"),
+            parse_credentials(
+                "Digest username=a, realm=r, nonce=n, uri=u, response=x, qop=auth, cnonce=c"
+            ),
             Err(ParseError::MissingParam("nc"))
         );
         for nc in ["10", "0000000g", "000000001", "\"0000000a\"x"] {
@@ -348,12 +376,18 @@ mod tests {
         assert_eq!(c.domain, Some("sip:ss1.carrier.com"));
         assert!(!c.stale);
 
-        let c = parse_challenge("DIGEST REALM=r, NONCE=n, STALE=true, QOP=\" auth \", ALGORITHM=SHA-512-256").unwrap();
+        let c = parse_challenge(
+            "DIGEST REALM=r, NONCE=n, STALE=true, QOP=\" auth \", ALGORITHM=SHA-512-256",
+        )
+        .unwrap();
         assert!(c.stale);
         assert_eq!(c.qop, vec!["auth"]);
         assert_eq!(c.algorithm, Some("SHA-512-256"));
 
-        assert_eq!(parse_challenge("Digest nonce=n"), Err(ParseError::MissingParam("realm")));
+        assert_eq!(
+            parse_challenge("Digest nonce=n"),
+            Err(ParseError::MissingParam("realm"))
+        );
         assert!(parse_challenge("Digest realm=r, nonce=n, stale=maybe").is_err());
         assert!(parse_challenge("Digest realm=r, nonce=n, qop=\",\"").is_err());
     }

@@ -197,10 +197,9 @@ pub fn response(
     if let Some(to) = req.header("To") {
         out.push_str("To: ");
         push_line(&mut out, to);
-        let has_tag = req.to().map_or_else(
-            |_| find_param(to, "tag").is_some(),
-            |t| t.tag.is_some(),
-        );
+        let has_tag = req
+            .to()
+            .map_or_else(|_| find_param(to, "tag").is_some(), |t| t.tag.is_some());
         if let (false, Some(tag)) = (has_tag, to_tag) {
             out.push_str(";tag=");
             push_line(&mut out, tag);

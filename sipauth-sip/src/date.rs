@@ -13,7 +13,8 @@ fn digits(s: &[u8], max: u32) -> bool {
 /// `wkday "," SP 2DIGIT SP month SP 4DIGIT SP 2DIGIT ":" 2DIGIT ":" 2DIGIT SP "GMT"`.
 pub(crate) fn is_sip_date(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() != 29 || !s.is_char_boundary(3) || !s.is_char_boundary(11) || !s.is_char_boundary(14) {
+    if b.len() != 29 || !s.is_char_boundary(3) || !s.is_char_boundary(11) || !s.is_char_boundary(14)
+    {
         return false;
     }
     WKDAYS.contains(&&s[..3])

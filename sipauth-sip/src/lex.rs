@@ -167,8 +167,14 @@ pub(crate) fn parse_param(seg: &str) -> Result<(&str, Option<&str>), &'static st
 
 /// Validates every parameter of a `;`-separated list (the text after the
 /// first `;`) and returns the first value of the parameter `want`.
-#[expect(clippy::option_option, reason = "absent, flag and name=value are three distinct answers")]
-pub(crate) fn check_params<'a>(params: &'a str, want: &str) -> Result<Option<Option<&'a str>>, &'static str> {
+#[expect(
+    clippy::option_option,
+    reason = "absent, flag and name=value are three distinct answers"
+)]
+pub(crate) fn check_params<'a>(
+    params: &'a str,
+    want: &str,
+) -> Result<Option<Option<&'a str>>, &'static str> {
     let mut found = None;
     for seg in split_top(params, b';') {
         let (name, value) = parse_param(seg)?;
@@ -180,7 +186,10 @@ pub(crate) fn check_params<'a>(params: &'a str, want: &str) -> Result<Option<Opt
 }
 
 /// Looks `name` up (case-insensitively) in a validated `;`-separated list.
-#[expect(clippy::option_option, reason = "absent, flag and name=value are three distinct answers")]
+#[expect(
+    clippy::option_option,
+    reason = "absent, flag and name=value are three distinct answers"
+)]
 pub(crate) fn find_param<'a>(params: &'a str, name: &str) -> Option<Option<&'a str>> {
     if params.is_empty() {
         return None;

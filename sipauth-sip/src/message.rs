@@ -76,8 +76,7 @@ fn skip_crlfs(buf: &[u8]) -> usize {
 }
 
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    // The start line cannot be empty, so the terminator is never at offset 0.
-    buf.windows(4).position(|w| w == b"\r\n\r\n")
+    memchr::memmem::find(buf, b"\r\n\r\n")
 }
 
 /// `SIP/1*DIGIT.1*DIGIT`, "SIP" case-insensitive.
@@ -96,8 +95,14 @@ fn is_version(v: &str) -> bool {
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
-    if line.starts_with("SIP/") || line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
-        let (version, rest) = line.split_once(' ').ok_or(start_err("missing status code"))?;
+    if line.starts_with("SIP/")
+        || line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
+        let (version, rest) = line
+            .split_once(' ')
+            .ok_or(start_err("missing status code"))?;
         if !is_version(version) {
             return Err(start_err("invalid SIP version"));
         }
@@ -112,13 +117,19 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         if reason.bytes().any(|b| b < b' ' && b != b'\t' || b == 0x7f) {
             return Err(start_err("control character in reason phrase"));
         }
-        return Ok(StartLine::Response { version, code, reason });
+        return Ok(StartLine::Response {
+            version,
+            code,
+            reason,
+        });
     }
     let mut parts = line.split(' ');
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(start_err("request line is not Method SP Request-URI SP SIP-Version"));
+        return Err(start_err(
+            "request line is not Method SP Request-URI SP SIP-Version",
+        ));
     };
     if !is_token(method) {
         return Err(start_err("method is not a token"));
@@ -127,7 +138,11 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         return Err(start_err("invalid SIP version"));
     }
     check_any_uri(uri).map_err(|_| start_err("invalid Request-URI"))?;
-    Ok(StartLine::Request { method, uri, version })
+    Ok(StartLine::Request {
+        method,
+        uri,
+        version,
+    })
 }
 
 /// Parses one complete message: a UDP datagram, or one message cut from a
@@ -167,19 +182,18 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
     // Finds the CRLF ending the line that starts at `from`, and the first
     // colon in it. A CR or LF that is not part of a CRLF is an error.
     let scan_line = |from: usize, line_no: usize| -> Result<(usize, Option<usize>), ParseError> {
-        let mut colon = None;
-        let mut i = from;
-        loop {
-            match bytes.get(i) {
-                None => return Err(unterminated()),
-                Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => return Ok((i, colon)),
-                Some(b'\r') if i + 1 == bytes.len() => return Err(unterminated()),
-                Some(b'\r' | b'\n') => return Err(syntax(line_no, "bare CR or LF")),
-                Some(b':') if colon.is_none() => colon = Some(i),
-                _ => {}
-            }
-            i += 1;
+        let rest = &bytes[from..];
+        let end = memchr::memchr2(b'\r', b'\n', rest).ok_or_else(unterminated)?;
+        match rest.get(end..end + 2) {
+            Some(b"\r\n") => {}
+            None if rest[end] == b'\r' => return Err(unterminated()),
+            _ => return Err(syntax(line_no, "bare CR or LF")),
         }
+        let colon = rest[..end]
+            .iter()
+            .position(|&b| b == b':')
+            .map(|c| from + c);
+        Ok((from + end, colon))
     };
 
     let (start_end, _) = scan_line(0, 1).map_err(|e| match e {
@@ -230,7 +244,10 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
         Some(h) => {
             let declared = parse_content_length(h.value)?;
             if declared > available {
-                return Err(ParseError::BodyTruncated { declared, available });
+                return Err(ParseError::BodyTruncated {
+                    declared,
+                    available,
+                });
             }
             declared
         }
@@ -330,7 +347,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<usize>, ParseError> {
 fn list_items(value: &str, split: bool) -> impl Iterator<Item = &str> {
     split_top_opt(value, split.then_some(b','))
         .map(trim_lws)
-    .filter(move |v| !split || !v.is_empty())
+        .filter(move |v| !split || !v.is_empty())
 }
 
 impl<'a> Message<'a> {
@@ -393,7 +410,10 @@ impl<'a> Message<'a> {
     }
 
     fn first_of_kind(&self, kind: Kind) -> Option<&'a str> {
-        self.headers.iter().find(|h| h.kind == kind).map(|h| h.value)
+        self.headers
+            .iter()
+            .find(|h| h.kind == kind)
+            .map(|h| h.value)
     }
 
     /// The first value of a header, trimmed. The name is case-insensitive
@@ -416,7 +436,8 @@ impl<'a> Message<'a> {
     /// WWW-Authenticate, Authorization and the Proxy- variants — are not.
     pub fn headers<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         let split = names::is_list(names::kind(name));
-        self.matching(name).flat_map(move |h| list_items(h.value, split))
+        self.matching(name)
+            .flat_map(move |h| list_items(h.value, split))
     }
 
     /// Every header line as received, in order: (name as written, value trimmed).
@@ -440,7 +461,19 @@ impl<'a> Message<'a> {
                 is_token_byte(b)
                     || matches!(
                         b,
-                        b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}' | b'@'
+                        b'(' | b')'
+                            | b'<'
+                            | b'>'
+                            | b':'
+                            | b'\\'
+                            | b'"'
+                            | b'/'
+                            | b'['
+                            | b']'
+                            | b'?'
+                            | b'{'
+                            | b'}'
+                            | b'@'
                     )
             })
             && v.bytes().filter(|&b| b == b'@').count() <= 1
@@ -458,16 +491,24 @@ impl<'a> Message<'a> {
 
     /// The `CSeq` number and method. The number must fit in 32 bits.
     pub fn cseq(&self) -> Result<(u32, &'a str), ParseError> {
-        let err = |reason| ParseError::InvalidHeader { name: "CSeq", reason };
+        let err = |reason| ParseError::InvalidHeader {
+            name: "CSeq",
+            reason,
+        };
         let v = self
             .first_of_kind(names::CSEQ)
             .ok_or(ParseError::MissingHeader("CSeq"))?;
-        let split = v.bytes().position(is_lws).ok_or(err("expected number and method"))?;
+        let split = v
+            .bytes()
+            .position(is_lws)
+            .ok_or(err("expected number and method"))?;
         let (num, method) = (&v[..split], trim_lws(&v[split..]));
         if num.is_empty() || num.len() > 10 || !num.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err("sequence number is not a 32-bit decimal"));
         }
-        let num: u32 = num.parse().map_err(|_| err("sequence number exceeds 32 bits"))?;
+        let num: u32 = num
+            .parse()
+            .map_err(|_| err("sequence number exceeds 32 bits"))?;
         if !is_token(method) {
             return Err(err("method is not a token"));
         }
@@ -498,7 +539,9 @@ impl<'a> Message<'a> {
 
     /// The To header.
     pub fn to(&self) -> Result<NameAddr<'a>, ParseError> {
-        let v = self.first_of_kind(names::TO).ok_or(ParseError::MissingHeader("To"))?;
+        let v = self
+            .first_of_kind(names::TO)
+            .ok_or(ParseError::MissingHeader("To"))?;
         parse_name_addr(v, "To")
     }
 

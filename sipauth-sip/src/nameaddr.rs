@@ -40,8 +40,14 @@ impl<'a> NameAddr<'a> {
 /// `header` names the header in errors. Rejects unterminated quotes, white
 /// space inside `<...>`, display names that are not tokens, and URIs that
 /// need angle brackets (containing `?` or `,`) but lack them.
-pub fn parse_name_addr<'a>(value: &'a str, header: &'static str) -> Result<NameAddr<'a>, ParseError> {
-    let err = |reason| ParseError::InvalidHeader { name: header, reason };
+pub fn parse_name_addr<'a>(
+    value: &'a str,
+    header: &'static str,
+) -> Result<NameAddr<'a>, ParseError> {
+    let err = |reason| ParseError::InvalidHeader {
+        name: header,
+        reason,
+    };
     let raw = trim_lws(value);
     if raw.is_empty() {
         return Err(err("empty value"));
@@ -50,15 +56,14 @@ pub fn parse_name_addr<'a>(value: &'a str, header: &'static str) -> Result<NameA
     let (display, uri, after) = if raw.starts_with('"') {
         let end = quoted_end(bytes).ok_or(err("unterminated quoted display name"))?;
         let rest = trim_lws(&raw[end + 1..]);
-        let rest = rest.strip_prefix('<').ok_or(err("expected '<' after display name"))?;
+        let rest = rest
+            .strip_prefix('<')
+            .ok_or(err("expected '<' after display name"))?;
         let (uri, after) = rest.split_once('>').ok_or(err("missing '>'"))?;
         (Some(&raw[1..end]), uri, after)
     } else if let Some(lt) = raw.find('<') {
         let display = trim_lws(&raw[..lt]);
-        if !display
-            .bytes()
-            .all(|b| is_token_byte(b) || is_lws(b))
-        {
+        if !display.bytes().all(|b| is_token_byte(b) || is_lws(b)) {
             return Err(err("display name is neither a token sequence nor quoted"));
         }
         let (uri, after) = raw[lt + 1..].split_once('>').ok_or(err("missing '>'"))?;
@@ -83,7 +88,9 @@ pub fn parse_name_addr<'a>(value: &'a str, header: &'static str) -> Result<NameA
     let (params, tag) = if after.is_empty() {
         ("", None)
     } else {
-        let p = after.strip_prefix(';').ok_or(err("unexpected text after the URI"))?;
+        let p = after
+            .strip_prefix(';')
+            .ok_or(err("unexpected text after the URI"))?;
         match check_params(p, "tag").map_err(err)? {
             Some(Some(t)) => (p, Some(t)),
             Some(None) => return Err(err("tag without value")),
@@ -105,7 +112,11 @@ mod tests {
 
     #[test]
     fn forms() {
-        let n = parse_name_addr("\"Alice A.\" <sip:alice@example.com>;tag=1928301774", "From").unwrap();
+        let n = parse_name_addr(
+            "\"Alice A.\" <sip:alice@example.com>;tag=1928301774",
+            "From",
+        )
+        .unwrap();
         assert_eq!(n.display, Some("Alice A."));
         assert_eq!(n.uri, "sip:alice@example.com");
         assert_eq!(n.tag, Some("1928301774"));
@@ -127,13 +138,21 @@ mod tests {
         let n = parse_name_addr("<tel:+15551234>;tag=a", "From").unwrap();
         assert_eq!(n.uri, "tel:+15551234");
 
-        let n = parse_name_addr(" sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n", "To").unwrap();
+        let n = parse_name_addr(
+            " sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n",
+            "To",
+        )
+        .unwrap();
         assert_eq!(n.tag, Some("1918181833n"));
     }
 
     #[test]
     fn escaped_display_kept_raw() {
-        let n = parse_name_addr(r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#, "From").unwrap();
+        let n = parse_name_addr(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+            "From",
+        )
+        .unwrap();
         assert_eq!(n.display, Some(r#"J Rosenberg \\\""#));
         assert_eq!(n.tag, Some("98asjd8"));
     }

@@ -55,6 +55,21 @@ const KNOWN: &[(&str, Option<u8>, bool)] = &[
     ("Session-Expires", Some(b'x'), false),
 ];
 
+/// For each letter, a bit set of the `KNOWN` entries whose long name starts with it.
+static BY_FIRST_LETTER: [u64; 26] = by_first_letter();
+
+const fn by_first_letter() -> [u64; 26] {
+    assert!(KNOWN.len() <= 64);
+    let mut table = [0u64; 26];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let first = KNOWN[i].0.as_bytes()[0].to_ascii_lowercase();
+        table[(first - b'a') as usize] |= 1 << i;
+        i += 1;
+    }
+    table
+}
+
 /// Index into the table of known headers, or `UNKNOWN`.
 pub(crate) type Kind = u8;
 pub(crate) const UNKNOWN: Kind = u8::MAX;
@@ -80,15 +95,22 @@ pub(crate) fn kind(name: &str) -> Kind {
     let Some(&first) = name.as_bytes().first() else {
         return UNKNOWN;
     };
-    let first = first.to_ascii_lowercase();
-    KNOWN
-        .iter()
-        .position(|&(long, _, _)| {
-            long.len() == name.len()
-                && long.as_bytes()[0].to_ascii_lowercase() == first
-                && long.eq_ignore_ascii_case(name)
-        })
-        .map_or(UNKNOWN, index_to_kind)
+    if !first.is_ascii_alphabetic() {
+        return UNKNOWN;
+    }
+    // Only the known names starting with the same letter are compared.
+    let mut candidates = BY_FIRST_LETTER[usize::from(first.to_ascii_lowercase() - b'a')];
+    while candidates != 0 {
+        let i = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        if let Some(&(long, _, _)) = KNOWN.get(i)
+            && long.len() == name.len()
+            && long.eq_ignore_ascii_case(name)
+        {
+            return index_to_kind(i);
+        }
+    }
+    UNKNOWN
 }
 
 fn index_to_kind(i: usize) -> Kind {
@@ -97,7 +119,9 @@ fn index_to_kind(i: usize) -> Kind {
 
 /// Whether values of this header are comma-separated lists.
 pub(crate) fn is_list(kind: Kind) -> bool {
-    KNOWN.get(usize::from(kind)).is_some_and(|&(_, _, list)| list)
+    KNOWN
+        .get(usize::from(kind))
+        .is_some_and(|&(_, _, list)| list)
 }
 
 /// The long form of a known header.

@@ -53,11 +53,19 @@ fn err(reason: &'static str) -> ParseError {
 }
 
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 fn is_user_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        )
 }
 
 fn is_password_byte(b: u8) -> bool {
@@ -65,11 +73,19 @@ fn is_password_byte(b: u8) -> bool {
 }
 
 fn is_param_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'=')
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'='
+        )
 }
 
 fn is_header_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        )
 }
 
 /// Validates the inside of an IPv6 reference leniently: hex digits, colons
@@ -80,7 +96,8 @@ pub(crate) fn is_ipv6_body(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 45
         && s.contains(':')
-        && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
 }
 
 /// `hostname / IPv4address / IPv6reference`.
@@ -90,7 +107,8 @@ pub(crate) fn is_host(s: &str) -> bool {
     }
     !s.is_empty()
         && s.len() <= 255
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && !s.starts_with(['-', '.'])
 }
 
@@ -164,7 +182,9 @@ pub fn parse_uri(s: &str) -> Result<SipUri<'_>, ParseError> {
         }
     };
     // hostport ends at the first ';' or '?' (neither can occur inside it).
-    let end = after_userinfo.find([';', '?']).unwrap_or(after_userinfo.len());
+    let end = after_userinfo
+        .find([';', '?'])
+        .unwrap_or(after_userinfo.len());
     let (hostport, tail) = after_userinfo.split_at(end);
     let (host, port) = split_hostport(hostport).map_err(err)?;
     let (params, headers) = match tail.split_once('?') {
@@ -268,9 +288,18 @@ mod tests {
 
     #[test]
     fn other_schemes() {
-        assert_eq!(parse_uri("tel:+15551234"), Err(ParseError::UnsupportedScheme));
-        assert!(matches!(parse_uri("<sip:x@y>"), Err(ParseError::InvalidUri { .. })));
-        assert!(matches!(parse_uri("nothing"), Err(ParseError::InvalidUri { .. })));
+        assert_eq!(
+            parse_uri("tel:+15551234"),
+            Err(ParseError::UnsupportedScheme)
+        );
+        assert!(matches!(
+            parse_uri("<sip:x@y>"),
+            Err(ParseError::InvalidUri { .. })
+        ));
+        assert!(matches!(
+            parse_uri("nothing"),
+            Err(ParseError::InvalidUri { .. })
+        ));
         assert!(check_any_uri("soap.beep://192.0.2.103:3002").is_ok());
         assert!(check_any_uri("tel:+1 555").is_err());
     }

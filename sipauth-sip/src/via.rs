@@ -58,7 +58,10 @@ impl<'a> Via<'a> {
 }
 
 fn err(reason: &'static str) -> ParseError {
-    ParseError::InvalidHeader { name: "Via", reason }
+    ParseError::InvalidHeader {
+        name: "Via",
+        reason,
+    }
 }
 
 /// Reads a token, then skips LWS after it.
@@ -81,7 +84,10 @@ pub fn parse_via(value: &str) -> Result<Via<'_>, ParseError> {
         return Err(err("missing protocol version"));
     }
     let rest = trim_lws(rest.strip_prefix('/').ok_or(err("expected '/'"))?);
-    let end = rest.bytes().position(|b| !is_token_byte(b)).unwrap_or(rest.len());
+    let end = rest
+        .bytes()
+        .position(|b| !is_token_byte(b))
+        .unwrap_or(rest.len());
     let (transport, rest) = rest.split_at(end);
     if transport.is_empty() {
         return Err(err("missing transport"));
@@ -105,7 +111,11 @@ pub fn parse_via(value: &str) -> Result<Via<'_>, ParseError> {
         }
     }
     .map_err(err)?;
-    let branch = match params.map(|p| check_params(p, "branch")).transpose().map_err(err)? {
+    let branch = match params
+        .map(|p| check_params(p, "branch"))
+        .transpose()
+        .map_err(err)?
+    {
         None | Some(None) => None,
         Some(Some(Some(b))) => Some(b),
         Some(Some(None)) => return Err(err("branch without value")),
@@ -133,7 +143,10 @@ fn split_hostport_lws(s: &str) -> Result<(&str, Option<u16>), &'static str> {
     }
 }
 
-fn split_hostport_parts<'a>(host: &'a str, port: &str) -> Result<(&'a str, Option<u16>), &'static str> {
+fn split_hostport_parts<'a>(
+    host: &'a str,
+    port: &str,
+) -> Result<(&'a str, Option<u16>), &'static str> {
     let (host, _) = split_hostport(host)?;
     let port = crate::uri::parse_port(port).ok_or("invalid port")?;
     Ok((host, Some(port)))
@@ -145,7 +158,8 @@ mod tests {
 
     #[test]
     fn simple() {
-        let v = parse_via("SIP/2.0/UDP pc33.example.com:5066;branch=z9hG4bK776asdhds;rport").unwrap();
+        let v =
+            parse_via("SIP/2.0/UDP pc33.example.com:5066;branch=z9hG4bK776asdhds;rport").unwrap();
         assert_eq!(v.version, "2.0");
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "pc33.example.com");
@@ -160,7 +174,8 @@ mod tests {
 
     #[test]
     fn lws_everywhere() {
-        let v = parse_via("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2 : 5070 ;branch = 390skdjuw").unwrap();
+        let v =
+            parse_via("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2 : 5070 ;branch = 390skdjuw").unwrap();
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "192.0.2.2");
         assert_eq!(v.port, Some(5070));
@@ -169,11 +184,15 @@ mod tests {
 
     #[test]
     fn ipv6() {
-        let v = parse_via("SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3;received=2001:db8::9:255").unwrap();
+        let v = parse_via(
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3;received=2001:db8::9:255",
+        )
+        .unwrap();
         assert_eq!(v.host, "[2001:db8::9:1]");
         assert_eq!(v.port, Some(6050));
         assert_eq!(v.received(), Some("2001:db8::9:255"));
-        let v = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=x").unwrap();
+        let v =
+            parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=x").unwrap();
         assert_eq!(v.port, None);
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
         assert_eq!(v.branch, Some("x"));

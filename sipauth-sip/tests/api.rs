@@ -53,7 +53,10 @@ fn request_basics() {
 
 #[test]
 fn response_start_line() {
-    let m = parse(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let m = parse(
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(
         m.start(),
         &StartLine::Response {
@@ -110,7 +113,9 @@ fn compact_forms_both_ways() {
     assert_eq!(m.from().unwrap().tag, Some("ft"));
     assert_eq!(m.top_via().unwrap().branch, Some("z9hG4bK1"));
 
-    let m = parse(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: long-form\r\nFrom: <sip:x@y>;tag=1\r\n\r\n").unwrap();
+    let m =
+        parse(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: long-form\r\nFrom: <sip:x@y>;tag=1\r\n\r\n")
+            .unwrap();
     assert_eq!(m.header("i"), Some("long-form"));
     assert_eq!(m.header("f"), Some("<sip:x@y>;tag=1"));
     assert_eq!(m.header("X-Missing"), None);
@@ -149,7 +154,10 @@ fn comma_joined_vias() {
     assert_eq!(via.branch, Some("z9hG4bK9ikj8"));
     assert_eq!(via.host, "spindle.example.com");
     assert_eq!(via.transport, "TCP");
-    let all: Vec<_> = m.vias().map(|v| sipauth_sip::parse_via(v).unwrap()).collect();
+    let all: Vec<_> = m
+        .vias()
+        .map(|v| sipauth_sip::parse_via(v).unwrap())
+        .collect();
     assert_eq!(all.len(), 3);
     assert_eq!(all[1].branch, Some("z9hG4bK30239"));
     assert_eq!(all[1].host, "192.168.255.111");
@@ -166,10 +174,20 @@ fn list_splitting() {
     )
     .unwrap();
     let contacts: Vec<_> = m.headers("Contact").collect();
-    assert_eq!(contacts, ["\"Doe, J\" <sip:j@a;x=1>;q=0.5", "<http://h/a,b>", "sip:l@c"]);
+    assert_eq!(
+        contacts,
+        [
+            "\"Doe, J\" <sip:j@a;x=1>;q=0.5",
+            "<http://h/a,b>",
+            "sip:l@c"
+        ]
+    );
     let parsed: Vec<_> = m.contacts().map(|c| c.unwrap().uri).collect();
     assert_eq!(parsed, ["sip:j@a;x=1", "http://h/a,b", "sip:l@c"]);
-    assert_eq!(m.headers("allow").collect::<Vec<_>>(), ["INVITE", "ACK", "BYE"]);
+    assert_eq!(
+        m.headers("allow").collect::<Vec<_>>(),
+        ["INVITE", "ACK", "BYE"]
+    );
     assert_eq!(m.headers("WWW-Authenticate").count(), 1);
     assert_eq!(m.headers("Authorization").count(), 1);
     assert_eq!(m.headers("X-Unknown").collect::<Vec<_>>(), ["a, b"]);
@@ -178,7 +196,8 @@ fn list_splitting() {
 
 #[test]
 fn header_lines_raw_in_order() {
-    let m = parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia  : SIP/2.0/UDP h\r\nX-A:1\r\ni:  c  \r\n\r\n").unwrap();
+    let m = parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia  : SIP/2.0/UDP h\r\nX-A:1\r\ni:  c  \r\n\r\n")
+        .unwrap();
     let lines: Vec<_> = m.header_lines().collect();
     assert_eq!(lines, [("Via", "SIP/2.0/UDP h"), ("X-A", "1"), ("i", "c")]);
 }
@@ -197,7 +216,10 @@ fn content_length_rules() {
     assert_eq!(m.body(), b"abcdef");
     assert_eq!(
         parse(format!("{base}Content-Length: 9\r\n\r\nabc").as_bytes()).err(),
-        Some(ParseError::BodyTruncated { declared: 9, available: 3 })
+        Some(ParseError::BodyTruncated {
+            declared: 9,
+            available: 3
+        })
     );
     assert_eq!(
         parse(format!("{base}Content-Length: -1\r\n\r\n").as_bytes()).err(),
@@ -252,7 +274,10 @@ fn header_level_errors() {
         b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: 4294967296 OPTIONS\r\nMax-Forwards: x\r\nTo: \"open <sip:a@b>\r\nFrom: <sip:a@b>;tag\r\nVia: SIP/2.0/UDP h;;\r\n\r\n",
     )
     .unwrap();
-    assert!(matches!(m.cseq(), Err(ParseError::InvalidHeader { name: "CSeq", .. })));
+    assert!(matches!(
+        m.cseq(),
+        Err(ParseError::InvalidHeader { name: "CSeq", .. })
+    ));
     assert!(m.max_forwards().is_err());
     assert!(m.to().is_err());
     assert!(m.from().is_err());
@@ -310,13 +335,22 @@ fn framing() {
     while huge.len() <= sipauth_sip::MAX_HEADER_SECTION {
         huge.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
     }
-    assert!(matches!(frame(&huge), Err(ParseError::HeadersTooLarge { .. })));
+    assert!(matches!(
+        frame(&huge),
+        Err(ParseError::HeadersTooLarge { .. })
+    ));
     huge.extend_from_slice(b"l: 0\r\n\r\n");
-    assert!(matches!(frame(&huge), Err(ParseError::HeadersTooLarge { .. })));
+    assert!(matches!(
+        frame(&huge),
+        Err(ParseError::HeadersTooLarge { .. })
+    ));
     // Keep-alives in front count towards the first message.
     let pinged = [b"\r\n\r\n\r\n".as_slice(), one, one].concat();
     assert_eq!(frame(&pinged), Ok(Some(one.len() + 6)));
-    assert_eq!(parse(&pinged[..one.len() + 6]).unwrap().cseq(), Ok((314_159, "INVITE")));
+    assert_eq!(
+        parse(&pinged[..one.len() + 6]).unwrap().cseq(),
+        Ok((314_159, "INVITE"))
+    );
 }
 
 fn v4(s: &str) -> SocketAddr {
@@ -333,11 +367,17 @@ fn response_round_trip() {
         reason_phrase(407),
         src,
         Some("srv-tag-1"),
-        &[("Proxy-Authenticate", "Digest realm=\"atlanta.example.com\", nonce=\"abc\", qop=\"auth\"")],
+        &[(
+            "Proxy-Authenticate",
+            "Digest realm=\"atlanta.example.com\", nonce=\"abc\", qop=\"auth\"",
+        )],
         b"",
     );
     let text = std::str::from_utf8(&out).unwrap();
-    assert!(text.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"), "{text}");
+    assert!(
+        text.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"),
+        "{text}"
+    );
     assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
     assert!(!text.replace("\r\n", "").contains(['\r', '\n']));
     let resp = parse(&out).unwrap();
@@ -352,7 +392,8 @@ fn response_round_trip() {
     assert_eq!(resp.vias().nth(1), req.vias().nth(1));
     assert_eq!(resp.to().unwrap().tag, Some("srv-tag-1"));
     assert_eq!(resp.from().unwrap().tag, Some("1928301774"));
-    let challenge = sipauth_sip::parse_challenge(resp.header("Proxy-Authenticate").unwrap()).unwrap();
+    let challenge =
+        sipauth_sip::parse_challenge(resp.header("Proxy-Authenticate").unwrap()).unwrap();
     assert_eq!(challenge.realm, "atlanta.example.com");
     assert_eq!(resp.body(), b"");
     resp.validate().unwrap();
@@ -366,18 +407,27 @@ fn response_via_rules() {
         )
     };
     // Same host as the source, no rport: the Via is copied unchanged.
-    let r = req("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1", "<sip:a@b>;tag=already");
+    let r = req(
+        "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1",
+        "<sip:a@b>;tag=already",
+    );
     let m = parse(r.as_bytes()).unwrap();
     let out = response(&m, 200, "OK", v4("192.0.2.7:5060"), Some("new"), &[], b"hi");
     let text = String::from_utf8(out.clone()).unwrap();
-    assert!(text.contains("\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1\r\n"),
+        "{text}"
+    );
     let resp = parse(&out).unwrap();
     assert_eq!(resp.to().unwrap().tag, Some("already"));
     assert_eq!(resp.body(), b"hi");
     assert_eq!(resp.header("Content-Length"), Some("2"));
 
     // Hostname: received added; a client-supplied received is replaced.
-    let r = req("SIP/2.0/UDP host.example;received=6.6.6.6;branch=z9hG4bK2", "<sip:a@b>");
+    let r = req(
+        "SIP/2.0/UDP host.example;received=6.6.6.6;branch=z9hG4bK2",
+        "<sip:a@b>",
+    );
     let m = parse(r.as_bytes()).unwrap();
     let resp_bytes = response(&m, 100, "Trying", v4("192.0.2.8:5060"), None, &[], b"");
     let resp = parse(&resp_bytes).unwrap();
@@ -387,7 +437,10 @@ fn response_via_rules() {
     assert_eq!(resp.to().unwrap().tag, None);
 
     // IPv6 source: received without brackets; rport filled.
-    let r = req("SIP/2.0/UDP [2001:db8::9:1]:5060;rport;branch=z9hG4bK3", "<sip:a@b>");
+    let r = req(
+        "SIP/2.0/UDP [2001:db8::9:1]:5060;rport;branch=z9hG4bK3",
+        "<sip:a@b>",
+    );
     let m = parse(r.as_bytes()).unwrap();
     let src: SocketAddr = "[2001:db8::9:255]:7000".parse().unwrap();
     let out = response(&m, 486, reason_phrase(486), src, Some("t"), &[], b"");
@@ -407,7 +460,15 @@ fn response_via_rules() {
     assert_eq!(parse(&out).unwrap().top_via().unwrap().received(), None);
 
     // Line breaks in caller-supplied text cannot inject headers.
-    let out = response(&m, 400, "Bad\r\nX-Evil: 1", v4("192.0.2.9:5060"), None, &[("Warning", "399 x \"a\r\nb\"")], b"");
+    let out = response(
+        &m,
+        400,
+        "Bad\r\nX-Evil: 1",
+        v4("192.0.2.9:5060"),
+        None,
+        &[("Warning", "399 x \"a\r\nb\"")],
+        b"",
+    );
     let resp = parse(&out).unwrap();
     assert_eq!(resp.header("X-Evil"), None);
     assert_eq!(resp.header("Warning"), Some("399 x \"a b\""));

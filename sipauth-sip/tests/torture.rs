@@ -6,49 +6,324 @@ use sipauth_sip::{Message, ParseError, frame, parse};
 use sipx_testkit::rfc4475::{self, Expect, Fault};
 use sipx_testkit::rfc5118;
 
-type Row = (&'static str, &'static str, u32, &'static str, Option<&'static str>, Option<&'static str>);
+type Row = (
+    &'static str,
+    &'static str,
+    u32,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 /// (case, `Call-ID`, `CSeq` number, `CSeq` method, top-Via branch, From tag), read off
 /// the messages by hand.
 const EXPECTED: &[Row] = &[
-    ("wsinv", "wsinv.ndaksdj@192.0.2.1", 9, "INVITE", Some("390skdjuw"), Some("98asjd8")),
-    ("intmeth", r#"intmeth.word%ZK-!.*_+'@word`~)(><:\/"][?}{"#, 139_122_385, "!interesting-Method0123456789_*+`.%indeed'~", Some("z9hG4bK-.!%66*_+`'~"), Some("_token~1'+`*%!-.")),
-    ("esc01", "esc01.239409asdfakjkn23onasd0-3234", 234_234, "INVITE", Some("z9hG4bKkdjuw"), Some("938")),
-    ("escnull", "escnull.39203ndfvkjdasfkq3w4otrq0adsfdfnavd", 14_398_234, "REGISTER", Some("z9hG4bKkdjuw"), Some("839923423")),
-    ("esc02", "esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf", 29_344, "RE%47IST%45R", Some("z9hG4bK209%fzsnel234"), Some("f232jadfj23")),
-    ("lwsdisp", "lwsdisp.1234abcd@funky.example.com", 60, "OPTIONS", Some("z9hG4bKkdjuw"), Some("323")),
-    ("longreq", "longreq.onereallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallylongcallid", 3_882_340, "INVITE", None, Some("12982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982424")),
-    ("dblreq", "dblreq.0ha0isndaksdj99sdfafnl3lk233412", 8, "REGISTER", Some("z9hG4bKkdjuw23492"), Some("43251j3j324")),
-    ("semiuri", "semiuri.0ha0isndaksdj", 8, "OPTIONS", Some("z9hG4bKkdjuw"), Some("33242")),
-    ("transports", "transports.kijh4akdnaqjkwendsasfdj", 60, "OPTIONS", Some("z9hG4bKkdjuw"), Some("323")),
-    ("mpart01", "3d9485ad0c49859b@Zmx1ZmZ5LW1hYy0xNi5sb2NhbA..", 1, "MESSAGE", Some("z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-"), Some("2fb0dcc9")),
-    ("unreason", "unreason.1234ksdfak3j2erwedfsASdf", 35, "INVITE", Some("z9hG4bK1324923"), Some("11141343")),
-    ("noreason", "noreason.asndj203insdf99223ndf", 35, "INVITE", Some("z9hG4bK2398ndaoe"), Some("39ansfi3")),
-    ("badbranch", "badbranch.sadonfo23i420jv0as0derf3j3n", 8, "OPTIONS", Some("z9hG4bK"), Some("33242")),
-    ("unkscm", "unkscm.nasdfasser0q239nwsdfasdkl34", 3_923_423, "OPTIONS", Some("z9hG4bKkdjuw39234"), Some("384")),
-    ("novelsc", "novelsc.asdfasser0q239nwsdfasdkl34", 3_923_423, "OPTIONS", Some("z9hG4bKkdjuw39234"), Some("384")),
-    ("unksm2", "unksm2.daksdj@hyphenated-host.example.com", 234_902, "REGISTER", Some("z9hG4bKkdjuw"), Some("3234233")),
-    ("bext01", "bext01.0ha0isndaksdj", 8, "OPTIONS", Some("z9hG4bKkdjuw"), Some("242etr")),
-    ("invut", "invut.0ha0isndaksdjadsfij34n23d", 235_448, "INVITE", Some("z9hG4bKkdjuw"), Some("8392034")),
-    ("regaut01", "regaut01.0ha0isndaksdj", 9338, "REGISTER", Some("z9hG4bKkdjuw"), Some("87321hj23128")),
-    ("bcast", "bcast.0384840201234ksdfak3j2erwedfsASdf", 35, "INVITE", Some("z9hG4bK1324923"), Some("11141343")),
-    ("zeromf", "zeromf.jfasdlfnm2o2l43r5u0asdfas", 39_234_321, "OPTIONS", Some("z9hG4bKkdjuw2349i"), Some("3ghsd41")),
-    ("cparam01", "cparam01.70710@saturn.example.com", 2, "REGISTER", Some("z9hG4bKkdjuw"), Some("DkfVgjkrtMwaerKKpe")),
-    ("cparam02", "cparam02.70710@saturn.example.com", 3, "REGISTER", Some("z9hG4bKkdjuw"), Some("838293")),
-    ("regescrt", "regescrt.k345asrl3fdbv@192.0.2.1", 14_398_234, "REGISTER", Some("z9hG4bKkdjuw"), Some("8")),
-    ("sdp01", "sdp01.ndaksdj9342dasdd", 8, "INVITE", Some("z9hG4bKkdjuw"), Some("234")),
-    ("inv2543", "inv2543.1717@ift.client.example.com", 56, "INVITE", None, None),
-    ("ipv6-good", "SSG9559905523997077@hlau_4100", 98_176, "REGISTER", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("port-ambiguous", "SSG9559905523997077@hlau_4100", 98_176, "REGISTER", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("port-unambiguous", "SSG9559905523997077@hlau_4100", 98_176, "REGISTER", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("via-received-param-with-delim", "SSG9559905523997077@hlau_4100", 321, "BYE", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("via-received-param-no-delim", "SSG95523997077@hlau_4100", 921, "OPTIONS", Some("z9hG4bKas3"), Some("81x2")),
-    ("ipv6-in-sdp", "SSG9559905523997077@hlau_4100", 8612, "INVITE", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("mult-ip-in-header", "997077@lau_4100", 89_187, "BYE", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("mult-ip-in-sdp", "SSG9559905523997077@hlau_4100", 8912, "INVITE", Some("z9hG4bKas3-111"), Some("81x2")),
-    ("ipv4-mapped-ipv6", "SSG9559905523997077@hlau_4100", 612, "INVITE", Some("z9hG4bKbh19"), Some("81x2")),
-    ("ipv6-bug-abnf-3-colons", "G9559905523997077@hlau_4100", 689, "OPTIONS", Some("z9hG4bKas3-111"), Some("810x2")),
-    ("ipv6-correct-abnf-2-colons", "G9559905523997077@hlau_4100", 689, "OPTIONS", Some("z9hG4bKas3-111"), Some("810x2")),
+    (
+        "wsinv",
+        "wsinv.ndaksdj@192.0.2.1",
+        9,
+        "INVITE",
+        Some("390skdjuw"),
+        Some("98asjd8"),
+    ),
+    (
+        "intmeth",
+        r#"intmeth.word%ZK-!.*_+'@word`~)(><:\/"][?}{"#,
+        139_122_385,
+        "!interesting-Method0123456789_*+`.%indeed'~",
+        Some("z9hG4bK-.!%66*_+`'~"),
+        Some("_token~1'+`*%!-."),
+    ),
+    (
+        "esc01",
+        "esc01.239409asdfakjkn23onasd0-3234",
+        234_234,
+        "INVITE",
+        Some("z9hG4bKkdjuw"),
+        Some("938"),
+    ),
+    (
+        "escnull",
+        "escnull.39203ndfvkjdasfkq3w4otrq0adsfdfnavd",
+        14_398_234,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("839923423"),
+    ),
+    (
+        "esc02",
+        "esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf",
+        29_344,
+        "RE%47IST%45R",
+        Some("z9hG4bK209%fzsnel234"),
+        Some("f232jadfj23"),
+    ),
+    (
+        "lwsdisp",
+        "lwsdisp.1234abcd@funky.example.com",
+        60,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw"),
+        Some("323"),
+    ),
+    (
+        "longreq",
+        "longreq.onereallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallyreallylongcallid",
+        3_882_340,
+        "INVITE",
+        None,
+        Some(
+            "12982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982982424",
+        ),
+    ),
+    (
+        "dblreq",
+        "dblreq.0ha0isndaksdj99sdfafnl3lk233412",
+        8,
+        "REGISTER",
+        Some("z9hG4bKkdjuw23492"),
+        Some("43251j3j324"),
+    ),
+    (
+        "semiuri",
+        "semiuri.0ha0isndaksdj",
+        8,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw"),
+        Some("33242"),
+    ),
+    (
+        "transports",
+        "transports.kijh4akdnaqjkwendsasfdj",
+        60,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw"),
+        Some("323"),
+    ),
+    (
+        "mpart01",
+        "3d9485ad0c49859b@Zmx1ZmZ5LW1hYy0xNi5sb2NhbA..",
+        1,
+        "MESSAGE",
+        Some("z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-"),
+        Some("2fb0dcc9"),
+    ),
+    (
+        "unreason",
+        "unreason.1234ksdfak3j2erwedfsASdf",
+        35,
+        "INVITE",
+        Some("z9hG4bK1324923"),
+        Some("11141343"),
+    ),
+    (
+        "noreason",
+        "noreason.asndj203insdf99223ndf",
+        35,
+        "INVITE",
+        Some("z9hG4bK2398ndaoe"),
+        Some("39ansfi3"),
+    ),
+    (
+        "badbranch",
+        "badbranch.sadonfo23i420jv0as0derf3j3n",
+        8,
+        "OPTIONS",
+        Some("z9hG4bK"),
+        Some("33242"),
+    ),
+    (
+        "unkscm",
+        "unkscm.nasdfasser0q239nwsdfasdkl34",
+        3_923_423,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw39234"),
+        Some("384"),
+    ),
+    (
+        "novelsc",
+        "novelsc.asdfasser0q239nwsdfasdkl34",
+        3_923_423,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw39234"),
+        Some("384"),
+    ),
+    (
+        "unksm2",
+        "unksm2.daksdj@hyphenated-host.example.com",
+        234_902,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("3234233"),
+    ),
+    (
+        "bext01",
+        "bext01.0ha0isndaksdj",
+        8,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw"),
+        Some("242etr"),
+    ),
+    (
+        "invut",
+        "invut.0ha0isndaksdjadsfij34n23d",
+        235_448,
+        "INVITE",
+        Some("z9hG4bKkdjuw"),
+        Some("8392034"),
+    ),
+    (
+        "regaut01",
+        "regaut01.0ha0isndaksdj",
+        9338,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("87321hj23128"),
+    ),
+    (
+        "bcast",
+        "bcast.0384840201234ksdfak3j2erwedfsASdf",
+        35,
+        "INVITE",
+        Some("z9hG4bK1324923"),
+        Some("11141343"),
+    ),
+    (
+        "zeromf",
+        "zeromf.jfasdlfnm2o2l43r5u0asdfas",
+        39_234_321,
+        "OPTIONS",
+        Some("z9hG4bKkdjuw2349i"),
+        Some("3ghsd41"),
+    ),
+    (
+        "cparam01",
+        "cparam01.70710@saturn.example.com",
+        2,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("DkfVgjkrtMwaerKKpe"),
+    ),
+    (
+        "cparam02",
+        "cparam02.70710@saturn.example.com",
+        3,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("838293"),
+    ),
+    (
+        "regescrt",
+        "regescrt.k345asrl3fdbv@192.0.2.1",
+        14_398_234,
+        "REGISTER",
+        Some("z9hG4bKkdjuw"),
+        Some("8"),
+    ),
+    (
+        "sdp01",
+        "sdp01.ndaksdj9342dasdd",
+        8,
+        "INVITE",
+        Some("z9hG4bKkdjuw"),
+        Some("234"),
+    ),
+    (
+        "inv2543",
+        "inv2543.1717@ift.client.example.com",
+        56,
+        "INVITE",
+        None,
+        None,
+    ),
+    (
+        "ipv6-good",
+        "SSG9559905523997077@hlau_4100",
+        98_176,
+        "REGISTER",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "port-ambiguous",
+        "SSG9559905523997077@hlau_4100",
+        98_176,
+        "REGISTER",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "port-unambiguous",
+        "SSG9559905523997077@hlau_4100",
+        98_176,
+        "REGISTER",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "via-received-param-with-delim",
+        "SSG9559905523997077@hlau_4100",
+        321,
+        "BYE",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "via-received-param-no-delim",
+        "SSG95523997077@hlau_4100",
+        921,
+        "OPTIONS",
+        Some("z9hG4bKas3"),
+        Some("81x2"),
+    ),
+    (
+        "ipv6-in-sdp",
+        "SSG9559905523997077@hlau_4100",
+        8612,
+        "INVITE",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "mult-ip-in-header",
+        "997077@lau_4100",
+        89_187,
+        "BYE",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "mult-ip-in-sdp",
+        "SSG9559905523997077@hlau_4100",
+        8912,
+        "INVITE",
+        Some("z9hG4bKas3-111"),
+        Some("81x2"),
+    ),
+    (
+        "ipv4-mapped-ipv6",
+        "SSG9559905523997077@hlau_4100",
+        612,
+        "INVITE",
+        Some("z9hG4bKbh19"),
+        Some("81x2"),
+    ),
+    (
+        "ipv6-bug-abnf-3-colons",
+        "G9559905523997077@hlau_4100",
+        689,
+        "OPTIONS",
+        Some("z9hG4bKas3-111"),
+        Some("810x2"),
+    ),
+    (
+        "ipv6-correct-abnf-2-colons",
+        "G9559905523997077@hlau_4100",
+        689,
+        "OPTIONS",
+        Some("z9hG4bKas3-111"),
+        Some("810x2"),
+    ),
 ];
 
 struct Case {
@@ -60,7 +335,11 @@ struct Case {
 fn cases() -> Vec<Case> {
     let mut all: Vec<Case> = rfc4475::CASES
         .iter()
-        .map(|c| Case { name: c.name, expect: c.expect, bytes: c.bytes.to_vec() })
+        .map(|c| Case {
+            name: c.name,
+            expect: c.expect,
+            bytes: c.bytes.to_vec(),
+        })
         .collect();
     all.extend(rfc5118::CASES.iter().map(|c| Case {
         name: c.name,
@@ -79,7 +358,10 @@ fn expected(name: &str) -> &'static Row {
 
 #[test]
 fn valid_messages_parse_with_the_right_keys() {
-    let valid: Vec<Case> = cases().into_iter().filter(|c| c.expect == Expect::ParseOk).collect();
+    let valid: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.expect == Expect::ParseOk)
+        .collect();
     assert_eq!(valid.len(), 38);
     assert_eq!(EXPECTED.len(), 38);
     let mut right = 0;
@@ -99,12 +381,17 @@ fn valid_messages_parse_with_the_right_keys() {
         for contact in msg.contacts() {
             contact.unwrap_or_else(|e| panic!("{}: Contact: {e}", c.name));
         }
-        msg.max_forwards().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        msg.max_forwards()
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
         msg.date().unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        msg.validate().unwrap_or_else(|e| panic!("{}: validate: {e}", c.name));
+        msg.validate()
+            .unwrap_or_else(|e| panic!("{}: validate: {e}", c.name));
         right += 1;
     }
-    println!("valid: {right}/{} parsed with the right Call-ID, CSeq, branch and From tag", valid.len());
+    println!(
+        "valid: {right}/{} parsed with the right Call-ID, CSeq, branch and From tag",
+        valid.len()
+    );
 }
 
 fn is_framing(e: &ParseError) -> bool {
@@ -123,12 +410,20 @@ fn parser_level_invalid_messages_are_rejected() {
     let mut rejected = 0;
     let mut total = 0;
     for c in cases() {
-        let Expect::ParseErr(fault) = c.expect else { continue };
+        let Expect::ParseErr(fault) = c.expect else {
+            continue;
+        };
         total += 1;
-        let e = parse(&c.bytes).err().unwrap_or_else(|| panic!("{} parsed", c.name));
+        let e = parse(&c.bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{} parsed", c.name));
         match fault {
             Fault::Framing => assert!(is_framing(&e), "{}: {e:?}", c.name),
-            Fault::StartLine => assert!(matches!(e, ParseError::StartLine { .. }), "{}: {e:?}", c.name),
+            Fault::StartLine => assert!(
+                matches!(e, ParseError::StartLine { .. }),
+                "{}: {e:?}",
+                c.name
+            ),
             _ => {}
         }
         rejected += 1;
@@ -161,10 +456,14 @@ fn header_level_invalid_messages_fail_when_the_header_is_read() {
     let mut failed = 0;
     let mut total = 0;
     for c in cases() {
-        let Expect::HeaderErr(header) = c.expect else { continue };
+        let Expect::HeaderErr(header) = c.expect else {
+            continue;
+        };
         total += 1;
         let msg = parse(&c.bytes).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        let e = read_named(&msg, header).err().unwrap_or_else(|| panic!("{}: {header} read fine", c.name));
+        let e = read_named(&msg, header)
+            .err()
+            .unwrap_or_else(|| panic!("{}: {header} read fine", c.name));
         assert!(
             matches!(e, ParseError::InvalidHeader { .. }),
             "{}: {e:?}",
@@ -183,10 +482,15 @@ fn application_level_invalid_messages_fail_validation() {
     let mut failed = 0;
     let mut total = 0;
     for c in cases() {
-        let Expect::ValidateErr(why) = c.expect else { continue };
+        let Expect::ValidateErr(why) = c.expect else {
+            continue;
+        };
         total += 1;
         let msg = parse(&c.bytes).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        let e = msg.validate().err().unwrap_or_else(|| panic!("{}: validated ({why})", c.name));
+        let e = msg
+            .validate()
+            .err()
+            .unwrap_or_else(|| panic!("{}: validated ({why})", c.name));
         println!("{}: {e}", c.name);
         failed += 1;
     }
@@ -212,7 +516,12 @@ fn stream_framing_finds_the_first_of_two_messages() {
         let one = &c.bytes[..len];
         let stream = [one, one].concat();
         if msg.header("Content-Length").is_none() {
-            assert_eq!(frame(&stream), Err(ParseError::MissingContentLength), "{}", c.name);
+            assert_eq!(
+                frame(&stream),
+                Err(ParseError::MissingContentLength),
+                "{}",
+                c.name
+            );
             continue;
         }
         assert_eq!(frame(&stream), Ok(Some(len)), "{}", c.name);

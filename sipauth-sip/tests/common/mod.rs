@@ -13,7 +13,12 @@ pub fn exercise(msg: &Message<'_>) {
     let _ = msg.call_id();
     let _ = msg.cseq();
     if let Ok(via) = msg.top_via() {
-        let _ = (via.param("rport"), via.has_rport(), via.received(), via.sent());
+        let _ = (
+            via.param("rport"),
+            via.has_rport(),
+            via.received(),
+            via.sent(),
+        );
     }
     for via in msg.vias() {
         let _ = sipauth_sip::parse_via(via);
@@ -33,14 +38,32 @@ pub fn exercise(msg: &Message<'_>) {
         let _ = parse_credentials(value);
         let _ = parse_challenge(value);
     }
-    for name in ["Route", "Record-Route", "Supported", "Allow", "Authorization", "l", "c"] {
+    for name in [
+        "Route",
+        "Record-Route",
+        "Supported",
+        "Allow",
+        "Authorization",
+        "l",
+        "c",
+    ] {
         let _ = msg.headers(name).count();
     }
     let _ = msg.validate();
     let _ = msg.body();
     let _ = msg.span();
-    let src: std::net::SocketAddr = "[2001:db8::1]:5070".parse().unwrap_or_else(|_| unreachable!());
-    let resp = sipauth_sip::build::response(msg, 400, "Bad Request", src, Some("t1"), &[("Server", "x")], b"");
+    let src: std::net::SocketAddr = "[2001:db8::1]:5070"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let resp = sipauth_sip::build::response(
+        msg,
+        400,
+        "Bad Request",
+        src,
+        Some("t1"),
+        &[("Server", "x")],
+        b"",
+    );
     let _ = parse(&resp);
 }
 
@@ -50,7 +73,11 @@ pub fn poke(bytes: &[u8]) {
         exercise(&msg);
     }
     if let Ok(Some(n)) = frame(bytes) {
-        assert!(n <= bytes.len(), "frame reported {n} bytes of {}", bytes.len());
+        assert!(
+            n <= bytes.len(),
+            "frame reported {n} bytes of {}",
+            bytes.len()
+        );
         if let Ok(msg) = parse(&bytes[..n]) {
             exercise(&msg);
         }
