@@ -1,0 +1,389 @@
+//! Server side: nonces, replay tracking, verification and challenges.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::{RngCore as _, TryRngCore as _};
+use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
+
+use crate::{Algorithm, Ha1Set, push_quoted, response};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain separation for the nonce seal, so the key cannot be used to forge
+/// anything else computed with the same HMAC.
+const NONCE_TAG: &[u8] = b"sipauth-digest nonce v1\0";
+const TIME_LEN: usize = 8;
+const RANDOM_LEN: usize = 16;
+const SEAL_LEN: usize = 16;
+const NONCE_BYTES: usize = TIME_LEN + RANDOM_LEN + SEAL_LEN;
+/// Length of the base64url (unpadded) text of a nonce: ceil(40 * 4 / 3).
+const NONCE_CHARS: usize = (NONCE_BYTES * 4).div_ceil(3);
+/// A nonce issued up to this many seconds in the future (clock skew between
+/// edges) is still accepted.
+const FUTURE_SKEW_SECS: u64 = 5;
+
+/// Why a nonce was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NonceError {
+    /// Made by this key for this realm, but too old (or too far in the
+    /// future). The client should retry with a fresh nonce (`stale=true`).
+    #[error("nonce is stale")]
+    Stale,
+    /// Not made by this key for this realm, or malformed.
+    #[error("nonce is invalid")]
+    Invalid,
+}
+
+/// The secret that seals stateless nonces.
+///
+/// A nonce is the base64url text (no padding, 54 characters) of 40 bytes:
+///
+/// ```text
+/// [issue time: 8 bytes, seconds since the Unix epoch, big-endian]
+/// [16 random bytes]
+/// [first 16 bytes of HMAC-SHA256(secret, tag || time || random || realm)]
+/// ```
+///
+/// where `tag` is the constant `"sipauth-digest nonce v1\0"`. Every edge
+/// holding the same secret verifies every other edge's nonces; nothing is
+/// stored per nonce except the nonce counts in [`NcTracker`].
+#[derive(Clone)]
+pub struct NonceKey {
+    secret: [u8; 32],
+}
+
+impl NonceKey {
+    /// A key from a shared secret.
+    pub fn new(secret: [u8; 32]) -> Self {
+        NonceKey { secret }
+    }
+
+    /// A key from the operating system's random source (for a single edge,
+    /// or tests).
+    pub fn random() -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut secret)
+            .expect("operating system random source failed");
+        NonceKey { secret }
+    }
+
+    fn mac(&self, head: &[u8], realm: &str) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
+        mac.update(NONCE_TAG);
+        mac.update(head);
+        mac.update(realm.as_bytes());
+        mac
+    }
+
+    /// A fresh nonce for `realm`, issued at `now_unix_secs`.
+    pub fn issue(&self, realm: &str, now_unix_secs: u64) -> String {
+        let mut raw = [0u8; NONCE_BYTES];
+        raw[..TIME_LEN].copy_from_slice(&now_unix_secs.to_be_bytes());
+        rand::rng().fill_bytes(&mut raw[TIME_LEN..TIME_LEN + RANDOM_LEN]);
+        let tag = self
+            .mac(&raw[..TIME_LEN + RANDOM_LEN], realm)
+            .finalize()
+            .into_bytes();
+        raw[TIME_LEN + RANDOM_LEN..].copy_from_slice(&tag[..SEAL_LEN]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Checks a nonce: `Ok(issued_at)` when this key sealed it for `realm`
+    /// and it is at most `ttl_secs` old; [`NonceError::Stale`] when sealed
+    /// right but older than that, or issued more than 5 s in the future;
+    /// [`NonceError::Invalid`] otherwise (other key, other realm, altered,
+    /// malformed).
+    pub fn check(
+        &self,
+        nonce: &str,
+        realm: &str,
+        now_unix_secs: u64,
+        ttl_secs: u64,
+    ) -> Result<u64, NonceError> {
+        if nonce.len() != NONCE_CHARS {
+            return Err(NonceError::Invalid);
+        }
+        let mut raw = [0u8; NONCE_BYTES];
+        // The engine rejects non-zero trailing bits, so exactly one text
+        // decodes to a given nonce: NcTracker can key on the text.
+        match URL_SAFE_NO_PAD.decode_slice(nonce, &mut raw) {
+            Ok(NONCE_BYTES) => {}
+            _ => return Err(NonceError::Invalid),
+        }
+        let (head, seal) = raw.split_at(TIME_LEN + RANDOM_LEN);
+        self.mac(head, realm)
+            .verify_truncated_left(seal)
+            .map_err(|_| NonceError::Invalid)?;
+        let mut time = [0u8; TIME_LEN];
+        time.copy_from_slice(&head[..TIME_LEN]);
+        let issued = u64::from_be_bytes(time);
+        if issued > now_unix_secs.saturating_add(FUTURE_SKEW_SECS)
+            || now_unix_secs.saturating_sub(issued) > ttl_secs
+        {
+            return Err(NonceError::Stale);
+        }
+        Ok(issued)
+    }
+}
+
+/// The secret is never printed.
+impl fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceKey(..)")
+    }
+}
+
+/// Replay protection: per nonce, the nonce count must strictly increase.
+///
+/// An entry lives `ttl_secs` from the first time its nonce is seen (at
+/// least as long as the nonce itself is accepted, since a nonce is first
+/// seen after it was issued). At most `capacity` entries are kept; when full,
+/// the oldest entry is dropped, which only lets that nonce's counts be
+/// replayed again. Entries are made only by [`verify`] after a correct
+/// response, so the table cannot be filled without valid credentials.
+pub struct NcTracker {
+    ttl_secs: u64,
+    capacity: usize,
+    inner: Mutex<NcInner>,
+}
+
+#[derive(Default)]
+struct NcInner {
+    /// Nonce -> highest nc seen.
+    seen: HashMap<String, u32>,
+    /// Nonces in the order they were first seen; expiry times do not
+    /// decrease along the queue because `now` is clamped to be monotonic.
+    order: VecDeque<(String, u64)>,
+    /// The latest time passed in, so a caller's clock stepping back does
+    /// not disorder the queue.
+    now: u64,
+}
+
+impl NcTracker {
+    /// A tracker whose entries expire after `ttl_secs` and which holds at
+    /// most `capacity` nonces (at least one).
+    pub fn new(ttl_secs: u64, capacity: usize) -> Self {
+        NcTracker {
+            ttl_secs,
+            capacity: capacity.max(1),
+            inner: Mutex::new(NcInner::default()),
+        }
+    }
+
+    /// `true` when `nc` is greater than every count seen for `nonce` (and
+    /// records it); `false` for a replay.
+    pub fn accept(&self, nonce: &str, nc: u32, now_unix_secs: u64) -> bool {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = &mut *inner;
+        inner.now = inner.now.max(now_unix_secs);
+        let now = inner.now;
+        while inner.order.front().is_some_and(|&(_, exp)| exp <= now) {
+            if let Some((old, _)) = inner.order.pop_front() {
+                inner.seen.remove(&old);
+            }
+        }
+        if let Some(max_nc) = inner.seen.get_mut(nonce) {
+            if nc > *max_nc {
+                *max_nc = nc;
+                return true;
+            }
+            return false;
+        }
+        while inner.seen.len() >= self.capacity {
+            match inner.order.pop_front() {
+                Some((old, _)) => {
+                    inner.seen.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let expires = now.saturating_add(self.ttl_secs);
+        inner.seen.insert(nonce.to_owned(), nc);
+        inner.order.push_back((nonce.to_owned(), expires));
+        true
+    }
+
+    /// Number of nonces tracked (expired entries are dropped lazily, on the
+    /// next [`NcTracker::accept`]).
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .seen
+            .len()
+    }
+
+    /// Whether no nonce is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for NcTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NcTracker")
+            .field("ttl_secs", &self.ttl_secs)
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server concluded about a set of credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The response is right and the nonce count is new.
+    Ok,
+    /// The response does not match the stored credential.
+    WrongResponse,
+    /// No credential for this username.
+    UnknownUser,
+    /// The nonce was ours but has expired: challenge again with
+    /// `stale=true`.
+    Stale,
+    /// The nonce was not made by this key for this realm.
+    InvalidNonce,
+    /// The nonce count was already used with this nonce.
+    Replay,
+    /// The credentials are malformed or ask for something not offered
+    /// (realm mismatch, unsupported algorithm, missing qop/cnonce/nc).
+    BadRequest(&'static str),
+}
+
+/// The fields of an `Authorization` / `Proxy-Authorization` header, already
+/// parsed (quoted values unquoted, `nc` read as hex).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    /// `username`.
+    pub username: &'a str,
+    /// `realm`.
+    pub realm: &'a str,
+    /// `nonce`.
+    pub nonce: &'a str,
+    /// `uri` (the digest-uri), exactly as the client sent it.
+    pub uri: &'a str,
+    /// `response`.
+    pub response: &'a str,
+    /// `algorithm`, `None` when absent (MD5).
+    pub algorithm: Option<&'a str>,
+    /// `cnonce`.
+    pub cnonce: Option<&'a str>,
+    /// `qop`.
+    pub qop: Option<&'a str>,
+    /// `nc`.
+    pub nc: Option<u32>,
+}
+
+/// Verifies credentials against the expected `realm` for a request with
+/// `method`.
+///
+/// Checks, in order: the realm equals `realm` ([`Verdict::BadRequest`]); the
+/// algorithm is supported ([`Verdict::BadRequest`]); the nonce seal and age
+/// ([`Verdict::InvalidNonce`], [`Verdict::Stale`]); qop is `auth` with cnonce
+/// and nc present ([`Verdict::BadRequest`]); `lookup(username)` finds a
+/// credential ([`Verdict::UnknownUser`]); the response matches, compared in
+/// constant time ([`Verdict::WrongResponse`]); the nonce count is new
+/// ([`Verdict::Replay`]).
+///
+/// The response is computed over `c.uri` as the client sent it, which need
+/// not equal the Request-URI (clients often put the server's address there).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the edge passes its per-request context explicitly; time is an argument for testability"
+)]
+pub fn verify(
+    c: &Credentials<'_>,
+    method: &str,
+    realm: &str,
+    key: &NonceKey,
+    nc: &NcTracker,
+    now_unix_secs: u64,
+    ttl_secs: u64,
+    lookup: impl FnOnce(&str) -> Option<Ha1Set>,
+) -> Verdict {
+    if c.realm != realm {
+        return Verdict::BadRequest("realm mismatch");
+    }
+    let Some((alg, sess)) = Algorithm::parse(c.algorithm) else {
+        return Verdict::BadRequest("unsupported algorithm");
+    };
+    match key.check(c.nonce, realm, now_unix_secs, ttl_secs) {
+        Ok(_) => {}
+        Err(NonceError::Stale) => return Verdict::Stale,
+        Err(NonceError::Invalid) => return Verdict::InvalidNonce,
+    }
+    let Some(qop) = c.qop else {
+        return Verdict::BadRequest("missing qop");
+    };
+    if !qop.eq_ignore_ascii_case("auth") {
+        return Verdict::BadRequest("unsupported qop");
+    }
+    let Some(cnonce) = c.cnonce.filter(|s| !s.is_empty()) else {
+        return Verdict::BadRequest("missing cnonce");
+    };
+    let Some(count) = c.nc else {
+        return Verdict::BadRequest("missing nc");
+    };
+    let Some(set) = lookup(c.username) else {
+        return Verdict::UnknownUser;
+    };
+    let expected = response(
+        alg,
+        sess,
+        set.get(alg),
+        c.nonce,
+        Some(count),
+        Some(cnonce),
+        Some(qop),
+        method,
+        c.uri,
+    );
+    let given = c.response.to_ascii_lowercase();
+    if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return Verdict::WrongResponse;
+    }
+    if !nc.accept(c.nonce, count, now_unix_secs) {
+        return Verdict::Replay;
+    }
+    Verdict::Ok
+}
+
+/// The `WWW-Authenticate` / `Proxy-Authenticate` value:
+/// `Digest realm="..", nonce="..", opaque="..", algorithm=SHA-256, qop="auth"`,
+/// with `, stale=true` appended when `stale`. `opaque` is left out when
+/// `None`.
+pub fn challenge(
+    alg: Algorithm,
+    realm: &str,
+    nonce: &str,
+    opaque: Option<&str>,
+    stale: bool,
+) -> String {
+    let mut out = String::with_capacity(128 + realm.len() + nonce.len());
+    out.push_str("Digest realm=");
+    push_quoted(&mut out, realm);
+    out.push_str(", nonce=");
+    push_quoted(&mut out, nonce);
+    if let Some(opaque) = opaque {
+        out.push_str(", opaque=");
+        push_quoted(&mut out, opaque);
+    }
+    out.push_str(", algorithm=");
+    out.push_str(alg.name());
+    out.push_str(", qop=\"auth\"");
+    if stale {
+        out.push_str(", stale=true");
+    }
+    out
+}
