@@ -17,7 +17,65 @@ pub struct Config {
     pub admin: Admin,
     pub xdp: Xdp,
     pub lockout: Lockout,
+    pub control: Control,
+    pub edge: EdgeFollow,
     pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// `sqlite://PATH` (created on first start) or `postgres://...`.
+    pub database: String,
+    /// Bearer token that `sipauth edge` presents for snapshots. Empty: this
+    /// control plane serves no remote edges.
+    pub edge_token: String,
+    /// A file whose first line is the edge token.
+    pub edge_token_file: Option<PathBuf>,
+    /// Accounts created at start when missing (auth_id and auth_token).
+    pub accounts: Vec<AccountSeed>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            database: "sqlite:///var/lib/sipauth/sipauth.db".to_owned(),
+            edge_token: String::new(),
+            edge_token_file: None,
+            accounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSeed {
+    pub auth_id: String,
+    pub auth_token: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeFollow {
+    /// Base URL of a control plane (`sipauth edge`).
+    pub control_url: String,
+    /// The control plane's edge token.
+    pub token: String,
+    /// Where the last snapshot is kept, so that the edge enforces it after
+    /// a restart while the control plane is away.
+    pub state_dir: PathBuf,
+}
+
+impl Default for EdgeFollow {
+    fn default() -> Self {
+        Self {
+            control_url: String::new(),
+            token: String::new(),
+            state_dir: PathBuf::from("/var/lib/sipauth"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +251,23 @@ impl Config {
                 field: "sip.domain",
                 rule: "must not be empty",
             });
+        }
+        if let Some(path) = self.control.edge_token_file.take() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path, source })?;
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .clone_into(&mut self.control.edge_token);
+        }
+        for a in &self.control.accounts {
+            if a.auth_id.len() < 8 || a.auth_token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    field: "control.accounts",
+                    rule: "auth_id needs at least 8 characters and auth_token at least 16",
+                });
+            }
         }
         if let Some(path) = self.admin.token_file.take() {
             let text = std::fs::read_to_string(&path)

@@ -2,8 +2,10 @@
 //! and the HTTP surface. `main.rs` is the `sipauth` command line.
 
 pub mod config;
+pub mod control;
 pub mod edge;
 pub mod http;
 pub mod maps;
 pub mod metrics;
 pub mod run;
+pub mod snapshot;

@@ -1,4 +1,4 @@
-//! `sipauth`: the SIP authentication edge.
+//! `sipauth`: the SIP authentication edge and its control plane.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use sipauth_agent::config::{Config, XdpMode};
 
 #[derive(Parser)]
-#[command(
-    name = "sipauth",
-    version,
-    about = "SIP authentication edge with an XDP fast path"
-)]
+#[command(name = "sipauth", version, about = "SIP authentication edge with an XDP fast path")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,9 +16,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the edge: SIP over UDP and TCP, the XDP program, /metrics and the
-    /// admin endpoints, in one process.
+    /// Control plane and edge in one process: the REST API and store, SIP
+    /// over UDP and TCP, the XDP program, /metrics and /admin.
     Run(RunArgs),
+    /// The control plane only: REST API, store, snapshots for edges.
+    Control(RunArgs),
+    /// An edge only, following a control plane (`--control`, `--token`).
+    Edge(RunArgs),
+    /// Account management.
+    #[command(subcommand)]
+    Account(AccountCmd),
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account and print its auth_id and auth_token (shown once).
+    Create {
+        /// TOML configuration file (for control.database).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Database URL (control.database).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// A name for the account.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Print JSON: {"auth_id": ..., "auth_token": ...}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -32,26 +54,37 @@ struct RunArgs {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to take SIP on, UDP and TCP (repeat for several; replaces
-    /// sip.listen). Default: 0.0.0.0:5060 and [::]:5060.
+    /// `sip.listen`). Default: 0.0.0.0:5060 and [::]:5060.
     #[arg(long = "sip-listen", value_name = "ADDR:PORT")]
     sip_listen: Vec<SocketAddr>,
-    /// SIP domain of application URIs and digest realm (sip.domain).
+    /// SIP domain of application URIs and digest realm (`sip.domain`).
     /// Default: app.plivo.com.
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
-    /// Address of /metrics and /admin (http.listen). Default: 127.0.0.1:8080.
+    /// Address of the API, /metrics and /admin (`http.listen`).
+    /// Default: 127.0.0.1:8080.
     #[arg(long = "http-listen", value_name = "ADDR:PORT")]
     http_listen: Option<SocketAddr>,
-    /// File whose first line is the admin bearer token (`admin.token_file`).
-    /// Without a token the admin endpoints are disabled.
+    /// File whose first line is the admin bearer token
+    /// (`admin.token_file`). Without a token the admin endpoints are off.
     #[arg(long = "admin-token-file", value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
-    /// XDP mode (xdp.mode): auto = native, falling back to generic;
+    /// Database (`control.database`): sqlite://PATH or postgres://...
+    /// Default: `sqlite:///var/lib/sipauth/sipauth.db`.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Control plane to follow (`edge.control_url`; `sipauth edge`).
+    #[arg(long = "control", value_name = "URL")]
+    control_url: Option<String>,
+    /// The control plane's edge token (`edge.token`; `sipauth edge`).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// XDP mode (`xdp.mode`): auto = native, falling back to generic;
     /// native; generic; off = user space only.
     #[arg(long = "xdp-mode", value_name = "MODE", value_parser = parse_mode)]
     xdp_mode: Option<XdpMode>,
     /// Interface to attach XDP to (repeat for several; replaces
-    /// xdp.interfaces). Default: the interface of the default route.
+    /// `xdp.interfaces`). Default: the interface of the default route.
     #[arg(long = "xdp-interface", value_name = "IFACE")]
     xdp_interface: Vec<String>,
     /// Packets per second from locked-out sources still passed to user
@@ -62,7 +95,7 @@ struct RunArgs {
     /// Default: /sys/fs/bpf/sipauth.
     #[arg(long = "pin-dir", value_name = "DIR")]
     pin_dir: Option<PathBuf>,
-    /// Log filter (log.filter), e.g. `info` or `sipauth_agent=debug`.
+    /// Log filter (`log.filter`), e.g. `info` or `sipauth_agent=debug`.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
     /// Print the effective configuration as TOML and exit.
@@ -80,12 +113,16 @@ fn parse_mode(s: &str) -> Result<XdpMode, String> {
     }
 }
 
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    })
+}
+
 impl RunArgs {
     fn config(self) -> anyhow::Result<(Config, bool)> {
-        let mut cfg = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut cfg = load(self.config.as_ref())?;
         if !self.sip_listen.is_empty() {
             cfg.sip.listen = self.sip_listen;
         }
@@ -97,6 +134,15 @@ impl RunArgs {
         }
         if self.admin_token_file.is_some() {
             cfg.admin.token_file = self.admin_token_file;
+        }
+        if let Some(d) = self.database {
+            cfg.control.database = d;
+        }
+        if let Some(u) = self.control_url {
+            cfg.edge.control_url = u;
+        }
+        if let Some(t) = self.token {
+            cfg.edge.token = t;
         }
         if let Some(m) = self.xdp_mode {
             cfg.xdp.mode = m;
@@ -117,24 +163,51 @@ impl RunArgs {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => {
-            let (cfg, print) = args.config()?;
-            if print {
-                print!("{}", toml::to_string_pretty(&cfg)?);
-                return Ok(());
+    let (args, which): (RunArgs, fn(Config) -> _) = match cli.command {
+        Command::Run(a) => (a, |c| Box::pin(sipauth_agent::run::run(c)) as std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>>>>),
+        Command::Control(a) => (a, |c| Box::pin(sipauth_agent::run::control(c)) as _),
+        Command::Edge(a) => (a, |c| Box::pin(sipauth_agent::run::edge(c)) as _),
+        Command::Account(AccountCmd::Create { config, database, name, json }) => {
+            let mut cfg = load(config.as_ref())?;
+            if let Some(d) = database {
+                cfg.control.database = d;
             }
-            let cfg = cfg.finish()?;
-            init_logging(&cfg.log.filter)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")?
-                .block_on(sipauth_agent::run::run(cfg))
+            init_logging("warn")?;
+            return runtime()?.block_on(create_account(cfg, &name, json));
         }
+    };
+    let (cfg, print) = args.config()?;
+    if print {
+        print!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(());
     }
+    let cfg = cfg.finish()?;
+    init_logging(&cfg.log.filter)?;
+    runtime()?.block_on(which(cfg))
+}
+
+async fn create_account(cfg: Config, name: &str, json: bool) -> anyhow::Result<()> {
+    use sipauth_agent::control::{self, ControlState, store::Store};
+    let store = Store::open(&cfg.control.database).await?;
+    let state = ControlState::new(store, cfg.sip.domain.clone(), String::new()).await?;
+    let acct = control::create_account(&state, name, None)
+        .await?
+        .context("account id collision; run again")?;
+    if json {
+        println!("{}", serde_json::to_string(&acct)?);
+    } else {
+        println!("auth_id:    {}\nauth_token: {}\n(the token is shown only now)", acct.auth_id, acct.auth_token);
+    }
+    Ok(())
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

@@ -1,37 +1,99 @@
-//! `sipauth run`: edge and HTTP surface in one process.
+//! The three ways to run: `run` (control plane and edge in one process,
+//! the embedded default), `control` (API and store) and `edge` (SIP and
+//! XDP, following a control plane).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
+use tower::Layer as _;
+use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::config::{Config, XdpMode};
+use crate::control::{self, ControlState, store::Store};
+use crate::edge::view::{self, Views};
 use crate::edge::{Edge, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
 use crate::maps::Xdp;
 use crate::metrics::Metrics;
 
-/// Starts everything, then serves until SIGINT or SIGTERM.
+/// `sipauth run`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let xdp = if cfg.xdp.mode == XdpMode::Off {
-        tracing::info!("XDP off: user space enforces lockouts alone");
-        None
-    } else {
-        if !rustix::process::geteuid().is_root() {
-            anyhow::bail!(
-                "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
-            );
+    let control = start_control(&cfg).await?;
+    let views = Arc::new(Views::new());
+    tokio::spawn(view::follow_local(control.clone(), views.clone()));
+    let edge_http = start_edge(&cfg, &views).await?;
+    serve(&cfg, control::router(control).merge(edge_http)).await
+}
+
+/// `sipauth control`.
+pub async fn control(cfg: Config) -> anyhow::Result<()> {
+    let control = start_control(&cfg).await?;
+    if control.edge_token.is_empty() {
+        tracing::warn!("control.edge_token is empty: no edge can follow this control plane");
+    }
+    serve(&cfg, control::router(control)).await
+}
+
+/// `sipauth edge`.
+pub async fn edge(cfg: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !cfg.edge.control_url.is_empty(),
+        "edge.control_url (--control) is required"
+    );
+    let views = Arc::new(Views::new());
+    if let Some(kept) = view::load_persisted(&cfg.edge.state_dir) {
+        tracing::info!(version = kept.version, "enforcing the kept snapshot until the control plane answers");
+        views.apply(kept);
+    }
+    tokio::spawn(view::follow_remote(
+        cfg.edge.control_url.clone(),
+        cfg.edge.token.clone(),
+        cfg.edge.state_dir.clone(),
+        views.clone(),
+    ));
+    let edge_http = start_edge(&cfg, &views).await?;
+    serve(&cfg, edge_http).await
+}
+
+async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
+    let store = Store::open(&cfg.control.database)
+        .await
+        .with_context(|| "opening the store (control.database)")?;
+    let state = ControlState::new(store, cfg.sip.domain.clone(), cfg.control.edge_token.clone()).await?;
+    for seed in &cfg.control.accounts {
+        let name = if seed.name.is_empty() { seed.auth_id.as_str() } else { seed.name.as_str() };
+        control::create_account(&state, name, Some((&seed.auth_id, &seed.auth_token))).await?;
+    }
+    Ok(state)
+}
+
+/// Starts XDP, the lockout table and the SIP listeners; returns the edge's
+/// HTTP routes (`/metrics`, `/admin`).
+async fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> {
+    let xdp = match cfg.xdp.mode {
+        XdpMode::Off => {
+            tracing::info!("XDP off: user space enforces lockouts alone");
+            None
         }
-        Some(Arc::new(
-            Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
-        ))
+        _ => {
+            if !rustix::process::geteuid().is_root() {
+                anyhow::bail!(
+                    "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
+                );
+            }
+            Some(Arc::new(
+                Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
+            ))
+        }
     };
     let lockouts = Arc::new(match &xdp {
         Some(xdp) => Lockouts::kernel(xdp.clone()),
         None => Lockouts::memory(),
     });
     let metrics = Arc::new(Metrics::new());
-    let edge = Arc::new(Edge::new(lockouts.clone(), metrics.clone()));
-
+    let edge = Arc::new(Edge::new(lockouts.clone(), metrics.clone(), views.subscribe()));
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TCP {addr}"))?;
@@ -39,25 +101,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(transport::serve_tcp(tcp, edge.clone()));
         tracing::info!(%addr, "SIP listening (UDP, TCP)");
     }
-
-    let state = Arc::new(AppState {
+    if cfg.admin.token.is_empty() {
+        tracing::info!("admin endpoints disabled: no admin.token");
+    }
+    Ok(http::router(Arc::new(AppState {
         metrics,
         lockouts,
         xdp,
+        views: views.clone(),
         admin_token: cfg.admin.token.clone(),
         lockout_duration: cfg.lockout.duration(),
-    });
-    if state.admin_token.is_empty() {
-        tracing::info!("admin endpoints disabled: no admin.token");
-    }
+    })))
+}
+
+/// Serves `app` on `http.listen` until SIGINT or SIGTERM. Paths are taken
+/// with or without their trailing slash.
+async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
-    tracing::info!(addr = %cfg.http.listen, "HTTP listening (/metrics, /admin)");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("HTTP server")?;
+    tracing::info!(addr = %cfg.http.listen, "HTTP listening");
+    let app = NormalizePathLayer::trim_trailing_slash().layer(app);
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
 }

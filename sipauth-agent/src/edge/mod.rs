@@ -6,6 +6,7 @@
 
 pub mod lockout;
 pub mod transport;
+pub mod view;
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
 pub struct Edge {
     pub lockouts: Arc<Lockouts>,
     pub metrics: Arc<Metrics>,
+    /// The snapshot requests are judged against.
+    pub view: view::View,
     /// Keys the To-tags: the same request gets the same tag, so a
     /// retransmission gets the same response.
     tag_key: std::hash::RandomState,
@@ -32,10 +35,11 @@ pub struct Edge {
 
 impl Edge {
     #[must_use]
-    pub fn new(lockouts: Arc<Lockouts>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(lockouts: Arc<Lockouts>, metrics: Arc<Metrics>, view: view::View) -> Self {
         Self {
             lockouts,
             metrics,
+            view,
             tag_key: std::hash::RandomState::new(),
         }
     }

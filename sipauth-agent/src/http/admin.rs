@@ -3,7 +3,9 @@
 //! - `GET /admin/lockouts`: active lockouts;
 //! - `POST /admin/lockouts` `{"address": "...", "duration_secs": N}`: lock a
 //!   source out (incident response, tests);
-//! - `DELETE /admin/lockouts/{address}`: lift a lockout.
+//! - `DELETE /admin/lockouts/{address}`: lift a lockout;
+//! - `GET /admin/snapshot`: the version and content the edge enforces (no
+//!   secrets: HA1 values and tokens are left out).
 //!
 //! Writes go straight to the XDP map when XDP is on.
 
@@ -28,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/lockouts", get(list).post(add))
         .route("/lockouts/{address}", delete(lift))
+        .route("/snapshot", get(snapshot))
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -117,4 +120,25 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn snapshot(State(state): State<Arc<AppState>>) -> Response {
+    let view = state.views.current();
+    let s = &view.snapshot;
+    Json(json!({
+        "version": s.version,
+        "applications": s.applications.iter().map(|a| json!({
+            "app_id": a.app_id,
+            "sip_auth_type": a.sip_auth_type,
+            "credential_uuid": a.credential_uuid,
+            "ip_acl_uuid": a.ip_acl_uuid,
+        })).collect::<Vec<_>>(),
+        "acls": s.acls.iter().map(|a| json!({
+            "uuid": a.uuid,
+            "entries": a.entries.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "credentials": s.credentials.iter().map(|c| json!({ "uuid": c.uuid, "username": c.username })).collect::<Vec<_>>(),
+        "endpoints": s.endpoints.iter().map(|e| json!({ "endpoint_id": e.endpoint_id, "username": e.username })).collect::<Vec<_>>(),
+    }))
+    .into_response()
 }

@@ -19,6 +19,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub lockouts: Arc<Lockouts>,
     pub xdp: Option<Arc<Xdp>>,
+    /// The snapshot the edge enforces.
+    pub views: Arc<crate::edge::view::Views>,
     /// Operator bearer token; empty disables `/admin`.
     pub admin_token: String,
     /// Lockout length when the operator gives none.

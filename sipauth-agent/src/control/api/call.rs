@@ -1,0 +1,115 @@
+//! `Call/`: the Make Call request and call records.
+//!
+//! A call record is written for every call, inbound or outbound, allowed or
+//! denied. It never holds a credential: `sip_auth_password` lives in memory
+//! for the life of the call only, and `sip_auth_username` is not stored.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
+use crate::control::ControlState;
+use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
+use crate::control::store::now;
+
+pub const CREATE: &[Field] = &[
+    field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),
+    field("to", Kind::Destination, true, "a SIP URI or a phone number"),
+    field("answer_url", Kind::Url, true, "fetched when the far end answers"),
+    field("answer_method", Kind::OneOf(HTTP_METHODS), false, "default POST"),
+    field("hangup_url", Kind::Url, false, "default: answer_url"),
+    field("sip_auth_username", Kind::Text { min: 1, max: 128 }, false, "only when to is a SIP URI"),
+    field("sip_auth_password", Kind::Text { min: 1, max: 128 }, false, "only when to is a SIP URI; never stored"),
+    field("sip_headers", Kind::SipHeaders, false, "key=value,key2=value2"),
+];
+
+pub fn routes() -> Router<Arc<ControlState>> {
+    Router::new()
+        .route("/v1/Account/{auth_id}/Call", post(create))
+        .route("/v1/Account/{auth_id}/Call/{call_uuid}", get(get_one))
+}
+
+fn object(r: &AnyRow) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "call_uuid": r.try_get::<String, _>("call_uuid")?,
+        "direction": r.try_get::<String, _>("direction")?,
+        "from_number": r.try_get::<String, _>("from_number")?,
+        "to_number": r.try_get::<String, _>("to_number")?,
+        "answer_url": r.try_get::<Option<String>, _>("answer_url")?,
+        "call_status": r.try_get::<String, _>("call_status")?,
+        "hangup_cause_name": r.try_get::<Option<String>, _>("hangup_cause_name")?,
+        "hangup_cause_code": r.try_get::<Option<i64>, _>("hangup_cause_code")?,
+        "sip_auth_type": r.try_get::<Option<String>, _>("sip_auth_type")?,
+        "source_ip": r.try_get::<Option<String>, _>("source_ip")?,
+        "initiation_time": time(r.try_get("created_at")?),
+        "end_time": r.try_get::<Option<i64>, _>("ended_at")?.map(time),
+    }))
+}
+
+async fn create(
+    State(s): State<Arc<ControlState>>,
+    AccountId(acct): AccountId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let to = v.str("to").unwrap_or_default();
+    for name in ["sip_auth_username", "sip_auth_password"] {
+        if v.has(name) && !is_sip_uri(to) {
+            return Err(ApiError::field(name, "is accepted only when to is a SIP URI"));
+        }
+    }
+    if v.has("sip_auth_username") != v.has("sip_auth_password") {
+        let missing = if v.has("sip_auth_username") { "sip_auth_password" } else { "sip_auth_username" };
+        return Err(ApiError::field(missing, "must be given with the other sip_auth_ field"));
+    }
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let answer_url = v.str("answer_url").unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, answer_method, \
+         hangup_url, call_status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&uuid)
+    .bind(&acct)
+    .bind("outbound")
+    .bind(v.str("from").unwrap_or_default())
+    .bind(to)
+    .bind(answer_url)
+    .bind(v.str("answer_method").unwrap_or("POST"))
+    .bind(v.str("hangup_url").unwrap_or(answer_url))
+    .bind("queued")
+    .bind(now())
+    .execute(s.store.pool())
+    .await?;
+    tracing::info!(account = %acct, call = %uuid, "call requested");
+    Ok(reply(
+        StatusCode::CREATED,
+        json!({ "message": "call fired", "request_uuid": uuid }),
+    ))
+}
+
+async fn get_one(
+    State(s): State<Arc<ControlState>>,
+    AccountId(acct): AccountId,
+    Path((_, uuid)): Path<(String, String)>,
+) -> ApiResult {
+    let row = sqlx::query(
+        "SELECT call_uuid, direction, from_number, to_number, answer_url, call_status, hangup_cause_name, \
+         hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at FROM calls \
+         WHERE account = $1 AND call_uuid = $2",
+    )
+    .bind(&acct)
+    .bind(&uuid)
+    .fetch_optional(s.store.pool())
+    .await?
+    .ok_or_else(|| ApiError::not_found("call"))?;
+    Ok(reply(StatusCode::OK, object(&row)?))
+}

@@ -1,0 +1,326 @@
+//! The data layer: one set of SQL over SQLite (a file, the default) and
+//! PostgreSQL (several control replicas may share it), through sqlx's
+//! `Any` driver.
+//!
+//! Every write is one transaction that starts by advancing the global
+//! version (`UPDATE meta ... RETURNING version`). That first statement takes
+//! the write lock (SQLite) or the row lock on `meta` (PostgreSQL), so writes
+//! are serialised: a count checked inside a write transaction cannot be
+//! raced past its limit, and each committed change has its own version.
+//! A transaction dropped without `commit` rolls back and leaves nothing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row as _, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("unsupported database URL {0:?} (sqlite://PATH or postgres://...)")]
+    Url(String),
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// A write in progress; `version` is what the snapshot becomes on commit.
+pub struct WriteTx {
+    pub tx: Transaction<'static, Any>,
+    pub version: u64,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<u64, StoreError> {
+        self.tx.commit().await?;
+        Ok(self.version)
+    }
+}
+
+/// Migrations, in order; `schema_version` holds how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE meta (id INTEGER PRIMARY KEY, version BIGINT NOT NULL);
+     INSERT INTO meta (id, version) VALUES (1, 0);
+     CREATE TABLE accounts (
+        auth_id TEXT PRIMARY KEY,
+        auth_token TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL);
+     CREATE TABLE credentials (
+        uuid TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(auth_id),
+        username TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        ha1_sha512_256 TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (account, username));
+     CREATE TABLE ip_acls (
+        uuid TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(auth_id),
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL);
+     CREATE TABLE ip_acl_entries (
+        uuid TEXT PRIMARY KEY,
+        acl TEXT NOT NULL REFERENCES ip_acls(uuid) ON DELETE CASCADE,
+        ip TEXT NOT NULL,
+        cidr_prefix INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL);
+     CREATE INDEX ip_acl_entries_acl ON ip_acl_entries (acl);
+     CREATE TABLE applications (
+        app_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(auth_id),
+        app_name TEXT NOT NULL,
+        answer_url TEXT NOT NULL,
+        answer_method TEXT NOT NULL,
+        hangup_url TEXT,
+        hangup_method TEXT NOT NULL,
+        sip_auth_type TEXT NOT NULL,
+        credential_uuid TEXT REFERENCES credentials(uuid),
+        ip_acl_uuid TEXT REFERENCES ip_acls(uuid),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL);
+     CREATE TABLE endpoints (
+        endpoint_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(auth_id),
+        username TEXT NOT NULL UNIQUE,
+        alias TEXT NOT NULL,
+        app_id TEXT REFERENCES applications(app_id),
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        ha1_sha512_256 TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL);
+     CREATE TABLE calls (
+        call_uuid TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(auth_id),
+        direction TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        answer_url TEXT,
+        answer_method TEXT,
+        hangup_url TEXT,
+        call_status TEXT NOT NULL,
+        hangup_cause_name TEXT,
+        hangup_cause_code BIGINT,
+        sip_auth_type TEXT,
+        source_ip TEXT,
+        created_at BIGINT NOT NULL,
+        ended_at BIGINT);",
+];
+
+#[must_use]
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Connects (creating a SQLite file and its directory if needed) and
+    /// runs the migrations that have not run yet.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together migrate one at a time.
+            sqlx::query("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done: Option<i64> = sqlx::query("SELECT version FROM schema_version")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let done = usize::try_from(done.unwrap_or(0)).unwrap_or(0);
+        if done == 0 {
+            sqlx::query("INSERT INTO schema_version (version) VALUES (0)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(done) {
+            for statement in migration.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE schema_version SET version = $1")
+                .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version = i + 1, "database migrated");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a write: the version is advanced first (see the module doc).
+    pub async fn write(&self) -> Result<WriteTx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let version: i64 = row.try_get(0)?;
+        Ok(WriteTx {
+            tx,
+            version: u64::try_from(version).unwrap_or(0),
+        })
+    }
+
+    /// The version of the last committed change.
+    pub async fn version(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT version FROM meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+    }
+
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Reads everything a snapshot holds in one read transaction, so the
+    /// rows and the version agree.
+    pub async fn read_all(&self) -> Result<(u64, Vec<Vec<AnyRow>>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let version: i64 = sqlx::query("SELECT version FROM meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let mut tables = Vec::new();
+        for q in [
+            "SELECT auth_id, auth_token FROM accounts ORDER BY auth_id",
+            "SELECT app_id, account, answer_url, answer_method, hangup_url, hangup_method, \
+             sip_auth_type, credential_uuid, ip_acl_uuid FROM applications ORDER BY app_id",
+            "SELECT uuid, account, username, ha1_md5, ha1_sha256, ha1_sha512_256 \
+             FROM credentials ORDER BY uuid",
+            "SELECT uuid, account FROM ip_acls ORDER BY uuid",
+            "SELECT acl, ip, cidr_prefix FROM ip_acl_entries ORDER BY acl, uuid",
+            "SELECT endpoint_id, account, username, app_id, ha1_md5, ha1_sha256, ha1_sha512_256 \
+             FROM endpoints ORDER BY endpoint_id",
+        ] {
+            tables.push(sqlx::query(q).fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok((u64::try_from(version).unwrap_or(0), tables))
+    }
+}
+
+/// `sqlite://PATH` with the directory created and `mode=rwc` so that the
+/// file is created on first start.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let query = if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else if query.contains("mode=") {
+        query.to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b.db");
+        let u = sqlite_url(&format!("sqlite://{}", p.display())).unwrap();
+        assert_eq!(u, format!("sqlite://{}?mode=rwc", p.display()));
+        assert!(dir.path().join("a").is_dir());
+        assert_eq!(sqlite_url("sqlite::memory:").unwrap(), "sqlite://:memory:?mode=rwc");
+    }
+
+    #[tokio::test]
+    async fn versions_advance_on_commit_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.version().await.unwrap(), 0);
+        let w = store.write().await.unwrap();
+        assert_eq!(w.version, 1);
+        drop(w);
+        assert_eq!(store.version().await.unwrap(), 0);
+        let w = store.write().await.unwrap();
+        assert_eq!(w.commit().await.unwrap(), 1);
+        assert_eq!(store.version().await.unwrap(), 1);
+        // Reopening runs no migration twice.
+        drop(store);
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.version().await.unwrap(), 1);
+    }
+}
