@@ -1,0 +1,341 @@
+//! Fetching `answer_url` and notifying `hangup_url`.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng as _;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
+
+use crate::signature::signature_v3;
+
+/// Largest response body [`Client::fetch`] accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Length of the decimal nonce sent in `X-Plivo-Signature-V3-Nonce`.
+pub const NONCE_DIGITS: usize = 20;
+/// The `User-Agent` of callback requests.
+pub const USER_AGENT: &str = "sipauth";
+
+const SIGNATURE_HEADER: &str = "X-Plivo-Signature-V3";
+const NONCE_HEADER: &str = "X-Plivo-Signature-V3-Nonce";
+const ATTEMPTS: u32 = 2;
+
+/// HTTP method of a callback, as configured with the URL (`answer_method`,
+/// `hangup_method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// One callback request: where, how, with which call parameters, and the
+/// auth token that signs it.
+#[derive(Clone)]
+pub struct Callback<'a> {
+    pub url: &'a str,
+    pub method: Method,
+    pub params: Vec<(String, String)>,
+    pub auth_token: &'a str,
+}
+
+impl fmt::Debug for Callback<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callback")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("params", &self.params)
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a callback failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL is not a valid `http`/`https` URL, or names a host by name
+    /// while the client only accepts IP literals.
+    #[error("callback URL rejected: {0}")]
+    Url(String),
+    /// Connecting or sending failed (refused, reset, TLS handshake, ...).
+    #[error("callback connection failed: {0}")]
+    Connect(String),
+    /// An attempt took longer than the configured timeout.
+    #[error("callback timed out")]
+    Timeout,
+    /// The server answered with a non-2xx status (redirects are not followed).
+    #[error("callback answered with HTTP status {0}")]
+    Status(u16),
+    /// The body could not be read, was larger than [`MAX_BODY_BYTES`], or was
+    /// not UTF-8.
+    #[error("callback body unusable: {0}")]
+    Body(String),
+}
+
+impl FetchError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Connect(_) | FetchError::Timeout => true,
+            FetchError::Status(code) => (500..=599).contains(code),
+            FetchError::Url(_) | FetchError::Body(_) => false,
+        }
+    }
+}
+
+/// The HTTP client could not be built from [`ClientOptions`].
+#[derive(Debug, thiserror::Error)]
+#[error("callback client configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Settings of a [`Client`] beyond the timeout.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Connect timeout, and total timeout of each attempt (connect, request,
+    /// response headers and body).
+    pub timeout: Duration,
+    /// Accept only URLs whose host is an IP literal; a host name is rejected
+    /// with [`FetchError::Url`] before anything is resolved.
+    pub literal_hosts_only: bool,
+    /// Extra trust anchors (PEM) for HTTPS, besides the bundled web PKI roots.
+    pub extra_root_certs_pem: Vec<Vec<u8>>,
+}
+
+impl ClientOptions {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, literal_hosts_only: false, extra_root_certs_pem: Vec::new() }
+    }
+}
+
+/// Fetches signed callbacks. Cheap to clone; share one per process.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    literal_hosts_only: bool,
+}
+
+impl Client {
+    /// A client with `timeout` as connect timeout and as total timeout of each
+    /// attempt. A request is retried once on connect errors, timeouts and 5xx
+    /// answers (not on 4xx), so a call can take up to twice `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// If the TLS backend cannot be initialised.
+    pub fn new(timeout: Duration) -> Self {
+        Self::with_options(&ClientOptions::new(timeout)).expect("default callback client builds")
+    }
+
+    pub fn with_options(options: &ClientOptions) -> Result<Self, ConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.timeout)
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(USER_AGENT);
+        for pem in &options.extra_root_certs_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| ConfigError(format!("root certificate: {}", chain(&e))))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| ConfigError(chain(&e)))?;
+        Ok(Self { http, literal_hosts_only: options.literal_hosts_only })
+    }
+
+    /// Requests `cb` and returns the response body (at most
+    /// [`MAX_BODY_BYTES`], UTF-8).
+    ///
+    /// POST sends the parameters as a form body; GET appends them to the
+    /// query string. Every attempt carries `X-Plivo-Signature-V3` with a fresh
+    /// `X-Plivo-Signature-V3-Nonce` of [`NONCE_DIGITS`] random digits.
+    pub async fn fetch(&self, cb: &Callback<'_>) -> Result<String, FetchError> {
+        let body = self.run(cb, true).await?;
+        Ok(body.unwrap_or_default())
+    }
+
+    /// Like [`Client::fetch`], for `hangup_url`: the body is not read.
+    pub async fn notify(&self, cb: &Callback<'_>) -> Result<(), FetchError> {
+        self.run(cb, false).await.map(drop)
+    }
+
+    async fn run(&self, cb: &Callback<'_>, read_body: bool) -> Result<Option<String>, FetchError> {
+        let url = self.request_url(cb)?;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(cb, &url, read_body).await {
+                Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
+                    tracing::debug!(url = %cb.url, error = %e, "callback attempt failed; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn request_url(&self, cb: &Callback<'_>) -> Result<url::Url, FetchError> {
+        let mut url = url::Url::parse(cb.url).map_err(|e| FetchError::Url(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchError::Url(format!("scheme {:?} is not http or https", url.scheme())));
+        }
+        match url.host() {
+            None => return Err(FetchError::Url("no host".to_owned())),
+            Some(url::Host::Domain(name)) if self.literal_hosts_only => {
+                return Err(FetchError::Url(format!(
+                    "host {name:?} is a name; only IP literals are accepted"
+                )));
+            }
+            Some(_) => {}
+        }
+        if cb.method == Method::Get && !cb.params.is_empty() {
+            url.query_pairs_mut().extend_pairs(&cb.params);
+        }
+        Ok(url)
+    }
+
+    async fn attempt(
+        &self,
+        cb: &Callback<'_>,
+        url: &url::Url,
+        read_body: bool,
+    ) -> Result<Option<String>, FetchError> {
+        let nonce = new_nonce();
+        let signature = signature_v3(cb.auth_token, cb.method.as_str(), cb.url, &cb.params, &nonce);
+        let request = match cb.method {
+            Method::Get => self.http.get(url.clone()),
+            Method::Post => {
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&cb.params)
+                    .finish();
+                self.http
+                    .post(url.clone())
+                    .header(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    )
+                    .body(body)
+            }
+        };
+        let request = request
+            .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
+            .header(SIGNATURE_HEADER, signature)
+            .header(NONCE_HEADER, nonce);
+
+        let mut response = request.send().await.map_err(send_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        if !read_body {
+            return Ok(None);
+        }
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(body_error)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body)
+            .map(Some)
+            .map_err(|_| FetchError::Body("body is not UTF-8".to_owned()))
+    }
+}
+
+fn too_large() -> FetchError {
+    FetchError::Body(format!("body exceeds {MAX_BODY_BYTES} bytes"))
+}
+
+fn new_nonce() -> String {
+    let mut rng = rand::rng();
+    (0..NONCE_DIGITS).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+}
+
+fn send_error(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout
+    } else {
+        FetchError::Connect(chain(&e.without_url()))
+    }
+}
+
+fn body_error(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() { FetchError::Timeout } else { FetchError::Body(chain(&e.without_url())) }
+}
+
+/// An error with its sources, `a: b: c`; reqwest's own message alone rarely
+/// says what went wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_twenty_digits_and_varies() {
+        let a = new_nonce();
+        let b = new_nonce();
+        assert_eq!(a.len(), NONCE_DIGITS);
+        assert!(a.bytes().all(|c| c.is_ascii_digit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn callback_debug_redacts_token() {
+        let cb = Callback {
+            url: "http://127.0.0.1/a",
+            method: Method::Post,
+            params: vec![("CallUUID".into(), "u".into())],
+            auth_token: "s3cr3t-token",
+        };
+        let shown = format!("{cb:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn urls_rejected() {
+        let literal = Client::with_options(&ClientOptions {
+            literal_hosts_only: true,
+            ..ClientOptions::new(Duration::from_secs(1))
+        })
+        .unwrap();
+        let cb = |url| Callback { url, method: Method::Get, params: vec![], auth_token: "t" };
+        assert!(matches!(literal.request_url(&cb("ftp://127.0.0.1/x")), Err(FetchError::Url(_))));
+        assert!(matches!(literal.request_url(&cb("not a url")), Err(FetchError::Url(_))));
+        assert!(matches!(literal.request_url(&cb("https://example.com/x")), Err(FetchError::Url(_))));
+        assert!(literal.request_url(&cb("https://[::1]:8443/x")).is_ok());
+        assert!(literal.request_url(&cb("http://127.0.0.1:8080/x")).is_ok());
+        let any = Client::new(Duration::from_secs(1));
+        assert!(any.request_url(&cb("https://example.com/x")).is_ok());
+    }
+
+    #[test]
+    fn get_params_appended_to_existing_query() {
+        let client = Client::new(Duration::from_secs(1));
+        let cb = Callback {
+            url: "http://127.0.0.1/a?x=1",
+            method: Method::Get,
+            params: vec![("From".into(), "+1 555".into())],
+            auth_token: "t",
+        };
+        assert_eq!(client.request_url(&cb).unwrap().as_str(), "http://127.0.0.1/a?x=1&From=%2B1+555");
+    }
+}
