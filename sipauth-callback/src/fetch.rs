@@ -109,7 +109,11 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, literal_hosts_only: false, extra_root_certs_pem: Vec::new() }
+        Self {
+            timeout,
+            literal_hosts_only: false,
+            extra_root_certs_pem: Vec::new(),
+        }
     }
 }
 
@@ -145,7 +149,10 @@ impl Client {
             builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|e| ConfigError(chain(&e)))?;
-        Ok(Self { http, literal_hosts_only: options.literal_hosts_only })
+        Ok(Self {
+            http,
+            literal_hosts_only: options.literal_hosts_only,
+        })
     }
 
     /// Requests `cb` and returns the response body (at most
@@ -181,7 +188,10 @@ impl Client {
     fn request_url(&self, cb: &Callback<'_>) -> Result<url::Url, FetchError> {
         let mut url = url::Url::parse(cb.url).map_err(|e| FetchError::Url(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Url(format!("scheme {:?} is not http or https", url.scheme())));
+            return Err(FetchError::Url(format!(
+                "scheme {:?} is not http or https",
+                url.scheme()
+            )));
         }
         match url.host() {
             None => return Err(FetchError::Url("no host".to_owned())),
@@ -205,7 +215,13 @@ impl Client {
         read_body: bool,
     ) -> Result<Option<String>, FetchError> {
         let nonce = new_nonce();
-        let signature = signature_v3(cb.auth_token, cb.method.as_str(), cb.url, &cb.params, &nonce);
+        let signature = signature_v3(
+            cb.auth_token,
+            cb.method.as_str(),
+            cb.url,
+            &cb.params,
+            &nonce,
+        );
         let request = match cb.method {
             Method::Get => self.http.get(url.clone()),
             Method::Post => {
@@ -234,7 +250,10 @@ impl Client {
         if !read_body {
             return Ok(None);
         }
-        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+        {
             return Err(too_large());
         }
         let mut body = Vec::new();
@@ -256,7 +275,9 @@ fn too_large() -> FetchError {
 
 fn new_nonce() -> String {
     let mut rng = rand::rng();
-    (0..NONCE_DIGITS).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    (0..NONCE_DIGITS)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }
 
 fn send_error(e: reqwest::Error) -> FetchError {
@@ -268,7 +289,11 @@ fn send_error(e: reqwest::Error) -> FetchError {
 }
 
 fn body_error(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() { FetchError::Timeout } else { FetchError::Body(chain(&e.without_url())) }
+    if e.is_timeout() {
+        FetchError::Timeout
+    } else {
+        FetchError::Body(chain(&e.without_url()))
+    }
 }
 
 /// An error with its sources, `a: b: c`; reqwest's own message alone rarely
@@ -317,10 +342,24 @@ mod tests {
             ..ClientOptions::new(Duration::from_secs(1))
         })
         .unwrap();
-        let cb = |url| Callback { url, method: Method::Get, params: vec![], auth_token: "t" };
-        assert!(matches!(literal.request_url(&cb("ftp://127.0.0.1/x")), Err(FetchError::Url(_))));
-        assert!(matches!(literal.request_url(&cb("not a url")), Err(FetchError::Url(_))));
-        assert!(matches!(literal.request_url(&cb("https://example.com/x")), Err(FetchError::Url(_))));
+        let cb = |url| Callback {
+            url,
+            method: Method::Get,
+            params: vec![],
+            auth_token: "t",
+        };
+        assert!(matches!(
+            literal.request_url(&cb("ftp://127.0.0.1/x")),
+            Err(FetchError::Url(_))
+        ));
+        assert!(matches!(
+            literal.request_url(&cb("not a url")),
+            Err(FetchError::Url(_))
+        ));
+        assert!(matches!(
+            literal.request_url(&cb("https://example.com/x")),
+            Err(FetchError::Url(_))
+        ));
         assert!(literal.request_url(&cb("https://[::1]:8443/x")).is_ok());
         assert!(literal.request_url(&cb("http://127.0.0.1:8080/x")).is_ok());
         let any = Client::new(Duration::from_secs(1));
@@ -336,6 +375,9 @@ mod tests {
             params: vec![("From".into(), "+1 555".into())],
             auth_token: "t",
         };
-        assert_eq!(client.request_url(&cb).unwrap().as_str(), "http://127.0.0.1/a?x=1&From=%2B1+555");
+        assert_eq!(
+            client.request_url(&cb).unwrap().as_str(),
+            "http://127.0.0.1/a?x=1&From=%2B1+555"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub fn parse_sip_headers(s: &str) -> Result<Vec<(String, String)>, XmlError> {
         let key = key.trim_matches(is_ows);
         let value = value.trim_matches(is_ows);
         if key.is_empty() || !key.bytes().all(is_token_byte) {
-            return Err(XmlError::InvalidSipHeader(format!("{key:?} is not a header name")));
+            return Err(XmlError::InvalidSipHeader(format!(
+                "{key:?} is not a header name"
+            )));
         }
         if value.contains(['\r', '\n', '\0']) {
             return Err(XmlError::InvalidSipHeader(format!(
@@ -52,7 +54,10 @@ pub fn parse_sip_headers(s: &str) -> Result<Vec<(String, String)>, XmlError> {
 /// when `raw` (the inbound leg authenticated with SIP credentials).
 pub fn render_sip_headers(headers: &[(String, String)], raw: bool) -> Vec<(String, String)> {
     let prefix = if raw { "X-" } else { "X-PH-" };
-    headers.iter().map(|(k, v)| (format!("{prefix}{k}"), v.clone())).collect()
+    headers
+        .iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+        .collect()
 }
 
 fn is_reserved(key: &str) -> bool {
@@ -75,7 +80,10 @@ mod tests {
     use super::*;
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -122,8 +130,14 @@ mod tests {
     #[test]
     fn render_both_modes() {
         let h = kv(&[("Tenant", "acme"), ("Ref", "7")]);
-        assert_eq!(render_sip_headers(&h, false), kv(&[("X-PH-Tenant", "acme"), ("X-PH-Ref", "7")]));
-        assert_eq!(render_sip_headers(&h, true), kv(&[("X-Tenant", "acme"), ("X-Ref", "7")]));
+        assert_eq!(
+            render_sip_headers(&h, false),
+            kv(&[("X-PH-Tenant", "acme"), ("X-PH-Ref", "7")])
+        );
+        assert_eq!(
+            render_sip_headers(&h, true),
+            kv(&[("X-Tenant", "acme"), ("X-Ref", "7")])
+        );
         assert!(render_sip_headers(&[], true).is_empty());
     }
 }

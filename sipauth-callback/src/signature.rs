@@ -42,7 +42,11 @@ pub fn signature_v3(
     params: &[(String, String)],
     nonce: &str,
 ) -> String {
-    STANDARD.encode(mac_for(auth_token, method, url, params, nonce).finalize().into_bytes())
+    STANDARD.encode(
+        mac_for(auth_token, method, url, params, nonce)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Verifies a received `X-Plivo-Signature-V3` header. The header may hold
@@ -151,13 +155,20 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn post_without_query() {
         assert_eq!(
-            signed_base("POST", "https://a.example/answer", &p(&[("To", "1"), ("From", "2")])),
+            signed_base(
+                "POST",
+                "https://a.example/answer",
+                &p(&[("To", "1"), ("From", "2")])
+            ),
             "https://a.example/answer?From2To1"
         );
     }
@@ -165,23 +176,37 @@ mod tests {
     #[test]
     fn post_with_query() {
         assert_eq!(
-            signed_base("POST", "https://a.example/x?c=d&a=b#frag", &p(&[("B", "2"), ("A", "1")])),
+            signed_base(
+                "POST",
+                "https://a.example/x?c=d&a=b#frag",
+                &p(&[("B", "2"), ("A", "1")])
+            ),
             "https://a.example/x?a=b&c=d.A1B2"
         );
         assert_eq!(
             signed_base("POST", "https://a.example/x?c=d&a=b", &[]),
             "https://a.example/x?a=b&c=d"
         );
-        assert_eq!(signed_base("POST", "https://a.example/x", &[]), "https://a.example/x");
+        assert_eq!(
+            signed_base("POST", "https://a.example/x", &[]),
+            "https://a.example/x"
+        );
     }
 
     #[test]
     fn get_merges_query_and_params() {
         assert_eq!(
-            signed_base("GET", "HTTPS://a.example/x?z=1&a=b%20c", &p(&[("m", "2"), ("a", "a")])),
+            signed_base(
+                "GET",
+                "HTTPS://a.example/x?z=1&a=b%20c",
+                &p(&[("m", "2"), ("a", "a")])
+            ),
             "https://a.example/x?a=a&a=b c&m=2&z=1"
         );
-        assert_eq!(signed_base("get", "https://a.example/x?", &[]), "https://a.example/x");
+        assert_eq!(
+            signed_base("get", "https://a.example/x?", &[]),
+            "https://a.example/x"
+        );
     }
 
     #[test]

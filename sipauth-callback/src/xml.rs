@@ -25,7 +25,11 @@ pub enum XmlError {
     Unsupported(String),
     /// A known attribute with a value that does not parse.
     #[error("<{element}> attribute {attribute}={value:?} is invalid")]
-    InvalidAttribute { element: String, attribute: String, value: String },
+    InvalidAttribute {
+        element: String,
+        attribute: String,
+        value: String,
+    },
     /// A `<User>` that is not a `sip:`/`sips:` URI, a `<Number>` that is not a
     /// number, or a `<Dial>` without targets.
     #[error("invalid dial target: {0}")]
@@ -72,20 +76,34 @@ pub enum DialTarget {
         sip_headers: Vec<(String, String)>,
     },
     /// `<Number sipHeaders="..">15551234567</Number>`.
-    Number { number: String, sip_headers: Vec<(String, String)> },
+    Number {
+        number: String,
+        sip_headers: Vec<(String, String)>,
+    },
 }
 
 impl fmt::Debug for DialTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DialTarget::User { uri, sip_auth_username, sip_auth_password, sip_headers } => f
+            DialTarget::User {
+                uri,
+                sip_auth_username,
+                sip_auth_password,
+                sip_headers,
+            } => f
                 .debug_struct("User")
                 .field("uri", uri)
                 .field("sip_auth_username", sip_auth_username)
-                .field("sip_auth_password", &sip_auth_password.as_ref().map(|_| "<redacted>"))
+                .field(
+                    "sip_auth_password",
+                    &sip_auth_password.as_ref().map(|_| "<redacted>"),
+                )
                 .field("sip_headers", sip_headers)
                 .finish(),
-            DialTarget::Number { number, sip_headers } => f
+            DialTarget::Number {
+                number,
+                sip_headers,
+            } => f
                 .debug_struct("Number")
                 .field("number", number)
                 .field("sip_headers", sip_headers)
@@ -107,7 +125,9 @@ pub fn parse_response_xml(xml: &str) -> Result<Vec<Action>, XmlError> {
             "Hangup" => parse_hangup(verb),
             "Wait" => parse_wait(verb),
             "Dial" => parse_dial(verb).map(Action::Dial),
-            "Speak" => Ok(Action::Speak { text: text_only(verb)?.trim().to_owned() }),
+            "Speak" => Ok(Action::Speak {
+                text: text_only(verb)?.trim().to_owned(),
+            }),
             other => Err(XmlError::Unsupported(other.to_owned())),
         })
         .collect()
@@ -115,12 +135,16 @@ pub fn parse_response_xml(xml: &str) -> Result<Vec<Action>, XmlError> {
 
 fn parse_hangup(node: roxmltree::Node<'_, '_>) -> Result<Action, XmlError> {
     no_children(node)?;
-    Ok(Action::Hangup { reason: attr(node, "reason") })
+    Ok(Action::Hangup {
+        reason: attr(node, "reason"),
+    })
 }
 
 fn parse_wait(node: roxmltree::Node<'_, '_>) -> Result<Action, XmlError> {
     no_children(node)?;
-    Ok(Action::Wait { length_secs: u32_attr(node, "length")?.unwrap_or(1) })
+    Ok(Action::Wait {
+        length_secs: u32_attr(node, "length")?.unwrap_or(1),
+    })
 }
 
 fn parse_dial(node: roxmltree::Node<'_, '_>) -> Result<Dial, XmlError> {
@@ -133,7 +157,9 @@ fn parse_dial(node: roxmltree::Node<'_, '_>) -> Result<Dial, XmlError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     if targets.is_empty() {
-        return Err(XmlError::InvalidTarget("<Dial> has no <User> or <Number>".to_owned()));
+        return Err(XmlError::InvalidTarget(
+            "<Dial> has no <User> or <Number>".to_owned(),
+        ));
     }
     Ok(Dial {
         timeout_secs: u32_attr(node, "timeout")?,
@@ -146,7 +172,9 @@ fn parse_dial(node: roxmltree::Node<'_, '_>) -> Result<Dial, XmlError> {
 fn parse_user(node: roxmltree::Node<'_, '_>) -> Result<DialTarget, XmlError> {
     let uri = text_only(node)?.trim().to_owned();
     if !is_sip_uri(&uri) {
-        return Err(XmlError::InvalidTarget(format!("<User> {uri:?} is not a sip: or sips: URI")));
+        return Err(XmlError::InvalidTarget(format!(
+            "<User> {uri:?} is not a sip: or sips: URI"
+        )));
     }
     Ok(DialTarget::User {
         uri,
@@ -160,9 +188,14 @@ fn parse_number(node: roxmltree::Node<'_, '_>) -> Result<DialTarget, XmlError> {
     let number = text_only(node)?.trim().to_owned();
     let digits = number.strip_prefix('+').unwrap_or(&number);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(XmlError::InvalidTarget(format!("<Number> {number:?} is not a phone number")));
+        return Err(XmlError::InvalidTarget(format!(
+            "<Number> {number:?} is not a phone number"
+        )));
     }
-    Ok(DialTarget::Number { number, sip_headers: sip_headers_attr(node)? })
+    Ok(DialTarget::Number {
+        number,
+        sip_headers: sip_headers_attr(node)?,
+    })
 }
 
 /// `sip:` or `sips:` (scheme case-insensitive) followed by something, with no
@@ -178,11 +211,14 @@ fn is_sip_uri(s: &str) -> bool {
         _ => return false,
     };
     !rest.is_empty()
-        && !rest.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+        && !rest
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
 }
 
 fn sip_headers_attr(node: roxmltree::Node<'_, '_>) -> Result<Vec<(String, String)>, XmlError> {
-    node.attribute("sipHeaders").map_or_else(|| Ok(Vec::new()), parse_sip_headers)
+    node.attribute("sipHeaders")
+        .map_or_else(|| Ok(Vec::new()), parse_sip_headers)
 }
 
 fn attr(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
@@ -192,11 +228,13 @@ fn attr(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
 fn u32_attr(node: roxmltree::Node<'_, '_>, name: &str) -> Result<Option<u32>, XmlError> {
     node.attribute(name)
         .map(|v| {
-            v.trim().parse::<u32>().map_err(|_| XmlError::InvalidAttribute {
-                element: node.tag_name().name().to_owned(),
-                attribute: name.to_owned(),
-                value: v.to_owned(),
-            })
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| XmlError::InvalidAttribute {
+                    element: node.tag_name().name().to_owned(),
+                    attribute: name.to_owned(),
+                    value: v.to_owned(),
+                })
         })
         .transpose()
 }

@@ -85,7 +85,9 @@ where
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         std::task::Poll::Ready(
-            self.items.next().map(|r| r.map(|v| http_body::Frame::data(axum::body::Bytes::from(v)))),
+            self.items
+                .next()
+                .map(|r| r.map(|v| http_body::Frame::data(axum::body::Bytes::from(v)))),
         )
     }
 }
@@ -96,9 +98,17 @@ async fn check_signed(st: &AppState, req: Request) -> Response {
     let method = req.method().as_str().to_owned();
     let url = format!("{}://{}{}", st.scheme, st.addr, req.uri());
     let headers: HeaderMap = req.headers().clone();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap();
 
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     if header("user-agent") != "sipauth" {
         return (StatusCode::BAD_REQUEST, "user agent").into_response();
     }
@@ -119,7 +129,14 @@ async fn check_signed(st: &AppState, req: Request) -> Response {
         }
         Vec::new()
     };
-    if !verify_v3(TOKEN, &method, &url, &params, &nonce, &header("x-plivo-signature-v3")) {
+    if !verify_v3(
+        TOKEN,
+        &method,
+        &url,
+        &params,
+        &nonce,
+        &header("x-plivo-signature-v3"),
+    ) {
         return (StatusCode::FORBIDDEN, "bad signature").into_response();
     }
     // Echo what arrived so the test can check it: the method, then the
@@ -127,7 +144,11 @@ async fn check_signed(st: &AppState, req: Request) -> Response {
     let seen_params: Vec<(String, String)> = if method == "POST" {
         params
     } else {
-        url::Url::parse(&url).unwrap().query_pairs().into_owned().collect()
+        url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect()
     };
     let mut out = format!("{method}\n");
     for (k, v) in seen_params {
@@ -140,9 +161,11 @@ async fn start_http() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Seen::default();
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(AppState { seen: seen.clone(), scheme: "http", addr });
+    let app = Router::new().fallback(handle).with_state(AppState {
+        seen: seen.clone(),
+        scheme: "http",
+        addr,
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, seen)
 }
@@ -181,7 +204,12 @@ async fn post_is_form_encoded_and_signed() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/answer?app=7&x=a%20b");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     let body = client.fetch(&cb).await.unwrap();
     assert_eq!(body, expected_echo("POST", &call_params()));
     assert_eq!(seen.hits("/answer"), 1);
@@ -192,7 +220,12 @@ async fn get_params_go_in_query_and_are_signed() {
     let (addr, _seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/answer?app=7");
-    let cb = Callback { url: &url, method: Method::Get, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Get,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     let body = client.fetch(&cb).await.unwrap();
     let mut expected = vec![("app".to_owned(), "7".to_owned())];
     expected.extend(call_params());
@@ -200,7 +233,12 @@ async fn get_params_go_in_query_and_are_signed() {
 
     // Without a query of its own, and without params.
     let url = format!("http://{addr}/answer");
-    let cb = Callback { url: &url, method: Method::Get, params: vec![], auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Get,
+        params: vec![],
+        auth_token: TOKEN,
+    };
     assert_eq!(client.fetch(&cb).await.unwrap(), "GET\n");
 }
 
@@ -209,8 +247,16 @@ async fn wrong_token_is_refused_by_the_server() {
     let (addr, _seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/answer");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: "other" };
-    assert!(matches!(client.fetch(&cb).await, Err(FetchError::Status(403))));
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: "other",
+    };
+    assert!(matches!(
+        client.fetch(&cb).await,
+        Err(FetchError::Status(403))
+    ));
 }
 
 #[tokio::test]
@@ -218,7 +264,12 @@ async fn fresh_nonce_per_request() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/answer");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     client.fetch(&cb).await.unwrap();
     client.notify(&cb).await.unwrap();
     let nonces = seen.nonces.lock().unwrap().clone();
@@ -231,7 +282,12 @@ async fn retries_once_after_500() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/flaky");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     assert_eq!(client.fetch(&cb).await.unwrap(), ANSWER_XML);
     assert_eq!(seen.hits("/flaky"), 2);
 }
@@ -241,8 +297,16 @@ async fn gives_up_after_second_5xx() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/unavailable");
-    let cb = Callback { url: &url, method: Method::Get, params: vec![], auth_token: TOKEN };
-    assert!(matches!(client.notify(&cb).await, Err(FetchError::Status(503))));
+    let cb = Callback {
+        url: &url,
+        method: Method::Get,
+        params: vec![],
+        auth_token: TOKEN,
+    };
+    assert!(matches!(
+        client.notify(&cb).await,
+        Err(FetchError::Status(503))
+    ));
     assert_eq!(seen.hits("/unavailable"), 2);
 }
 
@@ -251,8 +315,16 @@ async fn no_retry_on_404() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/missing");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
-    assert!(matches!(client.fetch(&cb).await, Err(FetchError::Status(404))));
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
+    assert!(matches!(
+        client.fetch(&cb).await,
+        Err(FetchError::Status(404))
+    ));
     assert_eq!(seen.hits("/missing"), 1);
 }
 
@@ -261,8 +333,16 @@ async fn redirects_are_not_followed() {
     let (addr, seen) = start_http().await;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("http://{addr}/redirect");
-    let cb = Callback { url: &url, method: Method::Get, params: vec![], auth_token: TOKEN };
-    assert!(matches!(client.fetch(&cb).await, Err(FetchError::Status(302))));
+    let cb = Callback {
+        url: &url,
+        method: Method::Get,
+        params: vec![],
+        auth_token: TOKEN,
+    };
+    assert!(matches!(
+        client.fetch(&cb).await,
+        Err(FetchError::Status(302))
+    ));
     assert_eq!(seen.hits("/answer"), 0);
 }
 
@@ -272,15 +352,26 @@ async fn timeout_per_attempt_then_one_retry() {
     let timeout = Duration::from_millis(300);
     let client = literal_client(timeout);
     let url = format!("http://{addr}/slow");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     let started = Instant::now();
     let result = client.fetch(&cb).await;
     let elapsed = started.elapsed();
     assert!(matches!(result, Err(FetchError::Timeout)), "{result:?}");
     assert_eq!(seen.hits("/slow"), 2);
     // Two attempts of 300 ms each.
-    assert!(elapsed + Duration::from_millis(50) >= timeout * 2, "{elapsed:?}");
-    assert!(elapsed < timeout * 2 + Duration::from_millis(700), "{elapsed:?}");
+    assert!(
+        elapsed + Duration::from_millis(50) >= timeout * 2,
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < timeout * 2 + Duration::from_millis(700),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -290,8 +381,16 @@ async fn connect_refused_is_connect_error() {
     drop(listener);
     let client = literal_client(Duration::from_secs(2));
     let url = format!("http://{addr}/answer");
-    let cb = Callback { url: &url, method: Method::Post, params: vec![], auth_token: TOKEN };
-    assert!(matches!(client.fetch(&cb).await, Err(FetchError::Connect(_))));
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: vec![],
+        auth_token: TOKEN,
+    };
+    assert!(matches!(
+        client.fetch(&cb).await,
+        Err(FetchError::Connect(_))
+    ));
 }
 
 #[tokio::test]
@@ -300,25 +399,56 @@ async fn body_limit() {
     let client = literal_client(Duration::from_secs(5));
     for path in ["/big", "/big-chunked"] {
         let url = format!("http://{addr}{path}");
-        let cb = Callback { url: &url, method: Method::Get, params: vec![], auth_token: TOKEN };
-        assert!(matches!(client.fetch(&cb).await, Err(FetchError::Body(_))), "{path}");
+        let cb = Callback {
+            url: &url,
+            method: Method::Get,
+            params: vec![],
+            auth_token: TOKEN,
+        };
+        assert!(
+            matches!(client.fetch(&cb).await, Err(FetchError::Body(_))),
+            "{path}"
+        );
         assert_eq!(seen.hits(path), 1, "{path}: body errors are not retried");
     }
     let url = format!("http://{addr}/exact");
-    let cb = Callback { url: &url, method: Method::Get, params: vec![], auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Get,
+        params: vec![],
+        auth_token: TOKEN,
+    };
     assert_eq!(client.fetch(&cb).await.unwrap().len(), MAX_BODY_BYTES);
     // notify does not read the body, so the limit does not apply.
     let url = format!("http://{addr}/big");
-    let cb = Callback { url: &url, method: Method::Post, params: vec![], auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: vec![],
+        auth_token: TOKEN,
+    };
     client.notify(&cb).await.unwrap();
 }
 
 #[tokio::test]
 async fn url_rejections_send_nothing() {
     let client = literal_client(Duration::from_secs(1));
-    for url in ["ftp://127.0.0.1/x", "http://callbacks.example/answer", "relative/path", "http://"] {
-        let cb = Callback { url, method: Method::Post, params: vec![], auth_token: TOKEN };
-        assert!(matches!(client.fetch(&cb).await, Err(FetchError::Url(_))), "{url}");
+    for url in [
+        "ftp://127.0.0.1/x",
+        "http://callbacks.example/answer",
+        "relative/path",
+        "http://",
+    ] {
+        let cb = Callback {
+            url,
+            method: Method::Post,
+            params: vec![],
+            auth_token: TOKEN,
+        };
+        assert!(
+            matches!(client.fetch(&cb).await, Err(FetchError::Url(_))),
+            "{url}"
+        );
     }
 }
 
@@ -335,7 +465,9 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
             // Failed handshakes (a client that rejects the certificate) are
             // expected in these tests.
             if let Ok(tls) = self.acceptor.accept(tcp).await {
@@ -368,10 +500,15 @@ async fn start_https() -> anyhow::Result<(SocketAddr, Vec<u8>, Seen)> {
     let tcp = TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
     let seen = Seen::default();
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(AppState { seen: seen.clone(), scheme: "https", addr });
-    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+    let app = Router::new().fallback(handle).with_state(AppState {
+        seen: seen.clone(),
+        scheme: "https",
+        addr,
+    });
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Ok((addr, certified.cert.pem().into_bytes(), seen))
 }
@@ -385,8 +522,16 @@ async fn https_with_trusted_root() -> anyhow::Result<()> {
         ..ClientOptions::new(Duration::from_secs(5))
     })?;
     let url = format!("https://{addr}/answer?app=7");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
-    assert_eq!(client.fetch(&cb).await?, expected_echo("POST", &call_params()));
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
+    assert_eq!(
+        client.fetch(&cb).await?,
+        expected_echo("POST", &call_params())
+    );
     assert_eq!(seen.hits("/answer"), 1);
     Ok(())
 }
@@ -396,7 +541,12 @@ async fn https_untrusted_certificate_is_connect_error() -> anyhow::Result<()> {
     let (addr, _pem, seen) = start_https().await?;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("https://{addr}/answer");
-    let cb = Callback { url: &url, method: Method::Post, params: call_params(), auth_token: TOKEN };
+    let cb = Callback {
+        url: &url,
+        method: Method::Post,
+        params: call_params(),
+        auth_token: TOKEN,
+    };
     let result = client.fetch(&cb).await;
     assert!(matches!(result, Err(FetchError::Connect(_))), "{result:?}");
     assert_eq!(seen.hits("/answer"), 0);

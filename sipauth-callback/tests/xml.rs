@@ -1,7 +1,10 @@
 use sipauth_callback::{Action, Dial, DialTarget, XmlError, parse_response_xml};
 
 fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
@@ -13,7 +16,12 @@ fn hangup_with_reason_and_without() {
     .unwrap();
     assert_eq!(
         got,
-        vec![Action::Hangup { reason: Some("busy".into()) }, Action::Hangup { reason: None }]
+        vec![
+            Action::Hangup {
+                reason: Some("busy".into())
+            },
+            Action::Hangup { reason: None }
+        ]
     );
 }
 
@@ -22,7 +30,13 @@ fn wait_default_and_length() {
     let got =
         parse_response_xml(r#"<Response><Wait/><Wait length=" 7 " beep="true"></Wait></Response>"#)
             .unwrap();
-    assert_eq!(got, vec![Action::Wait { length_secs: 1 }, Action::Wait { length_secs: 7 }]);
+    assert_eq!(
+        got,
+        vec![
+            Action::Wait { length_secs: 1 },
+            Action::Wait { length_secs: 7 }
+        ]
+    );
     assert!(matches!(
         parse_response_xml(r#"<Response><Wait length="-1"/></Response>"#),
         Err(XmlError::InvalidAttribute { ref attribute, .. }) if attribute == "length"
@@ -51,7 +65,9 @@ fn dial_user_and_number_with_whitespace() {
     assert_eq!(
         got,
         vec![
-            Action::Speak { text: "Connecting you".into() },
+            Action::Speak {
+                text: "Connecting you".into()
+            },
             Action::Dial(Dial {
                 timeout_secs: Some(25),
                 caller_id: Some("+15550001111".into()),
@@ -75,8 +91,9 @@ fn dial_user_and_number_with_whitespace() {
 
 #[test]
 fn dial_minimal() {
-    let got = parse_response_xml("<Response><Dial><User>sips:bob@example.net</User></Dial></Response>")
-        .unwrap();
+    let got =
+        parse_response_xml("<Response><Dial><User>sips:bob@example.net</User></Dial></Response>")
+            .unwrap();
     assert_eq!(
         got,
         vec![Action::Dial(Dial {
@@ -96,7 +113,10 @@ fn dial_minimal() {
 #[test]
 fn empty_response() {
     assert_eq!(parse_response_xml("<Response/>").unwrap(), vec![]);
-    assert_eq!(parse_response_xml("<Response>\n  \n</Response>").unwrap(), vec![]);
+    assert_eq!(
+        parse_response_xml("<Response>\n  \n</Response>").unwrap(),
+        vec![]
+    );
 }
 
 #[test]
@@ -105,7 +125,12 @@ fn unknown_attributes_ignored() {
         r#"<Response><Hangup reason="rejected" futureThing="1" xmlns:x="urn:x" x:y="2"/></Response>"#,
     )
     .unwrap();
-    assert_eq!(got, vec![Action::Hangup { reason: Some("rejected".into()) }]);
+    assert_eq!(
+        got,
+        vec![Action::Hangup {
+            reason: Some("rejected".into())
+        }]
+    );
 }
 
 #[test]
@@ -144,7 +169,10 @@ fn malformed_rejected() {
         "not xml at all",
         r#"<!DOCTYPE Response [<!ENTITY x "y">]><Response/>"#,
     ] {
-        assert!(matches!(parse_response_xml(bad), Err(XmlError::Malformed(_))), "{bad:?}");
+        assert!(
+            matches!(parse_response_xml(bad), Err(XmlError::Malformed(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -154,7 +182,10 @@ fn root_must_be_response() {
         parse_response_xml("<Dial><User>sip:a@b</User></Dial>"),
         Err(XmlError::NotResponse("Dial".into()))
     );
-    assert_eq!(parse_response_xml("<response/>"), Err(XmlError::NotResponse("response".into())));
+    assert_eq!(
+        parse_response_xml("<response/>"),
+        Err(XmlError::NotResponse("response".into()))
+    );
 }
 
 #[test]
@@ -185,7 +216,10 @@ fn bad_targets_rejected() {
         "<Number/>",
     ] {
         let xml = format!("<Response><Dial>{bad}</Dial></Response>");
-        assert!(matches!(parse_response_xml(&xml), Err(XmlError::InvalidTarget(_))), "{bad}");
+        assert!(
+            matches!(parse_response_xml(&xml), Err(XmlError::InvalidTarget(_))),
+            "{bad}"
+        );
     }
     assert!(matches!(
         parse_response_xml("<Response><Dial timeout=\"5\"/></Response>"),
@@ -197,16 +231,25 @@ fn bad_targets_rejected() {
 
 #[test]
 fn bad_sip_headers_reject_document() {
-    let xml = r#"<Response><Dial><User sipHeaders="Ok=1,Bad Key=2">sip:a@b</User></Dial></Response>"#;
-    assert!(matches!(parse_response_xml(xml), Err(XmlError::InvalidSipHeader(_))));
+    let xml =
+        r#"<Response><Dial><User sipHeaders="Ok=1,Bad Key=2">sip:a@b</User></Dial></Response>"#;
+    assert!(matches!(
+        parse_response_xml(xml),
+        Err(XmlError::InvalidSipHeader(_))
+    ));
     let xml = r#"<Response><Dial><Number sipHeaders="K=a&#10;b">123</Number></Dial></Response>"#;
-    assert!(matches!(parse_response_xml(xml), Err(XmlError::InvalidSipHeader(_))));
+    assert!(matches!(
+        parse_response_xml(xml),
+        Err(XmlError::InvalidSipHeader(_))
+    ));
 }
 
 #[test]
 fn bad_dial_timeout() {
     assert!(matches!(
-        parse_response_xml(r#"<Response><Dial timeout="soon"><Number>1</Number></Dial></Response>"#),
+        parse_response_xml(
+            r#"<Response><Dial timeout="soon"><Number>1</Number></Dial></Response>"#
+        ),
         Err(XmlError::InvalidAttribute { .. })
     ));
 }

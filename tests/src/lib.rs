@@ -7,9 +7,11 @@
 //! Needs root. Tests run with `--test-threads=1`.
 
 pub mod agent;
+pub mod control;
 pub mod http;
 pub mod netns;
 pub mod peers;
+pub mod pg;
 pub mod topo;
 
 /// Stops the test with a clear message when not root.

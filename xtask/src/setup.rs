@@ -10,7 +10,8 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages: Debian's Rust for BPF (rustc 1.96 on LLVM 22, with a
 /// prebuilt `core` for bpfel-unknown-none), what bpf-linker builds against,
-/// and the rig's peers and tools.
+/// the rig's peers and tools, and PostgreSQL (the store's tests start
+/// private servers of their own; the packaged cluster is not used).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -26,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "curl",
+    "postgresql",
 ];
 
 /// The rustup name of Debian's toolchain (see sipauth-agent/build.rs).
