@@ -10,6 +10,8 @@ use crate::topo::Rig;
 
 pub const ADMIN_TOKEN: &str = "rig-admin-token-0123456789";
 pub const HTTP: &str = "127.0.0.1:8080";
+pub const RIG_AUTH_ID: &str = "MARIG000000000000001";
+pub const RIG_AUTH_TOKEN: &str = "rig-account-token-0123456789";
 
 /// Settings a test may vary.
 pub struct Options {
@@ -63,11 +65,16 @@ impl<'r> Agent<'r> {
              [http]\nlisten = \"{HTTP}\"\n\
              [admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
              [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = \"{}\"\n\
+             [control]\ndatabase = \"sqlite://{}\"\n\
+             [[control.accounts]]\nauth_id = \"{RIG_AUTH_ID}\"\nauth_token = \"{RIG_AUTH_TOKEN}\"\n\
+             [edge]\nstate_dir = \"{}\"\n\
              [log]\nfilter = \"info\"\n",
             opts.xdp_mode,
             interfaces.join(", "),
             opts.budget_per_sec,
             rig.pin_dir.display(),
+            dir.path().join("sipauth.db").display(),
+            dir.path().display(),
         );
         let cfg_path = dir.path().join("sipauth.toml");
         std::fs::write(&cfg_path, config).expect("write config");

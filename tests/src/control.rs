@@ -114,3 +114,81 @@ impl Drop for Control {
         }
     }
 }
+
+/// `sipauth edge` with XDP off on loopback, following a control plane.
+pub struct EdgeProc {
+    child: Child,
+    log: PathBuf,
+    pub http: String,
+    pub sip_port: u16,
+}
+
+pub const EDGE_ADMIN_TOKEN: &str = "edge-admin-token-0123456789";
+
+impl EdgeProc {
+    pub fn start(control_base: &str, edge_token: &str, state_dir: &std::path::Path) -> Self {
+        let port = free_port();
+        let sip_port = free_port();
+        let token_file = state_dir.join("admin-token");
+        std::fs::create_dir_all(state_dir).expect("state dir");
+        std::fs::write(&token_file, EDGE_ADMIN_TOKEN).expect("token file");
+        let cfg = state_dir.join("edge.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sip]\nlisten = [\"127.0.0.1:{sip_port}\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [xdp]\nmode = \"off\"\n[edge]\ncontrol_url = \"{control_base}\"\ntoken = \"{edge_token}\"\nstate_dir = \"{}\"\n",
+                state_dir.display()
+            ),
+        )
+        .expect("edge config");
+        let log = state_dir.join(format!("edge-{port}.log"));
+        let f = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(binary())
+            .args(["edge", "--log", "debug", "--config"])
+            .arg(&cfg)
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f)
+            .spawn()
+            .expect("start sipauth edge");
+        let e = Self {
+            child,
+            log,
+            http: format!("http://127.0.0.1:{port}"),
+            sip_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::blocking::get(format!("{}/metrics", e.http)).is_err() {
+            assert!(Instant::now() < deadline, "sipauth edge did not start:\n{}", e.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        e
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What `/admin/snapshot` says.
+    pub fn snapshot(&self, client: &reqwest::blocking::Client) -> serde_json::Value {
+        client
+            .get(format!("{}/admin/snapshot", self.http))
+            .bearer_auth(EDGE_ADMIN_TOKEN)
+            .send()
+            .and_then(reqwest::blocking::Response::json)
+            .expect("edge /admin/snapshot")
+    }
+}
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- sipauth edge log ---\n{}", self.log());
+        }
+    }
+}
