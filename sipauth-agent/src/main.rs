@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use sipauth_agent::config::{Config, XdpMode};
 
 #[derive(Parser)]
-#[command(name = "sipauth", version, about = "SIP authentication edge with an XDP fast path")]
+#[command(
+    name = "sipauth",
+    version,
+    about = "SIP authentication edge with an XDP fast path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -173,10 +177,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (args, which): (RunArgs, fn(Config) -> _) = match cli.command {
-        Command::Run(a) => (a, |c| Box::pin(sipauth_agent::run::run(c)) as std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>>>>),
+        Command::Run(a) => (a, |c| {
+            Box::pin(sipauth_agent::run::run(c))
+                as std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>>>>
+        }),
         Command::Control(a) => (a, |c| Box::pin(sipauth_agent::run::control(c)) as _),
         Command::Edge(a) => (a, |c| Box::pin(sipauth_agent::run::edge(c)) as _),
-        Command::Account(AccountCmd::Create { config, database, name, json }) => {
+        Command::Account(AccountCmd::Create {
+            config,
+            database,
+            name,
+            json,
+        }) => {
             let mut cfg = load(config.as_ref())?;
             if let Some(d) = database {
                 cfg.control.database = d;
@@ -205,7 +217,10 @@ async fn create_account(cfg: Config, name: &str, json: bool) -> anyhow::Result<(
     if json {
         println!("{}", serde_json::to_string(&acct)?);
     } else {
-        println!("auth_id:    {}\nauth_token: {}\n(the token is shown only now)", acct.auth_id, acct.auth_token);
+        println!(
+            "auth_id:    {}\nauth_token: {}\n(the token is shown only now)",
+            acct.auth_id, acct.auth_token
+        );
     }
     Ok(())
 }

@@ -44,7 +44,10 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     );
     let views = Arc::new(Views::new());
     if let Some(kept) = view::load_persisted(&cfg.edge.state_dir) {
-        tracing::info!(version = kept.version, "enforcing the kept snapshot until the control plane answers");
+        tracing::info!(
+            version = kept.version,
+            "enforcing the kept snapshot until the control plane answers"
+        );
         views.apply(kept);
     }
     tokio::spawn(view::follow_remote(
@@ -61,9 +64,18 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
     let store = Store::open(&cfg.control.database)
         .await
         .with_context(|| "opening the store (control.database)")?;
-    let state = ControlState::new(store, cfg.sip.domain.clone(), cfg.control.edge_token.clone()).await?;
+    let state = ControlState::new(
+        store,
+        cfg.sip.domain.clone(),
+        cfg.control.edge_token.clone(),
+    )
+    .await?;
     for seed in &cfg.control.accounts {
-        let name = if seed.name.is_empty() { seed.auth_id.as_str() } else { seed.name.as_str() };
+        let name = if seed.name.is_empty() {
+            seed.auth_id.as_str()
+        } else {
+            seed.name.as_str()
+        };
         control::create_account(&state, name, Some((&seed.auth_id, &seed.auth_token))).await?;
     }
     Ok(state)
@@ -93,7 +105,11 @@ async fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> 
         None => Lockouts::memory(),
     });
     let metrics = Arc::new(Metrics::new());
-    let edge = Arc::new(Edge::new(lockouts.clone(), metrics.clone(), views.subscribe()));
+    let edge = Arc::new(Edge::new(
+        lockouts.clone(),
+        metrics.clone(),
+        views.subscribe(),
+    ));
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TCP {addr}"))?;

@@ -189,12 +189,16 @@ impl Index {
 
     #[must_use]
     pub fn application(&self, app_id: &str) -> Option<&Application> {
-        self.apps.get(app_id).map(|&i| &self.snapshot.applications[i])
+        self.apps
+            .get(app_id)
+            .map(|&i| &self.snapshot.applications[i])
     }
 
     #[must_use]
     pub fn account(&self, auth_id: &str) -> Option<&Account> {
-        self.accounts.get(auth_id).map(|&i| &self.snapshot.accounts[i])
+        self.accounts
+            .get(auth_id)
+            .map(|&i| &self.snapshot.accounts[i])
     }
 
     #[must_use]
@@ -226,7 +230,10 @@ mod tests {
         let acl = Acl {
             uuid: "a".into(),
             account: "x".into(),
-            entries: vec!["198.51.100.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            entries: vec![
+                "198.51.100.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
         };
         assert!(acl.allows("198.51.100.7".parse().unwrap()));
         assert!(acl.allows("::ffff:198.51.100.7".parse().unwrap()));
@@ -237,7 +244,12 @@ mod tests {
 
     #[test]
     fn auth_type_names_round_trip() {
-        for t in [AuthType::None, AuthType::IpAcl, AuthType::Credential, AuthType::IpAclAndCredential] {
+        for t in [
+            AuthType::None,
+            AuthType::IpAcl,
+            AuthType::Credential,
+            AuthType::IpAclAndCredential,
+        ] {
             assert_eq!(AuthType::parse(t.as_str()), Some(t));
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(json, format!("\"{}\"", t.as_str()));
@@ -247,7 +259,10 @@ mod tests {
 
     #[test]
     fn debug_hides_secrets() {
-        let a = Account { auth_id: "MA1".into(), auth_token: "tok-secret".into() };
+        let a = Account {
+            auth_id: "MA1".into(),
+            auth_token: "tok-secret".into(),
+        };
         assert!(!format!("{a:?}").contains("tok-secret"));
         let c = Credential {
             uuid: "u".into(),

@@ -184,7 +184,11 @@ fn check(f: &Field, v: &Value) -> Result<Value, ApiError> {
                 .strip_prefix("https://")
                 .or_else(|| s.strip_prefix("http://"))
                 .ok_or_else(|| err("must be an http:// or https:// URL"))?;
-            if rest.is_empty() || rest.starts_with('/') || s.len() > 2048 || s.chars().any(char::is_whitespace) {
+            if rest.is_empty()
+                || rest.starts_with('/')
+                || s.len() > 2048
+                || s.chars().any(char::is_whitespace)
+            {
                 return Err(err("must be an http:// or https:// URL with a host"));
             }
             Ok(Value::from(s))
@@ -202,7 +206,10 @@ fn check(f: &Field, v: &Value) -> Result<Value, ApiError> {
                 sipauth_sip::parse_uri(s).map_err(|_| err("is not a valid SIP URI"))?;
             } else {
                 let digits = s.strip_prefix('+').unwrap_or(s);
-                if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                if digits.is_empty()
+                    || digits.len() > 20
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
                     return Err(err("must be a phone number or a sip: URI"));
                 }
             }
@@ -214,8 +221,14 @@ fn check(f: &Field, v: &Value) -> Result<Value, ApiError> {
                 let (k, val) = pair
                     .split_once('=')
                     .ok_or_else(|| err("must be key=value pairs separated by commas"))?;
-                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return Err(err("header names may only contain letters, digits, '-' and '_'"));
+                if k.is_empty()
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(err(
+                        "header names may only contain letters, digits, '-' and '_'",
+                    ));
                 }
                 if val.chars().any(|c| matches!(c, '\r' | '\n' | '\0')) {
                     return Err(err("values must not contain CR, LF or NUL"));
@@ -242,9 +255,13 @@ pub fn auth_type(v: &Valid) -> Option<AuthType> {
 #[must_use]
 pub fn schema(f: &Field) -> Value {
     let mut s = match f.kind {
-        Kind::Username => json!({"type": "string", "minLength": 3, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"}),
-        Kind::Password => json!({"type": "string", "minLength": 8, "maxLength": 128, "format": "password",
-            "description": "at least one upper-case letter, one lower-case letter and one digit"}),
+        Kind::Username => {
+            json!({"type": "string", "minLength": 3, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"})
+        }
+        Kind::Password => {
+            json!({"type": "string", "minLength": 8, "maxLength": 128, "format": "password",
+            "description": "at least one upper-case letter, one lower-case letter and one digit"})
+        }
         Kind::Text { min, max } => json!({"type": "string", "minLength": min, "maxLength": max}),
         Kind::Ip => json!({"type": "string", "oneOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
         Kind::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
@@ -252,7 +269,9 @@ pub fn schema(f: &Field) -> Value {
         Kind::Url => json!({"type": "string", "format": "uri", "pattern": "^https?://"}),
         Kind::Id => json!({"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9-]*$"}),
         Kind::Destination => json!({"type": "string", "pattern": "^(sips?:.+|\\+?[0-9]{1,20})$"}),
-        Kind::SipHeaders => json!({"type": "string", "pattern": "^([A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)?(,[A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)*$"}),
+        Kind::SipHeaders => {
+            json!({"type": "string", "pattern": "^([A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)?(,[A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)*$"})
+        }
     };
     if let Some(o) = s.as_object_mut() {
         if !f.doc.is_empty() {
@@ -282,17 +301,37 @@ mod tests {
     #[test]
     fn usernames() {
         assert!(one(Kind::Username, json!("pbx-user.1_a")).is_ok());
-        assert!(one(Kind::Username, json!("ab")).unwrap_err().contains("3 to 64"));
+        assert!(
+            one(Kind::Username, json!("ab"))
+                .unwrap_err()
+                .contains("3 to 64")
+        );
         assert!(one(Kind::Username, json!("a".repeat(65))).is_err());
-        assert!(one(Kind::Username, json!("bad user")).unwrap_err().contains("may only contain"));
-        assert!(one(Kind::Username, json!(12345)).unwrap_err().contains("string"));
+        assert!(
+            one(Kind::Username, json!("bad user"))
+                .unwrap_err()
+                .contains("may only contain")
+        );
+        assert!(
+            one(Kind::Username, json!(12345))
+                .unwrap_err()
+                .contains("string")
+        );
     }
 
     #[test]
     fn passwords() {
         assert!(one(Kind::Password, json!("Abcdefg1")).is_ok());
-        assert!(one(Kind::Password, json!("Abcdef1")).unwrap_err().contains("8 to 128"));
-        assert!(one(Kind::Password, json!("abcdefg1")).unwrap_err().contains("upper-case"));
+        assert!(
+            one(Kind::Password, json!("Abcdef1"))
+                .unwrap_err()
+                .contains("8 to 128")
+        );
+        assert!(
+            one(Kind::Password, json!("abcdefg1"))
+                .unwrap_err()
+                .contains("upper-case")
+        );
         assert!(one(Kind::Password, json!("ABCDEFG1")).is_err());
         assert!(one(Kind::Password, json!("Abcdefgh")).is_err());
         assert!(one(Kind::Password, json!(format!("A1{}", "a".repeat(127)))).is_err());
@@ -300,9 +339,19 @@ mod tests {
 
     #[test]
     fn ips_and_ints() {
-        assert_eq!(one(Kind::Ip, json!("198.51.100.5")).unwrap(), json!("198.51.100.5"));
-        assert_eq!(one(Kind::Ip, json!("2001:DB8::1")).unwrap(), json!("2001:db8::1"));
-        assert!(one(Kind::Ip, json!("pbx.example.com")).unwrap_err().contains("hostnames"));
+        assert_eq!(
+            one(Kind::Ip, json!("198.51.100.5")).unwrap(),
+            json!("198.51.100.5")
+        );
+        assert_eq!(
+            one(Kind::Ip, json!("2001:DB8::1")).unwrap(),
+            json!("2001:db8::1")
+        );
+        assert!(
+            one(Kind::Ip, json!("pbx.example.com"))
+                .unwrap_err()
+                .contains("hostnames")
+        );
         assert!(one(Kind::Ip, json!("198.51.100.5/24")).is_err());
         let k = Kind::Int { min: 0, max: 32 };
         assert_eq!(one(k, json!("24")).unwrap(), json!(24));
@@ -327,7 +376,10 @@ mod tests {
 
     #[test]
     fn required_and_ignored() {
-        let fields = [field("a", Kind::Id, true, ""), field("b", Kind::Id, false, "")];
+        let fields = [
+            field("a", Kind::Id, true, ""),
+            field("b", Kind::Id, false, ""),
+        ];
         let mut m = Map::new();
         assert!(validate(&m, &fields).unwrap_err().message.starts_with("a:"));
         m.insert("a".into(), json!("x1"));

@@ -43,7 +43,11 @@ pub struct ControlState {
 // === impl ControlState ===
 
 impl ControlState {
-    pub async fn new(store: Store, realm: String, edge_token: String) -> Result<Arc<Self>, StoreError> {
+    pub async fn new(
+        store: Store,
+        realm: String,
+        edge_token: String,
+    ) -> Result<Arc<Self>, StoreError> {
         let v = store.version().await?;
         let state = Arc::new(Self {
             store,
@@ -128,7 +132,8 @@ async fn poll_versions(state: std::sync::Weak<ControlState>) {
 pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     let (version, t) = store.read_all().await?;
     let s = |r: &sqlx::any::AnyRow, i: usize| -> Result<String, sqlx::Error> { r.try_get(i) };
-    let o = |r: &sqlx::any::AnyRow, i: usize| -> Result<Option<String>, sqlx::Error> { r.try_get(i) };
+    let o =
+        |r: &sqlx::any::AnyRow, i: usize| -> Result<Option<String>, sqlx::Error> { r.try_get(i) };
     let ha1 = |r: &sqlx::any::AnyRow, i: usize| -> Result<Ha1Set, sqlx::Error> {
         Ok(Ha1Set {
             md5: r.try_get(i)?,
@@ -138,7 +143,12 @@ pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     };
     let accounts = t[0]
         .iter()
-        .map(|r| Ok(Account { auth_id: s(r, 0)?, auth_token: s(r, 1)? }))
+        .map(|r| {
+            Ok(Account {
+                auth_id: s(r, 0)?,
+                auth_token: s(r, 1)?,
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     let applications = t[1]
         .iter()
@@ -158,11 +168,24 @@ pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         .collect::<Result<_, sqlx::Error>>()?;
     let credentials = t[2]
         .iter()
-        .map(|r| Ok(Credential { uuid: s(r, 0)?, account: s(r, 1)?, username: s(r, 2)?, ha1: ha1(r, 3)? }))
+        .map(|r| {
+            Ok(Credential {
+                uuid: s(r, 0)?,
+                account: s(r, 1)?,
+                username: s(r, 2)?,
+                ha1: ha1(r, 3)?,
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     let mut acls: Vec<Acl> = t[3]
         .iter()
-        .map(|r| Ok(Acl { uuid: s(r, 0)?, account: s(r, 1)?, entries: Vec::new() }))
+        .map(|r| {
+            Ok(Acl {
+                uuid: s(r, 0)?,
+                account: s(r, 1)?,
+                entries: Vec::new(),
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     for r in &t[4] {
         let acl = s(r, 0)?;
@@ -190,7 +213,14 @@ pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Snapshot { version, accounts, applications, credentials, acls, endpoints })
+    Ok(Snapshot {
+        version,
+        accounts,
+        applications,
+        credentials,
+        acls,
+        endpoints,
+    })
 }
 
 // === accounts ===
@@ -208,7 +238,9 @@ fn random_alnum(n: usize, upper_only: bool) -> String {
     const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let set = if upper_only { UPPER } else { MIXED };
     let mut rng = rand::rng();
-    (0..n).map(|_| char::from(set[rng.random_range(0..set.len())])).collect()
+    (0..n)
+        .map(|_| char::from(set[rng.random_range(0..set.len())]))
+        .collect()
 }
 
 /// Creates an account (`MA` + 18 characters, with a 40-character token), or
@@ -220,7 +252,10 @@ pub async fn create_account(
 ) -> Result<Option<NewAccount>, StoreError> {
     let (auth_id, auth_token) = match given {
         Some((id, token)) => (id.to_owned(), token.to_owned()),
-        None => (format!("MA{}", random_alnum(18, true)), random_alnum(40, false)),
+        None => (
+            format!("MA{}", random_alnum(18, true)),
+            random_alnum(40, false),
+        ),
     };
     let mut w = state.store.write().await?;
     let exists = sqlx::query("SELECT 1 FROM accounts WHERE auth_id = $1")
@@ -230,16 +265,21 @@ pub async fn create_account(
     if exists.is_some() {
         return Ok(None);
     }
-    sqlx::query("INSERT INTO accounts (auth_id, auth_token, name, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&auth_id)
-        .bind(&auth_token)
-        .bind(name)
-        .bind(store::now())
-        .execute(&mut *w.tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO accounts (auth_id, auth_token, name, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&auth_id)
+    .bind(&auth_token)
+    .bind(name)
+    .bind(store::now())
+    .execute(&mut *w.tx)
+    .await?;
     state.committed(w).await?;
     tracing::info!(auth_id = %auth_id, "account created");
-    Ok(Some(NewAccount { auth_id, auth_token }))
+    Ok(Some(NewAccount {
+        auth_id,
+        auth_token,
+    }))
 }
 
 // === snapshots for edges ===
@@ -267,7 +307,9 @@ async fn edge_snapshot(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if state.edge_token.is_empty() || !bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes())) {
+    if state.edge_token.is_empty()
+        || !bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes()))
+    {
         return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
     }
     let after = q.after.unwrap_or(0);
@@ -277,11 +319,7 @@ async fn edge_snapshot(
         return StatusCode::NOT_MODIFIED.into_response();
     }
     match state.snapshot().await {
-        Ok(s) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            s.1.clone(),
-        )
-            .into_response(),
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s.1.clone()).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "building a snapshot failed");
             StatusCode::SERVICE_UNAVAILABLE.into_response()

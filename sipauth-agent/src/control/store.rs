@@ -159,8 +159,12 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -195,7 +199,11 @@ impl Store {
                 .await?;
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(done) {
-            for statement in migration.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            for statement in migration
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
             sqlx::query("UPDATE schema_version SET version = $1")
@@ -211,9 +219,10 @@ impl Store {
     /// Starts a write: the version is advanced first (see the module doc).
     pub async fn write(&self) -> Result<WriteTx, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version")
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version")
+                .fetch_one(&mut *tx)
+                .await?;
         let version: i64 = row.try_get(0)?;
         Ok(WriteTx {
             tx,
@@ -269,12 +278,13 @@ impl Store {
 /// `sqlite://PATH` with the directory created and `mode=rwc` so that the
 /// file is created on first start.
 fn sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//");
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path != ":memory:" {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: dir.display().to_string(),
                 source,
@@ -302,7 +312,10 @@ mod tests {
         let u = sqlite_url(&format!("sqlite://{}", p.display())).unwrap();
         assert_eq!(u, format!("sqlite://{}?mode=rwc", p.display()));
         assert!(dir.path().join("a").is_dir());
-        assert_eq!(sqlite_url("sqlite::memory:").unwrap(), "sqlite://:memory:?mode=rwc");
+        assert_eq!(
+            sqlite_url("sqlite::memory:").unwrap(),
+            "sqlite://:memory:?mode=rwc"
+        );
     }
 
     #[tokio::test]

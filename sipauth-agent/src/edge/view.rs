@@ -189,11 +189,20 @@ mod tests {
     fn newer_snapshots_replace_older_ones_only() {
         let v = Views::new();
         let mut rx = v.subscribe();
-        assert!(v.apply(Snapshot { version: 3, ..Default::default() }));
+        assert!(v.apply(Snapshot {
+            version: 3,
+            ..Default::default()
+        }));
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
-        assert!(!v.apply(Snapshot { version: 2, ..Default::default() }));
-        assert!(!v.apply(Snapshot { version: 3, ..Default::default() }));
+        assert!(!v.apply(Snapshot {
+            version: 2,
+            ..Default::default()
+        }));
+        assert!(!v.apply(Snapshot {
+            version: 3,
+            ..Default::default()
+        }));
         assert!(!rx.has_changed().unwrap());
         assert_eq!(v.current().version(), 3);
     }
@@ -202,7 +211,10 @@ mod tests {
     fn persisted_snapshot_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load_persisted(dir.path()).is_none());
-        let s = Snapshot { version: 9, ..Default::default() };
+        let s = Snapshot {
+            version: 9,
+            ..Default::default()
+        };
         persist(dir.path(), &serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(load_persisted(dir.path()).unwrap().version, 9);
     }

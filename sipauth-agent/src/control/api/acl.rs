@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time};
+use super::{
+    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time,
+};
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
 use crate::control::store::now;
@@ -25,13 +27,28 @@ pub const MAX_ENTRIES: i64 = 50;
 pub const CREATE: &[Field] = &[field("name", Kind::Text { min: 1, max: 120 }, true, "")];
 pub const UPDATE: &[Field] = CREATE;
 pub const ENTRY_CREATE: &[Field] = &[
-    field("ip", Kind::Ip, true, "IPv4 or IPv6 literal; host bits beyond the prefix are cleared"),
-    field("cidr_prefix", Kind::Int { min: 0, max: 128 }, false, "0-32 for IPv4, 0-128 for IPv6; default 32 (IPv4) or 128 (IPv6)"),
+    field(
+        "ip",
+        Kind::Ip,
+        true,
+        "IPv4 or IPv6 literal; host bits beyond the prefix are cleared",
+    ),
+    field(
+        "cidr_prefix",
+        Kind::Int { min: 0, max: 128 },
+        false,
+        "0-32 for IPv4, 0-128 for IPv6; default 32 (IPv4) or 128 (IPv6)",
+    ),
     field("description", Kind::Text { min: 0, max: 255 }, false, ""),
 ];
 pub const ENTRY_UPDATE: &[Field] = &[
     field("ip", Kind::Ip, false, "IPv4 or IPv6 literal"),
-    field("cidr_prefix", Kind::Int { min: 0, max: 128 }, false, "0-32 for IPv4, 0-128 for IPv6"),
+    field(
+        "cidr_prefix",
+        Kind::Int { min: 0, max: 128 },
+        false,
+        "0-32 for IPv4, 0-128 for IPv6",
+    ),
     field("description", Kind::Text { min: 0, max: 255 }, false, ""),
 ];
 
@@ -40,8 +57,14 @@ const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList";
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
         .route(ACL, get(list).post(create))
-        .route(&format!("{ACL}/{{uuid}}"), get(get_one).post(update).delete(delete))
-        .route(&format!("{ACL}/{{uuid}}/Entry"), get(entry_list).post(entry_create))
+        .route(
+            &format!("{ACL}/{{uuid}}"),
+            get(get_one).post(update).delete(delete),
+        )
+        .route(
+            &format!("{ACL}/{{uuid}}/Entry"),
+            get(entry_list).post(entry_create),
+        )
         .route(
             &format!("{ACL}/{{uuid}}/Entry/{{entry}}"),
             get(entry_get).post(entry_update).delete(entry_delete),
@@ -90,11 +113,7 @@ fn network(ip: &str, prefix: Option<i64>) -> Result<(String, i64), ApiError> {
     Ok((net.addr().to_string(), prefix))
 }
 
-async fn owned_acl(
-    tx: &mut sqlx::AnyConnection,
-    acct: &str,
-    uuid: &str,
-) -> Result<(), ApiError> {
+async fn owned_acl(tx: &mut sqlx::AnyConnection, acct: &str, uuid: &str) -> Result<(), ApiError> {
     sqlx::query("SELECT 1 FROM ip_acls WHERE account = $1 AND uuid = $2")
         .bind(acct)
         .bind(uuid)
@@ -133,10 +152,17 @@ async fn create(
         .execute(&mut *w.tx)
         .await?;
     s.committed(w).await?;
-    Ok(reply(StatusCode::CREATED, json!({ "message": "created", "ip_acl_uuid": uuid })))
+    Ok(reply(
+        StatusCode::CREATED,
+        json!({ "message": "created", "ip_acl_uuid": uuid }),
+    ))
 }
 
-async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, page: Query<Page>) -> ApiResult {
+async fn list(
+    State(s): State<Arc<ControlState>>,
+    AccountId(acct): AccountId,
+    page: Query<Page>,
+) -> ApiResult {
     let paging = Page::check(page)?;
     let pool = s.store.pool();
     let total: i64 = sqlx::query("SELECT COUNT(*) FROM ip_acls WHERE account = $1")
@@ -154,7 +180,12 @@ async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, pa
     .fetch_all(pool)
     .await?;
     let objects = rows.iter().map(acl_object).collect::<Result<_, _>>()?;
-    Ok(list_reply(&format!("/v1/Account/{acct}/SipAuth/IpAccessControlList/"), &paging, total, objects))
+    Ok(list_reply(
+        &format!("/v1/Account/{acct}/SipAuth/IpAccessControlList/"),
+        &paging,
+        total,
+        objects,
+    ))
 }
 
 async fn get_one(
@@ -163,12 +194,14 @@ async fn get_one(
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
     let mut tx = s.store.pool().begin().await?;
-    let row = sqlx::query("SELECT uuid, name, created_at, updated_at FROM ip_acls WHERE account = $1 AND uuid = $2")
-        .bind(&acct)
-        .bind(&uuid)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("IP ACL"))?;
+    let row = sqlx::query(
+        "SELECT uuid, name, created_at, updated_at FROM ip_acls WHERE account = $1 AND uuid = $2",
+    )
+    .bind(&acct)
+    .bind(&uuid)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("IP ACL"))?;
     let entries = sqlx::query(
         "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
          WHERE acl = $1 ORDER BY created_at, uuid",
@@ -209,13 +242,14 @@ async fn delete(
 ) -> ApiResult {
     let mut w = s.store.write().await?;
     owned_acl(&mut w.tx, &acct, &uuid).await?;
-    let apps: Vec<String> = sqlx::query("SELECT app_id FROM applications WHERE ip_acl_uuid = $1 ORDER BY app_id")
-        .bind(&uuid)
-        .fetch_all(&mut *w.tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let apps: Vec<String> =
+        sqlx::query("SELECT app_id FROM applications WHERE ip_acl_uuid = $1 ORDER BY app_id")
+            .bind(&uuid)
+            .fetch_all(&mut *w.tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
     if !apps.is_empty() {
         return Err(ApiError::bad(format!(
             "IP ACL is assigned to application(s) {}; set their sip_auth_type to \"\" first",
@@ -253,7 +287,9 @@ async fn entry_create(
         .await?
         .try_get(0)?;
     if n >= MAX_ENTRIES {
-        return Err(ApiError::bad(format!("entries: an IP ACL may hold at most {MAX_ENTRIES}")));
+        return Err(ApiError::bad(format!(
+            "entries: an IP ACL may hold at most {MAX_ENTRIES}"
+        )));
     }
     let entry = uuid::Uuid::new_v4().to_string();
     let t = now();
@@ -315,7 +351,12 @@ async fn entry_list(
     ))
 }
 
-async fn entry_row(tx: &mut sqlx::AnyConnection, acct: &str, acl: &str, entry: &str) -> Result<AnyRow, ApiError> {
+async fn entry_row(
+    tx: &mut sqlx::AnyConnection,
+    acct: &str,
+    acl: &str,
+    entry: &str,
+) -> Result<AnyRow, ApiError> {
     owned_acl(tx, acct, acl).await?;
     sqlx::query(
         "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
@@ -352,7 +393,11 @@ async fn entry_update(
     let old_prefix: i64 = row.try_get("cidr_prefix")?;
     let ip_given = v.str("ip");
     // A new address without a prefix takes its family's full length.
-    let prefix = v.int("cidr_prefix").or(if ip_given.is_some() { None } else { Some(old_prefix) });
+    let prefix = v.int("cidr_prefix").or(if ip_given.is_some() {
+        None
+    } else {
+        Some(old_prefix)
+    });
     let (ip, prefix) = network(ip_given.unwrap_or(&old_ip), prefix)?;
     let description = match v.str("description") {
         Some(d) => d.to_owned(),
@@ -395,11 +440,28 @@ mod tests {
 
     #[test]
     fn networks_are_stored_as_network_addresses() {
-        assert_eq!(network("198.51.100.77", Some(24)).unwrap(), ("198.51.100.0".into(), 24));
-        assert_eq!(network("198.51.100.77", None).unwrap(), ("198.51.100.77".into(), 32));
-        assert_eq!(network("2001:db8::1", Some(32)).unwrap(), ("2001:db8::".into(), 32));
-        assert_eq!(network("2001:db8::1", None).unwrap(), ("2001:db8::1".into(), 128));
-        assert!(network("198.51.100.1", Some(33)).unwrap_err().message.contains("0 and 32 for an IPv4"));
+        assert_eq!(
+            network("198.51.100.77", Some(24)).unwrap(),
+            ("198.51.100.0".into(), 24)
+        );
+        assert_eq!(
+            network("198.51.100.77", None).unwrap(),
+            ("198.51.100.77".into(), 32)
+        );
+        assert_eq!(
+            network("2001:db8::1", Some(32)).unwrap(),
+            ("2001:db8::".into(), 32)
+        );
+        assert_eq!(
+            network("2001:db8::1", None).unwrap(),
+            ("2001:db8::1".into(), 128)
+        );
+        assert!(
+            network("198.51.100.1", Some(33))
+                .unwrap_err()
+                .message
+                .contains("0 and 32 for an IPv4")
+        );
         assert!(network("0.0.0.0", Some(0)).is_ok());
     }
 }

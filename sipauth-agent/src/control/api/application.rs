@@ -12,9 +12,14 @@ use serde_json::{Value, json};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply, time};
+use super::{
+    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply,
+    time,
+};
 use crate::control::ControlState;
-use crate::control::fields::{AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate};
+use crate::control::fields::{
+    AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate,
+};
 use crate::control::store::now;
 use crate::snapshot::AuthType;
 
@@ -22,13 +27,43 @@ const NAME: Kind = Kind::Text { min: 1, max: 255 };
 
 pub const CREATE: &[Field] = &[
     field("app_name", NAME, true, ""),
-    field("answer_url", Kind::Url, true, "fetched when a call is allowed"),
-    field("answer_method", Kind::OneOf(HTTP_METHODS), false, "default POST"),
+    field(
+        "answer_url",
+        Kind::Url,
+        true,
+        "fetched when a call is allowed",
+    ),
+    field(
+        "answer_method",
+        Kind::OneOf(HTTP_METHODS),
+        false,
+        "default POST",
+    ),
     field("hangup_url", Kind::Url, false, "default: answer_url"),
-    field("hangup_method", Kind::OneOf(HTTP_METHODS), false, "default POST"),
-    field("sip_auth_type", Kind::OneOf(AUTH_TYPES), false, "default \"\" (registered endpoints only)"),
-    field("credential_uuid", Kind::Id, false, "required by credential and ip_acl_and_credential"),
-    field("ip_acl_uuid", Kind::Id, false, "required by ip_acl and ip_acl_and_credential"),
+    field(
+        "hangup_method",
+        Kind::OneOf(HTTP_METHODS),
+        false,
+        "default POST",
+    ),
+    field(
+        "sip_auth_type",
+        Kind::OneOf(AUTH_TYPES),
+        false,
+        "default \"\" (registered endpoints only)",
+    ),
+    field(
+        "credential_uuid",
+        Kind::Id,
+        false,
+        "required by credential and ip_acl_and_credential",
+    ),
+    field(
+        "ip_acl_uuid",
+        Kind::Id,
+        false,
+        "required by ip_acl and ip_acl_and_credential",
+    ),
 ];
 pub const UPDATE: &[Field] = &[
     field("app_name", NAME, false, ""),
@@ -36,9 +71,24 @@ pub const UPDATE: &[Field] = &[
     field("answer_method", Kind::OneOf(HTTP_METHODS), false, ""),
     field("hangup_url", Kind::Url, false, ""),
     field("hangup_method", Kind::OneOf(HTTP_METHODS), false, ""),
-    field("sip_auth_type", Kind::OneOf(AUTH_TYPES), false, "\"\" clears both assignments"),
-    field("credential_uuid", Kind::Id, false, "required with sip_auth_type credential or ip_acl_and_credential"),
-    field("ip_acl_uuid", Kind::Id, false, "required with sip_auth_type ip_acl or ip_acl_and_credential"),
+    field(
+        "sip_auth_type",
+        Kind::OneOf(AUTH_TYPES),
+        false,
+        "\"\" clears both assignments",
+    ),
+    field(
+        "credential_uuid",
+        Kind::Id,
+        false,
+        "required with sip_auth_type credential or ip_acl_and_credential",
+    ),
+    field(
+        "ip_acl_uuid",
+        Kind::Id,
+        false,
+        "required with sip_auth_type ip_acl or ip_acl_and_credential",
+    ),
 ];
 
 const COLUMNS: &str = "app_id, app_name, answer_url, answer_method, hangup_url, hangup_method, \
@@ -106,8 +156,16 @@ async fn resolve_auth(
             }
             Auth {
                 kind,
-                credential: if kind.uses_credential() { cred_given.clone() } else { None },
-                acl: if kind.uses_acl() { acl_given.clone() } else { None },
+                credential: if kind.uses_credential() {
+                    cred_given.clone()
+                } else {
+                    None
+                },
+                acl: if kind.uses_acl() {
+                    acl_given.clone()
+                } else {
+                    None
+                },
             }
         }
         None => Auth {
@@ -135,7 +193,10 @@ async fn resolve_auth(
             .fetch_optional(&mut *conn)
             .await?;
         if found.is_none() {
-            return Err(ApiError::field("credential_uuid", "no such credential in this account"));
+            return Err(ApiError::field(
+                "credential_uuid",
+                "no such credential in this account",
+            ));
         }
     }
     if let Some(uuid) = &acl_given {
@@ -145,7 +206,10 @@ async fn resolve_auth(
             .fetch_optional(&mut *conn)
             .await?;
         if found.is_none() {
-            return Err(ApiError::field("ip_acl_uuid", "no such IP ACL in this account"));
+            return Err(ApiError::field(
+                "ip_acl_uuid",
+                "no such IP ACL in this account",
+            ));
         }
     }
     Ok(next)
@@ -159,7 +223,11 @@ async fn create(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, CREATE)?;
     let mut w = s.store.write().await?;
-    let none = Auth { kind: AuthType::None, credential: None, acl: None };
+    let none = Auth {
+        kind: AuthType::None,
+        credential: None,
+        acl: None,
+    };
     let auth = resolve_auth(&mut w.tx, &acct, none, &v).await?;
     let app_id = numeric_id(17);
     let t = now();
@@ -185,10 +253,17 @@ async fn create(
     .await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, app = %app_id, sip_auth_type = auth.kind.as_str(), "application created");
-    Ok(reply(StatusCode::CREATED, json!({ "message": "created", "app_id": app_id })))
+    Ok(reply(
+        StatusCode::CREATED,
+        json!({ "message": "created", "app_id": app_id }),
+    ))
 }
 
-async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, page: Query<Page>) -> ApiResult {
+async fn list(
+    State(s): State<Arc<ControlState>>,
+    AccountId(acct): AccountId,
+    page: Query<Page>,
+) -> ApiResult {
     let paging = Page::check(page)?;
     let pool = s.store.pool();
     let total: i64 = sqlx::query("SELECT COUNT(*) FROM applications WHERE account = $1")
@@ -204,17 +279,31 @@ async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, pa
     .bind(paging.offset)
     .fetch_all(pool)
     .await?;
-    let objects = rows.iter().map(|r| object(r, &s.realm)).collect::<Result<_, _>>()?;
-    Ok(list_reply(&format!("/v1/Account/{acct}/Application/"), &paging, total, objects))
+    let objects = rows
+        .iter()
+        .map(|r| object(r, &s.realm))
+        .collect::<Result<_, _>>()?;
+    Ok(list_reply(
+        &format!("/v1/Account/{acct}/Application/"),
+        &paging,
+        total,
+        objects,
+    ))
 }
 
-async fn fetch(conn: &mut sqlx::AnyConnection, acct: &str, app_id: &str) -> Result<AnyRow, ApiError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM applications WHERE account = $1 AND app_id = $2"))
-        .bind(acct)
-        .bind(app_id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("application"))
+async fn fetch(
+    conn: &mut sqlx::AnyConnection,
+    acct: &str,
+    app_id: &str,
+) -> Result<AnyRow, ApiError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM applications WHERE account = $1 AND app_id = $2"
+    ))
+    .bind(acct)
+    .bind(app_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found("application"))
 }
 
 async fn get_one(

@@ -23,12 +23,37 @@ use crate::control::store::now;
 pub const CREATE: &[Field] = &[
     field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),
     field("to", Kind::Destination, true, "a SIP URI or a phone number"),
-    field("answer_url", Kind::Url, true, "fetched when the far end answers"),
-    field("answer_method", Kind::OneOf(HTTP_METHODS), false, "default POST"),
+    field(
+        "answer_url",
+        Kind::Url,
+        true,
+        "fetched when the far end answers",
+    ),
+    field(
+        "answer_method",
+        Kind::OneOf(HTTP_METHODS),
+        false,
+        "default POST",
+    ),
     field("hangup_url", Kind::Url, false, "default: answer_url"),
-    field("sip_auth_username", Kind::Text { min: 1, max: 128 }, false, "only when to is a SIP URI"),
-    field("sip_auth_password", Kind::Text { min: 1, max: 128 }, false, "only when to is a SIP URI; never stored"),
-    field("sip_headers", Kind::SipHeaders, false, "key=value,key2=value2"),
+    field(
+        "sip_auth_username",
+        Kind::Text { min: 1, max: 128 },
+        false,
+        "only when to is a SIP URI",
+    ),
+    field(
+        "sip_auth_password",
+        Kind::Text { min: 1, max: 128 },
+        false,
+        "only when to is a SIP URI; never stored",
+    ),
+    field(
+        "sip_headers",
+        Kind::SipHeaders,
+        false,
+        "key=value,key2=value2",
+    ),
 ];
 
 pub fn routes() -> Router<Arc<ControlState>> {
@@ -64,12 +89,22 @@ async fn create(
     let to = v.str("to").unwrap_or_default();
     for name in ["sip_auth_username", "sip_auth_password"] {
         if v.has(name) && !is_sip_uri(to) {
-            return Err(ApiError::field(name, "is accepted only when to is a SIP URI"));
+            return Err(ApiError::field(
+                name,
+                "is accepted only when to is a SIP URI",
+            ));
         }
     }
     if v.has("sip_auth_username") != v.has("sip_auth_password") {
-        let missing = if v.has("sip_auth_username") { "sip_auth_password" } else { "sip_auth_username" };
-        return Err(ApiError::field(missing, "must be given with the other sip_auth_ field"));
+        let missing = if v.has("sip_auth_username") {
+            "sip_auth_password"
+        } else {
+            "sip_auth_username"
+        };
+        return Err(ApiError::field(
+            missing,
+            "must be given with the other sip_auth_ field",
+        ));
     }
     let uuid = uuid::Uuid::new_v4().to_string();
     let answer_url = v.str("answer_url").unwrap_or_default();

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sipauth_digest::Ha1Set;
 use sqlx::Row as _;
 
-use super::{AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time};
+use super::{
+    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time,
+};
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
 use crate::control::store::now;
@@ -21,13 +23,21 @@ pub const MAX_PER_ACCOUNT: i64 = 200;
 
 pub const CREATE: &[Field] = &[
     field("username", Kind::Username, true, "digest username"),
-    field("password", Kind::Password, true, "stored only as HA1 values"),
+    field(
+        "password",
+        Kind::Password,
+        true,
+        "stored only as HA1 values",
+    ),
 ];
 pub const UPDATE: &[Field] = &[field("password", Kind::Password, true, "the new password")];
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
-        .route("/v1/Account/{auth_id}/SipAuth/Credential", get(list).post(create))
+        .route(
+            "/v1/Account/{auth_id}/SipAuth/Credential",
+            get(list).post(create),
+        )
         .route(
             "/v1/Account/{auth_id}/SipAuth/Credential/{uuid}",
             get(get_one).post(update).delete(delete),
@@ -52,7 +62,10 @@ async fn create(
     body: Bytes,
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, CREATE)?;
-    let (username, password) = (v.str("username").unwrap_or_default(), v.str("password").unwrap_or_default());
+    let (username, password) = (
+        v.str("username").unwrap_or_default(),
+        v.str("password").unwrap_or_default(),
+    );
     let ha1 = Ha1Set::new(username, &s.realm, password);
     let mut w = s.store.write().await?;
     let n: i64 = sqlx::query("SELECT COUNT(*) FROM credentials WHERE account = $1")
@@ -71,7 +84,10 @@ async fn create(
         .fetch_optional(&mut *w.tx)
         .await?;
     if taken.is_some() {
-        return Err(ApiError::field("username", "is already used by a credential of this account"));
+        return Err(ApiError::field(
+            "username",
+            "is already used by a credential of this account",
+        ));
     }
     let uuid = uuid::Uuid::new_v4().to_string();
     let t = now();
@@ -153,13 +169,14 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let username: String = sqlx::query("SELECT username FROM credentials WHERE account = $1 AND uuid = $2")
-        .bind(&acct)
-        .bind(&uuid)
-        .fetch_optional(&mut *w.tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("credential"))?
-        .try_get(0)?;
+    let username: String =
+        sqlx::query("SELECT username FROM credentials WHERE account = $1 AND uuid = $2")
+            .bind(&acct)
+            .bind(&uuid)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("credential"))?
+            .try_get(0)?;
     let ha1 = Ha1Set::new(&username, &s.realm, v.str("password").unwrap_or_default());
     sqlx::query(
         "UPDATE credentials SET ha1_md5 = $1, ha1_sha256 = $2, ha1_sha512_256 = $3, updated_at = $4 \
@@ -192,13 +209,14 @@ async fn delete(
     if found.is_none() {
         return Err(ApiError::not_found("credential"));
     }
-    let apps: Vec<String> = sqlx::query("SELECT app_id FROM applications WHERE credential_uuid = $1 ORDER BY app_id")
-        .bind(&uuid)
-        .fetch_all(&mut *w.tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let apps: Vec<String> =
+        sqlx::query("SELECT app_id FROM applications WHERE credential_uuid = $1 ORDER BY app_id")
+            .bind(&uuid)
+            .fetch_all(&mut *w.tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
     if !apps.is_empty() {
         return Err(ApiError::bad(format!(
             "credential is assigned to application(s) {}; set their sip_auth_type to \"\" first",

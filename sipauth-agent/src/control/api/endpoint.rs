@@ -14,7 +14,10 @@ use sipauth_digest::Ha1Set;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply, time};
+use super::{
+    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply,
+    time,
+};
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
 use crate::control::store::now;
@@ -22,8 +25,18 @@ use crate::control::store::now;
 const ALIAS: Kind = Kind::Text { min: 1, max: 255 };
 
 pub const CREATE: &[Field] = &[
-    field("username", Kind::Username, true, "12 digits are appended to make it unique"),
-    field("password", Kind::Password, true, "stored only as HA1 values"),
+    field(
+        "username",
+        Kind::Username,
+        true,
+        "12 digits are appended to make it unique",
+    ),
+    field(
+        "password",
+        Kind::Password,
+        true,
+        "stored only as HA1 values",
+    ),
     field("alias", ALIAS, true, ""),
     field("app_id", Kind::Id, false, "application of this account"),
 ];
@@ -57,7 +70,11 @@ fn object(r: &AnyRow, domain: &str) -> Result<Value, sqlx::Error> {
     }))
 }
 
-async fn check_app(conn: &mut sqlx::AnyConnection, acct: &str, app_id: &str) -> Result<(), ApiError> {
+async fn check_app(
+    conn: &mut sqlx::AnyConnection,
+    acct: &str,
+    app_id: &str,
+) -> Result<(), ApiError> {
     let found = sqlx::query("SELECT 1 FROM applications WHERE account = $1 AND app_id = $2")
         .bind(acct)
         .bind(app_id)
@@ -75,7 +92,11 @@ async fn create(
     body: Bytes,
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, CREATE)?;
-    let username = format!("{}{}", v.str("username").unwrap_or_default(), numeric_id(12));
+    let username = format!(
+        "{}{}",
+        v.str("username").unwrap_or_default(),
+        numeric_id(12)
+    );
     let ha1 = Ha1Set::new(&username, &s.realm, v.str("password").unwrap_or_default());
     let mut w = s.store.write().await?;
     let app_id = v.str("app_id").filter(|a| !a.is_empty());
@@ -107,7 +128,11 @@ async fn create(
     ))
 }
 
-async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, page: Query<Page>) -> ApiResult {
+async fn list(
+    State(s): State<Arc<ControlState>>,
+    AccountId(acct): AccountId,
+    page: Query<Page>,
+) -> ApiResult {
     let paging = Page::check(page)?;
     let pool = s.store.pool();
     let total: i64 = sqlx::query("SELECT COUNT(*) FROM endpoints WHERE account = $1")
@@ -123,17 +148,27 @@ async fn list(State(s): State<Arc<ControlState>>, AccountId(acct): AccountId, pa
     .bind(paging.offset)
     .fetch_all(pool)
     .await?;
-    let objects = rows.iter().map(|r| object(r, &s.realm)).collect::<Result<_, _>>()?;
-    Ok(list_reply(&format!("/v1/Account/{acct}/Endpoint/"), &paging, total, objects))
+    let objects = rows
+        .iter()
+        .map(|r| object(r, &s.realm))
+        .collect::<Result<_, _>>()?;
+    Ok(list_reply(
+        &format!("/v1/Account/{acct}/Endpoint/"),
+        &paging,
+        total,
+        objects,
+    ))
 }
 
 async fn fetch(conn: &mut sqlx::AnyConnection, acct: &str, id: &str) -> Result<AnyRow, ApiError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM endpoints WHERE account = $1 AND endpoint_id = $2"))
-        .bind(acct)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint"))
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE account = $1 AND endpoint_id = $2"
+    ))
+    .bind(acct)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
 async fn get_one(
@@ -170,13 +205,15 @@ async fn update(
         None => row.try_get("alias")?,
     };
     let t = now();
-    sqlx::query("UPDATE endpoints SET alias = $1, app_id = $2, updated_at = $3 WHERE endpoint_id = $4")
-        .bind(&alias)
-        .bind(app_id)
-        .bind(t)
-        .bind(&id)
-        .execute(&mut *w.tx)
-        .await?;
+    sqlx::query(
+        "UPDATE endpoints SET alias = $1, app_id = $2, updated_at = $3 WHERE endpoint_id = $4",
+    )
+    .bind(&alias)
+    .bind(app_id)
+    .bind(t)
+    .bind(&id)
+    .execute(&mut *w.tx)
+    .await?;
     if let Some(password) = v.str("password") {
         let ha1 = Ha1Set::new(&username, &s.realm, password);
         sqlx::query("UPDATE endpoints SET ha1_md5 = $1, ha1_sha256 = $2, ha1_sha512_256 = $3 WHERE endpoint_id = $4")

@@ -140,7 +140,10 @@ pub fn body_fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Valu
     if ctype.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|e| ApiError::bad(format!("body: not a valid form: {e}")))?;
-        return Ok(pairs.into_iter().map(|(k, v)| (k, Value::from(v))).collect());
+        return Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -183,8 +186,9 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
             .to_owned();
         let unauthorized = || ApiError {
             status: StatusCode::UNAUTHORIZED,
-            message: "authentication required: HTTP Basic with the account's auth_id and auth_token"
-                .to_owned(),
+            message:
+                "authentication required: HTTP Basic with the account's auth_id and auth_token"
+                    .to_owned(),
         };
         let Some((user, token)) = basic(&parts.headers) else {
             return Err(unauthorized());
@@ -196,7 +200,9 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
         };
         // Compare against something even when the account does not exist,
         // so the answer takes the same time.
-        let expected = stored.as_deref().unwrap_or("\u{0}no-such-account-token\u{0}");
+        let expected = stored
+            .as_deref()
+            .unwrap_or("\u{0}no-such-account-token\u{0}");
         let ok = bool::from(expected.as_bytes().ct_eq(token.as_bytes())) && stored.is_some();
         if !ok {
             if let Some(ip) = client {

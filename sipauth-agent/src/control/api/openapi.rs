@@ -20,12 +20,32 @@ struct Op {
     list: bool,
 }
 
-const fn op(method: &'static str, path: &'static str, summary: &'static str, body: Option<&'static [Field]>, ok: u16) -> Op {
-    Op { method, path, summary, body, ok, list: false }
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static [Field]>,
+    ok: u16,
+) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        body,
+        ok,
+        list: false,
+    }
 }
 
 const fn list(path: &'static str, summary: &'static str) -> Op {
-    Op { method: "get", path, summary, body: None, ok: 200, list: true }
+    Op {
+        method: "get",
+        path,
+        summary,
+        body: None,
+        ok: 200,
+        list: true,
+    }
 }
 
 const CRED: &str = "/v1/Account/{auth_id}/SipAuth/Credential/";
@@ -33,7 +53,8 @@ const CRED_ONE: &str = "/v1/Account/{auth_id}/SipAuth/Credential/{credential_uui
 const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList/";
 const ACL_ONE: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/";
 const ENTRY: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/Entry/";
-const ENTRY_ONE: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/Entry/{entry_uuid}/";
+const ENTRY_ONE: &str =
+    "/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/Entry/{entry_uuid}/";
 const APP: &str = "/v1/Account/{auth_id}/Application/";
 const APP_ONE: &str = "/v1/Account/{auth_id}/Application/{app_id}/";
 const EP: &str = "/v1/Account/{auth_id}/Endpoint/";
@@ -42,30 +63,96 @@ const CALL: &str = "/v1/Account/{auth_id}/Call/";
 const CALL_ONE: &str = "/v1/Account/{auth_id}/Call/{call_uuid}/";
 
 const OPS: &[Op] = &[
-    op("post", CRED, "Create a SIP credential", Some(credential::CREATE), 201),
+    op(
+        "post",
+        CRED,
+        "Create a SIP credential",
+        Some(credential::CREATE),
+        201,
+    ),
     list(CRED, "List SIP credentials"),
-    op("get", CRED_ONE, "Get a SIP credential (never the password or a hash)", None, 200),
-    op("post", CRED_ONE, "Rotate a credential's password", Some(credential::UPDATE), 202),
-    op("delete", CRED_ONE, "Delete a credential (400 while an application uses it)", None, 204),
+    op(
+        "get",
+        CRED_ONE,
+        "Get a SIP credential (never the password or a hash)",
+        None,
+        200,
+    ),
+    op(
+        "post",
+        CRED_ONE,
+        "Rotate a credential's password",
+        Some(credential::UPDATE),
+        202,
+    ),
+    op(
+        "delete",
+        CRED_ONE,
+        "Delete a credential (400 while an application uses it)",
+        None,
+        204,
+    ),
     op("post", ACL, "Create an IP ACL", Some(acl::CREATE), 201),
     list(ACL, "List IP ACLs"),
     op("get", ACL_ONE, "Get an IP ACL with its entries", None, 200),
     op("post", ACL_ONE, "Rename an IP ACL", Some(acl::UPDATE), 202),
-    op("delete", ACL_ONE, "Delete an IP ACL (400 while an application uses it)", None, 204),
-    op("post", ENTRY, "Add an entry to an IP ACL", Some(acl::ENTRY_CREATE), 201),
+    op(
+        "delete",
+        ACL_ONE,
+        "Delete an IP ACL (400 while an application uses it)",
+        None,
+        204,
+    ),
+    op(
+        "post",
+        ENTRY,
+        "Add an entry to an IP ACL",
+        Some(acl::ENTRY_CREATE),
+        201,
+    ),
     list(ENTRY, "List the entries of an IP ACL"),
     op("get", ENTRY_ONE, "Get an IP ACL entry", None, 200),
-    op("post", ENTRY_ONE, "Change an IP ACL entry", Some(acl::ENTRY_UPDATE), 202),
+    op(
+        "post",
+        ENTRY_ONE,
+        "Change an IP ACL entry",
+        Some(acl::ENTRY_UPDATE),
+        202,
+    ),
     op("delete", ENTRY_ONE, "Delete an IP ACL entry", None, 204),
-    op("post", APP, "Create an application", Some(application::CREATE), 201),
+    op(
+        "post",
+        APP,
+        "Create an application",
+        Some(application::CREATE),
+        201,
+    ),
     list(APP, "List applications"),
     op("get", APP_ONE, "Get an application", None, 200),
-    op("post", APP_ONE, "Change an application", Some(application::UPDATE), 202),
+    op(
+        "post",
+        APP_ONE,
+        "Change an application",
+        Some(application::UPDATE),
+        202,
+    ),
     op("delete", APP_ONE, "Delete an application", None, 204),
-    op("post", EP, "Create a SIP endpoint", Some(endpoint::CREATE), 201),
+    op(
+        "post",
+        EP,
+        "Create a SIP endpoint",
+        Some(endpoint::CREATE),
+        201,
+    ),
     list(EP, "List SIP endpoints"),
     op("get", EP_ONE, "Get a SIP endpoint", None, 200),
-    op("post", EP_ONE, "Change a SIP endpoint", Some(endpoint::UPDATE), 202),
+    op(
+        "post",
+        EP_ONE,
+        "Change a SIP endpoint",
+        Some(endpoint::UPDATE),
+        202,
+    ),
     op("delete", EP_ONE, "Delete a SIP endpoint", None, 204),
     op("post", CALL, "Make a call", Some(call::CREATE), 201),
     op("get", CALL_ONE, "Get a call record", None, 200),
@@ -158,7 +245,8 @@ mod tests {
     #[test]
     fn every_body_field_has_a_schema() {
         let d = super::document();
-        let p = &d["paths"]["/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/Entry/"]["post"];
+        let p = &d["paths"]["/v1/Account/{auth_id}/SipAuth/IpAccessControlList/{ip_acl_uuid}/Entry/"]
+            ["post"];
         let s = &p["requestBody"]["content"]["application/json"]["schema"];
         assert_eq!(s["required"], serde_json::json!(["ip"]));
         assert_eq!(s["properties"]["cidr_prefix"]["maximum"], 128);
