@@ -23,7 +23,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let control = start_control(&cfg).await?;
     let views = Arc::new(Views::new());
     tokio::spawn(view::follow_local(control.clone(), views.clone()));
-    let edge_http = start_edge(&cfg, &views).await?;
+    let edge_http = start_edge(&cfg, &views)?;
     serve(&cfg, control::router(control).merge(edge_http)).await
 }
 
@@ -56,7 +56,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
         cfg.edge.state_dir.clone(),
         views.clone(),
     ));
-    let edge_http = start_edge(&cfg, &views).await?;
+    let edge_http = start_edge(&cfg, &views)?;
     serve(&cfg, edge_http).await
 }
 
@@ -83,22 +83,19 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
 
 /// Starts XDP, the lockout table and the SIP listeners; returns the edge's
 /// HTTP routes (`/metrics`, `/admin`).
-async fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> {
-    let xdp = match cfg.xdp.mode {
-        XdpMode::Off => {
-            tracing::info!("XDP off: user space enforces lockouts alone");
-            None
+fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> {
+    let xdp = if cfg.xdp.mode == XdpMode::Off {
+        tracing::info!("XDP off: user space enforces lockouts alone");
+        None
+    } else {
+        if !rustix::process::geteuid().is_root() {
+            anyhow::bail!(
+                "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
+            );
         }
-        _ => {
-            if !rustix::process::geteuid().is_root() {
-                anyhow::bail!(
-                    "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
-                );
-            }
-            Some(Arc::new(
-                Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
-            ))
-        }
+        Some(Arc::new(
+            Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
+        ))
     };
     let lockouts = Arc::new(match &xdp {
         Some(xdp) => Lockouts::kernel(xdp.clone()),

@@ -1,6 +1,7 @@
 //! `sipauth control` (or `run` without XDP) started on loopback for API
 //! tests, with one or more seeded accounts.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -45,10 +46,11 @@ impl Control {
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[control]\ndatabase = \"{db}\"\nedge_token = \"edge-token-0123456789\"\n"
         );
         for a in &accounts {
-            toml.push_str(&format!(
+            let _ = write!(
+                toml,
                 "[[control.accounts]]\nauth_id = \"{}\"\nauth_token = \"{}\"\n",
                 a.auth_id, a.auth_token
-            ));
+            );
         }
         toml.push_str(extra_toml);
         let cfg = dir.path().join("sipauth.toml");
@@ -162,7 +164,11 @@ impl EdgeProc {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while reqwest::blocking::get(format!("{}/metrics", e.http)).is_err() {
-            assert!(Instant::now() < deadline, "sipauth edge did not start:\n{}", e.log());
+            assert!(
+                Instant::now() < deadline,
+                "sipauth edge did not start:\n{}",
+                e.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         e

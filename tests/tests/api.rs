@@ -479,7 +479,7 @@ fn accounts_are_isolated(b: Backend) {
     let (s, _) = other.get(&format!("SipAuth/IpAccessControlList/{acl}/Entry/"));
     assert_eq!(s, 404);
     other.ok(
-        &format!("SipAuth/IpAccessControlList/"),
+        "SipAuth/IpAccessControlList/",
         &json!({"name": "mine"}),
         201,
     );

@@ -29,7 +29,10 @@ fn until(edge: &EdgeProc, pred: impl Fn(&Value) -> bool) -> Duration {
         if pred(&s) {
             return t.elapsed();
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "edge view did not change: {s}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "edge view did not change: {s}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -52,7 +55,11 @@ fn edge_follows_acl_changes_and_survives_a_restart_without_control() {
     let control = Control::start(None, "");
     let edge = EdgeProc::start(&control.base, &control.edge_token, state.path());
 
-    let acl = post(&control, "SipAuth/IpAccessControlList/", &json!({"name": "office"}))["ip_acl_uuid"]
+    let acl = post(
+        &control,
+        "SipAuth/IpAccessControlList/",
+        &json!({"name": "office"}),
+    )["ip_acl_uuid"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -273,14 +273,14 @@ pub fn schema(f: &Field) -> Value {
             json!({"type": "string", "pattern": "^([A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)?(,[A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)*$"})
         }
     };
-    if let Some(o) = s.as_object_mut() {
-        if !f.doc.is_empty() {
-            let doc = match o.get("description").and_then(Value::as_str) {
-                Some(d) => format!("{}; {d}", f.doc),
-                None => f.doc.to_owned(),
-            };
-            o.insert("description".into(), Value::from(doc));
-        }
+    if let Some(o) = s.as_object_mut()
+        && !f.doc.is_empty()
+    {
+        let doc = match o.get("description").and_then(Value::as_str) {
+            Some(d) => format!("{}; {d}", f.doc),
+            None => f.doc.to_owned(),
+        };
+        o.insert("description".into(), Value::from(doc));
     }
     s
 }

@@ -27,6 +27,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long an edge's long poll waits for a change.
 const LONG_POLL: Duration = Duration::from_secs(25);
 
+/// A snapshot and its JSON, built once per version.
+pub type Built = Arc<(Snapshot, Vec<u8>)>;
+
 pub struct ControlState {
     pub store: Store,
     /// Digest realm (the SIP domain): HA1 values are computed for it.
@@ -37,7 +40,7 @@ pub struct ControlState {
     /// The newest committed version known to this process.
     version: watch::Sender<u64>,
     /// The last snapshot built, reused while the version stands.
-    cache: Mutex<Option<Arc<(Snapshot, Vec<u8>)>>>,
+    cache: Mutex<Option<Built>>,
 }
 
 // === impl ControlState ===
@@ -88,12 +91,12 @@ impl ControlState {
     }
 
     /// The current snapshot and its JSON.
-    pub async fn snapshot(&self) -> Result<Arc<(Snapshot, Vec<u8>)>, StoreError> {
+    pub async fn snapshot(&self) -> Result<Built, StoreError> {
         let current = *self.version.borrow();
-        if let Some(c) = self.cache.lock().expect("snapshot cache").clone() {
-            if c.0.version >= current {
-                return Ok(c);
-            }
+        if let Some(c) = self.cache.lock().expect("snapshot cache").clone()
+            && c.0.version >= current
+        {
+            return Ok(c);
         }
         let snap = build_snapshot(&self.store).await?;
         let json = serde_json::to_vec(&snap).expect("snapshot serialises");

@@ -141,10 +141,10 @@ pub async fn follow_remote(base: String, token: String, state_dir: PathBuf, view
         let after = views.current().version();
         match poll_once(&client, &url, &token, after).await {
             Ok(Some((snap, json))) => {
-                if views.apply(snap) {
-                    if let Err(e) = persist(&state_dir, &json) {
-                        tracing::warn!(error = %e, dir = %state_dir.display(), "keeping the snapshot failed");
-                    }
+                if views.apply(snap)
+                    && let Err(e) = persist(&state_dir, &json)
+                {
+                    tracing::warn!(error = %e, dir = %state_dir.display(), "keeping the snapshot failed");
                 }
                 pause = Duration::from_millis(200);
             }

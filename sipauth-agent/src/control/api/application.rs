@@ -232,11 +232,9 @@ async fn create(
     let app_id = numeric_id(17);
     let t = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
-    sqlx::query(&format!(
-        "INSERT INTO applications (app_id, account, app_name, answer_url, answer_method, hangup_url, hangup_method, \
+    sqlx::query("INSERT INTO applications (app_id, account, app_name, answer_url, answer_method, hangup_url, hangup_method, \
          sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    ))
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
     .bind(&app_id)
     .bind(&acct)
     .bind(v.str("app_name").unwrap_or_default())

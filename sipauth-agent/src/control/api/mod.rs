@@ -168,14 +168,13 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        if let Some(ip) = client {
-            if state.auth_limiter.is_blocked(ip) {
-                return Err(ApiError {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    message: "too many failed authentications from this address; try later"
-                        .to_owned(),
-                });
-            }
+        if let Some(ip) = client
+            && state.auth_limiter.is_blocked(ip)
+        {
+            return Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "too many failed authentications from this address; try later".to_owned(),
+            });
         }
         let path_id = parts
             .uri
@@ -238,7 +237,7 @@ pub struct AuthLimiter {
 
 impl AuthLimiter {
     const LIMIT: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(60);
+    const WINDOW: Duration = Duration::from_mins(1);
 
     pub fn failed(&self, ip: IpAddr) {
         let mut m = self.failures.lock().expect("limiter");
@@ -299,6 +298,7 @@ impl Page {
 
 /// `{"meta": {...}, "objects": [...]}` as Plivo lists are.
 pub fn list_reply(path: &str, paging: &Paging, total: i64, objects: Vec<Value>) -> Response {
+    let objects = Value::Array(objects);
     let link = |offset: i64| format!("{path}?limit={}&offset={offset}", paging.limit);
     let next = (paging.offset + paging.limit < total).then(|| link(paging.offset + paging.limit));
     let previous = (paging.offset > 0).then(|| link((paging.offset - paging.limit).max(0)));
