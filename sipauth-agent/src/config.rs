@@ -86,6 +86,22 @@ pub struct Sip {
     /// The SIP domain of application URIs (`sip:{app_id}@{domain}`) and the
     /// digest realm.
     pub domain: String,
+    /// Digest challenges offered in a 407/401, in this order: `SHA-256`,
+    /// `MD5`, `SHA-512-256`. SHA-256 first is what RFC 8760 asks for; some
+    /// clients only try the first one (sipp needs MD5 first).
+    pub challenge_algorithms: Vec<String>,
+    /// How long a digest nonce stays valid.
+    pub nonce_ttl_secs: u64,
+    /// 64 hex digits: the key that seals nonces. Every edge of a cluster
+    /// needs the same one to accept each other's nonces. Empty: a random key
+    /// per process.
+    pub nonce_secret: String,
+    /// Registration lifetimes: `Expires` above `max_expires` is lowered,
+    /// below `min_expires` (but not 0) gets 423.
+    pub min_expires: u32,
+    pub max_expires: u32,
+    /// Time allowed for each answer_url / hangup_url attempt (one retry).
+    pub callback_timeout_ms: u64,
 }
 
 impl Default for Sip {
@@ -96,6 +112,12 @@ impl Default for Sip {
                 SocketAddr::from(([0u16; 8], 5060)),
             ],
             domain: "app.plivo.com".to_owned(),
+            challenge_algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
+            nonce_ttl_secs: 300,
+            nonce_secret: String::new(),
+            min_expires: 60,
+            max_expires: 3600,
+            callback_timeout_ms: 5000,
         }
     }
 }
@@ -168,14 +190,22 @@ impl Default for Xdp {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Lockout {
-    /// How long an operator lockout lasts when no duration is given, and
-    /// (with the inbound-auth work) how long a source stays locked out.
+    /// Denied requests (ACL or credential) from one source within
+    /// `window_secs` that lock it out.
+    pub threshold: u32,
+    pub window_secs: u64,
+    /// How long a lockout lasts (also an operator lockout without a
+    /// duration). Attempts during a lockout get 403 and do not extend it.
     pub duration_secs: u64,
 }
 
 impl Default for Lockout {
     fn default() -> Self {
-        Self { duration_secs: 60 }
+        Self {
+            threshold: 10,
+            window_secs: 60,
+            duration_secs: 60,
+        }
     }
 }
 
@@ -183,6 +213,15 @@ impl Lockout {
     #[must_use]
     pub fn duration(&self) -> Duration {
         Duration::from_secs(self.duration_secs)
+    }
+
+    #[must_use]
+    pub fn policy(&self) -> crate::edge::lockout::Policy {
+        crate::edge::lockout::Policy {
+            threshold: self.threshold.max(1),
+            window: Duration::from_secs(self.window_secs),
+            duration: self.duration(),
+        }
     }
 }
 
@@ -244,6 +283,27 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "sip.listen",
                 rule: "at most 8 distinct ports",
+            });
+        }
+        if self.sip.challenge_algorithms.is_empty()
+            || self
+                .sip
+                .challenge_algorithms
+                .iter()
+                .any(|a| !matches!(a.as_str(), "MD5" | "SHA-256" | "SHA-512-256"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "sip.challenge_algorithms",
+                rule: "one or more of \"SHA-256\", \"MD5\", \"SHA-512-256\"",
+            });
+        }
+        if !self.sip.nonce_secret.is_empty()
+            && (self.sip.nonce_secret.len() != 64
+                || !self.sip.nonce_secret.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "sip.nonce_secret",
+                rule: "64 hex digits",
             });
         }
         if self.sip.domain.is_empty() {

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub stray_responses: AtomicU64,
     /// TCP connections closed because their stream could not be framed.
     pub tcp_framing_errors: AtomicU64,
+    /// Requests that matched a transaction (answered again, not judged).
+    pub retransmissions: AtomicU64,
+    /// INVITEs refused by lockout, ACL or credentials.
+    pub denied: AtomicU64,
+    /// INVITEs let in (answer_url fetched).
+    pub allowed: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +97,21 @@ impl Metrics {
                 "sipauth_tcp_framing_errors_total",
                 "TCP connections closed because the stream could not be framed.",
                 &self.tcp_framing_errors,
+            ),
+            (
+                "sipauth_sip_retransmissions_total",
+                "Requests answered from their transaction without a new judgement.",
+                &self.retransmissions,
+            ),
+            (
+                "sipauth_invites_denied_total",
+                "INVITEs refused by lockout, IP ACL or credentials.",
+                &self.denied,
+            ),
+            (
+                "sipauth_invites_allowed_total",
+                "INVITEs let in to their application.",
+                &self.allowed,
             ),
         ] {
             let _ = writeln!(

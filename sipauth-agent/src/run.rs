@@ -12,18 +12,21 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::config::{Config, XdpMode};
 use crate::control::{self, ControlState, store::Store};
+use crate::edge::call::{Calls, Sink};
 use crate::edge::view::{self, Views};
-use crate::edge::{Edge, lockout::Lockouts, transport};
+use crate::edge::{DigestSettings, Edge, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
 use crate::maps::Xdp;
 use crate::metrics::Metrics;
+use sipauth_digest::{Algorithm, NonceKey};
 
 /// `sipauth run`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let control = start_control(&cfg).await?;
     let views = Arc::new(Views::new());
     tokio::spawn(view::follow_local(control.clone(), views.clone()));
-    let edge_http = start_edge(&cfg, &views)?;
+    let sink = Sink::Store(control.store.clone());
+    let edge_http = start_edge(&cfg, &views, sink)?;
     serve(&cfg, control::router(control).merge(edge_http)).await
 }
 
@@ -56,7 +59,18 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
         cfg.edge.state_dir.clone(),
         views.clone(),
     ));
-    let edge_http = start_edge(&cfg, &views)?;
+    let sink = Sink::Remote {
+        url: format!(
+            "{}/v1/Edge/Calls",
+            cfg.edge.control_url.trim_end_matches('/')
+        ),
+        token: cfg.edge.token.clone(),
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("HTTP client")?,
+    };
+    let edge_http = start_edge(&cfg, &views, sink)?;
     serve(&cfg, edge_http).await
 }
 
@@ -83,7 +97,7 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
 
 /// Starts XDP, the lockout table and the SIP listeners; returns the edge's
 /// HTTP routes (`/metrics`, `/admin`).
-fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> {
+fn start_edge(cfg: &Config, views: &Arc<Views>, sink: Sink) -> anyhow::Result<Router> {
     let xdp = if cfg.xdp.mode == XdpMode::Off {
         tracing::info!("XDP off: user space enforces lockouts alone");
         None
@@ -97,16 +111,48 @@ fn start_edge(cfg: &Config, views: &Arc<Views>) -> anyhow::Result<Router> {
             Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
         ))
     };
+    let policy = cfg.lockout.policy();
     let lockouts = Arc::new(match &xdp {
-        Some(xdp) => Lockouts::kernel(xdp.clone()),
-        None => Lockouts::memory(),
+        Some(xdp) => Lockouts::kernel(xdp.clone(), policy),
+        None => Lockouts::memory(policy),
     });
     let metrics = Arc::new(Metrics::new());
-    let edge = Arc::new(Edge::new(
+    let key = if cfg.sip.nonce_secret.is_empty() {
+        NonceKey::random()
+    } else {
+        let mut secret = [0u8; 32];
+        for (i, byte) in secret.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&cfg.sip.nonce_secret[2 * i..2 * i + 2], 16)
+                .context("sip.nonce_secret")?;
+        }
+        NonceKey::new(secret)
+    };
+    let digest = DigestSettings {
+        realm: cfg.sip.domain.clone(),
+        algorithms: cfg
+            .sip
+            .challenge_algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(Some(a)).map(|(alg, _)| alg))
+            .collect(),
+        nonce_ttl_secs: cfg.sip.nonce_ttl_secs,
+        key,
+        min_expires: cfg.sip.min_expires,
+        max_expires: cfg.sip.max_expires,
+    };
+    let calls = Arc::new(Calls {
+        client: sipauth_callback::Client::new(std::time::Duration::from_millis(
+            cfg.sip.callback_timeout_ms,
+        )),
+        sink,
+    });
+    let edge = Edge::new(
         lockouts.clone(),
         metrics.clone(),
         views.subscribe(),
-    ));
+        digest,
+        calls,
+    );
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TCP {addr}"))?;

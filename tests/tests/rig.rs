@@ -343,6 +343,14 @@ fn auto_mode_falls_back_to_generic_where_native_is_missing() {
     assert_eq!(r.as_deref().map(status), Some(404));
     agent.lock_out(lo, 60);
     let before = metric(&agent.metrics(), LOCKED_BUDGET) + metric(&agent.metrics(), LOCKED_DROP);
+    // A new request: the same one again would be a retransmission and get
+    // the 404 of its transaction.
+    let msg = invite(
+        "app1",
+        SocketAddr::new(lo, 5094),
+        SocketAddr::new(lo, 5060),
+        "lo2",
+    );
     let r = udp_exchange(
         &rig.edge,
         lo,

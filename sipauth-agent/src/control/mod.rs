@@ -290,6 +290,7 @@ pub async fn create_account(
 pub fn router(state: Arc<ControlState>) -> Router {
     api::router()
         .route("/v1/Edge/Snapshot", get(edge_snapshot))
+        .route("/v1/Edge/Calls", axum::routing::post(edge_call))
         .with_state(state)
 }
 
@@ -305,14 +306,7 @@ async fn edge_snapshot(
     headers: HeaderMap,
     Query(q): Query<After>,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if state.edge_token.is_empty()
-        || !bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes()))
-    {
+    if !edge_authorized(&state, &headers) {
         return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
     }
     let after = q.after.unwrap_or(0);
@@ -326,6 +320,33 @@ async fn edge_snapshot(
         Err(e) => {
             tracing::error!(error = %e, "building a snapshot failed");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+fn edge_authorized(state: &ControlState, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    !state.edge_token.is_empty() && bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes()))
+}
+
+/// `POST /v1/Edge/Calls`: a call record from a remote edge.
+async fn edge_call(
+    State(state): State<Arc<ControlState>>,
+    headers: HeaderMap,
+    axum::Json(record): axum::Json<crate::edge::call::CallRecord>,
+) -> Response {
+    if !edge_authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
+    }
+    match crate::edge::call::insert(&state.store, &record).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "storing a call record failed");
+            StatusCode::BAD_REQUEST.into_response()
         }
     }
 }

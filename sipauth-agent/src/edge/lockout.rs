@@ -15,6 +15,58 @@ use crate::maps::{Xdp, XdpError};
 
 pub struct Lockouts {
     store: Store,
+    policy: Policy,
+    /// Failures per source within the current window.
+    failures: Mutex<HashMap<IpAddr, Window>>,
+}
+
+/// When failures lock a source out: `threshold` of them within `window`
+/// lock it out for `duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub threshold: u32,
+    pub window: Duration,
+    pub duration: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            threshold: 10,
+            window: Duration::from_mins(1),
+            duration: Duration::from_mins(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: tokio::time::Instant,
+    count: u32,
+}
+
+/// Counts one failure at `now`; returns the new window and whether it
+/// reached the threshold (which starts a fresh window).
+fn count_failure(w: Option<Window>, now: tokio::time::Instant, p: &Policy) -> (Window, bool) {
+    let mut w = match w {
+        Some(w) if now.duration_since(w.start) < p.window => w,
+        _ => Window {
+            start: now,
+            count: 0,
+        },
+    };
+    w.count += 1;
+    if w.count >= p.threshold {
+        (
+            Window {
+                start: now,
+                count: 0,
+            },
+            true,
+        )
+    } else {
+        (w, false)
+    }
 }
 
 enum Store {
@@ -45,17 +97,46 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 impl Lockouts {
     #[must_use]
-    pub fn kernel(xdp: Arc<Xdp>) -> Self {
+    pub fn kernel(xdp: Arc<Xdp>, policy: Policy) -> Self {
         Self {
             store: Store::Kernel(xdp),
+            policy,
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
     #[must_use]
-    pub fn memory() -> Self {
+    pub fn memory(policy: Policy) -> Self {
         Self {
             store: Store::Memory(Mutex::new(HashMap::new())),
+            policy,
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts a denied request from `ip` (an ACL or credential denial, once
+    /// per request); the threshold-th within the window locks it out for the
+    /// policy's duration. Attempts during a lockout are not failures: the
+    /// caller checks [`Lockouts::is_locked`] first. Returns true when this
+    /// failure locked the source out.
+    pub fn record_failure(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let now = tokio::time::Instant::now();
+        let locked = {
+            let mut m = self.failures.lock().expect("failure table");
+            if m.len() > 1_000_000 {
+                m.retain(|_, w| now.duration_since(w.start) < self.policy.window);
+            }
+            let (w, locked) = count_failure(m.get(&ip).copied(), now, &self.policy);
+            m.insert(ip, w);
+            locked
+        };
+        if locked {
+            if let Err(e) = self.lock(ip, self.policy.duration) {
+                tracing::error!(src = %ip, error = %e, "locking out failed");
+            }
+        }
+        locked
     }
 
     fn deadline(&self, ip: IpAddr) -> Result<Option<u64>, XdpError> {
@@ -141,7 +222,7 @@ mod tests {
 
     #[test]
     fn lock_list_lift() {
-        let t = Lockouts::memory();
+        let t = Lockouts::memory(Policy::default());
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         let b: IpAddr = "2001:db8::7".parse().unwrap();
         assert!(!t.is_locked(a));
@@ -161,15 +242,65 @@ mod tests {
 
     #[test]
     fn v4_mapped_source_is_the_v4_source() {
-        let t = Lockouts::memory();
+        let t = Lockouts::memory(Policy::default());
         t.lock("192.0.2.9".parse().unwrap(), Duration::from_secs(5))
             .unwrap();
         assert!(t.is_locked("::ffff:192.0.2.9".parse().unwrap()));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn tenth_failure_in_the_window_locks_out() {
+        let p = Policy::default();
+        let t = Lockouts::memory(p);
+        let a: IpAddr = "192.0.2.50".parse().unwrap();
+        for _ in 0..9 {
+            assert!(!t.record_failure(a));
+        }
+        assert!(!t.is_locked(a));
+        assert!(t.record_failure(a));
+        assert!(t.is_locked(a));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_spread_beyond_the_window_do_not_lock() {
+        let t = Lockouts::memory(Policy::default());
+        let a: IpAddr = "192.0.2.51".parse().unwrap();
+        for _ in 0..9 {
+            t.record_failure(a);
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for _ in 0..9 {
+            assert!(!t.record_failure(a));
+        }
+        assert!(!t.is_locked(a));
+        // Other sources have their own counters.
+        let b: IpAddr = "2001:db8::51".parse().unwrap();
+        assert!(!t.record_failure(b));
+    }
+
+    #[test]
+    fn counter_state_machine() {
+        let p = Policy {
+            threshold: 3,
+            window: Duration::from_secs(10),
+            duration: Duration::from_secs(5),
+        };
+        let t0 = tokio::time::Instant::now();
+        let (w, l) = count_failure(None, t0, &p);
+        assert_eq!((w.count, l), (1, false));
+        let (w, l) = count_failure(Some(w), t0 + Duration::from_secs(9), &p);
+        assert_eq!((w.count, l), (2, false));
+        let (w2, l) = count_failure(Some(w), t0 + Duration::from_secs(9), &p);
+        assert!(l);
+        assert_eq!(w2.count, 0);
+        // A window that has passed starts again at 1.
+        let (w3, l) = count_failure(Some(w), t0 + Duration::from_secs(10), &p);
+        assert_eq!((w3.count, l), (1, false));
+    }
+
     #[test]
     fn zero_duration_is_not_locked() {
-        let t = Lockouts::memory();
+        let t = Lockouts::memory(Policy::default());
         let a: IpAddr = "192.0.2.8".parse().unwrap();
         t.lock(a, Duration::ZERO).unwrap();
         assert!(!t.is_locked(a));

@@ -1,10 +1,18 @@
 //! The SIP edge: what each request gets.
 //!
-//! For now the edge answers OPTIONS with 200, INVITEs from locked-out
-//! sources with 403 and other INVITEs with 404; the application lookup and
-//! authentication come with the control plane.
+//! INVITEs to `sip:{app_id}@{domain}` are judged by the application's
+//! `sip_auth_type` (the Request-URI user part names it; To is ignored):
+//! source locked out: 403; `ip_acl`: source in the ACL or 403;
+//! `credential`: digest (407 challenges, 403 on a wrong user, response or
+//! replay); both: ACL then digest; `""`: the From user must be a registered
+//! endpoint of the account, else 486. ACL and credential denials count
+//! towards the source's lockout, once per request. A call let in gets 100
+//! Trying and then what its answer_url says.
 
+pub mod call;
 pub mod lockout;
+pub mod registrar;
+pub mod transaction;
 pub mod transport;
 pub mod view;
 
@@ -12,41 +20,105 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use sipauth_digest::{Algorithm, NcTracker, NonceKey, Verdict};
 use sipauth_sip::{Message, build};
 
 use crate::metrics::Metrics;
+use crate::snapshot::{Application, AuthType, Index};
+use call::{Calls, Inbound, cause};
 use lockout::Lockouts;
+use registrar::Registrar;
+use transaction::{Key, Seen, Transactions};
+use transport::Replier;
 
 /// Methods the edge implements, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+
+/// Digest settings.
+pub struct DigestSettings {
+    pub realm: String,
+    /// Challenges offered, in order.
+    pub algorithms: Vec<Algorithm>,
+    pub nonce_ttl_secs: u64,
+    pub key: NonceKey,
+    pub min_expires: u32,
+    pub max_expires: u32,
+}
 
 pub struct Edge {
     pub lockouts: Arc<Lockouts>,
     pub metrics: Arc<Metrics>,
     /// The snapshot requests are judged against.
     pub view: view::View,
-    /// Keys the To-tags: the same request gets the same tag, so a
-    /// retransmission gets the same response.
+    pub registrar: Registrar,
+    digest: DigestSettings,
+    nc: NcTracker,
+    txns: Arc<Transactions>,
+    calls: Arc<Calls>,
+    /// Keys the To-tags: the same request gets the same tag.
     tag_key: std::hash::RandomState,
+}
+
+/// The verdict on an INVITE.
+enum Decision {
+    Respond(u16, &'static str),
+    /// A denial that counts towards the lockout.
+    Deny,
+    Challenge {
+        stale: bool,
+    },
+    Busy,
+    Allow {
+        auth_type: AuthType,
+        user: Option<String>,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 // === impl Edge ===
 
 impl Edge {
     #[must_use]
-    pub fn new(lockouts: Arc<Lockouts>, metrics: Arc<Metrics>, view: view::View) -> Self {
-        Self {
+    pub fn new(
+        lockouts: Arc<Lockouts>,
+        metrics: Arc<Metrics>,
+        view: view::View,
+        digest: DigestSettings,
+        calls: Arc<Calls>,
+    ) -> Arc<Self> {
+        let edge = Arc::new(Self {
             lockouts,
             metrics,
             view,
+            registrar: Registrar::default(),
+            nc: NcTracker::new(digest.nonce_ttl_secs, 1_000_000),
+            digest,
+            txns: Arc::new(Transactions::default()),
+            calls,
             tag_key: std::hash::RandomState::new(),
-        }
+        });
+        let weak = Arc::downgrade(&edge);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(edge) = weak.upgrade() else { return };
+                edge.txns.sweep();
+                edge.registrar.sweep();
+            }
+        });
+        edge
     }
 
-    /// Handles one message from `src`; returns the response to send, if any.
-    #[must_use]
-    pub fn handle(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    /// Handles one message from `src`; responses go through `replier`.
+    pub fn handle(self: &Arc<Self>, data: &[u8], src: SocketAddr, replier: &Replier) {
         let msg = match sipauth_sip::parse(data) {
             Ok(msg) => msg,
             Err(e) => {
@@ -54,12 +126,12 @@ impl Edge {
                 self.metrics.malformed.fetch_add(1, Relaxed);
                 self.metrics.dropped.fetch_add(1, Relaxed);
                 tracing::debug!(%src, error = %e, "unparseable SIP message dropped");
-                return None;
+                return;
             }
         };
         let Some(method) = msg.method() else {
             self.metrics.stray_responses.fetch_add(1, Relaxed);
-            return None;
+            return;
         };
         self.metrics.request(method);
         if let Err(e) = check_request(&msg) {
@@ -67,34 +139,83 @@ impl Edge {
             if msg.top_via().is_err() || method == "ACK" {
                 self.metrics.dropped.fetch_add(1, Relaxed);
                 tracing::debug!(%src, error = %e, "malformed request dropped");
-                return None;
+                return;
             }
             tracing::debug!(%src, error = %e, "malformed request");
             let reason = format!("Bad Request ({e})");
-            return Some(self.respond(&msg, src, 400, &reason, &[]));
+            self.metrics.response(400);
+            let tag = self.to_tag(&msg);
+            replier.send(build::response(
+                &msg,
+                400,
+                &reason,
+                src,
+                Some(&tag),
+                &[],
+                b"",
+            ));
+            return;
         }
-        let (code, extra): (u16, &[(&str, &str)]) = match method {
-            "ACK" => return None,
-            "OPTIONS" => (200, &[("Allow", ALLOW), ("Accept", "application/sdp")]),
-            "INVITE" if self.lockouts.is_locked(src.ip()) => (403, &[]),
-            "INVITE" | "REGISTER" => (404, &[]),
-            "BYE" | "CANCEL" => (481, &[]),
-            _ => (405, &[("Allow", ALLOW)]),
+        let Some(key) = Key::of(&msg) else {
+            self.metrics.dropped.fetch_add(1, Relaxed);
+            return;
         };
-        Some(self.respond(&msg, src, code, build::reason_phrase(code), extra))
+        match self.txns.arrive(&key, method == "ACK", replier) {
+            Seen::New => {}
+            Seen::Retransmission => {
+                self.metrics.retransmissions.fetch_add(1, Relaxed);
+                return;
+            }
+            Seen::Ack => return,
+        }
+        match method {
+            "OPTIONS" => self.respond(
+                &key,
+                &msg,
+                src,
+                replier,
+                200,
+                "OK",
+                &[("Allow", ALLOW), ("Accept", "application/sdp")],
+            ),
+            "INVITE" => self.invite(&key, &msg, data, src, replier),
+            "REGISTER" => self.register(&key, &msg, src, replier),
+            "BYE" | "CANCEL" => self.respond(
+                &key,
+                &msg,
+                src,
+                replier,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            ),
+            _ => self.respond(
+                &key,
+                &msg,
+                src,
+                replier,
+                405,
+                "Method Not Allowed",
+                &[("Allow", ALLOW)],
+            ),
+        }
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one response, all of its parts")]
     fn respond(
         &self,
+        key: &Key,
         msg: &Message<'_>,
         src: SocketAddr,
+        replier: &Replier,
         code: u16,
         reason: &str,
         extra: &[(&str, &str)],
-    ) -> Vec<u8> {
+    ) {
         self.metrics.response(code);
-        let tag = self.to_tag(msg);
-        build::response(msg, code, reason, src, Some(&tag), extra, b"")
+        let tag = (code > 100).then(|| self.to_tag(msg));
+        let bytes = build::response(msg, code, reason, src, tag.as_deref(), extra, b"");
+        self.txns.respond(key, code, bytes, replier);
     }
 
     fn to_tag(&self, msg: &Message<'_>) -> String {
@@ -103,6 +224,375 @@ impl Edge {
         msg.from().ok().and_then(|f| f.tag).hash(&mut h);
         msg.top_via().ok().and_then(|v| v.branch).hash(&mut h);
         format!("{:016x}", h.finish())
+    }
+
+    /// One challenge header value per configured algorithm.
+    fn challenges(&self, stale: bool) -> Vec<String> {
+        let nonce = self.digest.key.issue(&self.digest.realm, unix_now());
+        self.digest
+            .algorithms
+            .iter()
+            .map(|&a| sipauth_digest::challenge(a, &self.digest.realm, &nonce, None, stale))
+            .collect()
+    }
+
+    /// Checks the digest credentials in `header` (Proxy-Authorization for
+    /// INVITE, Authorization for REGISTER) against `lookup`.
+    fn digest(
+        &self,
+        msg: &Message<'_>,
+        header: &str,
+        lookup: impl FnOnce(&str) -> Option<sipauth_digest::Ha1Set>,
+    ) -> (Verdict, Option<String>) {
+        let realm = &self.digest.realm;
+        let creds = msg
+            .headers(header)
+            .filter_map(|v| sipauth_sip::parse_credentials(v).ok())
+            .find(|c| c.realm == realm.as_str());
+        let Some(c) = creds else {
+            // None for our realm: a challenge, like no header at all.
+            return (Verdict::InvalidNonce, None);
+        };
+        let input = sipauth_digest::Credentials {
+            username: c.username,
+            realm: c.realm,
+            nonce: c.nonce,
+            uri: c.uri,
+            response: c.response,
+            algorithm: c.algorithm,
+            cnonce: c.cnonce,
+            qop: c.qop,
+            nc: c.nc,
+        };
+        let method = msg.method().unwrap_or_default();
+        let v = sipauth_digest::verify(
+            &input,
+            method,
+            realm,
+            &self.digest.key,
+            &self.nc,
+            unix_now(),
+            self.digest.nonce_ttl_secs,
+            lookup,
+        );
+        (v, Some(c.username.to_owned()))
+    }
+
+    fn decide(
+        &self,
+        view: &Index,
+        app: &Application,
+        msg: &Message<'_>,
+        src: SocketAddr,
+    ) -> Decision {
+        let t = app.sip_auth_type;
+        if t.uses_acl() {
+            let allowed = app
+                .ip_acl_uuid
+                .as_deref()
+                .and_then(|u| view.acl(u))
+                .is_some_and(|acl| acl.allows(src.ip()));
+            if !allowed {
+                return Decision::Deny;
+            }
+        }
+        if t.uses_credential() {
+            let cred = app
+                .credential_uuid
+                .as_deref()
+                .and_then(|u| view.credential(u));
+            let has_header = msg.headers("Proxy-Authorization").next().is_some();
+            if !has_header {
+                return Decision::Challenge { stale: false };
+            }
+            let (verdict, user) = self.digest(msg, "Proxy-Authorization", |u| {
+                cred.filter(|c| c.username == u).map(|c| c.ha1.clone())
+            });
+            return match verdict {
+                Verdict::Ok => Decision::Allow { auth_type: t, user },
+                Verdict::Stale | Verdict::InvalidNonce => Decision::Challenge {
+                    stale: user.is_some(),
+                },
+                Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => Decision::Deny,
+                Verdict::BadRequest(_) => {
+                    Decision::Respond(400, "Bad Request (digest credentials)")
+                }
+            };
+        }
+        if t == AuthType::None {
+            let from_user = msg
+                .from()
+                .ok()
+                .and_then(|f| sipauth_sip::parse_uri(f.uri).ok())
+                .and_then(|u| u.user.map(str::to_owned));
+            let registered = from_user
+                .as_deref()
+                .and_then(|u| view.endpoint(u))
+                .is_some_and(|e| e.account == app.account && self.registrar.is_live(&e.username));
+            if !registered {
+                return Decision::Busy;
+            }
+            return Decision::Allow {
+                auth_type: t,
+                user: None,
+            };
+        }
+        Decision::Allow {
+            auth_type: t,
+            user: None,
+        }
+    }
+
+    fn invite(
+        self: &Arc<Self>,
+        key: &Key,
+        msg: &Message<'_>,
+        raw: &[u8],
+        src: SocketAddr,
+        replier: &Replier,
+    ) {
+        let view = self.view.borrow().clone();
+        let ruri_user = msg
+            .request_uri()
+            .and_then(|u| sipauth_sip::parse_uri(u).ok())
+            .and_then(|u| u.user.map(str::to_owned));
+        let app = ruri_user
+            .as_deref()
+            .and_then(|u| view.application(u))
+            .cloned();
+        // A locked-out source learns nothing, not even whether the
+        // application exists.
+        if app.is_none() && self.lockouts.is_locked(src.ip()) {
+            self.metrics.denied.fetch_add(1, Relaxed);
+            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+            return;
+        }
+        let Some(app) = app else {
+            self.respond(key, msg, src, replier, 404, "Not Found", &[]);
+            return;
+        };
+        let from = msg.from().ok();
+        let from_user = from
+            .as_ref()
+            .and_then(|f| sipauth_sip::parse_uri(f.uri).ok())
+            .and_then(|u| u.user.map(str::to_owned))
+            .unwrap_or_default();
+        let to_user = ruri_user.unwrap_or_default();
+        let src_ip = src.ip().to_canonical().to_string();
+        if self.lockouts.is_locked(src.ip()) {
+            self.metrics.denied.fetch_add(1, Relaxed);
+            self.record(call::denied(
+                &app,
+                &from_user,
+                &to_user,
+                &src_ip,
+                "failed",
+                cause::SIP_AUTH_FAILED,
+            ));
+            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+            return;
+        }
+        match self.decide(&view, &app, msg, src) {
+            Decision::Respond(code, reason) => {
+                self.respond(key, msg, src, replier, code, reason, &[])
+            }
+            Decision::Deny => {
+                self.metrics.denied.fetch_add(1, Relaxed);
+                if self.lockouts.record_failure(src.ip()) {
+                    tracing::info!(src = %src_ip, app = %app.app_id, "source locked out after repeated failures");
+                }
+                self.record(call::denied(
+                    &app,
+                    &from_user,
+                    &to_user,
+                    &src_ip,
+                    "failed",
+                    cause::SIP_AUTH_FAILED,
+                ));
+                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+            }
+            Decision::Challenge { stale } => {
+                let values = self.challenges(stale);
+                let extra: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|v| ("Proxy-Authenticate", v.as_str()))
+                    .collect();
+                self.respond(
+                    key,
+                    msg,
+                    src,
+                    replier,
+                    407,
+                    "Proxy Authentication Required",
+                    &extra,
+                );
+            }
+            Decision::Busy => {
+                self.record(call::denied(
+                    &app,
+                    &from_user,
+                    &to_user,
+                    &src_ip,
+                    "busy",
+                    cause::NOT_REGISTERED,
+                ));
+                self.respond(key, msg, src, replier, 486, "Busy Here", &[]);
+            }
+            Decision::Allow { auth_type, user } => {
+                let Some(auth_token) = view.account(&app.account).map(|a| a.auth_token.clone())
+                else {
+                    self.respond(key, msg, src, replier, 500, "Server Internal Error", &[]);
+                    return;
+                };
+                self.metrics.allowed.fetch_add(1, Relaxed);
+                self.respond(key, msg, src, replier, 100, "Trying", &[]);
+                let call = Inbound {
+                    call_uuid: uuid::Uuid::new_v4().to_string(),
+                    app,
+                    auth_token,
+                    from_user,
+                    from_display: from
+                        .and_then(|f| f.display)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned(),
+                    to_user,
+                    auth_type,
+                    auth_user: user,
+                    source_ip: src_ip,
+                };
+                let (edge, key, raw, replier) =
+                    (self.clone(), key.clone(), raw.to_vec(), replier.clone());
+                tokio::spawn(async move { edge.answer(call, key, raw, src, replier).await });
+            }
+        }
+    }
+
+    /// Follows the answer_url and ends the call as it says.
+    async fn answer(
+        self: Arc<Self>,
+        call: Inbound,
+        key: Key,
+        raw: Vec<u8>,
+        src: SocketAddr,
+        replier: Replier,
+    ) {
+        let created = crate::control::store::now();
+        let end = call.run(&self.calls).await;
+        if let Ok(msg) = sipauth_sip::parse(&raw) {
+            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
+        }
+        self.calls.sink.write(&call.record(created, &end)).await;
+        call.hangup(&self.calls, &end).await;
+    }
+
+    fn record(&self, r: call::CallRecord) {
+        let calls = self.calls.clone();
+        tokio::spawn(async move { calls.sink.write(&r).await });
+    }
+
+    /// REGISTER: digest against the endpoint's credentials (401), then the
+    /// binding is added, refreshed or removed.
+    fn register(&self, key: &Key, msg: &Message<'_>, src: SocketAddr, replier: &Replier) {
+        if self.lockouts.is_locked(src.ip()) {
+            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+            return;
+        }
+        let view = self.view.borrow().clone();
+        if msg.headers("Authorization").next().is_none() {
+            let values = self.challenges(false);
+            let extra: Vec<(&str, &str)> = values
+                .iter()
+                .map(|v| ("WWW-Authenticate", v.as_str()))
+                .collect();
+            self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
+            return;
+        }
+        let (verdict, user) = self.digest(msg, "Authorization", |u| {
+            view.endpoint(u).map(|e| e.ha1.clone())
+        });
+        let username = match verdict {
+            Verdict::Ok => user.unwrap_or_default(),
+            Verdict::Stale | Verdict::InvalidNonce => {
+                let values = self.challenges(user.is_some());
+                let extra: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|v| ("WWW-Authenticate", v.as_str()))
+                    .collect();
+                self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
+                return;
+            }
+            Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => {
+                self.metrics.denied.fetch_add(1, Relaxed);
+                self.lockouts.record_failure(src.ip());
+                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+                return;
+            }
+            Verdict::BadRequest(_) => {
+                self.respond(
+                    key,
+                    msg,
+                    src,
+                    replier,
+                    400,
+                    "Bad Request (digest credentials)",
+                    &[],
+                );
+                return;
+            }
+        };
+        let default_expires = msg
+            .header("Expires")
+            .and_then(|e| e.trim().parse::<u32>().ok())
+            .unwrap_or(3600);
+        let contacts: Vec<sipauth_sip::NameAddr<'_>> =
+            msg.contacts().filter_map(Result::ok).collect();
+        if msg.header("Contact").is_some_and(|c| c.trim() == "*") {
+            if default_expires != 0 {
+                self.respond(
+                    key,
+                    msg,
+                    src,
+                    replier,
+                    400,
+                    "Bad Request (Contact: * needs Expires: 0)",
+                    &[],
+                );
+                return;
+            }
+            self.registrar.clear(&username);
+        }
+        for c in &contacts {
+            let asked = c
+                .param("expires")
+                .flatten()
+                .and_then(|e| e.parse::<u32>().ok())
+                .unwrap_or(default_expires);
+            if asked != 0 && asked < self.digest.min_expires {
+                let min = self.digest.min_expires.to_string();
+                self.respond(
+                    key,
+                    msg,
+                    src,
+                    replier,
+                    423,
+                    "Interval Too Brief",
+                    &[("Min-Expires", &min)],
+                );
+                return;
+            }
+            self.registrar
+                .bind(&username, c.uri, asked.min(self.digest.max_expires));
+        }
+        let bound: Vec<String> = self
+            .registrar
+            .bindings(&username)
+            .into_iter()
+            .map(|(contact, left)| format!("<{contact}>;expires={left}"))
+            .collect();
+        let extra: Vec<(&str, &str)> = bound.iter().map(|b| ("Contact", b.as_str())).collect();
+        tracing::debug!(user = %username, bindings = bound.len(), "registered");
+        self.respond(key, msg, src, replier, 200, "OK", &extra);
     }
 }
 
@@ -114,7 +604,8 @@ fn check_request(msg: &Message<'_>) -> Result<(), sipauth_sip::ParseError> {
     msg.call_id()?;
     let (_, cseq_method) = msg.cseq()?;
     msg.max_forwards()?;
-    if Some(cseq_method) != msg.method() {
+    let method = msg.method();
+    if Some(cseq_method) != method && !(method == Some("ACK") && cseq_method == "ACK") {
         return Err(sipauth_sip::ParseError::CSeqMethodMismatch);
     }
     Ok(())

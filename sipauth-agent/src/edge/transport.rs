@@ -1,4 +1,5 @@
-//! SIP over UDP and TCP, IPv4 and IPv6.
+//! SIP over UDP and TCP, IPv4 and IPv6, and the [`Replier`] that carries
+//! responses back the way the request came.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
 use super::Edge;
 
@@ -15,6 +17,63 @@ use super::Edge;
 const TCP_IDLE: Duration = Duration::from_mins(5);
 /// Bytes buffered per TCP connection before a message must be complete.
 const TCP_MAX_BUFFER: usize = 128 * 1024;
+
+/// Where responses to one request go. Responses over UDP go to the
+/// packet's source address and port (RFC 3581 behaviour, so callers behind
+/// NAT are reached); over TCP, back on the connection.
+#[derive(Clone)]
+pub enum Replier {
+    Udp {
+        sock: Arc<UdpSocket>,
+        dst: SocketAddr,
+    },
+    /// A stream connection's writer task (or, in tests, a receiver).
+    Stream {
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+        reliable: bool,
+    },
+}
+
+impl Replier {
+    pub fn send(&self, bytes: Vec<u8>) {
+        match self {
+            Self::Udp { sock, dst } => match sock.try_send_to(&bytes, *dst) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let (sock, dst) = (sock.clone(), *dst);
+                    tokio::spawn(async move {
+                        let _ = sock.send_to(&bytes, dst).await;
+                    });
+                }
+                Err(e) => tracing::debug!(%dst, error = %e, "UDP send failed"),
+            },
+            Self::Stream { tx, .. } => {
+                let _ = tx.send(bytes);
+            }
+        }
+    }
+
+    /// Whether the transport retransmits by itself (TCP).
+    pub fn is_reliable(&self) -> bool {
+        match self {
+            Self::Udp { .. } => false,
+            Self::Stream { reliable, .. } => *reliable,
+        }
+    }
+
+    /// An unreliable replier that hands what is sent to a receiver.
+    #[cfg(test)]
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self::Stream {
+                tx,
+                reliable: false,
+            },
+            rx,
+        )
+    }
+}
 
 fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
@@ -42,6 +101,7 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
+    let sock = Arc::new(sock);
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
@@ -51,12 +111,11 @@ pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
                 continue;
             }
         };
-        let Some(resp) = edge.handle(&buf[..n], src) else {
-            continue;
+        let replier = Replier::Udp {
+            sock: sock.clone(),
+            dst: src,
         };
-        if let Err(e) = sock.send_to(&resp, src).await {
-            tracing::debug!(dst = %src, error = %e, "UDP send failed");
-        }
+        edge.handle(&buf[..n], src, &replier);
     }
 }
 
@@ -79,19 +138,27 @@ pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
-/// Reads messages framed by Content-Length and answers each on the same
-/// connection.
-async fn connection(mut stream: TcpStream, src: SocketAddr, edge: &Edge) -> std::io::Result<()> {
+/// Reads messages framed by Content-Length; responses go through a writer
+/// task so that late ones (after a callback) reach the same connection.
+async fn connection(stream: TcpStream, src: SocketAddr, edge: &Arc<Edge>) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let replier = Replier::Stream { tx, reliable: true };
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         loop {
             match sipauth_sip::frame(&buf) {
                 Ok(Some(n)) => {
-                    if let Some(resp) = edge.handle(&buf[..n], src) {
-                        stream.write_all(&resp).await?;
-                    }
+                    edge.handle(&buf[..n], src, &replier);
                     buf.drain(..n);
                 }
                 Ok(None) => break,
@@ -106,7 +173,7 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, edge: &Edge) -> std:
             edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
             return Ok(());
         }
-        let n = match tokio::time::timeout(TCP_IDLE, stream.read(&mut chunk)).await {
+        let n = match tokio::time::timeout(TCP_IDLE, rd.read(&mut chunk)).await {
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };

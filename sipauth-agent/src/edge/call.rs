@@ -1,0 +1,310 @@
+//! What happens to an inbound call after the edge lets it in, and the call
+//! records of every call, allowed or denied.
+//!
+//! The application's answer_url is fetched (signed with the account's auth
+//! token, X-Plivo-Signature-V3) with the call parameters, and the XML it
+//! returns drives the call. Records never hold a credential.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sipauth_callback::{Action, Callback, Method};
+
+use crate::control::store::{Store, now};
+use crate::snapshot::{Application, AuthType};
+
+/// One call record, as stored and as sent by remote edges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallRecord {
+    pub call_uuid: String,
+    pub account: String,
+    pub direction: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub answer_url: Option<String>,
+    pub call_status: String,
+    pub hangup_cause_name: Option<String>,
+    pub hangup_cause_code: Option<i64>,
+    pub sip_auth_type: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// Hangup causes the edge produces.
+pub mod cause {
+    /// Inbound caller failed the IP ACL or credential check.
+    pub const SIP_AUTH_FAILED: (&str, i64) = ("sip_auth_failed", 4210);
+    pub const NOT_REGISTERED: (&str, i64) = ("endpoint_not_registered", 4220);
+    pub const NORMAL: (&str, i64) = ("normal_hangup", 4000);
+    pub const BUSY: (&str, i64) = ("busy_line", 4010);
+    pub const REJECTED: (&str, i64) = ("rejected", 4020);
+    pub const END_OF_XML: (&str, i64) = ("end_of_xml_instructions", 4030);
+    pub const ANSWER_URL_FAILED: (&str, i64) = ("answer_url_unreachable", 4060);
+    pub const INVALID_XML: (&str, i64) = ("invalid_answer_xml", 4070);
+    pub const DIAL_UNAVAILABLE: (&str, i64) = ("dial_not_available", 4080);
+}
+
+/// Where call records go: the store (`sipauth run`) or the control plane
+/// (`sipauth edge`).
+pub enum Sink {
+    Store(Store),
+    Remote {
+        url: String,
+        token: String,
+        http: reqwest::Client,
+    },
+}
+
+impl Sink {
+    pub async fn write(&self, r: &CallRecord) {
+        let result = match self {
+            Self::Store(store) => insert(store, r).await.map_err(|e| e.to_string()),
+            Self::Remote { url, token, http } => http
+                .post(url)
+                .bearer_auth(token)
+                .json(r)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(call = %r.call_uuid, error = %e, "writing the call record failed");
+        }
+    }
+}
+
+/// Inserts or replaces a record.
+pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    sqlx::query("DELETE FROM calls WHERE call_uuid = $1")
+        .bind(&r.call_uuid)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
+         hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&r.call_uuid)
+    .bind(&r.account)
+    .bind(&r.direction)
+    .bind(&r.from_number)
+    .bind(&r.to_number)
+    .bind(&r.answer_url)
+    .bind(&r.call_status)
+    .bind(&r.hangup_cause_name)
+    .bind(r.hangup_cause_code)
+    .bind(&r.sip_auth_type)
+    .bind(&r.source_ip)
+    .bind(r.created_at)
+    .bind(r.ended_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Calls in progress share these.
+pub struct Calls {
+    pub client: sipauth_callback::Client,
+    pub sink: Sink,
+}
+
+/// An inbound call the edge has let in.
+pub struct Inbound {
+    pub call_uuid: String,
+    pub app: Application,
+    pub auth_token: String,
+    pub from_user: String,
+    pub from_display: String,
+    pub to_user: String,
+    pub auth_type: AuthType,
+    pub auth_user: Option<String>,
+    pub source_ip: String,
+}
+
+/// How the call ends before it is answered: the final response and the
+/// record's status and cause.
+pub struct Ending {
+    pub code: u16,
+    pub reason: &'static str,
+    pub status: &'static str,
+    pub cause: (&'static str, i64),
+}
+
+impl Inbound {
+    fn params(&self, status: &str) -> Vec<(String, String)> {
+        let mut p = vec![
+            ("CallUUID".to_owned(), self.call_uuid.clone()),
+            ("From".to_owned(), self.from_user.clone()),
+            ("CallerName".to_owned(), self.from_display.clone()),
+            ("To".to_owned(), self.to_user.clone()),
+            ("Direction".to_owned(), "inbound".to_owned()),
+            ("CallStatus".to_owned(), status.to_owned()),
+            ("SIPSourceIP".to_owned(), self.source_ip.clone()),
+        ];
+        if self.auth_type != AuthType::None {
+            p.push(("SIPAuthType".to_owned(), self.auth_type.as_str().to_owned()));
+        }
+        if let Some(u) = &self.auth_user {
+            p.push(("SIPAuthUser".to_owned(), u.clone()));
+        }
+        p
+    }
+
+    fn method(m: &str) -> Method {
+        if m.eq_ignore_ascii_case("GET") {
+            Method::Get
+        } else {
+            Method::Post
+        }
+    }
+
+    /// Fetches the answer_url and follows the XML until the call ends.
+    pub async fn run(&self, calls: &Calls) -> Ending {
+        let cb = Callback {
+            url: &self.app.answer_url,
+            method: Self::method(&self.app.answer_method),
+            params: self.params("ringing"),
+            auth_token: &self.auth_token,
+        };
+        let body = match calls.client.fetch(&cb).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(call = %self.call_uuid, error = %e, "answer_url failed");
+                return Ending {
+                    code: 480,
+                    reason: "Answer URL Unreachable",
+                    status: "failed",
+                    cause: cause::ANSWER_URL_FAILED,
+                };
+            }
+        };
+        let actions = match sipauth_callback::parse_response_xml(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(call = %self.call_uuid, error = %e, "answer_url returned invalid XML");
+                return Ending {
+                    code: 480,
+                    reason: "Invalid Answer XML",
+                    status: "failed",
+                    cause: cause::INVALID_XML,
+                };
+            }
+        };
+        for action in actions {
+            match action {
+                Action::Hangup { reason } => {
+                    return match reason.as_deref() {
+                        Some("busy") => Ending {
+                            code: 486,
+                            reason: "Busy Here",
+                            status: "busy",
+                            cause: cause::BUSY,
+                        },
+                        Some("rejected") => Ending {
+                            code: 603,
+                            reason: "Decline",
+                            status: "failed",
+                            cause: cause::REJECTED,
+                        },
+                        _ => Ending {
+                            code: 480,
+                            reason: "Temporarily Unavailable",
+                            status: "completed",
+                            cause: cause::NORMAL,
+                        },
+                    };
+                }
+                Action::Wait { length_secs } => {
+                    tokio::time::sleep(Duration::from_secs(u64::from(length_secs.min(3600)))).await;
+                }
+                Action::Speak { .. } => {}
+                Action::Dial(_) => {
+                    return Ending {
+                        code: 480,
+                        reason: "Temporarily Unavailable",
+                        status: "failed",
+                        cause: cause::DIAL_UNAVAILABLE,
+                    };
+                }
+            }
+        }
+        Ending {
+            code: 480,
+            reason: "Temporarily Unavailable",
+            status: "completed",
+            cause: cause::END_OF_XML,
+        }
+    }
+
+    /// The record of this call once it ended.
+    pub fn record(&self, created_at: i64, end: &Ending) -> CallRecord {
+        CallRecord {
+            call_uuid: self.call_uuid.clone(),
+            account: self.app.account.clone(),
+            direction: "inbound".to_owned(),
+            from_number: self.from_user.clone(),
+            to_number: self.to_user.clone(),
+            answer_url: Some(self.app.answer_url.clone()),
+            call_status: end.status.to_owned(),
+            hangup_cause_name: Some(end.cause.0.to_owned()),
+            hangup_cause_code: Some(end.cause.1),
+            sip_auth_type: Some(self.auth_type.as_str().to_owned()),
+            source_ip: Some(self.source_ip.clone()),
+            created_at,
+            ended_at: Some(now()),
+        }
+    }
+
+    /// Tells the hangup_url how the call ended (signed); failures are logged.
+    pub async fn hangup(&self, calls: &Calls, end: &Ending) {
+        let Some(url) = self.app.hangup_url.as_deref().filter(|u| !u.is_empty()) else {
+            return;
+        };
+        let mut params = self.params(end.status);
+        params.push(("HangupCauseName".to_owned(), end.cause.0.to_owned()));
+        params.push(("HangupCauseCode".to_owned(), end.cause.1.to_string()));
+        let cb = Callback {
+            url,
+            method: Self::method(&self.app.hangup_method),
+            params,
+            auth_token: &self.auth_token,
+        };
+        if let Err(e) = calls.client.notify(&cb).await {
+            tracing::info!(call = %self.call_uuid, error = %e, "hangup_url failed");
+        }
+    }
+}
+
+/// A record of a call the edge refused before any callback.
+pub fn denied(
+    app: &Application,
+    from: &str,
+    to: &str,
+    src: &str,
+    status: &str,
+    c: (&str, i64),
+) -> CallRecord {
+    let t = now();
+    CallRecord {
+        call_uuid: uuid::Uuid::new_v4().to_string(),
+        account: app.account.clone(),
+        direction: "inbound".to_owned(),
+        from_number: from.to_owned(),
+        to_number: to.to_owned(),
+        answer_url: Some(app.answer_url.clone()),
+        call_status: status.to_owned(),
+        hangup_cause_name: Some(c.0.to_owned()),
+        hangup_cause_code: Some(c.1),
+        sip_auth_type: Some(app.sip_auth_type.as_str().to_owned()),
+        source_ip: Some(src.to_owned()),
+        created_at: t,
+        ended_at: Some(t),
+    }
+}
+
+pub type SharedCalls = Arc<Calls>;
