@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Part of the pin path (`<pin_dir>/v<LAYOUT_VERSION>/`).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Source addresses, IPv4 and IPv6 alike, as 16 bytes in network order.
 /// IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so one map and one key
@@ -43,10 +43,16 @@ pub mod lockout {
     const _: () = assert!(core::mem::size_of::<Value>() == 8);
 }
 
-/// Settings the agent writes at start-up: one entry, index 0.
+/// Settings the agent writes at start-up and rewrites when the lockout
+/// policy changes or an ACL generation is flipped: one entry, index 0.
 pub mod config {
     pub const NAME: &str = "SIPAUTH_CONFIG";
     pub const MAX_PORTS: usize = 8;
+
+    /// Failures within the window that lock a source out.
+    pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 10;
+    pub const DEFAULT_FAILURE_WINDOW_SECS: u32 = 60;
+    pub const DEFAULT_LOCKOUT_SECS: u64 = 60;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,10 +62,19 @@ pub mod config {
         /// Packets per second from denied sources that may still reach
         /// user space (all sources together). 0 drops them all.
         pub budget_per_sec: u32,
-        /// Keeps the layout explicit; always 0.
-        pub pad: u32,
+        /// The live generation (0 or 1) of `SIPAUTH_APPS` and the ACL
+        /// tries: the program reads it once per packet and looks up only
+        /// entries of that generation. See [`super::apps`].
+        pub generation: u32,
+        /// Failures within [`Self::failure_window_secs`] that lock a source
+        /// out; 0 counts failures but never locks.
+        pub lockout_threshold: u32,
+        /// Length of a failure-counting window, in seconds.
+        pub failure_window_secs: u32,
+        /// How long a lockout lasts, in nanoseconds.
+        pub lockout_ns: u64,
     }
-    const _: () = assert!(core::mem::size_of::<Config>() == 24);
+    const _: () = assert!(core::mem::size_of::<Config>() == 40);
 
     impl Config {
         #[must_use]
@@ -98,6 +113,298 @@ pub mod budget {
     }
 }
 
+/// FNV-1a, 64 bits: the hash of a Request-URI user part. The program hashes
+/// the bytes as it walks them; the agent hashes application ids with
+/// [`fnv::hash`] and gets the same value.
+pub mod fnv {
+    pub const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    pub const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// Folds one byte into the hash.
+    #[must_use]
+    #[inline]
+    pub const fn step(hash: u64, byte: u8) -> u64 {
+        (hash ^ byte as u64).wrapping_mul(PRIME)
+    }
+
+    #[must_use]
+    pub const fn hash(bytes: &[u8]) -> u64 {
+        let mut h = OFFSET_BASIS;
+        let mut i = 0;
+        while i < bytes.len() {
+            h = step(h, bytes[i]);
+            i += 1;
+        }
+        h
+    }
+}
+
+/// Applications whose `sip_auth_type` uses an IP ACL, by the hash of their
+/// id (the Request-URI user part, `sip:{app_id}@{domain}`).
+///
+/// Generations: the application map and both ACL tries hold two
+/// generations side by side. An entry of `SIPAUTH_APPS` carries its
+/// generation in the key, and an ACL id carries it in its top bit
+/// ([`super::acl::GENERATION_BIT`]), so the ACL entries an application
+/// points at belong to the same generation. The agent writes a whole new
+/// generation, flips [`super::config::Config::generation`], then deletes
+/// the old one: a packet sees either the old set or the new one.
+pub mod apps {
+    pub const NAME: &str = "SIPAUTH_APPS";
+    /// Both generations together.
+    pub const MAX_ENTRIES: u32 = 65_536;
+    /// Longest user part the program hashes.
+    pub const MAX_USER_LEN: usize = 64;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Key {
+        /// [`super::fnv::hash`] of the application id.
+        pub hash: u64,
+        /// 0 or 1.
+        pub generation: u32,
+        /// Always 0.
+        pub pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<Key>() == 16);
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Value {
+        /// The ACL in `SIPAUTH_ACL_V4`/`SIPAUTH_ACL_V6`, generation bit
+        /// included.
+        pub acl_id: u32,
+        /// Reserved; always 0.
+        pub flags: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<Value>() == 8);
+
+    /// Bytes that end the user part of a Request-URI for the program.
+    #[must_use]
+    #[inline]
+    pub const fn ends_user(b: u8) -> bool {
+        matches!(b, b'@' | b';' | b'>' | b':' | b' ')
+    }
+
+    /// The map hash of an application id, or `None` when the program could
+    /// never produce it (empty, longer than [`MAX_USER_LEN`], or holding a
+    /// byte that ends the user part).
+    #[must_use]
+    pub const fn hash_of(app_id: &[u8]) -> Option<u64> {
+        if app_id.is_empty() || app_id.len() > MAX_USER_LEN {
+            return None;
+        }
+        let mut i = 0;
+        while i < app_id.len() {
+            if ends_user(app_id[i]) {
+                return None;
+            }
+            i += 1;
+        }
+        Some(super::fnv::hash(app_id))
+    }
+}
+
+/// IP ACLs as two LPM tries keyed by (ACL id, address): IPv4 entries (and
+/// IPv4-mapped sources) in `SIPAUTH_ACL_V4`, IPv6 in `SIPAUTH_ACL_V6`. The
+/// ACL id comes first, big-endian, and is matched in full (prefix length
+/// 32 + CIDR), so a lookup with prefix 32 + 32 (or 32 + 128) finds the
+/// longest entry of that ACL only. Values are unused (always 1).
+pub mod acl {
+    pub const V4_NAME: &str = "SIPAUTH_ACL_V4";
+    pub const V6_NAME: &str = "SIPAUTH_ACL_V6";
+    /// Entries per trie, both generations together.
+    pub const MAX_ENTRIES: u32 = 262_144;
+    /// The top bit of an ACL id is its generation; the agent assigns ids
+    /// below it.
+    pub const GENERATION_BIT: u32 = 1 << 31;
+
+    pub type V4Key = [u8; 8];
+    pub type V6Key = [u8; 20];
+    pub type Value = u32;
+
+    /// `id` (below [`GENERATION_BIT`]) as written in generation `generation`.
+    #[must_use]
+    pub const fn wire_id(id: u32, generation: u32) -> u32 {
+        (id & !GENERATION_BIT)
+            | if generation & 1 == 1 {
+                GENERATION_BIT
+            } else {
+                0
+            }
+    }
+
+    #[must_use]
+    pub const fn generation_of(wire_id: u32) -> u32 {
+        wire_id >> 31
+    }
+
+    #[must_use]
+    #[inline]
+    pub const fn v4_key(wire_id: u32, octets: [u8; 4]) -> V4Key {
+        let id = wire_id.to_be_bytes();
+        [
+            id[0], id[1], id[2], id[3], octets[0], octets[1], octets[2], octets[3],
+        ]
+    }
+
+    #[must_use]
+    #[inline]
+    pub const fn v6_key(wire_id: u32, octets: [u8; 16]) -> V6Key {
+        let mut k = [0u8; 20];
+        let id = wire_id.to_be_bytes();
+        let mut i = 0;
+        while i < 4 {
+            k[i] = id[i];
+            i += 1;
+        }
+        while i < 20 {
+            k[i] = octets[i - 4];
+            i += 1;
+        }
+        k
+    }
+
+    /// The ACL id of a trie key.
+    #[must_use]
+    pub const fn id_of(key: &[u8]) -> u32 {
+        u32::from_be_bytes([key[0], key[1], key[2], key[3]])
+    }
+}
+
+/// Failures per source: one `u64` word, the start of the counting window in
+/// seconds of `CLOCK_MONOTONIC` (high 32 bits) and the failures counted in
+/// it (low 32 bits). The program updates it by compare-exchange with
+/// [`failures::record`]; the agent never writes it directly but runs the
+/// `sipauth_record` program (see [`record`]), so both go through the same
+/// atomic update.
+pub mod failures {
+    pub const NAME: &str = "SIPAUTH_FAILURES";
+    /// LRU, like the lockout map.
+    pub const MAX_ENTRIES: u32 = 65_536;
+
+    pub type Key = super::addr::Key;
+
+    /// What a word becomes with one more failure.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Recorded {
+        pub word: u64,
+        /// This failure reached the threshold: the source is to be locked
+        /// out, and counting starts afresh (the word's count is 0).
+        pub locks: bool,
+    }
+
+    #[must_use]
+    pub const fn pack(window_start: u32, count: u32) -> u64 {
+        ((window_start as u64) << 32) | count as u64
+    }
+
+    /// `(window start, count)`.
+    #[must_use]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the word packs two u32 halves"
+    )]
+    pub const fn unpack(word: u64) -> (u32, u32) {
+        ((word >> 32) as u32, word as u32)
+    }
+
+    /// One more failure at `now_sec`. A window opens with the first
+    /// failure after the previous one closed (`window_secs` later) or after
+    /// a lockout; the failure that brings the count to `threshold` locks
+    /// (never when `threshold` is 0).
+    #[must_use]
+    pub const fn record(word: u64, now_sec: u32, window_secs: u32, threshold: u32) -> Recorded {
+        let (start, count) = unpack(word);
+        let open = count != 0 && now_sec.wrapping_sub(start) < window_secs;
+        let (start, count) = if open {
+            (start, count.saturating_add(1))
+        } else {
+            (now_sec, 1)
+        };
+        if threshold != 0 && count >= threshold {
+            Recorded {
+                word: pack(now_sec, 0),
+                locks: true,
+            }
+        } else {
+            Recorded {
+                word: pack(start, count),
+                locks: false,
+            }
+        }
+    }
+
+    /// Failures that count at `now_sec` (0 once the window has closed).
+    #[must_use]
+    pub const fn current(word: u64, now_sec: u32, window_secs: u32) -> u32 {
+        let (start, count) = unpack(word);
+        if now_sec.wrapping_sub(start) < window_secs {
+            count
+        } else {
+            0
+        }
+    }
+}
+
+/// The frame the agent hands to the `sipauth_record` program through
+/// `BPF_PROG_TEST_RUN` to count one failure in the kernel. The program is
+/// never attached; it reads the source address, performs the same update
+/// as the packet path and writes the outcome back into the frame, which
+/// the kernel returns as the test run's output data.
+///
+/// ```text
+/// 0..14   Ethernet header, ethertype ETHERTYPE (other bytes 0)
+/// 14..30  source address (addr::Key)
+/// 30      out: Outcome
+/// 31..38  0
+/// 38..46  out: lockout end (until_ns, little-endian) with Outcome::Locked
+///         or Outcome::AlreadyLocked, else 0
+/// 46..54  out: the failure word after the update (little-endian), or 0
+/// ```
+pub mod record {
+    /// IEEE 802 "local experimental" ethertype 1.
+    pub const ETHERTYPE: u16 = 0x88b5;
+    pub const ADDR_OFF: usize = 14;
+    pub const OUTCOME_OFF: usize = 30;
+    pub const UNTIL_OFF: usize = 38;
+    pub const WORD_OFF: usize = 46;
+    pub const FRAME_LEN: usize = 54;
+
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Outcome {
+        /// The frame was not understood, or the maps are missing.
+        Invalid = 0,
+        /// Counted.
+        Counted = 1,
+        /// Counted, and this failure locked the source out.
+        Locked = 2,
+        /// The source is locked out already: not counted, and the lockout
+        /// is not extended.
+        AlreadyLocked = 3,
+        /// The word kept changing under the compare-exchange (more than
+        /// `CXCHG_TRIES` concurrent updates of one source).
+        Contended = 4,
+    }
+
+    /// Compare-exchange attempts on a failure word.
+    pub const CXCHG_TRIES: usize = 16;
+
+    impl Outcome {
+        #[must_use]
+        pub const fn from_u8(b: u8) -> Self {
+            match b {
+                1 => Self::Counted,
+                2 => Self::Locked,
+                3 => Self::AlreadyLocked,
+                4 => Self::Contended,
+                _ => Self::Invalid,
+            }
+        }
+    }
+}
+
 /// Per-CPU packet counters, one slot per [`stats::Reason`].
 pub mod stats {
     pub const NAME: &str = "SIPAUTH_STATS";
@@ -119,17 +426,24 @@ pub mod stats {
         LockedBudget = 4,
         /// From a locked-out source, dropped.
         LockedDrop = 5,
+        /// A UDP INVITE to an application with an IP ACL, from outside the
+        /// ACL, passed within the budget (user space judges and counts it).
+        AclDeniedBudget = 6,
+        /// The same, dropped and counted as a failure of the source.
+        AclDenied = 7,
     }
 
-    pub const REASONS: [Reason; 6] = [
+    pub const REASONS: [Reason; 8] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Malformed,
         Reason::Allowed,
         Reason::LockedBudget,
         Reason::LockedDrop,
+        Reason::AclDeniedBudget,
+        Reason::AclDenied,
     ];
-    #[expect(clippy::cast_possible_truncation, reason = "six reasons")]
+    #[expect(clippy::cast_possible_truncation, reason = "eight reasons")]
     pub const MAX_ENTRIES: u32 = REASONS.len() as u32;
 
     impl Reason {
@@ -142,13 +456,15 @@ pub mod stats {
                 Reason::Allowed => "allowed",
                 Reason::LockedBudget => "locked_out_budget",
                 Reason::LockedDrop => "locked_out",
+                Reason::AclDeniedBudget => "acl_denied_budget",
+                Reason::AclDenied => "acl_denied",
             }
         }
 
         /// Whether the program drops packets given this reason.
         #[must_use]
         pub const fn drops(self) -> bool {
-            matches!(self, Reason::LockedDrop)
+            matches!(self, Reason::LockedDrop | Reason::AclDenied)
         }
 
         #[must_use]
@@ -164,6 +480,10 @@ mod pod {
     unsafe impl aya::Pod for super::lockout::Value {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::config::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::apps::Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::apps::Value {}
 }
 
 #[cfg(test)]
@@ -193,6 +513,70 @@ mod tests {
                 .to_ipv6_mapped()
                 .octets()
         );
+    }
+
+    #[test]
+    fn fnv_matches_reference_values() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(fnv::hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv::hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv::hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn app_hash_only_for_ids_the_program_can_see() {
+        assert_eq!(apps::hash_of(b"12345"), Some(fnv::hash(b"12345")));
+        assert_eq!(apps::hash_of(b""), None);
+        assert_eq!(apps::hash_of(b"a@b"), None);
+        assert_eq!(apps::hash_of(b"a b"), None);
+        assert!(apps::hash_of(&[b'x'; 64]).is_some());
+        assert_eq!(apps::hash_of(&[b'x'; 65]), None);
+    }
+
+    #[test]
+    fn acl_keys_and_generations() {
+        let id = acl::wire_id(7, 1);
+        assert_eq!(id, 0x8000_0007);
+        assert_eq!(acl::generation_of(id), 1);
+        assert_eq!(acl::generation_of(acl::wire_id(7, 0)), 0);
+        assert_eq!(
+            acl::v4_key(id, [198, 51, 100, 5]),
+            [0x80, 0, 0, 7, 198, 51, 100, 5]
+        );
+        let k = acl::v6_key(3, [0x20; 16]);
+        assert_eq!(k[..4], [0, 0, 0, 3]);
+        assert_eq!(k[4..], [0x20; 16]);
+        assert_eq!(acl::id_of(&k), 3);
+    }
+
+    #[test]
+    fn failures_count_within_the_window_and_lock_at_the_threshold() {
+        let mut w = 0;
+        for i in 1..10 {
+            let r = failures::record(w, 100 + i, 60, 10);
+            assert!(!r.locks);
+            assert_eq!(failures::unpack(r.word), (101, i));
+            w = r.word;
+        }
+        let r = failures::record(w, 120, 60, 10);
+        assert!(r.locks);
+        assert_eq!(failures::unpack(r.word), (120, 0));
+        // After a lockout counting starts again.
+        let r = failures::record(r.word, 121, 60, 10);
+        assert_eq!(failures::unpack(r.word), (121, 1));
+    }
+
+    #[test]
+    fn failures_window_closes() {
+        let w = failures::pack(100, 9);
+        assert_eq!(failures::current(w, 159, 60), 9);
+        assert_eq!(failures::current(w, 160, 60), 0);
+        let r = failures::record(w, 160, 60, 10);
+        assert!(!r.locks);
+        assert_eq!(failures::unpack(r.word), (160, 1));
+        // Threshold 0 never locks; threshold 1 locks on the first failure.
+        assert!(!failures::record(w, 110, 60, 0).locks);
+        assert!(failures::record(0, 5, 60, 1).locks);
     }
 
     #[test]

@@ -4,8 +4,23 @@
 //! IPv4 and IPv6, with or without one 802.1Q/802.1ad tag. A packet from a
 //! locked-out source is dropped unless the global budget of the current
 //! second still has room, in which case it goes up so that user space can
-//! answer 403. Everything else passes: user space decides, and re-checks what
-//! was let through.
+//! answer 403.
+//!
+//! A UDP INVITE whose Request-URI user part names an application with an IP
+//! ACL (`SIPAUTH_APPS`), from a source outside that ACL (`SIPAUTH_ACL_V4`,
+//! `SIPAUTH_ACL_V6`), is a denial. Within the same budget it goes up, and
+//! user space answers it and counts the failure. Beyond the budget it is
+//! dropped and counted here, in `SIPAUTH_FAILURES`: the failure that reaches
+//! the threshold within the window writes a lockout. Each denial is thus
+//! counted once, by whoever saw it last.
+//!
+//! Everything else passes: user space decides, and re-checks what was let
+//! through.
+//!
+//! A second program, `sipauth_record`, is never attached: the agent runs it
+//! through `BPF_PROG_TEST_RUN` to count a failure it judged itself (see
+//! `sipauth_common::record`). It goes through [`record_failure`], the very
+//! code the packet path uses, so the two never lose each other's updates.
 //!
 //! Fallback verdict: when the program cannot read what it needs (a header
 //! shorter than it claims, a map that is missing), it returns `XDP_PASS` and
@@ -17,18 +32,22 @@
 #![expect(internal_features, reason = "atomic compare-exchange on a map value")]
 
 mod parse;
+mod sip;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::{
+        BPF_NOEXIST,
+        xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
+    },
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use sipauth_common::{budget, config, lockout, stats};
+use sipauth_common::{acl, addr, apps, budget, config, failures, lockout, record, stats};
 
-use crate::parse::{Malformed, Packet};
+use crate::parse::{Flow, Malformed, Packet};
 
 #[map(name = "SIPAUTH_LOCKOUT")]
 static LOCKOUT: LruHashMap<lockout::Key, lockout::Value> =
@@ -42,6 +61,18 @@ static BUDGET: Array<u64> = Array::pinned(1, 0);
 
 #[map(name = "SIPAUTH_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::MAX_ENTRIES, 0);
+
+#[map(name = "SIPAUTH_APPS")]
+static APPS: HashMap<apps::Key, apps::Value> = HashMap::pinned(apps::MAX_ENTRIES, 0);
+
+#[map(name = "SIPAUTH_ACL_V4")]
+static ACL_V4: LpmTrie<acl::V4Key, acl::Value> = LpmTrie::pinned(acl::MAX_ENTRIES, 0);
+
+#[map(name = "SIPAUTH_ACL_V6")]
+static ACL_V6: LpmTrie<acl::V6Key, acl::Value> = LpmTrie::pinned(acl::MAX_ENTRIES, 0);
+
+#[map(name = "SIPAUTH_FAILURES")]
+static FAILURES: LruHashMap<failures::Key, u64> = LruHashMap::pinned(failures::MAX_ENTRIES, 0);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -72,21 +103,202 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
         return Ok(stats::Reason::NotSip);
     }
 
-    // SAFETY: the value is only read, and a concurrent update of a 64-bit
-    // aligned field by user space is a single store.
-    let Some(entry) = (unsafe { LOCKOUT.get(&pkt.src) }) else {
+    if let Some(until) = locked_until(&pkt.src) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        if until > now {
+            return Ok(if take_budget(now, cfg.budget_per_sec) {
+                stats::Reason::LockedBudget
+            } else {
+                debug!(ctx, "drop: locked out, port {}", pkt.dst_port);
+                stats::Reason::LockedDrop
+            });
+        }
+    }
+
+    if !acl_denies(ctx, cfg, &pkt) {
         return Ok(stats::Reason::Allowed);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if take_budget(now, cfg.budget_per_sec) {
+        // User space re-checks the ACL, answers 403 and counts the failure.
+        return Ok(stats::Reason::AclDeniedBudget);
+    }
+    if let record::Outcome::Locked = record_failure(&pkt.src, now, cfg).outcome {
+        debug!(ctx, "lockout: ACL denials, port {}", pkt.dst_port);
+    }
+    Ok(stats::Reason::AclDenied)
+}
+
+/// When the source's lockout ends, if it has an entry.
+#[inline(always)]
+fn locked_until(src: &addr::Key) -> Option<u64> {
+    // SAFETY: the value is only read, and a concurrent update of a 64-bit
+    // aligned field is a single store.
+    unsafe { LOCKOUT.get(src) }.map(|v| v.until_ns)
+}
+
+/// Whether this is a UDP INVITE to an application with an IP ACL from a
+/// source outside the ACL.
+#[inline(always)]
+fn acl_denies(ctx: &XdpContext, cfg: &config::Config, pkt: &Flow) -> bool {
+    if pkt.proto != parse::IPPROTO_UDP {
+        return false;
+    }
+    let Some(hash) = sip::invite_user_hash(ctx, pkt.l4_off + parse::UDP_HLEN) else {
+        return false;
+    };
+    // One read per packet: every lookup below uses the same generation.
+    // SAFETY: `cfg` points into the map value; the agent flips the field
+    // with a single aligned store.
+    let generation = unsafe { core::ptr::read_volatile(&raw const cfg.generation) } & 1;
+    let key = apps::Key {
+        hash,
+        generation,
+        pad: 0,
+    };
+    // SAFETY: read only; the agent replaces entries, it never edits them.
+    let Some(app) = (unsafe { APPS.get(&key) }) else {
+        return false;
+    };
+    let acl_id = app.acl_id;
+    let src = &pkt.src;
+    let matched = if src[..12] == addr::from_v4([0; 4])[..12] {
+        let key = acl::v4_key(acl_id, [src[12], src[13], src[14], src[15]]);
+        ACL_V4.get(LpmKey::new(64, key)).is_some()
+    } else {
+        ACL_V6
+            .get(LpmKey::new(160, acl::v6_key(acl_id, *src)))
+            .is_some()
+    };
+    !matched
+}
+
+/// What [`record_failure`] did.
+struct Recorded {
+    outcome: record::Outcome,
+    /// The lockout end, with [`record::Outcome::Locked`].
+    until_ns: u64,
+    /// The failure word after the update.
+    word: u64,
+}
+
+impl Recorded {
+    #[inline(always)]
+    const fn failed(outcome: record::Outcome) -> Self {
+        Self {
+            outcome,
+            until_ns: 0,
+            word: 0,
+        }
+    }
+}
+
+/// Counts one failure of `src` at `now_ns` in `SIPAUTH_FAILURES`, and
+/// writes a lockout when it reaches the threshold.
+///
+/// The caller has checked that the source is not locked out (the packet
+/// path handles locked-out sources first; `sipauth_record` checks).
+#[inline(always)]
+fn record_failure(src: &addr::Key, now_ns: u64, cfg: &config::Config) -> Recorded {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "seconds of uptime fit in 32 bits"
+    )]
+    let now_sec = (now_ns / NS_PER_SEC) as u32;
+    let word = match FAILURES.get_ptr_mut(src) {
+        Some(w) => w,
+        None => {
+            // Either this insert or a concurrent one creates the entry; both
+            // then go through the compare-exchange below.
+            let _ = FAILURES.insert(src, &0, u64::from(BPF_NOEXIST));
+            match FAILURES.get_ptr_mut(src) {
+                Some(w) => w,
+                None => return Recorded::failed(record::Outcome::Invalid),
+            }
+        }
+    };
+    for _ in 0..record::CXCHG_TRIES {
+        // SAFETY: `word` points into the map value, valid for the program's
+        // run; atomic loads do not compile for BPF, a volatile load does.
+        let old = unsafe { core::ptr::read_volatile(word) };
+        let next = failures::record(old, now_sec, cfg.failure_window_secs, cfg.lockout_threshold);
+        // SAFETY: as above; compare-exchange needs BPF CPU v3.
+        let (_, swapped) = unsafe {
+            core::intrinsics::atomic_cxchg::<
+                u64,
+                { core::intrinsics::AtomicOrdering::SeqCst },
+                { core::intrinsics::AtomicOrdering::SeqCst },
+            >(word, old, next.word)
+        };
+        if !swapped {
+            continue;
+        }
+        if !next.locks {
+            return Recorded {
+                outcome: record::Outcome::Counted,
+                until_ns: 0,
+                word: next.word,
+            };
+        }
+        // Only the update that reached the threshold gets here.
+        let until_ns = now_ns.saturating_add(cfg.lockout_ns);
+        let _ = LOCKOUT.insert(src, &lockout::Value { until_ns }, 0);
+        return Recorded {
+            outcome: record::Outcome::Locked,
+            until_ns,
+            word: next.word,
+        };
+    }
+    Recorded::failed(record::Outcome::Contended)
+}
+
+/// Counts a failure judged by user space; see `sipauth_common::record` for
+/// the frame. Never attached.
+#[xdp]
+pub fn sipauth_record(ctx: XdpContext) -> u32 {
+    if try_record(&ctx).is_ok() {
+        XDP_PASS
+    } else {
+        XDP_ABORTED
+    }
+}
+
+fn try_record(ctx: &XdpContext) -> Result<(), Malformed> {
+    let start = ctx.data();
+    if start + record::FRAME_LEN > ctx.data_end() {
+        return Err(Malformed);
+    }
+    let ethertype: [u8; 2] = parse::read(ctx, 12)?;
+    if u16::from_be_bytes(ethertype) != record::ETHERTYPE {
+        return Err(Malformed);
+    }
+    let src: addr::Key = parse::read(ctx, record::ADDR_OFF)?;
+    let Some(cfg) = CONFIG.get(0) else {
+        return Err(Malformed);
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    if entry.until_ns <= now {
-        return Ok(stats::Reason::Allowed);
+    let done = match locked_until(&src) {
+        Some(until_ns) if until_ns > now => Recorded {
+            outcome: record::Outcome::AlreadyLocked,
+            until_ns,
+            word: 0,
+        },
+        _ => record_failure(&src, now, cfg),
+    };
+    // SAFETY: FRAME_LEN bytes were checked above; unaligned byte stores.
+    unsafe {
+        let out = start as *mut u8;
+        *out.add(record::OUTCOME_OFF) = done.outcome as u8;
+        core::ptr::write_unaligned(
+            out.add(record::UNTIL_OFF).cast::<[u8; 8]>(),
+            done.until_ns.to_le_bytes(),
+        );
+        core::ptr::write_unaligned(
+            out.add(record::WORD_OFF).cast::<[u8; 8]>(),
+            done.word.to_le_bytes(),
+        );
     }
-    if take_budget(now, cfg.budget_per_sec) {
-        Ok(stats::Reason::LockedBudget)
-    } else {
-        debug!(ctx, "drop: locked out, port {}", pkt.dst_port);
-        Ok(stats::Reason::LockedDrop)
-    }
+    Ok(())
 }
 
 /// Takes one packet from the budget of the current second.

@@ -19,6 +19,11 @@ pub enum Packet {
 pub struct Flow {
     pub src: addr::Key,
     pub dst_port: u16,
+    /// The transport protocol when `dst_port` is set, else 0.
+    pub proto: u8,
+    /// Offset of the transport header in the frame (meaningful with
+    /// `dst_port` set).
+    pub l4_off: usize,
 }
 
 const ETH_HLEN: usize = 14;
@@ -29,7 +34,8 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
 const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_UDP: u8 = 17;
+pub const UDP_HLEN: usize = 8;
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
@@ -39,7 +45,7 @@ const IPV6_MAX_EXT: usize = 4;
 
 /// Pointer to `T` at `offset`, if the packet holds all of it.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -49,7 +55,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
+pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
     // SAFETY: ptr_at checked the bounds; unaligned read of plain bytes.
     Ok(unsafe { core::ptr::read_unaligned(ptr_at::<T>(ctx, offset)?) })
 }
@@ -85,12 +91,10 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Result<Flow, Malformed> {
     let proto: u8 = read(ctx, off + 9)?;
     let src = addr::from_v4(read::<[u8; 4]>(ctx, off + 12)?);
     // Only the first fragment carries the ports.
-    let dst_port = if frag & 0x1fff == 0 {
-        l4_dst_port(ctx, proto, off + ihl)?
-    } else {
-        0
-    };
-    Ok(Flow { src, dst_port })
+    if frag & 0x1fff != 0 {
+        return Ok(Flow::portless(src));
+    }
+    transport(ctx, src, proto, off + ihl)
 }
 
 #[inline(always)]
@@ -110,23 +114,37 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Result<Flow, Malformed> {
                 next = hdr[0];
                 l4 += 8;
                 if u16::from_be_bytes([hdr[2], hdr[3]]) & 0xfff8 != 0 {
-                    return Ok(Flow { src, dst_port: 0 });
+                    return Ok(Flow::portless(src));
                 }
             }
             _ => break,
         }
     }
-    Ok(Flow {
-        src,
-        dst_port: l4_dst_port(ctx, next, l4)?,
-    })
+    transport(ctx, src, next, l4)
+}
+
+impl Flow {
+    #[inline(always)]
+    fn portless(src: addr::Key) -> Self {
+        Self {
+            src,
+            dst_port: 0,
+            proto: 0,
+            l4_off: 0,
+        }
+    }
 }
 
 #[inline(always)]
-fn l4_dst_port(ctx: &XdpContext, proto: u8, off: usize) -> Result<u16, Malformed> {
+fn transport(ctx: &XdpContext, src: addr::Key, proto: u8, off: usize) -> Result<Flow, Malformed> {
     match proto {
         // The destination port is at the same place in both.
-        IPPROTO_UDP | IPPROTO_TCP => be16(ctx, off + 2),
-        _ => Ok(0),
+        IPPROTO_UDP | IPPROTO_TCP => Ok(Flow {
+            src,
+            dst_port: be16(ctx, off + 2)?,
+            proto,
+            l4_off: off,
+        }),
+        _ => Ok(Flow::portless(src)),
     }
 }

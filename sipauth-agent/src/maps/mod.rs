@@ -2,26 +2,53 @@
 //! reuses its maps, attaches it, and offers typed access to the maps.
 //!
 //! Maps are pinned under `<pin_dir>/v<LAYOUT_VERSION>/` and reused when the
-//! agent starts again, so a lockout written before a restart is enforced
-//! after it. The program itself is attached by this process and detached
-//! when [`Xdp`] is dropped.
+//! agent starts again, so lockouts, failure counts and the ACLs written
+//! before a restart are enforced after it. The program itself is attached
+//! by this process and detached when [`Xdp`] is dropped.
+//!
+//! Failures judged by user space (credential failures, ACL denials of
+//! packets the program passed) go into the same per-source counter as the
+//! program's own ACL denials. User space cannot update a map value
+//! atomically (a lookup then an update loses the program's increments made
+//! in between), so [`Xdp::record_failure`] runs a second program of the
+//! object, `sipauth_record`, through `BPF_PROG_TEST_RUN` with a frame that
+//! carries the source address: it performs, in the kernel, the very
+//! compare-exchange the packet path performs, and writes a lockout when the
+//! threshold is reached. That program is loaded but never attached.
+//!
+//! Applications with an IP ACL and the ACLs themselves are written from a
+//! snapshot by [`Xdp::sync_snapshot`], in two generations (see [`acl`]).
+
+mod acl;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use aya::programs::{ProgramError, XdpMode};
+use aya::TestRun as _;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::programs::{ProgramError, TestRunOptions, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use sipauth_common::{addr, config as kconfig, lockout, stats};
+use sipauth_common::{
+    acl as kacl, addr, apps, config as kconfig, failures, lockout, record, stats,
+};
 
+pub use self::acl::AclView;
 use crate::config::{self, XdpMode as Mode};
+use crate::snapshot::Snapshot;
 
 /// The XDP object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipauth-xdp"));
 
 /// The program's name in the object (its function name).
 const PROGRAM: &str = "sipauth";
+/// The failure-recording program, run through `BPF_PROG_TEST_RUN` only.
+const RECORD_PROGRAM: &str = "sipauth_record";
+
+const XDP_PASS: u32 = 2;
+/// Runs of `sipauth_record` when the failure word keeps changing under it.
+const RECORD_RUNS: usize = 4;
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
@@ -47,6 +74,10 @@ pub enum XdpError {
         mode: &'static str,
         source: ProgramError,
     },
+    #[error("recording a failure in the kernel: {0}")]
+    Record(&'static str),
+    #[error("ACL ids exhausted")]
+    AclIds,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> XdpError {
@@ -60,11 +91,58 @@ pub struct Attachment {
     pub mode: &'static str,
 }
 
+/// When repeated failures lock a source out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures within the window that lock the source out; 0 never locks.
+    pub threshold: u32,
+    pub window_secs: u32,
+    /// How long the lockout lasts.
+    pub duration_secs: u64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: kconfig::DEFAULT_LOCKOUT_THRESHOLD,
+            window_secs: kconfig::DEFAULT_FAILURE_WINDOW_SECS,
+            duration_secs: kconfig::DEFAULT_LOCKOUT_SECS,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    fn apply(self, c: &mut kconfig::Config) {
+        c.lockout_threshold = self.threshold;
+        c.failure_window_secs = self.window_secs;
+        c.lockout_ns = self.duration_secs.saturating_mul(NS_PER_SEC);
+    }
+}
+
+/// The settings map and the value last written to it.
+struct Settings {
+    map: Array<MapData, kconfig::Config>,
+    value: kconfig::Config,
+}
+
+impl Settings {
+    fn update(&mut self, f: impl FnOnce(&mut kconfig::Config)) -> Result<(), XdpError> {
+        let mut value = self.value;
+        f(&mut value);
+        self.map.set(0, value, 0).map_err(map_err(kconfig::NAME))?;
+        self.value = value;
+        Ok(())
+    }
+}
+
 /// The loaded program and its maps.
 pub struct Xdp {
     /// Owns the program and its links: dropping it detaches.
     ebpf: Ebpf,
+    settings: Mutex<Settings>,
     lockout: Mutex<HashMap<MapData, lockout::Key, lockout::Value>>,
+    failures: HashMap<MapData, failures::Key, u64>,
+    acl: Mutex<acl::AclMaps>,
     stats: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
 }
@@ -74,10 +152,17 @@ pub struct Xdp {
 impl Xdp {
     /// Loads the program with its maps pinned under `pin_dir` (reusing pins
     /// that exist), writes the settings map and attaches to every interface.
+    /// The lockout policy is the default one until
+    /// [`Xdp::set_lockout_policy`] changes it.
     pub fn start(cfg: &config::Xdp, sip_ports: &[u16]) -> Result<Self, XdpError> {
         let dir = pin_dir(&cfg.pin_dir);
         prepare_pin_dir(&dir)?;
-        let mut xdp = Self::load(&dir, cfg.budget_per_sec, sip_ports)?;
+        let mut xdp = Self::load(
+            &dir,
+            cfg.budget_per_sec,
+            sip_ports,
+            LockoutPolicy::default(),
+        )?;
         let interfaces = if cfg.interfaces.is_empty() {
             vec![default_interface()]
         } else {
@@ -91,49 +176,102 @@ impl Xdp {
         Ok(xdp)
     }
 
-    /// Loads the program with its maps pinned in `dir` (which must exist),
-    /// without attaching it. `BPF_PROG_TEST_RUN` tests use this directly.
-    pub fn load(dir: &Path, budget_per_sec: u32, sip_ports: &[u16]) -> Result<Self, XdpError> {
+    /// Loads the programs with their maps pinned in `dir` (which must
+    /// exist), without attaching. `BPF_PROG_TEST_RUN` tests use this
+    /// directly.
+    ///
+    /// The ACL generation of pinned maps is kept: until the first
+    /// [`Xdp::sync_snapshot`], the applications and ACLs written by the
+    /// previous agent stay enforced.
+    pub fn load(
+        dir: &Path,
+        budget_per_sec: u32,
+        sip_ports: &[u16],
+        policy: LockoutPolicy,
+    ) -> Result<Self, XdpError> {
         let level = log_level();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
             .override_global(aya_log::LEVEL, &level, false)
             .load(OBJECT)?;
-        let program: &mut aya::programs::Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(XdpError::Missing {
-                what: "program",
-                name: PROGRAM,
-            })?
-            .try_into()?;
-        program.load()?;
+        for name in [PROGRAM, RECORD_PROGRAM] {
+            let program: &mut aya::programs::Xdp = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::Missing {
+                    what: "program",
+                    name,
+                })?
+                .try_into()?;
+            program.load()?;
+        }
         // After the load: the kernel now holds the log map, whatever
         // becomes of the reader.
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_reader) {
             tracing::debug!(error = %e, "XDP program log not available");
         }
 
-        let mut settings: Array<MapData, kconfig::Config> =
+        let map: Array<MapData, kconfig::Config> =
             Array::try_from(take(&mut ebpf, kconfig::NAME)?).map_err(map_err(kconfig::NAME))?;
-        let mut value = kconfig::Config {
-            budget_per_sec,
-            ..Default::default()
+        // A fresh map reads as zeros: generation 0.
+        let previous = map.get(&0, 0).map_err(map_err(kconfig::NAME))?;
+        let mut settings = Settings {
+            map,
+            value: kconfig::Config::default(),
         };
-        for (slot, port) in value.sip_ports.iter_mut().zip(sip_ports) {
-            *slot = *port;
-        }
-        settings.set(0, value, 0).map_err(map_err(kconfig::NAME))?;
+        settings.update(|c| {
+            c.budget_per_sec = budget_per_sec;
+            for (slot, port) in c.sip_ports.iter_mut().zip(sip_ports) {
+                *slot = *port;
+            }
+            c.generation = previous.generation & 1;
+            policy.apply(c);
+        })?;
 
         let lockout =
             HashMap::try_from(take(&mut ebpf, lockout::NAME)?).map_err(map_err(lockout::NAME))?;
+        let failures =
+            HashMap::try_from(take(&mut ebpf, failures::NAME)?).map_err(map_err(failures::NAME))?;
+        let apps = HashMap::try_from(take(&mut ebpf, apps::NAME)?).map_err(map_err(apps::NAME))?;
+        let v4 =
+            LpmTrie::try_from(take(&mut ebpf, kacl::V4_NAME)?).map_err(map_err(kacl::V4_NAME))?;
+        let v6 =
+            LpmTrie::try_from(take(&mut ebpf, kacl::V6_NAME)?).map_err(map_err(kacl::V6_NAME))?;
         let stats =
             PerCpuArray::try_from(take(&mut ebpf, stats::NAME)?).map_err(map_err(stats::NAME))?;
         Ok(Self {
             ebpf,
+            settings: Mutex::new(settings),
             lockout: Mutex::new(lockout),
+            failures,
+            acl: Mutex::new(acl::AclMaps::new(apps, v4, v6)),
             stats,
             attachments: Vec::new(),
         })
+    }
+
+    /// Rewrites the lockout policy the program and [`Xdp::record_failure`]
+    /// apply: `threshold` failures within `window_secs` lock the source out
+    /// for `duration_secs` (0 failures: never).
+    pub fn set_lockout_policy(
+        &self,
+        threshold: u32,
+        window_secs: u32,
+        duration_secs: u64,
+    ) -> Result<(), XdpError> {
+        let policy = LockoutPolicy {
+            threshold,
+            window_secs,
+            duration_secs,
+        };
+        self.settings
+            .lock()
+            .expect("settings lock")
+            .update(|c| policy.apply(c))
+    }
+
+    /// The settings the program currently reads.
+    pub fn settings(&self) -> kconfig::Config {
+        self.settings.lock().expect("settings lock").value
     }
 
     fn attach(&mut self, interface: &str, mode: Mode) -> Result<&'static str, XdpError> {
@@ -170,6 +308,23 @@ impl Xdp {
     pub fn program(&mut self) -> &mut aya::programs::Xdp {
         self.ebpf
             .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Xdp::load")
+    }
+
+    /// The loaded packet program through a shared reference (concurrent
+    /// `BPF_PROG_TEST_RUN`s, program info).
+    pub fn packet_program(&self) -> &aya::programs::Xdp {
+        self.ebpf
+            .program(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Xdp::load")
+    }
+
+    /// The failure-recording program (never attached).
+    pub fn record_program(&self) -> &aya::programs::Xdp {
+        self.ebpf
+            .program(RECORD_PROGRAM)
             .and_then(|p| p.try_into().ok())
             .expect("loaded in Xdp::load")
     }
@@ -212,6 +367,96 @@ impl Xdp {
             .map_err(map_err(lockout::NAME))
     }
 
+    // --- failures ---
+
+    /// Counts one failure of `ip` judged by user space, in the counter the
+    /// program uses for its own ACL denials. When this failure reaches the
+    /// threshold the source is locked out, and the lockout's end
+    /// (`CLOCK_MONOTONIC` ns) is returned. A source locked out already is
+    /// not counted and its lockout is not extended (`Ok(None)`).
+    ///
+    /// The update runs in the kernel (`sipauth_record` through
+    /// `BPF_PROG_TEST_RUN`, see the module documentation), so it never
+    /// loses an increment made concurrently by the program.
+    pub fn record_failure(&self, ip: IpAddr) -> Result<Option<u64>, XdpError> {
+        let program = self.record_program();
+        let mut frame = [0u8; record::FRAME_LEN];
+        frame[12..14].copy_from_slice(&record::ETHERTYPE.to_be_bytes());
+        frame[record::ADDR_OFF..record::ADDR_OFF + 16].copy_from_slice(&key(ip));
+        for _ in 0..RECORD_RUNS {
+            let mut out = [0u8; record::FRAME_LEN];
+            let r = program.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })?;
+            if r.return_value != XDP_PASS {
+                return Err(XdpError::Record("the program rejected the frame"));
+            }
+            let le64 = |off: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&out[off..off + 8]);
+                u64::from_le_bytes(b)
+            };
+            match record::Outcome::from_u8(out[record::OUTCOME_OFF]) {
+                record::Outcome::Counted | record::Outcome::AlreadyLocked => return Ok(None),
+                record::Outcome::Locked => return Ok(Some(le64(record::UNTIL_OFF))),
+                // Nothing was written: running again is safe.
+                record::Outcome::Contended => {}
+                record::Outcome::Invalid => {
+                    return Err(XdpError::Record("the failure map could not be updated"));
+                }
+            }
+        }
+        Err(XdpError::Record("the failure counter kept changing"))
+    }
+
+    /// Failures of `ip` in its open window (0 when none or closed).
+    pub fn failure_count(&self, ip: IpAddr) -> Result<u32, XdpError> {
+        let window = self.settings().failure_window_secs;
+        match self.failures.get(&key(ip), 0) {
+            Ok(word) => Ok(failures::current(word, monotonic_secs(), window)),
+            Err(MapError::KeyNotFound) => Ok(0),
+            Err(e) => Err(map_err(failures::NAME)(e)),
+        }
+    }
+
+    // --- applications and ACLs ---
+
+    /// Loads the applications whose `sip_auth_type` uses an IP ACL, and
+    /// their ACLs, into the program's maps. The new set is written as a
+    /// whole next to the live one and made live by one store; the old one
+    /// is deleted afterwards (see [`acl`]). On error the live set is
+    /// unchanged.
+    ///
+    /// Applications whose id could not be a Request-URI user part (empty,
+    /// over 64 bytes, holding `@ ; > :` or a space), or whose ACL is not in
+    /// the snapshot, are left to user space.
+    pub fn sync_snapshot(&self, snapshot: &Snapshot) -> Result<(), XdpError> {
+        let mut maps = self.acl.lock().expect("ACL maps lock");
+        let live = self.settings().generation & 1;
+        let next = live ^ 1;
+        maps.clear(next)?;
+        maps.write(next, snapshot)?;
+        self.settings
+            .lock()
+            .expect("settings lock")
+            .update(|c| c.generation = next)?;
+        maps.clear(live)
+    }
+
+    /// The application and ACL entries in the maps, both generations.
+    pub fn acl_view(&self) -> Result<AclView, XdpError> {
+        let maps = self.acl.lock().expect("ACL maps lock");
+        maps.view(self.settings().generation)
+    }
+
+    /// The id `uuid` has in the ACL tries (without its generation bit),
+    /// once a sync has written it.
+    pub fn acl_id(&self, uuid: &str) -> Option<u32> {
+        self.acl.lock().expect("ACL maps lock").known_id(uuid)
+    }
+
     // --- statistics ---
 
     /// Packets per [`stats::Reason`], summed over CPUs.
@@ -246,6 +491,12 @@ pub fn key(ip: IpAddr) -> lockout::Key {
 #[must_use]
 pub fn ip_of(key: lockout::Key) -> IpAddr {
     std::net::Ipv6Addr::from(key).to_canonical()
+}
+
+/// Whole seconds of `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+fn monotonic_secs() -> u32 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u32::try_from(ts.tv_sec).unwrap_or(u32::MAX)
 }
 
 /// The versioned pin directory.
