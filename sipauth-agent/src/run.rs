@@ -107,9 +107,16 @@ fn start_edge(cfg: &Config, views: &Arc<Views>, sink: Sink) -> anyhow::Result<Ro
                 "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
             );
         }
-        Some(Arc::new(
-            Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?,
-        ))
+        let xdp = Arc::new(Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?);
+        let p = &cfg.lockout;
+        xdp.set_lockout_policy(
+            p.threshold,
+            u32::try_from(p.window_secs).unwrap_or(u32::MAX),
+            p.duration_secs,
+        )
+        .context("writing the lockout policy to the XDP program")?;
+        tokio::spawn(sync_maps(xdp.clone(), views.subscribe()));
+        Some(xdp)
     };
     let policy = cfg.lockout.policy();
     let lockouts = Arc::new(match &xdp {
@@ -198,5 +205,28 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Writes every snapshot the edge applies into the XDP maps (applications
+/// with an IP ACL, and the ACL entries), so the kernel judges ACL-gated
+/// INVITEs by the same view as user space.
+async fn sync_maps(xdp: Arc<Xdp>, mut view: crate::edge::view::View) {
+    loop {
+        let current = view.borrow_and_update().clone();
+        let started = std::time::Instant::now();
+        match xdp.sync_snapshot(&current.snapshot) {
+            Ok(()) => tracing::debug!(
+                version = current.version(),
+                took_us = started.elapsed().as_micros(),
+                "XDP maps synced"
+            ),
+            Err(e) => {
+                tracing::error!(version = current.version(), error = %e, "syncing the XDP maps failed")
+            }
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -19,6 +19,10 @@ pub struct Options {
     pub budget_per_sec: u32,
     /// XDP interfaces; None: the edge side of every caller link.
     pub interfaces: Option<Vec<String>>,
+    /// Lines added to `[sip]`.
+    pub sip_extra: String,
+    /// `[lockout]` threshold, window and duration in seconds.
+    pub lockout: (u32, u64, u64),
 }
 
 impl Default for Options {
@@ -27,6 +31,9 @@ impl Default for Options {
             xdp_mode: "native",
             budget_per_sec: 10,
             interfaces: None,
+            // sipp answers only the first challenge and only MD5.
+            sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
+            lockout: (10, 60, 60),
         }
     }
 }
@@ -61,7 +68,8 @@ impl<'r> Agent<'r> {
             .map(|d| format!("{d:?}"))
             .collect();
         let config = format!(
-            "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n\
+            "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n{}\
+             [lockout]\nthreshold = {}\nwindow_secs = {}\nduration_secs = {}\n\
              [http]\nlisten = \"{HTTP}\"\n\
              [admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
              [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = \"{}\"\n\
@@ -69,6 +77,10 @@ impl<'r> Agent<'r> {
              [[control.accounts]]\nauth_id = \"{RIG_AUTH_ID}\"\nauth_token = \"{RIG_AUTH_TOKEN}\"\n\
              [edge]\nstate_dir = \"{}\"\n\
              [log]\nfilter = \"info\"\n",
+            opts.sip_extra,
+            opts.lockout.0,
+            opts.lockout.1,
+            opts.lockout.2,
             opts.xdp_mode,
             interfaces.join(", "),
             opts.budget_per_sec,
@@ -148,11 +160,42 @@ impl<'r> Agent<'r> {
             self.http,
             method,
             path,
-            Some(ADMIN_TOKEN),
+            Some(&format!("Bearer {ADMIN_TOKEN}")),
             body,
         )
         .expect("admin request");
         (r.status, r.body)
+    }
+
+    /// `(status, JSON)` of an API request as the rig's account.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = format!("Basic {}", basic(RIG_AUTH_ID, RIG_AUTH_TOKEN));
+        let body = body.map(ToString::to_string);
+        let r = http::request(
+            &self.rig.edge,
+            self.http,
+            method,
+            &format!("/v1/Account/{RIG_AUTH_ID}/{path}"),
+            Some(&auth),
+            body.as_deref(),
+        )
+        .expect("API request");
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POST to the API that must succeed; returns the body.
+    pub fn create(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (s, v) = self.api("POST", path, Some(body));
+        assert!(s == 201 || s == 202, "POST {path} {body}: {s} {v}");
+        v
     }
 
     pub fn lock_out(&self, addr: std::net::IpAddr, secs: u64) {
@@ -203,4 +246,10 @@ impl Drop for Agent<'_> {
             eprintln!("--- sipauth log ---\n{}", self.log());
         }
     }
+}
+
+/// `user:password` in base64, for HTTP Basic.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }

@@ -18,14 +18,14 @@ pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
-    bearer: Option<&str>,
+    authorization: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<Response> {
     let mut stream = ns.enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = bearer {
-        let _ = write!(req, "Authorization: Bearer {t}\r\n");
+    if let Some(a) = authorization {
+        let _ = write!(req, "Authorization: {a}\r\n");
     }
     let body = body.unwrap_or("");
     if !body.is_empty() {

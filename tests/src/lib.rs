@@ -7,6 +7,7 @@
 //! Needs root. Tests run with `--test-threads=1`.
 
 pub mod agent;
+pub mod answer;
 pub mod control;
 pub mod http;
 pub mod netns;

@@ -31,6 +31,10 @@ pub struct Sipp<'a> {
     pub rate: u32,
     /// The Request-URI user part (`[service]`).
     pub service: &'a str,
+    /// Digest username and password (`-au`, `-ap`).
+    pub auth: Option<(&'a str, &'a str)>,
+    /// Scenario variables (`-set name value`, `[$name]` in messages).
+    pub vars: Vec<(&'a str, String)>,
 }
 
 impl Sipp<'_> {
@@ -47,8 +51,14 @@ impl Sipp<'_> {
             .args(["-s", self.service])
             .args(["-m", &self.calls.to_string()])
             .args(["-r", &self.rate.to_string()])
-            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
-            .arg(self.target.to_string());
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin"]);
+        if let Some((user, password)) = self.auth {
+            c.args(["-au", user, "-ap", password]);
+        }
+        for (name, value) in &self.vars {
+            c.args(["-set", name, value]);
+        }
+        c.arg(self.target.to_string());
         c.current_dir(std::env::temp_dir());
         c
     }
@@ -165,4 +175,34 @@ pub fn flood(link: &Link, src_port: u16, dst_port: u16, payload: &[u8], count: u
         String::from_utf8_lossy(&out.stderr)
     );
     start.elapsed()
+}
+
+/// Sends one datagram from `local` inside `ns` and collects every reply
+/// that arrives within `wait` (a 100 Trying and the final response, say).
+pub fn udp_replies(
+    ns: &Netns,
+    local: IpAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Vec<String> {
+    let sock = ns.enter(|| UdpSocket::bind(SocketAddr::new(local, 0)).expect("bind in netns"));
+    sock.send_to(payload, dst).expect("send");
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_535];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).expect("timeout");
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = status(&text) >= 200;
+        out.push(text);
+        if done {
+            break;
+        }
+    }
+    out
 }

@@ -31,6 +31,8 @@ fn sipp<'a>(c: &'a Link, scenario: &'a str, v6: bool, tcp: bool) -> Sipp<'a> {
         calls: 1,
         rate: 10,
         service: "app1",
+        auth: None,
+        vars: Vec::new(),
     }
 }
 
@@ -96,7 +98,7 @@ fn admin_endpoints_need_the_token_and_check_input() {
         agent.http,
         "GET",
         "/admin/lockouts",
-        Some("wrong"),
+        Some("Bearer wrong"),
         None,
     )
     .unwrap();

@@ -121,6 +121,22 @@ impl Lockouts {
     /// failure locked the source out.
     pub fn record_failure(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
+        if let Store::Kernel(xdp) = &self.store {
+            // One counter per source, shared with the XDP program's own
+            // denials, updated in the kernel.
+            return match xdp.record_failure(ip) {
+                Ok(locked) => {
+                    if locked.is_some() {
+                        tracing::info!(src = %ip, secs = self.policy.duration.as_secs(), "locked out");
+                    }
+                    locked.is_some()
+                }
+                Err(e) => {
+                    tracing::error!(src = %ip, error = %e, "recording a failure failed");
+                    false
+                }
+            };
+        }
         let now = tokio::time::Instant::now();
         let locked = {
             let mut m = self.failures.lock().expect("failure table");

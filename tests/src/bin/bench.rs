@@ -86,7 +86,7 @@ fn measure(rig: &Rig, mode: &'static str) -> Row {
             _ => "off",
         },
         budget_per_sec: BUDGET,
-        interfaces: None,
+        ..Options::default()
     };
     let agent = Agent::start(rig, &opts);
     agent.lock_out(c.v4, 3600);
