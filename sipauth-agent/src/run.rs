@@ -222,7 +222,7 @@ async fn sync_maps(xdp: Arc<Xdp>, mut view: crate::edge::view::View) {
                 "XDP maps synced"
             ),
             Err(e) => {
-                tracing::error!(version = current.version(), error = %e, "syncing the XDP maps failed")
+                tracing::error!(version = current.version(), error = %e, "syncing the XDP maps failed");
             }
         }
         if view.changed().await.is_err() {

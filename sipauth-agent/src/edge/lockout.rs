@@ -147,10 +147,8 @@ impl Lockouts {
             m.insert(ip, w);
             locked
         };
-        if locked {
-            if let Err(e) = self.lock(ip, self.policy.duration) {
-                tracing::error!(src = %ip, error = %e, "locking out failed");
-            }
+        if locked && let Err(e) = self.lock(ip, self.policy.duration) {
+            tracing::error!(src = %ip, error = %e, "locking out failed");
         }
         locked
     }

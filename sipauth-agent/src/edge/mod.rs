@@ -394,7 +394,7 @@ impl Edge {
         }
         match self.decide(&view, &app, msg, src) {
             Decision::Respond(code, reason) => {
-                self.respond(key, msg, src, replier, code, reason, &[])
+                self.respond(key, msg, src, replier, code, reason, &[]);
             }
             Decision::Deny => {
                 self.metrics.denied.fetch_add(1, Relaxed);

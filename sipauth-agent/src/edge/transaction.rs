@@ -93,10 +93,10 @@ impl Transactions {
     pub fn arrive(&self, key: &Key, is_ack: bool, replier: &Replier) -> Seen {
         let mut map = self.map.lock().expect("transactions");
         if is_ack {
-            if let Some(t) = map.get_mut(key) {
-                if t.state == State::Completed {
-                    t.state = State::Confirmed;
-                }
+            if let Some(t) = map.get_mut(key)
+                && t.state == State::Completed
+            {
+                t.state = State::Confirmed;
             }
             return Seen::Ack;
         }
