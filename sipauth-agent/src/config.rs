@@ -374,6 +374,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sipauth.toml");
+        assert_eq!(Config::from_file(&path).unwrap(), Config::default());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Config>("[xdp]\nbudget = 3\n").is_err());
     }
