@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::metric;
-use sipauth_tests::peers::{Sipp, flood, invite, status, udp_replies};
+use sipauth_tests::peers::{Sipp, flood, flood_spoofed, invite, status, tx_packets, udp_replies};
 use sipauth_tests::topo::{Link, Rig};
 
 const REJECT: &str =
@@ -469,4 +469,77 @@ fn a_retransmitted_invite_is_answered_again_and_counted_once() {
     let m = agent.metrics();
     assert_eq!(metric(&m, "sipauth_invites_denied_total"), 1, "{m}");
     assert!(metric(&m, "sipauth_sip_retransmissions_total") >= 2, "{m}");
+}
+
+/// The headline: a flood of INVITEs from spoofed sources (random addresses
+/// of a /16 behind caller 2) to an `ip_acl` application reaches user space
+/// only within the budget, and legitimate calls from caller 1 all succeed
+/// meanwhile.
+#[test]
+fn spoofed_flood_stays_in_the_kernel_while_legitimate_calls_succeed() {
+    const BUDGET: u32 = 10;
+    const FLOOD: u64 = 1_000_000;
+    let rig = Rig::new(2);
+    let opts = Options {
+        budget_per_sec: BUDGET,
+        ..Options::default()
+    };
+    let (agent, answer) = start(&rig, &opts);
+    let (c1, c2) = (rig.caller(0), rig.caller(1));
+    let acl = acl(&agent, &[(c1.v4.to_string(), 32)]);
+    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
+    until_edge_has(&agent, &app);
+    rig.edge
+        .ip(&["route", "add", "10.202.0.0/16", "via", &c2.v4.to_string()]);
+    let payload = invite(
+        &app,
+        SocketAddr::new(c2.v4, 5060),
+        SocketAddr::new(c2.edge_v4, 5060),
+        "spoof",
+    );
+    let before = agent.metrics();
+    let mut legit = sipp(c1, "invite_603.xml", &app, false, false);
+    legit.calls = 60;
+    legit.rate = 20;
+    let legit = legit.command().spawn().expect("sipp");
+    let tx = tx_packets(c2);
+    let took = flood_spoofed(c2, [10, 202], 5060, payload.as_bytes(), FLOOD);
+    let sent = tx_packets(c2) - tx;
+    let legit = legit.wait_with_output().expect("sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = agent.metrics();
+    let d = |name: &str| metric(&after, name) - metric(&before, name);
+    // Sources denied ten times are locked out: the rest of their packets
+    // are dropped by the lockout rule.
+    let dropped = d(r#"sipauth_xdp_packets_total{verdict="drop",reason="acl_denied"}"#)
+        + d(r#"sipauth_xdp_packets_total{verdict="drop",reason="locked_out"}"#);
+    let passed_locked =
+        d(r#"sipauth_xdp_packets_total{verdict="pass",reason="locked_out_budget"}"#);
+    let passed = d(r#"sipauth_xdp_packets_total{verdict="pass",reason="acl_denied_budget"}"#);
+    let seen = d(r#"sipauth_sip_requests_total{method="INVITE"}"#);
+    let secs = took.as_secs() + 2;
+    eprintln!(
+        "spoofed flood of {sent} in {took:?}: XDP dropped {dropped}, passed {passed}; user space saw {seen} INVITEs"
+    );
+    assert!(
+        legit.status.success(),
+        "legitimate calls failed: {}",
+        String::from_utf8_lossy(&legit.stdout)
+    );
+    let passed = passed + passed_locked;
+    assert!(
+        passed <= u64::from(BUDGET) * secs,
+        "passed {passed} in {secs} s"
+    );
+    assert!(sent * 10 >= FLOOD * 9, "trafgen sent only {sent}");
+    assert!(
+        dropped * 100 >= (sent - passed) * 99,
+        "dropped {dropped} of {sent}"
+    );
+    // The legitimate INVITEs plus at most the budget.
+    assert!(
+        seen <= 60 + u64::from(BUDGET) * secs,
+        "user space saw {seen}"
+    );
+    assert_eq!(answer.wait_for(60).len(), 60);
 }

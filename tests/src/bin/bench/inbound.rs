@@ -1,0 +1,681 @@
+//! Inbound calls: `bench-results/inbound.json`.
+//!
+//! 1. Authenticated call setups per second. sipp in caller 1 places calls
+//!    to a `credential` application (MD5 challenged first): INVITE, 407,
+//!    ACK, INVITE with credentials, then the edge fetches the answer_url
+//!    (a local server in the edge namespace answering
+//!    `<Hangup reason="rejected"/>`) and ends the call with 603; ACK. The
+//!    setup latency runs from the first INVITE to the 603. The rate is
+//!    stepped until more than 1% of the calls fail. The edge runs on CPU 0,
+//!    sipp and the answer server on CPU 1.
+//! 2. Legitimate calls under a flood. An `ip_acl` application allowing
+//!    caller 1 only; caller 2 floods it with INVITEs (trafgen, each with its
+//!    own Call-ID and branch) while caller 1 places calls at 50/s
+//!    (INVITE, 603, ACK), with XDP in native mode and with XDP off.
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sipauth_tests::agent::{Agent, Options};
+use sipauth_tests::metric;
+use sipauth_tests::netns::sh;
+use sipauth_tests::peers::{Sipp, invite};
+use sipauth_tests::topo::{Link, Rig};
+
+use crate::answer::QuickAnswer;
+use crate::{cpu_secs, percentile};
+
+const REJECT: &str =
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="rejected"/></Response>"#;
+const ANSWER: &str = "127.0.0.1:8090";
+/// Calls per second asked of sipp, in order, until failures pass 1%.
+const RATES: [u32; 6] = [200, 500, 1_000, 2_000, 4_000, 8_000];
+/// Seconds of calls per step, and at most this many calls.
+const STEP_SECS: u32 = 5;
+const MAX_CALLS: u32 = 40_000;
+/// A call that waits longer than this for a message fails.
+const RECV_TIMEOUT_MS: u32 = 5_000;
+const FAILURE_LIMIT: f64 = 0.01;
+/// Packets of the flood, and the legitimate call rate during it.
+const FLOOD: u64 = 2_000_000;
+const LEGIT_RATE: u32 = 50;
+/// The edge's CPU, and the one shared by sipp, trafgen and the answer server.
+const EDGE_CPU: &str = "0";
+const LOAD_CPU: &str = "1";
+
+/// Both halves, written to one file.
+pub fn run(out: &Path) -> anyhow::Result<()> {
+    let setups = setups();
+    let flood: Vec<Flooded> = ["native", "off"].into_iter().map(under_flood).collect();
+    pin_thread(std::process::id(), &all_cpus());
+
+    println!(
+        "authenticated call setups (edge on CPU {EDGE_CPU}, sipp and answer server on CPU {LOAD_CPU})"
+    );
+    println!(
+        "{:>7} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
+        "asked/s", "achieved/s", "calls", "failed", "p50 ms", "p99 ms", "answers", "edge CPU/call"
+    );
+    for s in &setups {
+        println!(
+            "{:>7} {:>10.0} {:>7} {:>7} {:>9.2} {:>9.2} {:>9} {:>10.0} us",
+            s.rate,
+            s.achieved,
+            s.calls,
+            s.failed,
+            s.p50_ms,
+            s.p99_ms,
+            s.answers,
+            s.edge_cpu_us_per_call
+        );
+    }
+    println!(
+        "legitimate calls at {LEGIT_RATE}/s under a flood of {FLOOD} INVITEs from a source outside the ACL"
+    );
+    println!(
+        "{:<7} {:>10} {:>7} {:>9} {:>8} {:>9} {:>9} {:>13} {:>10}",
+        "XDP",
+        "flood pps",
+        "calls",
+        "succeeded",
+        "share",
+        "p50 ms",
+        "p99 ms",
+        "flood in user",
+        "edge CPU s"
+    );
+    for f in &flood {
+        println!(
+            "{:<7} {:>10.0} {:>7} {:>9} {:>7.1}% {:>9.2} {:>9.2} {:>13} {:>10.2}",
+            f.xdp,
+            f.flood_pps,
+            f.calls,
+            f.succeeded,
+            f.share() * 100.0,
+            f.p50_ms,
+            f.p99_ms,
+            f.invites_in_user_space,
+            f.edge_cpu
+        );
+    }
+    let file = out.join("inbound.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(&json!({
+            "benchmark": "inbound calls: authenticated setups per second, legitimate calls under a flood",
+            "setup_transaction": "UDP, per call: INVITE -> 407 (MD5 challenge), ACK, INVITE with digest \
+                credentials -> (100) -> edge POSTs the answer_url, which answers <Hangup reason=\"rejected\"/> \
+                -> 603 -> ACK; the edge also writes the call record to its SQLite store. Latency: first \
+                INVITE sent to 603 received. No 200/BYE: the edge does not bridge calls yet.",
+            "cpus": {"edge": EDGE_CPU, "sipp_and_answer_server": LOAD_CPU, "online": cpus},
+            "step_seconds": STEP_SECS,
+            "max_calls_per_step": MAX_CALLS,
+            "recv_timeout_ms": RECV_TIMEOUT_MS,
+            "setups": setups.iter().map(Step::json).collect::<Vec<_>>(),
+            "under_flood": flood.iter().map(Flooded::json).collect::<Vec<_>>(),
+        }))?,
+    )?;
+    println!("written to {}", file.display());
+    Ok(())
+}
+
+fn all_cpus() -> String {
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    format!("0-{}", n - 1)
+}
+
+/// Starts the agent as it would start on this machine (its runtime sized
+/// for every CPU), then pins all its threads to the edge CPU, and this
+/// process's main thread to the load CPU: threads and children made from
+/// here on (sipp, trafgen, the answer server) inherit it.
+fn start_pinned<'r>(rig: &'r Rig, opts: &Options) -> Agent<'r> {
+    pin_thread(std::process::id(), &all_cpus());
+    let agent = Agent::start(rig, opts);
+    pin_process(agent.pid(), EDGE_CPU);
+    pin_thread(std::process::id(), LOAD_CPU);
+    agent
+}
+
+/// Threads of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+/// Busy and total jiffies of each CPU, from /proc/stat.
+fn cpu_jiffies() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// Busy share of each CPU between two readings.
+fn busy_shares(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64)
+        .collect()
+}
+
+/// `taskset -pc`: one thread (the main thread when `pid` is a process).
+fn pin_thread(pid: u32, cpus: &str) {
+    sh(Command::new("taskset").args(["-pc", cpus, &pid.to_string()]));
+}
+
+/// `taskset -apc`: every thread of a process.
+fn pin_process(pid: u32, cpus: &str) {
+    sh(Command::new("taskset").args(["-apc", cpus, &pid.to_string()]));
+}
+
+fn id(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+        .to_owned()
+}
+
+/// Waits until the edge's snapshot lists `what`.
+fn until_edge_has(agent: &Agent<'_>, what: &str) {
+    let t = Instant::now();
+    loop {
+        let (_, s) = agent.admin("GET", "/admin/snapshot", None);
+        if s.contains(what) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "edge never saw {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The sipp command of `sipp`, on the load CPU, with statistics and
+/// response times written to `dir` and a per-message receive timeout.
+fn sipp_command(sipp: &Sipp<'_>, dir: &Path, timeout_secs: u32) -> Command {
+    let base = sipp.command();
+    let args: Vec<&OsStr> = base.get_args().collect();
+    let (target, options) = args.split_last().expect("sipp has a target");
+    let mut c = Command::new("taskset");
+    c.args(["-c", LOAD_CPU])
+        .arg(base.get_program())
+        .args(options)
+        .args(["-timeout", &format!("{timeout_secs}s")])
+        .args(["-recv_timeout", &RECV_TIMEOUT_MS.to_string()])
+        .args(["-trace_stat", "-fd", "1", "-stf"])
+        .arg(dir.join("stat.csv"))
+        .args(["-trace_rtt", "-rtt_freq", "100"])
+        .args(["-buff_size", "4194304"])
+        .arg(target)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// What one sipp run reports.
+struct SippRun {
+    created: u64,
+    succeeded: u64,
+    failed: u64,
+    retransmissions: u64,
+    /// Response time 1 of each successful call, ms, sorted.
+    rtt_ms: Vec<f64>,
+    /// From the first call's start to the last call's end, seconds.
+    span_secs: f64,
+}
+
+impl SippRun {
+    fn read(dir: &Path) -> Self {
+        let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+        let mut lines = stat.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+        let field = |name: &str| -> u64 {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| last.get(i)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        // `<scenario>_<pid>_rtt.csv`: date (ms);response time (ms);rtd name.
+        let mut ends = Vec::new();
+        let mut rtt_ms = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().ends_with("_rtt.csv") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(';').collect();
+                let (Some(date), Some(rt)) = (
+                    f.first().and_then(|v| v.trim().parse::<f64>().ok()),
+                    f.get(1).and_then(|v| v.trim().parse::<f64>().ok()),
+                ) else {
+                    continue;
+                };
+                ends.push((date, rt));
+                rtt_ms.push(rt);
+            }
+        }
+        rtt_ms.sort_by(f64::total_cmp);
+        let first = ends
+            .iter()
+            .map(|(d, r)| d - r)
+            .fold(f64::INFINITY, f64::min);
+        let last_end = ends
+            .iter()
+            .map(|(d, _)| *d)
+            .fold(f64::NEG_INFINITY, f64::max);
+        Self {
+            created: field("TotalCallCreated"),
+            succeeded: field("SuccessfulCall(C)"),
+            failed: field("FailedCall(C)"),
+            retransmissions: field("Retransmissions(C)"),
+            rtt_ms,
+            span_secs: if ends.is_empty() {
+                0.0
+            } else {
+                (last_end - first) / 1000.0
+            },
+        }
+    }
+}
+
+/// Waits for sipp and returns what it wrote to `dir`.
+fn finish(mut child: Child, dir: &Path) -> SippRun {
+    let status = child.wait().expect("wait for sipp");
+    let run = SippRun::read(dir);
+    if run.created == 0 {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        panic!("sipp placed no call ({status}): {err}");
+    }
+    run
+}
+
+struct Step {
+    rate: u32,
+    calls: u32,
+    created: u64,
+    succeeded: u64,
+    failed: u64,
+    /// Calls sipp itself counted as failed (timeouts, unexpected messages).
+    sipp_failed: u64,
+    retransmissions: u64,
+    achieved: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    answers: u64,
+    /// Busy share of each CPU (user, system, softirq) during the step.
+    busy: Vec<f64>,
+    edge_cpu_us_per_call: f64,
+}
+
+impl Step {
+    fn failure_share(&self) -> f64 {
+        self.failed as f64 / f64::from(self.calls)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "rate_asked": self.rate,
+            "rate_achieved": self.achieved,
+            "calls": self.calls,
+            "calls_placed": self.created,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "failure_share": self.failure_share(),
+            "failed_in_sipp": self.sipp_failed,
+            "retransmissions": self.retransmissions,
+            "setup_p50_ms": self.p50_ms,
+            "setup_p99_ms": self.p99_ms,
+            "answer_url_requests": self.answers,
+            "cpu_busy_share": self.busy,
+            "edge_cpu_us_per_call": self.edge_cpu_us_per_call,
+        })
+    }
+}
+
+fn setups() -> Vec<Step> {
+    let rig = Rig::new(1);
+    let opts = Options {
+        sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
+        // A step past saturation must not lock the caller out of the next.
+        lockout: (1_000_000, 60, 60),
+        ..Options::default()
+    };
+    let agent = start_pinned(&rig, &opts);
+    let answer = QuickAnswer::start(&rig.edge, ANSWER.parse().expect("addr"), REJECT);
+    let cred = id(
+        &agent.create(
+            "SipAuth/Credential/",
+            &json!({"username": "bench-user", "password": "Secret123"}),
+        ),
+        "credential_uuid",
+    );
+    let app = id(
+        &agent.create(
+            "Application/",
+            &json!({
+                "app_name": "bench",
+                "answer_url": answer.url("/answer"),
+                "hangup_url": answer.url("/hangup"),
+                "sip_auth_type": "credential",
+                "credential_uuid": cred,
+            }),
+        ),
+        "app_id",
+    );
+    until_edge_has(&agent, &app);
+    let c = rig.caller(0);
+    // Warm up: the callback client's connections, the store, sipp's caches.
+    step(c, &agent, &answer, &app, 100, 200);
+    let mut steps = Vec::new();
+    for rate in RATES {
+        let calls = (rate * STEP_SECS).min(MAX_CALLS);
+        let s = step(c, &agent, &answer, &app, rate, calls);
+        let over = s.failure_share() > FAILURE_LIMIT;
+        steps.push(s);
+        if over {
+            break;
+        }
+        // Let the edge finish writing records before the next step.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(agent);
+    steps
+}
+
+fn step(
+    c: &Link,
+    agent: &Agent<'_>,
+    answer: &QuickAnswer,
+    app: &str,
+    rate: u32,
+    calls: u32,
+) -> Step {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sipp = Sipp {
+        ns: &c.ns,
+        scenario: "bench_auth_603.xml",
+        local: c.v4,
+        target: SocketAddr::new(c.edge_v4, 5060),
+        tcp: false,
+        calls,
+        rate,
+        service: app,
+        auth: Some(("bench-user", "Secret123")),
+        vars: Vec::new(),
+    };
+    // Twice the nominal duration, and the receive timeout on top.
+    let timeout = 2 * calls / rate + RECV_TIMEOUT_MS / 1000 + 5;
+    let (answers0, cpu0, jiffies0) = (answer.answers(), cpu_secs(agent.pid()), cpu_jiffies());
+    let child = sipp_command(&sipp, dir.path(), timeout)
+        .spawn()
+        .expect("start sipp");
+    let run = finish(child, dir.path());
+    let busy = busy_shares(&jiffies0, &cpu_jiffies());
+    // Calls end at the 603; the record is written just after.
+    std::thread::sleep(Duration::from_millis(300));
+    let (answers1, cpu1) = (answer.answers(), cpu_secs(agent.pid()));
+    Step {
+        rate,
+        calls,
+        created: run.created,
+        succeeded: run.succeeded,
+        // Calls sipp never placed (it ran out of time) count as failed.
+        failed: u64::from(calls).saturating_sub(run.succeeded),
+        sipp_failed: run.failed,
+        retransmissions: run.retransmissions,
+        achieved: if run.span_secs > 0.0 {
+            run.succeeded as f64 / run.span_secs
+        } else {
+            0.0
+        },
+        p50_ms: percentile(&run.rtt_ms, 50),
+        p99_ms: percentile(&run.rtt_ms, 99),
+        answers: answers1 - answers0,
+        busy,
+        edge_cpu_us_per_call: (cpu1 - cpu0) * 1e6 / f64::from(calls.max(1)),
+    }
+}
+
+struct Flooded {
+    xdp: &'static str,
+    flood_secs: f64,
+    flood_pps: f64,
+    calls: u64,
+    succeeded: u64,
+    failed: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    xdp_dropped: u64,
+    invites_in_user_space: u64,
+    edge_cpu: f64,
+}
+
+impl Flooded {
+    fn share(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.succeeded as f64 / self.calls as f64
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "xdp_mode": self.xdp,
+            "flood_packets": FLOOD,
+            "flood_seconds": self.flood_secs,
+            "flood_pps": self.flood_pps,
+            "legitimate_rate": LEGIT_RATE,
+            "legitimate_calls": self.calls,
+            "legitimate_succeeded": self.succeeded,
+            "legitimate_failed": self.failed,
+            "legitimate_success_share": self.share(),
+            "legitimate_p50_ms": self.p50_ms,
+            "legitimate_p99_ms": self.p99_ms,
+            "flood_dropped_by_xdp": self.xdp_dropped,
+            "invites_reaching_user_space": self.invites_in_user_space,
+            "edge_cpu_seconds": self.edge_cpu,
+        })
+    }
+}
+
+/// Sum of the samples of a metric whose name and labels start with `prefix`.
+fn metric_sum(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+fn under_flood(xdp: &'static str) -> Flooded {
+    // A rig of its own: pinned lockouts must not carry over between modes.
+    let rig = Rig::new(2);
+    let agent = start_pinned(
+        &rig,
+        &Options {
+            xdp_mode: xdp,
+            ..Options::default()
+        },
+    );
+    let answer = QuickAnswer::start(&rig.edge, ANSWER.parse().expect("addr"), REJECT);
+    let (c1, c2) = (rig.caller(0), rig.caller(1));
+    let acl = id(
+        &agent.create("SipAuth/IpAccessControlList/", &json!({"name": "bench"})),
+        "ip_acl_uuid",
+    );
+    agent.create(
+        &format!("SipAuth/IpAccessControlList/{acl}/Entry/"),
+        &json!({"ip": c1.v4.to_string(), "cidr_prefix": 32}),
+    );
+    let app = id(
+        &agent.create(
+            "Application/",
+            &json!({
+                "app_name": "bench",
+                "answer_url": answer.url("/answer"),
+                "hangup_url": answer.url("/hangup"),
+                "sip_auth_type": "ip_acl",
+                "ip_acl_uuid": acl,
+            }),
+        ),
+        "app_id",
+    );
+    until_edge_has(&agent, &app);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    // At most two minutes of calls; stopped when the flood ends.
+    let sipp = Sipp {
+        ns: &c1.ns,
+        scenario: "bench_invite_603.xml",
+        local: c1.v4,
+        target: SocketAddr::new(c1.edge_v4, 5060),
+        tcp: false,
+        calls: LEGIT_RATE * 120,
+        rate: LEGIT_RATE,
+        service: &app,
+        auth: None,
+        vars: vec![("from_user", "caller".to_owned())],
+    };
+    let before = agent.metrics();
+    let cpu0 = cpu_secs(agent.pid());
+    let child = sipp_command(&sipp, dir.path(), 150)
+        .spawn()
+        .expect("start sipp");
+    let flood_secs = varying_flood(c2, &app, FLOOD).as_secs_f64();
+    // No new calls; the ones in progress finish or time out.
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+    }
+    let run = finish(child, dir.path());
+    let cpu1 = cpu_secs(agent.pid());
+    let after = agent.metrics();
+    let delta = |prefix: &str| metric_sum(&after, prefix) - metric_sum(&before, prefix);
+    let xdp_dropped = delta(r#"sipauth_xdp_packets_total{verdict="drop""#);
+    let invites = metric(&after, r#"sipauth_sip_requests_total{method="INVITE"}"#)
+        - metric(&before, r#"sipauth_sip_requests_total{method="INVITE"}"#);
+    drop(agent);
+    Flooded {
+        xdp,
+        flood_secs,
+        flood_pps: FLOOD as f64 / flood_secs,
+        calls: run.created,
+        succeeded: run.succeeded,
+        failed: run.created.saturating_sub(run.succeeded),
+        p50_ms: percentile(&run.rtt_ms, 50),
+        p99_ms: percentile(&run.rtt_ms, 99),
+        xdp_dropped,
+        // The legitimate INVITEs (and their retransmissions) are in the
+        // count too; they are a few hundred at most.
+        invites_in_user_space: invites,
+        edge_cpu: cpu1 - cpu0,
+    }
+}
+
+/// A trafgen flood of `count` INVITEs from `link` to `app`, each with its
+/// own branch, tag and Call-ID (five counters of coprime periods: about six
+/// million distinct values), so that user space sees new transactions, not
+/// retransmissions. The UDP checksum is 0 (none, allowed over IPv4), since
+/// the payload changes per packet.
+fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
+    const MARK: &str = "~~~~~";
+    let payload = invite(
+        app,
+        SocketAddr::new(link.v4, 5095),
+        SocketAddr::new(link.edge_v4, 5060),
+        MARK,
+    );
+    let counters = [26u8, 25, 23, 21, 19]
+        .map(|period| format!("dinc(0x61, {:#04x}, 1)", b'a' + period - 1))
+        .join(", ");
+    let parts: Vec<String> = payload
+        .split(MARK)
+        .map(|p| {
+            p.bytes()
+                .map(|b| format!("0x{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
+    let (std::net::IpAddr::V4(src), std::net::IpAddr::V4(dst)) = (link.v4, link.edge_v4) else {
+        unreachable!("rig links have IPv4 addresses")
+    };
+    let cfg = format!(
+        "{{\n  eth(da={}, sa={}),\n  ipv4(sa={src}, da={dst}, ttl=64),\n  udp(sp=5095, dp=5060, csum=0),\n  {}\n}}\n",
+        link.edge_mac,
+        link.mac,
+        parts.join(&format!(", {counters}, "))
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), cfg).expect("write trafgen config");
+    let start = Instant::now();
+    let mut child = link
+        .ns
+        .cmd("trafgen")
+        .args(["-o", link.dev, "-i"])
+        .arg(file.path())
+        .args(["-n", &count.to_string(), "--cpus", "1", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trafgen");
+    // trafgen pins the process it forks to CPU 0, the edge's: move it back
+    // to the load CPU as soon as it exists.
+    let parent = child.id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let kids = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        let kids: Vec<u32> = kids
+            .split_whitespace()
+            .filter_map(|k| k.parse().ok())
+            .collect();
+        if !kids.is_empty() {
+            for k in kids {
+                let _ = Command::new("taskset")
+                    .args(["-apc", LOAD_CPU, &k.to_string()])
+                    .stdout(Stdio::null())
+                    .status();
+            }
+            break;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = child.wait().expect("wait for trafgen");
+    let elapsed = start.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        panic!("trafgen failed ({status}): {err}");
+    }
+    elapsed
+}
