@@ -313,13 +313,7 @@ impl Config {
             });
         }
         if let Some(path) = self.control.edge_token_file.take() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path, source })?;
-            text.lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .clone_into(&mut self.control.edge_token);
+            self.control.edge_token = first_line(path)?;
         }
         for a in &self.control.accounts {
             if a.auth_id.len() < 8 || a.auth_token.len() < 16 {
@@ -330,13 +324,7 @@ impl Config {
             }
         }
         if let Some(path) = self.admin.token_file.take() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path, source })?;
-            text.lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .clone_into(&mut self.admin.token);
+            self.admin.token = first_line(path)?;
         }
         Ok(self)
     }
@@ -349,6 +337,13 @@ impl Config {
         ports.dedup();
         ports
     }
+}
+
+/// The first line of a token file, trimmed.
+fn first_line(path: PathBuf) -> Result<String, ConfigError> {
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
 #[cfg(test)]

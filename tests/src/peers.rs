@@ -157,19 +157,7 @@ pub fn flood(link: &Link, src_port: u16, dst_port: u16, payload: &[u8], count: u
         link.mac,
         bytes.join(", ")
     );
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), cfg).expect("write trafgen config");
-    let start = Instant::now();
-    let out = link
-        .ns
-        .cmd("trafgen")
-        .args(["-o", link.dev, "-i"])
-        .arg(file.path())
-        .args(["-n", &count.to_string(), "--cpus", "1", "-q"])
-        .output()
-        .expect("start trafgen");
-    check_trafgen(&out);
-    start.elapsed()
+    trafgen(link, &cfg, count)
 }
 
 /// Sends one datagram from `local` inside `ns` and collects every reply
@@ -244,6 +232,12 @@ pub fn flood_spoofed(
         hex(&udp_len.to_be_bytes()),
         hex(payload)
     );
+    trafgen(link, &cfg, count)
+}
+
+/// Runs trafgen with `cfg` from the caller's interface, `count` packets
+/// at the highest rate one CPU reaches; returns how long it took.
+fn trafgen(link: &Link, cfg: &str, count: u64) -> Duration {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), cfg).expect("write trafgen config");
     let start = Instant::now();
