@@ -53,6 +53,8 @@ pub const ENTRY_UPDATE: &[Field] = &[
 ];
 
 const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList";
+const ACL_COLUMNS: &str = "uuid, name, created_at, updated_at";
+const ENTRY_COLUMNS: &str = "uuid, ip, cidr_prefix, description, created_at, updated_at";
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -164,20 +166,14 @@ async fn list(
     page: Query<Page>,
 ) -> ApiResult {
     let paging = Page::check(page)?;
-    let pool = s.store.pool();
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM ip_acls WHERE account = $1")
-        .bind(&acct)
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    let rows = sqlx::query(
-        "SELECT uuid, name, created_at, updated_at FROM ip_acls WHERE account = $1 \
-         ORDER BY created_at, uuid LIMIT $2 OFFSET $3",
+    let (total, rows) = super::page(
+        s.store.pool(),
+        "ip_acls",
+        ACL_COLUMNS,
+        "account",
+        &acct,
+        &paging,
     )
-    .bind(&acct)
-    .bind(paging.limit)
-    .bind(paging.offset)
-    .fetch_all(pool)
     .await?;
     let objects = rows.iter().map(acl_object).collect::<Result<_, _>>()?;
     Ok(list_reply(
@@ -325,23 +321,18 @@ async fn entry_list(
     page: Query<Page>,
 ) -> ApiResult {
     let paging = Page::check(page)?;
-    let mut tx = s.store.pool().begin().await?;
-    owned_acl(&mut tx, &acct, &uuid).await?;
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM ip_acl_entries WHERE acl = $1")
-        .bind(&uuid)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    let rows = sqlx::query(
-        "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
-         WHERE acl = $1 ORDER BY created_at, uuid LIMIT $2 OFFSET $3",
+    let mut conn = s.store.pool().acquire().await?;
+    owned_acl(&mut conn, &acct, &uuid).await?;
+    drop(conn);
+    let (total, rows) = super::page(
+        s.store.pool(),
+        "ip_acl_entries",
+        ENTRY_COLUMNS,
+        "acl",
+        &uuid,
+        &paging,
     )
-    .bind(&uuid)
-    .bind(paging.limit)
-    .bind(paging.offset)
-    .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
     let objects = rows.iter().map(entry_object).collect::<Result<_, _>>()?;
     Ok(list_reply(
         &format!("/v1/Account/{acct}/SipAuth/IpAccessControlList/{uuid}/Entry/"),

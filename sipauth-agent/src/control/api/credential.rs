@@ -119,19 +119,14 @@ async fn list(
     page: Query<Page>,
 ) -> ApiResult {
     let paging = Page::check(page)?;
-    let pool = s.store.pool();
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM credentials WHERE account = $1")
-        .bind(&acct)
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM credentials WHERE account = $1 ORDER BY created_at, uuid LIMIT $2 OFFSET $3"
-    ))
-    .bind(&acct)
-    .bind(paging.limit)
-    .bind(paging.offset)
-    .fetch_all(pool)
+    let (total, rows) = super::page(
+        s.store.pool(),
+        "credentials",
+        COLUMNS,
+        "account",
+        &acct,
+        &paging,
+    )
     .await?;
     let objects = rows.iter().map(object).collect::<Result<_, _>>()?;
     Ok(list_reply(

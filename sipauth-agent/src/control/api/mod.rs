@@ -296,6 +296,35 @@ impl Page {
     }
 }
 
+/// One page of `table`'s rows whose `owner` column is `id`, oldest first,
+/// and how many there are in all. Table and column names are constants of
+/// the handlers, never request input.
+pub async fn page(
+    pool: &sqlx::AnyPool,
+    table: &str,
+    columns: &str,
+    owner: &str,
+    id: &str,
+    paging: &Paging,
+) -> Result<(i64, Vec<sqlx::any::AnyRow>), sqlx::Error> {
+    use sqlx::Row as _;
+    let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {columns} FROM {table} WHERE {owner} = $1 ORDER BY created_at, {key} LIMIT $2 OFFSET $3",
+        key = columns.split(',').next().unwrap_or("created_at").trim()
+    ))
+    .bind(id)
+    .bind(paging.limit)
+    .bind(paging.offset)
+    .fetch_all(pool)
+    .await?;
+    Ok((total, rows))
+}
+
 /// `{"meta": {...}, "objects": [...]}` as Plivo lists are.
 pub fn list_reply(path: &str, paging: &Paging, total: i64, objects: Vec<Value>) -> Response {
     let objects = Value::Array(objects);
