@@ -22,7 +22,10 @@ mod xdp_flood;
 
 use std::path::{Path, PathBuf};
 
-const PARTS: [(&str, fn(&Path) -> anyhow::Result<()>); 3] = [
+/// A part: runs, writes its file under the given directory, prints.
+type Part = fn(&Path) -> anyhow::Result<()>;
+
+const PARTS: [(&str, Part); 3] = [
     ("propagation", propagation::run),
     ("xdp-flood", xdp_flood::run),
     ("inbound", inbound::run),

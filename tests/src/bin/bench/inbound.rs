@@ -33,7 +33,7 @@ const REJECT: &str =
     r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="rejected"/></Response>"#;
 const ANSWER: &str = "127.0.0.1:8090";
 /// Calls per second asked of sipp, in order, until failures pass 1%.
-const RATES: [u32; 6] = [200, 500, 1_000, 2_000, 4_000, 8_000];
+const RATES: [u32; 7] = [200, 500, 1_000, 2_000, 4_000, 8_000, 16_000];
 /// Seconds of calls per step, and at most this many calls.
 const STEP_SECS: u32 = 5;
 const MAX_CALLS: u32 = 40_000;
@@ -54,23 +54,40 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     pin_thread(std::process::id(), &all_cpus());
 
     println!(
-        "authenticated call setups (edge on CPU {EDGE_CPU}, sipp and answer server on CPU {LOAD_CPU})"
+        "authenticated call setups: edge on CPU {EDGE_CPU} ({} threads, {:.1}% of a CPU when idle), \
+         sipp and answer server on CPU {LOAD_CPU}; latency in whole ms (sipp's resolution); \
+         last columns: CPU used during the step, in % of one CPU",
+        setups.edge_threads,
+        setups.edge_idle_cpu * 100.0
     );
     println!(
-        "{:>7} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12}",
-        "asked/s", "achieved/s", "calls", "failed", "p50 ms", "p99 ms", "answers", "edge CPU/call"
+        "{:>7} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>13} {:>5} {:>5} {:>6}",
+        "asked/s",
+        "achieved/s",
+        "calls",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "answers",
+        "edge CPU/call",
+        "edge",
+        "sipp",
+        "answer"
     );
-    for s in &setups {
+    for s in &setups.steps {
         println!(
-            "{:>7} {:>10.0} {:>7} {:>7} {:>9.2} {:>9.2} {:>9} {:>10.0} us",
+            "{:>7} {:>10.0} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10.0} us {:>4.0}% {:>4.0}% {:>5.0}%",
             s.rate,
             s.achieved,
             s.calls,
             s.failed,
-            s.p50_ms,
-            s.p99_ms,
+            ms(s.p50_ms),
+            ms(s.p99_ms),
             s.answers,
-            s.edge_cpu_us_per_call
+            s.edge_cpu_us_per_call,
+            s.edge_share * 100.0,
+            s.sipp_share * 100.0,
+            s.answer_share * 100.0
         );
     }
     println!(
@@ -90,14 +107,14 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     );
     for f in &flood {
         println!(
-            "{:<7} {:>10.0} {:>7} {:>9} {:>7.1}% {:>9.2} {:>9.2} {:>13} {:>10.2}",
+            "{:<7} {:>10.0} {:>7} {:>9} {:>7.1}% {:>9} {:>9} {:>13} {:>10.2}",
             f.xdp,
             f.flood_pps,
             f.calls,
             f.succeeded,
             f.share() * 100.0,
-            f.p50_ms,
-            f.p99_ms,
+            ms(f.p50_ms),
+            ms(f.p99_ms),
             f.invites_in_user_space,
             f.edge_cpu
         );
@@ -111,11 +128,14 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
                 credentials -> (100) -> edge POSTs the answer_url, which answers <Hangup reason=\"rejected\"/> \
                 -> 603 -> ACK; the edge also writes the call record to its SQLite store. Latency: first \
                 INVITE sent to 603 received. No 200/BYE: the edge does not bridge calls yet.",
-            "cpus": {"edge": EDGE_CPU, "sipp_and_answer_server": LOAD_CPU, "online": cpus},
+            "cpus": {"edge": EDGE_CPU, "sipp_trafgen_and_answer_server": LOAD_CPU},
+            "edge_threads": setups.edge_threads,
+            "edge_idle_cpu_share": setups.edge_idle_cpu,
+            "latency_resolution_ms": 1,
             "step_seconds": STEP_SECS,
             "max_calls_per_step": MAX_CALLS,
             "recv_timeout_ms": RECV_TIMEOUT_MS,
-            "setups": setups.iter().map(Step::json).collect::<Vec<_>>(),
+            "setups": setups.steps.iter().map(Step::json).collect::<Vec<_>>(),
             "under_flood": flood.iter().map(Flooded::json).collect::<Vec<_>>(),
         }))?,
     )?;
@@ -171,6 +191,15 @@ fn busy_shares(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
         .zip(after)
         .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64)
         .collect()
+}
+
+/// A latency for the table: sipp measures whole milliseconds.
+fn ms(v: f64) -> String {
+    if v < 1.0 {
+        "<1".to_owned()
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// `taskset -pc`: one thread (the main thread when `pid` is a process).
@@ -240,6 +269,7 @@ struct SippRun {
     rtt_ms: Vec<f64>,
     /// From the first call's start to the last call's end, seconds.
     span_secs: f64,
+    cpu_secs: f64,
 }
 
 impl SippRun {
@@ -247,7 +277,7 @@ impl SippRun {
         let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
         let mut lines = stat.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-        let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
         let field = |name: &str| -> u64 {
             header
                 .iter()
@@ -296,14 +326,24 @@ impl SippRun {
             } else {
                 (last_end - first) / 1000.0
             },
+            cpu_secs: 0.0,
         }
     }
 }
 
-/// Waits for sipp and returns what it wrote to `dir`.
+/// Waits for sipp and returns what it wrote to `dir`, with the CPU seconds
+/// it used (sampled every 20 ms until it exits).
 fn finish(mut child: Child, dir: &Path) -> SippRun {
-    let status = child.wait().expect("wait for sipp");
-    let run = SippRun::read(dir);
+    let mut cpu = 0.0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sipp") {
+            break status;
+        }
+        cpu = cpu_secs(child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut run = SippRun::read(dir);
+    run.cpu_secs = cpu;
     if run.created == 0 {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
@@ -327,8 +367,15 @@ struct Step {
     p50_ms: f64,
     p99_ms: f64,
     answers: u64,
-    /// Busy share of each CPU (user, system, softirq) during the step.
+    hangups: u64,
+    /// Busy share of each CPU (user, system, softirq) during the step,
+    /// whoever used it.
     busy: Vec<f64>,
+    /// CPU used during the step by the edge, sipp, and this process (the
+    /// answer server), in share of one CPU.
+    edge_share: f64,
+    sipp_share: f64,
+    answer_share: f64,
     edge_cpu_us_per_call: f64,
 }
 
@@ -351,13 +398,24 @@ impl Step {
             "setup_p50_ms": self.p50_ms,
             "setup_p99_ms": self.p99_ms,
             "answer_url_requests": self.answers,
-            "cpu_busy_share": self.busy,
+            "hangup_url_requests": self.hangups,
+            "machine_cpu_busy_share": self.busy,
+            "edge_cpu_share": self.edge_share,
+            "sipp_cpu_share": self.sipp_share,
+            "answer_server_cpu_share": self.answer_share,
             "edge_cpu_us_per_call": self.edge_cpu_us_per_call,
         })
     }
 }
 
-fn setups() -> Vec<Step> {
+struct Setups {
+    steps: Vec<Step>,
+    edge_threads: usize,
+    /// The edge's CPU use while idle, in share of a CPU, over 2 s.
+    edge_idle_cpu: f64,
+}
+
+fn setups() -> Setups {
     let rig = Rig::new(1);
     let opts = Options {
         sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
@@ -391,6 +449,11 @@ fn setups() -> Vec<Step> {
     let c = rig.caller(0);
     // Warm up: the callback client's connections, the store, sipp's caches.
     step(c, &agent, &answer, &app, 100, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle0 = cpu_secs(agent.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let edge_idle_cpu = (cpu_secs(agent.pid()) - idle0) / 2.0;
+    let edge_threads = threads(agent.pid());
     let mut steps = Vec::new();
     for rate in RATES {
         let calls = (rate * STEP_SECS).min(MAX_CALLS);
@@ -404,7 +467,11 @@ fn setups() -> Vec<Step> {
         std::thread::sleep(Duration::from_secs(1));
     }
     drop(agent);
-    steps
+    Setups {
+        steps,
+        edge_threads,
+        edge_idle_cpu,
+    }
 }
 
 fn step(
@@ -430,15 +497,24 @@ fn step(
     };
     // Twice the nominal duration, and the receive timeout on top.
     let timeout = 2 * calls / rate + RECV_TIMEOUT_MS / 1000 + 5;
-    let (answers0, cpu0, jiffies0) = (answer.answers(), cpu_secs(agent.pid()), cpu_jiffies());
+    let (answers0, hangups0) = (answer.answers(), answer.others());
+    let (cpu0, own0, jiffies0) = (
+        cpu_secs(agent.pid()),
+        cpu_secs(std::process::id()),
+        cpu_jiffies(),
+    );
+    let start = Instant::now();
     let child = sipp_command(&sipp, dir.path(), timeout)
         .spawn()
         .expect("start sipp");
     let run = finish(child, dir.path());
+    let wall = start.elapsed().as_secs_f64();
     let busy = busy_shares(&jiffies0, &cpu_jiffies());
+    let own1 = cpu_secs(std::process::id());
     // Calls end at the 603; the record is written just after.
     std::thread::sleep(Duration::from_millis(300));
-    let (answers1, cpu1) = (answer.answers(), cpu_secs(agent.pid()));
+    let (answers1, hangups1) = (answer.answers(), answer.others());
+    let cpu1 = cpu_secs(agent.pid());
     Step {
         rate,
         calls,
@@ -456,7 +532,11 @@ fn step(
         p50_ms: percentile(&run.rtt_ms, 50),
         p99_ms: percentile(&run.rtt_ms, 99),
         answers: answers1 - answers0,
+        hangups: hangups1 - hangups0,
         busy,
+        edge_share: (cpu1 - cpu0) / wall,
+        sipp_share: run.cpu_secs / wall,
+        answer_share: (own1 - own0) / wall,
         edge_cpu_us_per_call: (cpu1 - cpu0) * 1e6 / f64::from(calls.max(1)),
     }
 }
@@ -643,8 +723,8 @@ fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start trafgen");
-    // trafgen pins the process it forks to CPU 0, the edge's: move it back
-    // to the load CPU as soon as it exists.
+    // trafgen pins the worker it forks to a CPU of its own choosing (the
+    // first, with one worker): move it to the load CPU as soon as it exists.
     let parent = child.id();
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
