@@ -592,8 +592,19 @@ fn no_password_anywhere(b: Backend) {
     );
     let stored = match (&pg, b) {
         (Some(pg), Backend::Postgres) => pg.dump("sipauth"),
-        _ => String::from_utf8_lossy(&std::fs::read(c.sqlite_file()).unwrap()).into_owned(),
+        // The database file and its write-ahead log.
+        _ => {
+            let mut bytes = std::fs::read(c.sqlite_file()).unwrap();
+            bytes.extend(
+                std::fs::read(c.sqlite_file().with_extension("db-wal")).unwrap_or_default(),
+            );
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
     };
+    assert!(
+        stored.contains("needleuser"),
+        "the scan reads where the store keeps its rows"
+    );
     let log = c.log();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG") || log.contains("INFO"),
