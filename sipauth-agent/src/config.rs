@@ -102,6 +102,9 @@ pub struct Sip {
     pub max_expires: u32,
     /// Time allowed for each answer_url / hangup_url attempt (one retry).
     pub callback_timeout_ms: u64,
+    /// Outbound legs: Timer B, how long an INVITE waits for any response
+    /// (RFC 3261: 64*T1 = 32 s).
+    pub outbound_timer_b_ms: u64,
 }
 
 impl Default for Sip {
@@ -118,6 +121,7 @@ impl Default for Sip {
             min_expires: 60,
             max_expires: 3600,
             callback_timeout_ms: 5000,
+            outbound_timer_b_ms: 32_000,
         }
     }
 }

@@ -13,6 +13,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::config::{Config, XdpMode};
 use crate::control::{self, ControlState, store::Store};
 use crate::edge::call::{Calls, Sink};
+use crate::edge::outbound::{self, MakeCall, Timers};
 use crate::edge::view::{self, Views};
 use crate::edge::{DigestSettings, Edge, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
@@ -26,7 +27,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let views = Arc::new(Views::new());
     tokio::spawn(view::follow_local(control.clone(), views.clone()));
     let sink = Sink::Store(control.store.clone());
-    let edge_http = start_edge(&cfg, &views, sink)?;
+    // Make Call requests go straight to this process's edge.
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let _ = control.originate.set(tx);
+    let edge_http = start_edge(&cfg, &views, sink, Some(rx))?;
     serve(&cfg, control::router(control).merge(edge_http)).await
 }
 
@@ -70,7 +74,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
             .build()
             .context("HTTP client")?,
     };
-    let edge_http = start_edge(&cfg, &views, sink)?;
+    let edge_http = start_edge(&cfg, &views, sink, None)?;
     serve(&cfg, edge_http).await
 }
 
@@ -97,7 +101,12 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
 
 /// Starts XDP, the lockout table and the SIP listeners; returns the edge's
 /// HTTP routes (`/metrics`, `/admin`).
-fn start_edge(cfg: &Config, views: &Arc<Views>, sink: Sink) -> anyhow::Result<Router> {
+fn start_edge(
+    cfg: &Config,
+    views: &Arc<Views>,
+    sink: Sink,
+    make_calls: Option<tokio::sync::mpsc::Receiver<MakeCall>>,
+) -> anyhow::Result<Router> {
     let xdp = if cfg.xdp.mode == XdpMode::Off {
         tracing::info!("XDP off: user space enforces lockouts alone");
         None
@@ -153,6 +162,13 @@ fn start_edge(cfg: &Config, views: &Arc<Views>, sink: Sink) -> anyhow::Result<Ro
         )),
         sink,
     });
+    if let Some(rx) = make_calls {
+        let timers = Timers {
+            timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
+            ..Timers::default()
+        };
+        tokio::spawn(outbound::make_call::serve(rx, calls.clone(), timers));
+    }
     let edge = Edge::new(
         lockouts.clone(),
         metrics.clone(),

@@ -590,16 +590,13 @@ fn no_password_anywhere(b: Backend) {
         snap.contains("needleuser"),
         "snapshot carries the credential"
     );
-    let stored = match (&pg, b) {
-        (Some(pg), Backend::Postgres) => pg.dump("sipauth"),
+    let stored = if let Some(pg) = &pg {
+        pg.dump("sipauth")
+    } else {
         // The database file and its write-ahead log.
-        _ => {
-            let mut bytes = std::fs::read(c.sqlite_file()).unwrap();
-            bytes.extend(
-                std::fs::read(c.sqlite_file().with_extension("db-wal")).unwrap_or_default(),
-            );
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
+        let mut bytes = std::fs::read(c.sqlite_file()).unwrap();
+        bytes.extend(std::fs::read(c.sqlite_file().with_extension("db-wal")).unwrap_or_default());
+        String::from_utf8_lossy(&bytes).into_owned()
     };
     assert!(
         stored.contains("needleuser"),

@@ -41,6 +41,9 @@ pub struct ControlState {
     version: watch::Sender<u64>,
     /// The last snapshot built, reused while the version stands.
     cache: Mutex<Option<Built>>,
+    /// Where Make Call requests go when an edge runs in this process
+    /// (`sipauth run`); unset, calls stay "queued".
+    pub originate: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::edge::outbound::MakeCall>>,
 }
 
 // === impl ControlState ===
@@ -59,6 +62,7 @@ impl ControlState {
             edge_token,
             version: watch::channel(v).0,
             cache: Mutex::new(None),
+            originate: std::sync::OnceLock::new(),
         });
         tokio::spawn(poll_versions(Arc::downgrade(&state)));
         Ok(state)

@@ -44,6 +44,24 @@ pub mod cause {
     pub const ANSWER_URL_FAILED: (&str, i64) = ("answer_url_unreachable", 4060);
     pub const INVALID_XML: (&str, i64) = ("invalid_answer_xml", 4070);
     pub const DIAL_UNAVAILABLE: (&str, i64) = ("dial_not_available", 4080);
+    /// Outbound leg: the far end did not answer (408, 480, or rang out).
+    pub const NO_ANSWER: (&str, i64) = ("no_answer", 4090);
+    /// Outbound leg: no response at all before Timer B (no credentials sent).
+    pub const REQUEST_TIMEOUT: (&str, i64) = ("request_timeout", 4100);
+    /// Outbound leg: a final failure other than busy, decline or auth.
+    pub const DESTINATION_FAILED: (&str, i64) = ("destination_failed", 4110);
+    /// Outbound leg: the target is not a dialable SIP URI with an IP host.
+    pub const INVALID_DESTINATION: (&str, i64) = ("invalid_destination", 4120);
+    /// Outbound leg: the socket or TCP connection failed.
+    pub const NETWORK_ERROR: (&str, i64) = ("network_error", 4130);
+    /// Outbound leg: cancelled before it was answered.
+    pub const CANCELLED: (&str, i64) = ("cancelled", 4140);
+    /// Outbound leg: the far end rejected our credentials (a new challenge
+    /// without stale, a 403 after credentials, or a challenge we cannot
+    /// answer).
+    pub const OUTBOUND_AUTH_FAILED: (&str, i64) = ("sip_auth_failed", 4240);
+    /// Outbound leg: no final answer to the authenticated INVITE in time.
+    pub const OUTBOUND_AUTH_TIMEOUT: (&str, i64) = ("sip_auth_timeout", 4250);
 }
 
 /// Where call records go: the store (`sipauth run`) or the control plane

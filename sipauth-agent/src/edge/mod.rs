@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod lockout;
+pub mod outbound;
 pub mod registrar;
 pub mod transaction;
 pub mod transport;

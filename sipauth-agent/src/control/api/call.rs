@@ -19,6 +19,7 @@ use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
 use crate::control::ControlState;
 use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use crate::control::store::now;
+use crate::edge::outbound::{Credentials, MakeCall, Secret};
 
 pub const CREATE: &[Field] = &[
     field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),
@@ -106,7 +107,10 @@ async fn create(
             "must be given with the other sip_auth_ field",
         ));
     }
+    let sip_headers = sipauth_callback::parse_sip_headers(v.str("sip_headers").unwrap_or(""))
+        .map_err(|e| ApiError::field("sip_headers", &e.to_string()))?;
     let uuid = uuid::Uuid::new_v4().to_string();
+    let created_at = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
     sqlx::query(
         "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, answer_method, \
@@ -121,10 +125,36 @@ async fn create(
     .bind(v.str("answer_method").unwrap_or("POST"))
     .bind(v.str("hangup_url").unwrap_or(answer_url))
     .bind("queued")
-    .bind(now())
+    .bind(created_at)
     .execute(s.store.pool())
     .await?;
     tracing::info!(account = %acct, call = %uuid, "call requested");
+    if let Some(tx) = s.originate.get() {
+        let auth_token = s.account_token(&acct).await?.unwrap_or_default();
+        let credentials = match (v.str("sip_auth_username"), v.str("sip_auth_password")) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.to_owned(),
+                password: Secret::new(p.to_owned()),
+            }),
+            _ => None,
+        };
+        let call = MakeCall {
+            call_uuid: uuid.clone(),
+            account: acct.clone(),
+            auth_token,
+            from: v.str("from").unwrap_or_default().to_owned(),
+            to: to.to_owned(),
+            answer_url: answer_url.to_owned(),
+            answer_method: v.str("answer_method").unwrap_or("POST").to_owned(),
+            hangup_url: v.str("hangup_url").unwrap_or(answer_url).to_owned(),
+            credentials,
+            sip_headers,
+            created_at,
+        };
+        if let Err(e) = tx.try_send(call) {
+            tracing::warn!(call = %uuid, error = %e, "the edge cannot take the call now; it stays queued");
+        }
+    }
     Ok(reply(
         StatusCode::CREATED,
         json!({ "message": "call fired", "request_uuid": uuid }),

@@ -1,0 +1,457 @@
+//! One outbound leg: INVITE, digest challenges, the final answer, and the
+//! dialog that follows a 2xx (ACK, in-dialog BYE either way).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use sipauth_digest::ChallengeIn;
+use sipauth_sip::{Message, build};
+
+use super::conn::Conn;
+use super::message::{self, Request, branch, escape_user, random_hex};
+use super::txn::{self, Acks, End};
+use super::{Credentials, Target, Timers, Transport};
+use crate::edge::call::cause;
+
+/// What to dial.
+#[derive(Debug)]
+pub struct Leg {
+    pub target: Target,
+    /// The From user part (the caller id), escaped when sent.
+    pub from_user: String,
+    pub credentials: Option<Credentials>,
+    /// Extra headers, already rendered (`X-PH-...`).
+    pub headers: Vec<(String, String)>,
+    /// The offer, when the leg carries one.
+    pub sdp: Option<Vec<u8>>,
+    pub timers: Timers,
+}
+
+/// How a leg ended without being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The final status to give a caller bridged to this leg.
+    pub code: u16,
+    /// CallStatus.
+    pub status: &'static str,
+    pub cause: (&'static str, i64),
+}
+
+impl Outcome {
+    const fn new(code: u16, status: &'static str, cause: (&'static str, i64)) -> Self {
+        Self {
+            code,
+            status,
+            cause,
+        }
+    }
+
+    pub const AUTH_FAILED: Self = Self::new(403, "failed", cause::OUTBOUND_AUTH_FAILED);
+    pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", cause::OUTBOUND_AUTH_TIMEOUT);
+    pub const INVALID_DESTINATION: Self = Self::new(404, "failed", cause::INVALID_DESTINATION);
+    pub const NETWORK_ERROR: Self = Self::new(503, "failed", cause::NETWORK_ERROR);
+
+    /// The outcome of a final failure response `code` to an INVITE that
+    /// carried no credentials, or carried them and was not rejected for them.
+    #[must_use]
+    pub fn of_status(code: u16) -> Self {
+        match code {
+            486 | 600 => Self::new(code, "busy", cause::BUSY),
+            408 | 480 => Self::new(code, "no-answer", cause::NO_ANSWER),
+            487 => Self::new(code, "cancel", cause::CANCELLED),
+            603 => Self::new(code, "failed", cause::REJECTED),
+            _ => Self::new(code, "failed", cause::DESTINATION_FAILED),
+        }
+    }
+}
+
+/// How [`Leg::place`] ended.
+#[derive(Debug)]
+pub enum LegEnd {
+    Answered(Box<Dialog>),
+    Failed(Outcome),
+}
+
+/// An answered leg.
+pub struct Dialog {
+    conn: Conn,
+    acks: Acks,
+    timers: Timers,
+    peer: SocketAddr,
+    call_id: String,
+    from: String,
+    to: String,
+    remote_target: String,
+    route: Vec<String>,
+    cseq: u32,
+    invite_branch: String,
+    ack: Vec<u8>,
+    /// The 2xx status and its body (the answer SDP).
+    pub code: u16,
+    pub sdp: Vec<u8>,
+}
+
+impl std::fmt::Debug for Dialog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialog")
+            .field("call_id", &self.call_id)
+            .field("remote_target", &self.remote_target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authentication state of a leg across its INVITEs.
+#[derive(Default)]
+struct Auth {
+    /// `(header, value)` for the next INVITE.
+    header: Option<(&'static str, String)>,
+    /// Whether credentials were sent at all.
+    sent: bool,
+    /// Whether the one stale=true re-challenge was answered.
+    stale_used: bool,
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+impl Leg {
+    /// INVITEs the target and answers its challenges until the leg is
+    /// answered or ends.
+    pub async fn place(self) -> LegEnd {
+        let mut conn = match Conn::open(&self.target, self.timers.timer_b).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(target = %self.target.addr, error = %e, "outbound leg: cannot open a connection");
+                return LegEnd::Failed(Outcome::NETWORK_ERROR);
+            }
+        };
+        let local = conn.local;
+        let tcp = conn.transport == Transport::Tcp;
+        let call_id = format!("{}@sipauth", random_hex(16));
+        let user = escape_user(&self.from_user);
+        let from = format!("<sip:{user}@{}>;tag={}", host(local.ip()), random_hex(8));
+        let to = format!("<{}>", self.target.uri);
+        let contact = format!(
+            "<sip:{user}@{}{}>",
+            message::host_port(local),
+            if tcp { ";transport=tcp" } else { "" }
+        );
+        let mut acks = Acks::default();
+        let mut auth = Auth::default();
+        let mut cseq = 1u32;
+        loop {
+            let branch = branch();
+            let mut extra: Vec<(&str, &str)> = self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if let Some((name, value)) = &auth.header {
+                extra.push((name, value.as_str()));
+            }
+            let req = Request {
+                method: "INVITE",
+                uri: &self.target.uri,
+                transport: conn.transport.via_name(),
+                local,
+                branch: &branch,
+                from: &from,
+                to: &to,
+                call_id: &call_id,
+                cseq,
+                contact: Some(&contact),
+                extra: &extra,
+                body: self.sdp.as_deref().map(|b| ("application/sdp", b)),
+            };
+            let invite = message::build(&req);
+            let end = txn::invite(&mut conn, &invite, &branch, &self.timers, &acks).await;
+            let raw = match end {
+                End::Final(raw) => raw,
+                End::Transport(e) => {
+                    tracing::info!(target = %self.target.addr, error = %e, "outbound leg: transport failed");
+                    return LegEnd::Failed(Outcome::NETWORK_ERROR);
+                }
+                End::Timeout { provisional } => {
+                    if provisional > 0 {
+                        cancel(&mut conn, &req, &self.timers, &acks).await;
+                    }
+                    return LegEnd::Failed(match provisional {
+                        0 | 100 if auth.sent => Outcome::AUTH_TIMEOUT,
+                        0 => Outcome::new(408, "timeout", cause::REQUEST_TIMEOUT),
+                        _ => Outcome::new(480, "no-answer", cause::NO_ANSWER),
+                    });
+                }
+            };
+            let Ok(resp) = sipauth_sip::parse(&raw) else {
+                return LegEnd::Failed(Outcome::NETWORK_ERROR);
+            };
+            let code = resp.status().unwrap_or(500);
+            let resp_to = resp.header("To").unwrap_or(&to).to_owned();
+            if code >= 300 {
+                // RFC 3261 17.1.1.3: same branch, the response's To.
+                let ack = message::build(&Request {
+                    method: "ACK",
+                    cseq,
+                    to: &resp_to,
+                    contact: None,
+                    extra: &[],
+                    body: None,
+                    ..req
+                });
+                let _ = conn.send(&ack).await;
+                acks.push(branch.clone(), ack);
+            }
+            match code {
+                200..=299 => {
+                    let remote_target = resp
+                        .contacts()
+                        .filter_map(Result::ok)
+                        .map(|c| c.uri.to_owned())
+                        .next()
+                        .unwrap_or_else(|| self.target.uri.clone());
+                    let mut route: Vec<String> = resp
+                        .headers("Record-Route")
+                        .flat_map(|v| v.split(','))
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                        .collect();
+                    route.reverse();
+                    let sdp = resp.body().to_vec();
+                    let routes: Vec<(&str, &str)> =
+                        route.iter().map(|r| ("Route", r.as_str())).collect();
+                    let ack_branch = message::branch();
+                    let ack = message::build(&Request {
+                        method: "ACK",
+                        uri: &remote_target,
+                        transport: conn.transport.via_name(),
+                        local,
+                        branch: &ack_branch,
+                        from: &from,
+                        to: &resp_to,
+                        call_id: &call_id,
+                        cseq,
+                        contact: None,
+                        extra: &routes,
+                        body: None,
+                    });
+                    if let Err(e) = conn.send(&ack).await {
+                        tracing::info!(error = %e, "outbound leg: ACK of the 2xx failed");
+                    }
+                    return LegEnd::Answered(Box::new(Dialog {
+                        conn,
+                        acks,
+                        timers: self.timers,
+                        peer: self.target.addr,
+                        call_id,
+                        from,
+                        to: resp_to,
+                        remote_target,
+                        route,
+                        cseq,
+                        invite_branch: branch,
+                        ack,
+                        code,
+                        sdp,
+                    }));
+                }
+                401 | 407 => {
+                    let Some(creds) = &self.credentials else {
+                        return LegEnd::Failed(Outcome::AUTH_FAILED);
+                    };
+                    match answer_challenge(&resp, code, creds, &self.target.uri, &mut auth) {
+                        Some(header) => auth.header = Some(header),
+                        None => return LegEnd::Failed(Outcome::AUTH_FAILED),
+                    }
+                    cseq += 1;
+                }
+                403 if auth.sent => return LegEnd::Failed(Outcome::AUTH_FAILED),
+                _ => return LegEnd::Failed(Outcome::of_status(code)),
+            }
+        }
+    }
+}
+
+/// The credentials header answering a 401 (`Authorization`) or 407
+/// (`Proxy-Authorization`): the strongest supported challenge, a fresh
+/// cnonce. `None` when the leg must give up: a repeated challenge without
+/// stale=true (or a second stale one), or nothing we can answer.
+fn answer_challenge(
+    resp: &Message<'_>,
+    code: u16,
+    creds: &Credentials,
+    uri: &str,
+    auth: &mut Auth,
+) -> Option<(&'static str, String)> {
+    let (challenge_header, answer_header) = if code == 401 {
+        ("WWW-Authenticate", "Authorization")
+    } else {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    };
+    let parsed: Vec<sipauth_sip::DigestChallenge<'_>> = resp
+        .headers(challenge_header)
+        .filter_map(|v| sipauth_sip::parse_challenge(v).ok())
+        .collect();
+    let offered: Vec<ChallengeIn<'_>> = parsed
+        .iter()
+        .map(|c| ChallengeIn {
+            realm: c.realm,
+            nonce: c.nonce,
+            opaque: c.opaque,
+            algorithm: c.algorithm,
+            qop: c.qop.clone(),
+            stale: c.stale,
+        })
+        .collect();
+    let ch = &offered[sipauth_digest::pick_challenge(&offered)?];
+    if auth.sent {
+        if !ch.stale || auth.stale_used {
+            return None;
+        }
+        auth.stale_used = true;
+    }
+    // A new nonce each time, so the count starts over.
+    let value = sipauth_digest::authorization(
+        ch,
+        &creds.username,
+        creds.password.expose(),
+        "INVITE",
+        uri,
+        1,
+    )?;
+    auth.sent = true;
+    Some((answer_header, value))
+}
+
+/// CANCELs a ringing INVITE and ACKs the 487 that ends it.
+async fn cancel(conn: &mut Conn, invite: &Request<'_>, timers: &Timers, acks: &Acks) {
+    let req = message::build(&Request {
+        method: "CANCEL",
+        contact: None,
+        extra: &[],
+        body: None,
+        ..*invite
+    });
+    let _ = txn::non_invite(conn, &req, invite.branch, "CANCEL", timers, acks).await;
+    let wait = tokio::time::sleep(timers.t1 * 8);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => return,
+            r = conn.recv() => {
+                let Ok(raw) = r else { return };
+                if txn::response_to(&raw, invite.branch, "INVITE").is_some_and(|s| s >= 300)
+                    && let Ok(m) = sipauth_sip::parse(&raw)
+                {
+                    let to = m.header("To").unwrap_or(invite.to);
+                    let ack = message::build(&Request {
+                        method: "ACK",
+                        to,
+                        contact: None,
+                        extra: &[],
+                        body: None,
+                        ..*invite
+                    });
+                    let _ = conn.send(&ack).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Dialog {
+    /// Keeps the call up for `length`, answering the far end meanwhile.
+    /// True when the far end hung up (BYE) or the connection failed.
+    pub async fn hold(&mut self, length: Duration) -> bool {
+        let wait = tokio::time::sleep(length);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => return false,
+                r = self.conn.recv() => {
+                    let Ok(raw) = r else { return true };
+                    if self.incoming(&raw).await {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message inside the dialog; true when it was a BYE.
+    async fn incoming(&mut self, raw: &[u8]) -> bool {
+        let Ok(m) = sipauth_sip::parse(raw) else {
+            return false;
+        };
+        match m.method() {
+            None => {
+                // A retransmitted 2xx: the ACK did not arrive.
+                if txn::response_to(raw, &self.invite_branch, "INVITE")
+                    .is_some_and(|s| (200..300).contains(&s))
+                {
+                    let _ = self.conn.send(&self.ack).await;
+                } else {
+                    self.acks.absorb(&mut self.conn, raw).await;
+                }
+                false
+            }
+            Some("ACK") => false,
+            Some(method) => {
+                let ours = m.call_id().is_ok_and(|c| c == self.call_id);
+                let (code, reason) = match method {
+                    "BYE" if ours => (200, "OK"),
+                    "BYE" => (481, "Call/Transaction Does Not Exist"),
+                    "OPTIONS" => (200, "OK"),
+                    _ => (405, "Method Not Allowed"),
+                };
+                let resp = build::response(&m, code, reason, self.peer, None, &[], b"");
+                let _ = self.conn.send(&resp).await;
+                method == "BYE" && ours
+            }
+        }
+    }
+
+    /// Ends the call from our side with a BYE.
+    pub async fn bye(mut self) {
+        self.cseq += 1;
+        let branch = branch();
+        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
+        let req = message::build(&Request {
+            method: "BYE",
+            uri: &self.remote_target,
+            transport: self.conn.transport.via_name(),
+            local: self.conn.local,
+            branch: &branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq: self.cseq,
+            contact: None,
+            extra: &routes,
+            body: None,
+        });
+        match txn::non_invite(
+            &mut self.conn,
+            &req,
+            &branch,
+            "BYE",
+            &self.timers,
+            &self.acks,
+        )
+        .await
+        {
+            End::Final(raw) => {
+                let status = sipauth_sip::parse(&raw).ok().and_then(|m| m.status());
+                tracing::debug!(call_id = %self.call_id, ?status, "BYE answered");
+            }
+            End::Timeout { .. } => tracing::debug!(call_id = %self.call_id, "BYE unanswered"),
+            End::Transport(e) => {
+                tracing::debug!(call_id = %self.call_id, error = %e, "BYE not sent");
+            }
+        }
+    }
+}

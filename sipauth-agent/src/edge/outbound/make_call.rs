@@ -1,0 +1,211 @@
+//! The Make Call API's calls: the control plane hands each request to the
+//! edge, which dials it, and when the far end answers fetches the
+//! answer_url (signed) and follows `<Hangup/>` and `<Wait length>`. The
+//! record and the hangup_url tell how the call ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipauth_callback::{Action, Callback, Method};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Credentials, Dialog, Leg, LegEnd, Target, Timers};
+use crate::control::store::now;
+use crate::edge::call::{CallRecord, Calls, cause};
+
+/// Outbound calls in progress at once; further requests wait in the queue.
+const MAX_CALLS: usize = 4096;
+/// The offer of an API call: the edge carries no media.
+const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
+
+/// One `POST Call/` request, as the edge needs it.
+pub struct MakeCall {
+    pub call_uuid: String,
+    pub account: String,
+    /// Signs the callbacks.
+    pub auth_token: String,
+    pub from: String,
+    pub to: String,
+    pub answer_url: String,
+    pub answer_method: String,
+    pub hangup_url: String,
+    pub credentials: Option<Credentials>,
+    /// Parsed `sip_headers` (rendered `X-PH-{key}` on the INVITE).
+    pub sip_headers: Vec<(String, String)>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for MakeCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MakeCall")
+            .field("call_uuid", &self.call_uuid)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the call ended.
+struct End {
+    status: &'static str,
+    cause: (&'static str, i64),
+}
+
+/// Takes Make Call requests until the control plane goes away.
+pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, timers: Timers) {
+    let limit = Arc::new(Semaphore::new(MAX_CALLS));
+    while let Some(call) = rx.recv().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            run(call, &calls, timers).await;
+            drop(permit);
+        });
+    }
+}
+
+fn method(m: &str) -> Method {
+    if m.eq_ignore_ascii_case("GET") {
+        Method::Get
+    } else {
+        Method::Post
+    }
+}
+
+impl MakeCall {
+    fn params(&self, status: &str) -> Vec<(String, String)> {
+        vec![
+            ("CallUUID".to_owned(), self.call_uuid.clone()),
+            ("RequestUUID".to_owned(), self.call_uuid.clone()),
+            ("From".to_owned(), self.from.clone()),
+            ("To".to_owned(), self.to.clone()),
+            ("Direction".to_owned(), "outbound".to_owned()),
+            ("CallStatus".to_owned(), status.to_owned()),
+        ]
+    }
+
+    fn record(&self, end: &End) -> CallRecord {
+        CallRecord {
+            call_uuid: self.call_uuid.clone(),
+            account: self.account.clone(),
+            direction: "outbound".to_owned(),
+            from_number: self.from.clone(),
+            to_number: self.to.clone(),
+            answer_url: Some(self.answer_url.clone()),
+            call_status: end.status.to_owned(),
+            hangup_cause_name: Some(end.cause.0.to_owned()),
+            hangup_cause_code: Some(end.cause.1),
+            sip_auth_type: None,
+            source_ip: None,
+            created_at: self.created_at,
+            ended_at: Some(now()),
+        }
+    }
+}
+
+async fn run(call: MakeCall, calls: &Calls, timers: Timers) {
+    let end = match Target::parse(&call.to) {
+        Err(e) => {
+            tracing::info!(call = %call.call_uuid, error = %e, "outbound call cannot be dialled");
+            End {
+                status: "failed",
+                cause: cause::INVALID_DESTINATION,
+            }
+        }
+        Ok(target) => {
+            let leg = Leg {
+                target,
+                from_user: call.from.clone(),
+                credentials: call.credentials.clone(),
+                headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),
+                sdp: Some(OFFER.to_vec()),
+                timers,
+            };
+            match leg.place().await {
+                LegEnd::Failed(o) => End {
+                    status: o.status,
+                    cause: o.cause,
+                },
+                LegEnd::Answered(dialog) => answered(&call, calls, dialog).await,
+            }
+        }
+    };
+    tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "outbound call ended");
+    calls.sink.write(&call.record(&end)).await;
+    if call.hangup_url.is_empty() {
+        return;
+    }
+    let mut params = call.params(end.status);
+    params.push(("HangupCauseName".to_owned(), end.cause.0.to_owned()));
+    params.push(("HangupCauseCode".to_owned(), end.cause.1.to_string()));
+    let cb = Callback {
+        url: &call.hangup_url,
+        method: Method::Post,
+        params,
+        auth_token: &call.auth_token,
+    };
+    if let Err(e) = calls.client.notify(&cb).await {
+        tracing::info!(call = %call.call_uuid, error = %e, "hangup_url failed");
+    }
+}
+
+/// The far end answered: the answer_url says what happens next.
+async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> End {
+    let cb = Callback {
+        url: &call.answer_url,
+        method: method(&call.answer_method),
+        params: call.params("in-progress"),
+        auth_token: &call.auth_token,
+    };
+    let actions = match calls.client.fetch(&cb).await {
+        Ok(body) => match sipauth_callback::parse_response_xml(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(call = %call.call_uuid, error = %e, "answer_url returned invalid XML");
+                dialog.bye().await;
+                return End {
+                    status: "failed",
+                    cause: cause::INVALID_XML,
+                };
+            }
+        },
+        Err(e) => {
+            tracing::warn!(call = %call.call_uuid, error = %e, "answer_url failed");
+            dialog.bye().await;
+            return End {
+                status: "failed",
+                cause: cause::ANSWER_URL_FAILED,
+            };
+        }
+    };
+    let completed = |cause| End {
+        status: "completed",
+        cause,
+    };
+    for action in actions {
+        match action {
+            Action::Hangup { .. } => {
+                dialog.bye().await;
+                return completed(cause::NORMAL);
+            }
+            Action::Wait { length_secs } => {
+                let length = Duration::from_secs(u64::from(length_secs.min(3600)));
+                if dialog.hold(length).await {
+                    // The far end hung up.
+                    return completed(cause::NORMAL);
+                }
+            }
+            Action::Speak { .. } => {}
+            Action::Dial(_) => {
+                dialog.bye().await;
+                return End {
+                    status: "failed",
+                    cause: cause::DIAL_UNAVAILABLE,
+                };
+            }
+        }
+    }
+    dialog.bye().await;
+    completed(cause::END_OF_XML)
+}

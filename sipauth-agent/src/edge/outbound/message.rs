@@ -1,0 +1,143 @@
+//! Requests an outbound leg sends (RFC 3261 8.1.1, 17.1.1.3, 13.2.2.4).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use rand::RngCore as _;
+
+/// One request; `extra` headers go after Contact, in order.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    /// `UDP` or `TCP`.
+    pub transport: &'a str,
+    pub local: SocketAddr,
+    pub branch: &'a str,
+    /// Whole From and To values (tags included when known).
+    pub from: &'a str,
+    pub to: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub contact: Option<&'a str>,
+    pub extra: &'a [(&'a str, &'a str)],
+    /// `(content type, body)`.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// `host:port`, IPv6 in brackets.
+#[must_use]
+pub fn host_port(a: SocketAddr) -> String {
+    a.to_string()
+}
+
+/// Random lowercase hex of `bytes` bytes.
+#[must_use]
+pub fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter()
+        .fold(String::with_capacity(bytes * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A fresh RFC 3261 branch (magic cookie first).
+#[must_use]
+pub fn branch() -> String {
+    format!("z9hG4bK{}", random_hex(12))
+}
+
+/// `s` as a SIP URI user part: unreserved and user-unreserved characters
+/// kept, everything else percent-encoded (RFC 3261 25.1).
+#[must_use]
+pub fn escape_user(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// `s` with CR, LF and NUL turned into spaces, so a value stays on its line.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\r', '\n', '\0']) {
+        std::borrow::Cow::Owned(s.replace(['\r', '\n', '\0'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+#[must_use]
+pub fn build(r: &Request<'_>) -> Vec<u8> {
+    let mut out = String::with_capacity(768);
+    let _ = write!(
+        out,
+        "{} {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: 70\r\n\
+         From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {}\r\n",
+        r.method,
+        one_line(r.uri),
+        r.transport,
+        host_port(r.local),
+        r.branch,
+        one_line(r.from),
+        one_line(r.to),
+        r.call_id,
+        r.cseq,
+        r.method,
+    );
+    if let Some(c) = r.contact {
+        let _ = write!(out, "Contact: {}\r\n", one_line(c));
+    }
+    for (name, value) in r.extra {
+        let _ = write!(out, "{}: {}\r\n", one_line(name), one_line(value));
+    }
+    out.push_str("User-Agent: sipauth\r\n");
+    let body = match r.body {
+        Some((ty, body)) => {
+            let _ = write!(out, "Content-Type: {}\r\n", one_line(ty));
+            body
+        }
+        None => &[],
+    };
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_parses_back() {
+        let branch = branch();
+        let bytes = build(&Request {
+            method: "INVITE",
+            uri: "sip:bob@10.0.0.2",
+            transport: "UDP",
+            local: "10.0.0.1:40000".parse().unwrap(),
+            branch: &branch,
+            from: "<sip:alice@10.0.0.1>;tag=abc",
+            to: "<sip:bob@10.0.0.2>",
+            call_id: "c1",
+            cseq: 1,
+            contact: Some("<sip:alice@10.0.0.1:40000>"),
+            extra: &[("X-PH-a", "b\r\nInjected: 1")],
+            body: Some(("application/sdp", b"v=0\r\n")),
+        });
+        let m = sipauth_sip::parse(&bytes).unwrap();
+        assert_eq!(m.method(), Some("INVITE"));
+        assert_eq!(m.top_via().unwrap().branch, Some(branch.as_str()));
+        assert_eq!(m.cseq().unwrap(), (1, "INVITE"));
+        assert!(m.header("Injected").is_none());
+        assert_eq!(m.body(), b"v=0\r\n");
+        assert_eq!(escape_user("+1 555"), "+1%20555");
+    }
+}

@@ -1,0 +1,195 @@
+//! Outbound call legs: the edge as a user agent client.
+//!
+//! A leg INVITEs a SIP URI whose host is an IP literal (names are never
+//! resolved), answers the far end's 401 / 407 digest challenges with the
+//! credentials it was given, and ends answered or with a hangup cause.
+//!
+//! Each leg has its own socket: a UDP socket on an ephemeral port, connected
+//! to the target (the kernel picks the edge's address on the route to it),
+//! or a TCP connection when the URI says `transport=tcp`. Responses and
+//! in-dialog requests come back on that socket, so they never mix with the
+//! inbound traffic on port 5060.
+//!
+//! Credentials live in memory for the life of the leg; their `Debug` is
+//! redacted and no log line, record or callback carries them.
+
+pub mod conn;
+pub mod leg;
+pub mod make_call;
+pub mod message;
+pub mod txn;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use leg::{Dialog, Leg, LegEnd, Outcome};
+pub use make_call::MakeCall;
+
+/// RFC 3261 timers of outbound legs.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// T1, the round-trip estimate: Timer A starts here and doubles.
+    pub t1: Duration,
+    /// T2, the cap of non-INVITE retransmission intervals.
+    pub t2: Duration,
+    /// Timer B (and F): how long a request waits for any response.
+    pub timer_b: Duration,
+    /// How long an INVITE that got a provisional response waits for the
+    /// final one before it is cancelled.
+    pub ring_timeout: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        let t1 = Duration::from_millis(500);
+        Self {
+            t1,
+            t2: Duration::from_secs(4),
+            timer_b: t1 * 64,
+            ring_timeout: Duration::from_mins(1),
+        }
+    }
+}
+
+/// A digest password; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Digest credentials for the far end's challenges.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &"<redacted>")
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    #[must_use]
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+}
+
+/// Where a leg goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The Request-URI, as given.
+    pub uri: String,
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Why a URI cannot be dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("not a SIP URI")]
+    NotSipUri,
+    #[error("sips: needs TLS, which outbound legs do not speak")]
+    Sips,
+    #[error("the host is a name; outbound legs only dial IP literals")]
+    HostName,
+    #[error("transport {0} is not supported (udp or tcp)")]
+    Transport(&'static str),
+    #[error("URI headers (?...) are not accepted")]
+    Headers,
+}
+
+impl Target {
+    /// Parses `uri`: `sip:` with an IPv4 or bracketed IPv6 host, port 5060
+    /// unless written, UDP unless `transport=tcp`.
+    pub fn parse(uri: &str) -> Result<Self, TargetError> {
+        let u = sipauth_sip::parse_uri(uri.trim()).map_err(|_| TargetError::NotSipUri)?;
+        if u.is_sips() {
+            return Err(TargetError::Sips);
+        }
+        if u.headers.is_some() {
+            return Err(TargetError::Headers);
+        }
+        let ip: IpAddr = u
+            .host_unbracketed()
+            .parse()
+            .map_err(|_| TargetError::HostName)?;
+        let transport = match u.param("transport").flatten() {
+            None => Transport::Udp,
+            Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
+            Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            Some(_) => return Err(TargetError::Transport("other than udp/tcp")),
+        };
+        Ok(Self {
+            uri: uri.trim().to_owned(),
+            addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+            transport,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("sip:bob@10.0.0.2").unwrap();
+        assert_eq!(t.addr, "10.0.0.2:5060".parse().unwrap());
+        assert_eq!(t.transport, Transport::Udp);
+        let t = Target::parse("sip:bob@[fd00::2]:5070;transport=TCP").unwrap();
+        assert_eq!(t.addr, "[fd00::2]:5070".parse().unwrap());
+        assert_eq!(t.transport, Transport::Tcp);
+        assert_eq!(
+            Target::parse("sip:bob@provider.example"),
+            Err(TargetError::HostName)
+        );
+        assert_eq!(Target::parse("sips:bob@10.0.0.2"), Err(TargetError::Sips));
+        assert_eq!(Target::parse("tel:+15551234"), Err(TargetError::NotSipUri));
+        assert_eq!(
+            Target::parse("sip:bob@10.0.0.2;transport=sctp"),
+            Err(TargetError::Transport("other than udp/tcp"))
+        );
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let c = Credentials {
+            username: "pbx-user".to_owned(),
+            password: Secret::new("Secret123".to_owned()),
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("Secret123") && !s.contains("pbx-user"), "{s}");
+    }
+}

@@ -1,0 +1,354 @@
+//! Client transactions (RFC 3261 17.1): INVITE with Timer A and Timer B,
+//! non-INVITE (BYE, CANCEL) with Timer E and Timer F.
+//!
+//! Timer A retransmits an INVITE over UDP from T1, doubling, until a
+//! response arrives; Timer B ends the transaction when none has arrived
+//! after 64*T1. After a provisional response the INVITE waits up to the
+//! ring timeout for its final response. Over TCP nothing is retransmitted.
+
+use std::io;
+
+use tokio::time::{Instant, sleep_until};
+
+use super::Timers;
+use super::conn::Conn;
+
+/// How a client transaction ended.
+#[derive(Debug)]
+pub enum End {
+    /// The final response (the raw message).
+    Final(Vec<u8>),
+    /// No final response in time; `provisional` is the highest provisional
+    /// status seen (0 when nothing came back at all).
+    Timeout {
+        provisional: u16,
+    },
+    Transport(io::Error),
+}
+
+/// Earlier transactions' ACKs, re-sent when their final response is
+/// retransmitted (the far end missed the ACK).
+#[derive(Default)]
+pub struct Acks(Vec<(String, Vec<u8>)>);
+
+impl Acks {
+    pub fn push(&mut self, branch: String, ack: Vec<u8>) {
+        if self.0.len() >= 8 {
+            self.0.remove(0);
+        }
+        self.0.push((branch, ack));
+    }
+
+    fn for_branch(&self, branch: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(b, _)| b == branch)
+            .map(|(_, a)| a.as_slice())
+    }
+
+    /// Re-sends the ACK when `raw` is a final response to an earlier
+    /// transaction; true when it was one.
+    pub async fn absorb(&self, conn: &mut Conn, raw: &[u8]) -> bool {
+        let Ok(m) = sipauth_sip::parse(raw) else {
+            return false;
+        };
+        let branch = m.top_via().ok().and_then(|v| v.branch);
+        let Some(ack) = branch.and_then(|b| self.for_branch(b)) else {
+            return false;
+        };
+        if m.status().is_some_and(|s| s >= 200) {
+            let _ = conn.send(ack).await;
+        }
+        true
+    }
+}
+
+/// The status when `raw` is a response to the transaction `branch` /
+/// `method`.
+pub fn response_to(raw: &[u8], branch: &str, method: &str) -> Option<u16> {
+    let m = sipauth_sip::parse(raw).ok()?;
+    let status = m.status()?;
+    let via = m.top_via().ok()?;
+    let (_, cseq_method) = m.cseq().ok()?;
+    (via.branch == Some(branch) && cseq_method == method).then_some(status)
+}
+
+/// Runs an INVITE client transaction for `req` (already built with
+/// `branch`). Messages that belong elsewhere go to `acks`.
+pub async fn invite(
+    conn: &mut Conn,
+    req: &[u8],
+    branch: &str,
+    timers: &Timers,
+    acks: &Acks,
+) -> End {
+    if let Err(e) = conn.send(req).await {
+        return End::Transport(e);
+    }
+    let start = Instant::now();
+    let timer_b = start + timers.timer_b;
+    let mut interval = timers.t1;
+    let mut timer_a = (!conn.reliable()).then(|| start + interval);
+    let mut provisional = 0u16;
+    let mut ring_deadline: Option<Instant> = None;
+    loop {
+        let deadline = match ring_deadline {
+            Some(d) => d,
+            None => timer_a.map_or(timer_b, |a| a.min(timer_b)),
+        };
+        tokio::select! {
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                if ring_deadline.is_some() || now >= timer_b {
+                    return End::Timeout { provisional };
+                }
+                if let Err(e) = conn.send(req).await {
+                    return End::Transport(e);
+                }
+                interval *= 2;
+                timer_a = Some(now + interval);
+            }
+            r = conn.recv() => {
+                let raw = match r {
+                    Ok(raw) => raw,
+                    Err(e) => return End::Transport(e),
+                };
+                match response_to(&raw, branch, "INVITE") {
+                    Some(s @ 100..=199) => {
+                        provisional = provisional.max(s);
+                        if ring_deadline.is_none() {
+                            ring_deadline = Some(Instant::now() + timers.ring_timeout);
+                        }
+                    }
+                    Some(_) => return End::Final(raw),
+                    None => {
+                        acks.absorb(conn, &raw).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a non-INVITE client transaction (BYE, CANCEL): retransmissions from
+/// T1 doubling up to T2 over UDP, Timer F = `timers.timer_b`.
+pub async fn non_invite(
+    conn: &mut Conn,
+    req: &[u8],
+    branch: &str,
+    method: &str,
+    timers: &Timers,
+    acks: &Acks,
+) -> End {
+    if let Err(e) = conn.send(req).await {
+        return End::Transport(e);
+    }
+    let start = Instant::now();
+    let timer_f = start + timers.timer_b;
+    let mut interval = timers.t1;
+    let mut timer_e = (!conn.reliable()).then(|| start + interval);
+    let mut provisional = 0u16;
+    loop {
+        let deadline = timer_e.map_or(timer_f, |e| e.min(timer_f));
+        tokio::select! {
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                if now >= timer_f {
+                    return End::Timeout { provisional };
+                }
+                if let Err(e) = conn.send(req).await {
+                    return End::Transport(e);
+                }
+                interval = if provisional > 0 { timers.t2 } else { (interval * 2).min(timers.t2) };
+                timer_e = Some(now + interval);
+            }
+            r = conn.recv() => {
+                let raw = match r {
+                    Ok(raw) => raw,
+                    Err(e) => return End::Transport(e),
+                };
+                match response_to(&raw, branch, method) {
+                    Some(s @ 100..=199) => provisional = provisional.max(s),
+                    Some(_) => return End::Final(raw),
+                    None => {
+                        acks.absorb(conn, &raw).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::edge::outbound::message;
+
+    fn invite_bytes(branch: &str) -> Vec<u8> {
+        message::build(&message::Request {
+            method: "INVITE",
+            uri: "sip:bob@192.0.2.2",
+            transport: "UDP",
+            local: "192.0.2.1:40000".parse().unwrap(),
+            branch,
+            from: "<sip:alice@192.0.2.1>;tag=1",
+            to: "<sip:bob@192.0.2.2>",
+            call_id: "c",
+            cseq: 1,
+            contact: None,
+            extra: &[],
+            body: None,
+        })
+    }
+
+    fn response(code: u16, branch: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch={branch}\r\n\
+             From: <sip:alice@192.0.2.1>;tag=1\r\nTo: <sip:bob@192.0.2.2>;tag=2\r\n\
+             Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_a_doubles_and_timer_b_ends_it() {
+        let (mut conn, _to_leg, mut from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let req = invite_bytes("z9hG4bKa");
+        let end = invite(
+            &mut conn,
+            &req,
+            "z9hG4bKa",
+            &Timers::default(),
+            &Acks::default(),
+        )
+        .await;
+        assert!(matches!(end, End::Timeout { provisional: 0 }), "{end:?}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        let mut sent = 0;
+        while from_leg.try_recv().is_ok() {
+            sent += 1;
+        }
+        // At 0, 0.5, 1.5, 3.5, 7.5, 15.5 and 31.5 s.
+        assert_eq!(sent, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retransmission_times() {
+        let (mut conn, _to_leg, mut from_leg) = Conn::mem(false);
+        let timers = Timers {
+            timer_b: Duration::from_secs(4),
+            ..Timers::default()
+        };
+        let t0 = Instant::now();
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(_m) = from_leg.recv().await {
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        let req = invite_bytes("z9hG4bKb");
+        let end = invite(&mut conn, &req, "z9hG4bKb", &timers, &Acks::default()).await;
+        assert!(matches!(end, End::Timeout { provisional: 0 }));
+        assert_eq!(t0.elapsed(), Duration::from_secs(4));
+        drop(conn);
+        assert_eq!(watcher.await.unwrap(), vec![0, 500, 1500, 3500]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reliable_transport_sends_once() {
+        let (mut conn, _to_leg, mut from_leg) = Conn::mem(true);
+        let req = invite_bytes("z9hG4bKc");
+        let end = invite(
+            &mut conn,
+            &req,
+            "z9hG4bKc",
+            &Timers::default(),
+            &Acks::default(),
+        )
+        .await;
+        assert!(matches!(end, End::Timeout { provisional: 0 }));
+        assert!(from_leg.try_recv().is_ok());
+        assert!(from_leg.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn provisional_stops_retransmissions_final_ends() {
+        let (mut conn, to_leg, mut from_leg) = Conn::mem(false);
+        let timers = Timers::default();
+        let far = tokio::spawn(async move {
+            let first = from_leg.recv().await.unwrap();
+            let t = Instant::now();
+            to_leg.send(response(180, "z9hG4bKd")).unwrap();
+            // Unrelated traffic is ignored.
+            to_leg.send(response(200, "z9hG4bKother")).unwrap();
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            let mut resent = 0;
+            while from_leg.try_recv().is_ok() {
+                resent += 1;
+            }
+            to_leg.send(response(486, "z9hG4bKd")).unwrap();
+            (first.len(), t, resent)
+        });
+        let req = invite_bytes("z9hG4bKd");
+        let end = invite(&mut conn, &req, "z9hG4bKd", &timers, &Acks::default()).await;
+        let (_, t, resent) = far.await.unwrap();
+        assert_eq!(resent, 0, "no retransmission after a provisional response");
+        assert!(t.elapsed() >= Duration::from_secs(40), "past Timer B");
+        let End::Final(raw) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(sipauth_sip::parse(&raw).unwrap().status(), Some(486));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ring_timeout_after_provisional() {
+        let (mut conn, to_leg, _from_leg) = Conn::mem(false);
+        let timers = Timers {
+            ring_timeout: Duration::from_secs(5),
+            ..Timers::default()
+        };
+        to_leg.send(response(183, "z9hG4bKe")).unwrap();
+        let t0 = Instant::now();
+        let req = invite_bytes("z9hG4bKe");
+        let end = invite(&mut conn, &req, "z9hG4bKe", &timers, &Acks::default()).await;
+        assert!(matches!(end, End::Timeout { provisional: 183 }), "{end:?}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_invite_caps_at_t2() {
+        let (mut conn, _to_leg, mut from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(_m) = from_leg.recv().await {
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        let req = invite_bytes("z9hG4bKf");
+        let end = non_invite(
+            &mut conn,
+            &req,
+            "z9hG4bKf",
+            "BYE",
+            &Timers {
+                timer_b: Duration::from_secs(16),
+                ..Timers::default()
+            },
+            &Acks::default(),
+        )
+        .await;
+        assert!(matches!(end, End::Timeout { .. }));
+        drop(conn);
+        assert_eq!(
+            watcher.await.unwrap(),
+            vec![0, 500, 1500, 3500, 7500, 11500, 15500]
+        );
+    }
+}
