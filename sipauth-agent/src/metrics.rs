@@ -28,6 +28,8 @@ pub struct Metrics {
     pub denied: AtomicU64,
     /// INVITEs let in (answer_url fetched).
     pub allowed: AtomicU64,
+    /// Call records dropped because the writer fell too far behind.
+    pub records_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -112,6 +114,11 @@ impl Metrics {
                 "sipauth_invites_allowed_total",
                 "INVITEs let in to their application.",
                 &self.allowed,
+            ),
+            (
+                "sipauth_call_records_dropped_total",
+                "Call records dropped because the writer fell too far behind.",
+                &self.records_dropped,
             ),
         ] {
             let _ = writeln!(

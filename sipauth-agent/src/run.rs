@@ -156,12 +156,13 @@ fn start_edge(
         min_expires: cfg.sip.min_expires,
         max_expires: cfg.sip.max_expires,
     };
-    let calls = Arc::new(Calls {
-        client: sipauth_callback::Client::new(std::time::Duration::from_millis(
+    let calls = Calls::new(
+        sipauth_callback::Client::new(std::time::Duration::from_millis(
             cfg.sip.callback_timeout_ms,
         )),
         sink,
-    });
+        metrics.clone(),
+    );
     if let Some(rx) = make_calls {
         let timers = Timers {
             timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),

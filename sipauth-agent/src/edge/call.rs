@@ -128,7 +128,48 @@ pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
 /// Calls in progress share these.
 pub struct Calls {
     pub client: sipauth_callback::Client,
-    pub sink: Sink,
+    /// Records waiting for the writer task. Bounded: a flood of denied
+    /// INVITEs (with XDP off, say) cannot pile up writes without end.
+    records: tokio::sync::mpsc::Sender<CallRecord>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Records queued for writing at most.
+const RECORD_QUEUE: usize = 10_000;
+
+impl Calls {
+    /// Starts the task that writes records to `sink`, one at a time.
+    pub fn new(
+        client: sipauth_callback::Client,
+        sink: Sink,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                sink.write(&r).await;
+            }
+        });
+        Arc::new(Self {
+            client,
+            records: tx,
+            metrics,
+        })
+    }
+
+    /// Queues a record; when the writer is this far behind, the record is
+    /// dropped and counted (`sipauth_call_records_dropped_total`).
+    pub fn record(&self, r: CallRecord) {
+        if self.records.try_send(r).is_err() {
+            let n = self
+                .metrics
+                .records_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n + 1, "call record queue full; records dropped");
+            }
+        }
+    }
 }
 
 /// An inbound call the edge has let in.

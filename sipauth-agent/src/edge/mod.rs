@@ -382,7 +382,7 @@ impl Edge {
         let src_ip = src.ip().to_canonical().to_string();
         if self.lockouts.is_locked(src.ip()) {
             self.metrics.denied.fetch_add(1, Relaxed);
-            self.record(call::denied(
+            self.calls.record(call::denied(
                 &app,
                 &from_user,
                 &to_user,
@@ -402,7 +402,7 @@ impl Edge {
                 if self.lockouts.record_failure(src.ip()) {
                     tracing::info!(src = %src_ip, app = %app.app_id, "source locked out after repeated failures");
                 }
-                self.record(call::denied(
+                self.calls.record(call::denied(
                     &app,
                     &from_user,
                     &to_user,
@@ -429,7 +429,7 @@ impl Edge {
                 );
             }
             Decision::Busy => {
-                self.record(call::denied(
+                self.calls.record(call::denied(
                     &app,
                     &from_user,
                     &to_user,
@@ -483,13 +483,8 @@ impl Edge {
         if let Ok(msg) = sipauth_sip::parse(&raw) {
             self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
         }
-        self.calls.sink.write(&call.record(created, &end)).await;
+        self.calls.record(call.record(created, &end));
         call.hangup(&self.calls, &end).await;
-    }
-
-    fn record(&self, r: call::CallRecord) {
-        let calls = self.calls.clone();
-        tokio::spawn(async move { calls.sink.write(&r).await });
     }
 
     /// REGISTER: digest against the endpoint's credentials (401), then the

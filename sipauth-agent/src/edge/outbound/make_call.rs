@@ -132,7 +132,7 @@ async fn run(call: MakeCall, calls: &Calls, timers: Timers) {
         }
     };
     tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "outbound call ended");
-    calls.sink.write(&call.record(&end)).await;
+    calls.record(call.record(&end));
     if call.hangup_url.is_empty() {
         return;
     }
