@@ -194,6 +194,27 @@ pub struct Ending {
     pub cause: (&'static str, i64),
 }
 
+/// What the answer_url's XML leaves the edge to do.
+pub enum Next {
+    /// End the call before it is answered.
+    End(Ending),
+    /// Bridge the caller to this `<Dial>` (it has a `<User>` target).
+    Dial(sipauth_callback::Dial),
+}
+
+impl Ending {
+    /// The final response and record fields of an outbound leg's failure.
+    #[must_use]
+    pub fn of_outcome(o: super::outbound::Outcome) -> Self {
+        Self {
+            code: o.code,
+            reason: sipauth_sip::build::reason_phrase(o.code),
+            status: o.status,
+            cause: o.cause,
+        }
+    }
+}
+
 impl Inbound {
     fn params(&self, status: &str) -> Vec<(String, String)> {
         let mut p = vec![
@@ -222,8 +243,16 @@ impl Inbound {
         }
     }
 
-    /// Fetches the answer_url and follows the XML until the call ends.
-    pub async fn run(&self, calls: &Calls) -> Ending {
+    /// Fetches the answer_url and follows the XML until the call ends or
+    /// a `<Dial>` takes it over.
+    pub async fn run(&self, calls: &Calls) -> Next {
+        match self.follow(calls).await {
+            Ok(end) => Next::End(end),
+            Err(dial) => Next::Dial(dial),
+        }
+    }
+
+    async fn follow(&self, calls: &Calls) -> Result<Ending, sipauth_callback::Dial> {
         let cb = Callback {
             url: &self.app.answer_url,
             method: Self::method(&self.app.answer_method),
@@ -234,30 +263,30 @@ impl Inbound {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(call = %self.call_uuid, error = %e, "answer_url failed");
-                return Ending {
+                return Ok(Ending {
                     code: 480,
                     reason: "Answer URL Unreachable",
                     status: "failed",
                     cause: cause::ANSWER_URL_FAILED,
-                };
+                });
             }
         };
         let actions = match sipauth_callback::parse_response_xml(&body) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(call = %self.call_uuid, error = %e, "answer_url returned invalid XML");
-                return Ending {
+                return Ok(Ending {
                     code: 480,
                     reason: "Invalid Answer XML",
                     status: "failed",
                     cause: cause::INVALID_XML,
-                };
+                });
             }
         };
         for action in actions {
             match action {
                 Action::Hangup { reason } => {
-                    return match reason.as_deref() {
+                    return Ok(match reason.as_deref() {
                         Some("busy") => Ending {
                             code: 486,
                             reason: "Busy Here",
@@ -276,28 +305,36 @@ impl Inbound {
                             status: "completed",
                             cause: cause::NORMAL,
                         },
-                    };
+                    });
                 }
                 Action::Wait { length_secs } => {
                     tokio::time::sleep(Duration::from_secs(u64::from(length_secs.min(3600)))).await;
                 }
                 Action::Speak { .. } => {}
-                Action::Dial(_) => {
-                    return Ending {
+                Action::Dial(dial) => {
+                    // The edge dials SIP URIs; `<Number>` needs a carrier.
+                    if dial
+                        .targets
+                        .iter()
+                        .any(|t| matches!(t, sipauth_callback::DialTarget::User { .. }))
+                    {
+                        return Err(dial);
+                    }
+                    return Ok(Ending {
                         code: 480,
                         reason: "Temporarily Unavailable",
                         status: "failed",
                         cause: cause::DIAL_UNAVAILABLE,
-                    };
+                    });
                 }
             }
         }
-        Ending {
+        Ok(Ending {
             code: 480,
             reason: "Temporarily Unavailable",
             status: "completed",
             cause: cause::END_OF_XML,
-        }
+        })
     }
 
     /// The record of this call once it ended.

@@ -28,7 +28,7 @@ use sipauth_sip::{Message, build};
 
 use crate::metrics::Metrics;
 use crate::snapshot::{Application, AuthType, Index};
-use call::{Calls, Inbound, cause};
+use call::{Calls, Inbound, Next, cause};
 use lockout::Lockouts;
 use registrar::Registrar;
 use transaction::{Key, Seen, Transactions};
@@ -58,6 +58,8 @@ pub struct Edge {
     nc: NcTracker,
     txns: Arc<Transactions>,
     calls: Arc<Calls>,
+    /// Inbound calls bridged to an outbound leg (`<Dial><User>`).
+    bridges: outbound::bridge::Bridges,
     /// Keys the To-tags: the same request gets the same tag.
     tag_key: std::hash::RandomState,
 }
@@ -103,6 +105,7 @@ impl Edge {
             digest,
             txns: Arc::new(Transactions::default()),
             calls,
+            bridges: outbound::bridge::Bridges::default(),
             tag_key: std::hash::RandomState::new(),
         });
         let weak = Arc::downgrade(&edge);
@@ -131,7 +134,10 @@ impl Edge {
             }
         };
         let Some(method) = msg.method() else {
-            self.metrics.stray_responses.fetch_add(1, Relaxed);
+            // A bridged caller's answer to the edge's BYE, or nothing of ours.
+            if !self.bridges.route(&msg) {
+                self.metrics.stray_responses.fetch_add(1, Relaxed);
+            }
             return;
         };
         self.metrics.request(method);
@@ -161,6 +167,10 @@ impl Edge {
             self.metrics.dropped.fetch_add(1, Relaxed);
             return;
         };
+        if method == "ACK" {
+            // The ACK of a bridged call's 2xx stops its retransmissions.
+            self.bridges.route(&msg);
+        }
         match self.txns.arrive(&key, method == "ACK", replier) {
             Seen::New => {}
             Seen::Retransmission => {
@@ -181,6 +191,11 @@ impl Edge {
             ),
             "INVITE" => self.invite(&key, &msg, data, src, replier),
             "REGISTER" => self.register(&key, &msg, src, replier),
+            // In a bridged call's dialog (BYE) or against its INVITE
+            // (CANCEL): answered here, acted on by the bridge.
+            "BYE" | "CANCEL" if self.bridges.route(&msg) => {
+                self.respond(&key, &msg, src, replier, 200, "OK", &[]);
+            }
             "BYE" | "CANCEL" => self.respond(
                 &key,
                 &msg,
@@ -479,7 +494,13 @@ impl Edge {
         replier: Replier,
     ) {
         let created = crate::control::store::now();
-        let end = call.run(&self.calls).await;
+        let end = match call.run(&self.calls).await {
+            Next::End(end) => end,
+            Next::Dial(dial) => {
+                Box::pin(self.bridge(call, dial, created, key, raw, src, replier)).await;
+                return;
+            }
+        };
         if let Ok(msg) = sipauth_sip::parse(&raw) {
             self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
         }

@@ -9,7 +9,7 @@ use sipauth_sip::{Message, build};
 
 use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
-use super::txn::{self, Acks, End};
+use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
 use crate::edge::call::cause;
 
@@ -25,6 +25,8 @@ pub struct Leg {
     /// The offer, when the leg carries one.
     pub sdp: Option<Vec<u8>>,
     pub timers: Timers,
+    /// Provisional responses out and a cancel in, for a bridged leg.
+    pub hooks: Hooks,
 }
 
 /// How a leg ended without being answered.
@@ -121,7 +123,7 @@ fn host(ip: IpAddr) -> String {
 impl Leg {
     /// INVITEs the target and answers its challenges until the leg is
     /// answered or ends.
-    pub async fn place(self) -> LegEnd {
+    pub async fn place(mut self) -> LegEnd {
         let mut conn = match Conn::open(&self.target, self.timers.timer_b).await {
             Ok(c) => c,
             Err(e) => {
@@ -168,12 +170,24 @@ impl Leg {
                 body: self.sdp.as_deref().map(|b| ("application/sdp", b)),
             };
             let invite = message::build(&req);
-            let end = txn::invite(&mut conn, &invite, &branch, &self.timers, &acks).await;
+            let end = txn::invite(
+                &mut conn,
+                &invite,
+                &branch,
+                &self.timers,
+                &acks,
+                &mut self.hooks,
+            )
+            .await;
             let raw = match end {
                 End::Final(raw) => raw,
                 End::Transport(e) => {
                     tracing::info!(target = %self.target.addr, error = %e, "outbound leg: transport failed");
                     return LegEnd::Failed(Outcome::NETWORK_ERROR);
+                }
+                End::Cancelled { .. } => {
+                    cancel(&mut conn, &req, &self.timers, &acks).await;
+                    return LegEnd::Failed(Outcome::of_status(487));
                 }
                 End::Timeout { provisional } => {
                     if provisional > 0 {
@@ -448,7 +462,9 @@ impl Dialog {
                 let status = sipauth_sip::parse(&raw).ok().and_then(|m| m.status());
                 tracing::debug!(call_id = %self.call_id, ?status, "BYE answered");
             }
-            End::Timeout { .. } => tracing::debug!(call_id = %self.call_id, "BYE unanswered"),
+            End::Timeout { .. } | End::Cancelled { .. } => {
+                tracing::debug!(call_id = %self.call_id, "BYE unanswered");
+            }
             End::Transport(e) => {
                 tracing::debug!(call_id = %self.call_id, error = %e, "BYE not sent");
             }

@@ -121,6 +121,7 @@ async fn run(call: MakeCall, calls: &Calls, timers: Timers) {
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),
                 sdp: Some(OFFER.to_vec()),
                 timers,
+                hooks: super::txn::Hooks::default(),
             };
             match leg.place().await {
                 LegEnd::Failed(o) => End {

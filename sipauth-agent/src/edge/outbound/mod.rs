@@ -13,6 +13,7 @@
 //! Credentials live in memory for the life of the leg; their `Debug` is
 //! redacted and no log line, record or callback carries them.
 
+pub mod bridge;
 pub mod conn;
 pub mod leg;
 pub mod make_call;

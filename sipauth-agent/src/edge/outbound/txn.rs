@@ -24,6 +24,31 @@ pub enum End {
         provisional: u16,
     },
     Transport(io::Error),
+    /// The INVITE was asked to stop after a provisional response; the
+    /// caller sends the CANCEL.
+    Cancelled {
+        provisional: u16,
+    },
+}
+
+/// What a bridged INVITE shares with the leg on the other side: its
+/// provisional responses (180 and up, raw) and a request to cancel it.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Resolves once a cancel was asked for; never without a receiver.
+async fn cancel_asked(cancel: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match cancel {
+        Some(rx) => {
+            if rx.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// Earlier transactions' ACKs, re-sent when their final response is
@@ -75,13 +100,16 @@ pub fn response_to(raw: &[u8], branch: &str, method: &str) -> Option<u16> {
 }
 
 /// Runs an INVITE client transaction for `req` (already built with
-/// `branch`). Messages that belong elsewhere go to `acks`.
+/// `branch`). Messages that belong elsewhere go to `acks`. A cancel asked
+/// through `hooks` ends it once a provisional response has arrived (RFC
+/// 3261 9.1: no CANCEL before one).
 pub async fn invite(
     conn: &mut Conn,
     req: &[u8],
     branch: &str,
     timers: &Timers,
     acks: &Acks,
+    hooks: &mut Hooks,
 ) -> End {
     if let Err(e) = conn.send(req).await {
         return End::Transport(e);
@@ -92,12 +120,19 @@ pub async fn invite(
     let mut timer_a = (!conn.reliable()).then(|| start + interval);
     let mut provisional = 0u16;
     let mut ring_deadline: Option<Instant> = None;
+    let mut cancel_wanted = false;
     loop {
         let deadline = match ring_deadline {
             Some(d) => d,
             None => timer_a.map_or(timer_b, |a| a.min(timer_b)),
         };
         tokio::select! {
+            () = cancel_asked(hooks.cancel.as_mut()), if !cancel_wanted => {
+                cancel_wanted = true;
+                if provisional > 0 {
+                    return End::Cancelled { provisional };
+                }
+            }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
                 if ring_deadline.is_some() || now >= timer_b {
@@ -119,6 +154,14 @@ pub async fn invite(
                         provisional = provisional.max(s);
                         if ring_deadline.is_none() {
                             ring_deadline = Some(Instant::now() + timers.ring_timeout);
+                        }
+                        if cancel_wanted {
+                            return End::Cancelled { provisional };
+                        }
+                        if s > 100
+                            && let Some(tx) = &hooks.progress
+                        {
+                            let _ = tx.send(raw);
                         }
                     }
                     Some(_) => return End::Final(raw),
@@ -224,6 +267,7 @@ mod tests {
             "z9hG4bKa",
             &Timers::default(),
             &Acks::default(),
+            &mut Hooks::default(),
         )
         .await;
         assert!(matches!(end, End::Timeout { provisional: 0 }), "{end:?}");
@@ -252,7 +296,15 @@ mod tests {
             at
         });
         let req = invite_bytes("z9hG4bKb");
-        let end = invite(&mut conn, &req, "z9hG4bKb", &timers, &Acks::default()).await;
+        let end = invite(
+            &mut conn,
+            &req,
+            "z9hG4bKb",
+            &timers,
+            &Acks::default(),
+            &mut Hooks::default(),
+        )
+        .await;
         assert!(matches!(end, End::Timeout { provisional: 0 }));
         assert_eq!(t0.elapsed(), Duration::from_secs(4));
         drop(conn);
@@ -269,6 +321,7 @@ mod tests {
             "z9hG4bKc",
             &Timers::default(),
             &Acks::default(),
+            &mut Hooks::default(),
         )
         .await;
         assert!(matches!(end, End::Timeout { provisional: 0 }));
@@ -295,7 +348,15 @@ mod tests {
             (first.len(), t, resent)
         });
         let req = invite_bytes("z9hG4bKd");
-        let end = invite(&mut conn, &req, "z9hG4bKd", &timers, &Acks::default()).await;
+        let end = invite(
+            &mut conn,
+            &req,
+            "z9hG4bKd",
+            &timers,
+            &Acks::default(),
+            &mut Hooks::default(),
+        )
+        .await;
         let (_, t, resent) = far.await.unwrap();
         assert_eq!(resent, 0, "no retransmission after a provisional response");
         assert!(t.elapsed() >= Duration::from_secs(40), "past Timer B");
@@ -315,7 +376,15 @@ mod tests {
         to_leg.send(response(183, "z9hG4bKe")).unwrap();
         let t0 = Instant::now();
         let req = invite_bytes("z9hG4bKe");
-        let end = invite(&mut conn, &req, "z9hG4bKe", &timers, &Acks::default()).await;
+        let end = invite(
+            &mut conn,
+            &req,
+            "z9hG4bKe",
+            &timers,
+            &Acks::default(),
+            &mut Hooks::default(),
+        )
+        .await;
         assert!(matches!(end, End::Timeout { provisional: 183 }), "{end:?}");
         assert_eq!(t0.elapsed(), Duration::from_secs(5));
     }

@@ -1,0 +1,555 @@
+//! `<Dial><User>`: an inbound caller bridged to an outbound leg.
+//!
+//! The leg carries the caller's SDP as its offer and answers the far end's
+//! challenges with the `<User>` credentials. Its 180 / 183 are relayed to
+//! the caller as provisional responses, its 2xx (with the far end's SDP)
+//! as the 200 of the inbound INVITE, with the edge's To-tag and Contact,
+//! retransmitted over UDP until the caller's ACK. A failed leg gives the
+//! caller the matching final response. A BYE on either side ends both
+//! legs; a CANCEL (or an early BYE) from the caller cancels the ringing leg
+//! and the INVITE gets 487.
+//!
+//! Only the rendered `sipHeaders` reach the far end: no header of the
+//! inbound INVITE (Authorization and Proxy-Authorization included) is
+//! copied to the outbound leg, nor the other way.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sipauth_callback::{Dial, DialTarget};
+use sipauth_sip::{Message, build};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::txn::Hooks;
+use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Secret, Target, Timers, message};
+use crate::edge::Edge;
+use crate::edge::call::{Ending, Inbound, cause};
+use crate::edge::transaction::{Key, LIFETIME, T1, T2};
+use crate::edge::transport::Replier;
+use crate::snapshot::AuthType;
+
+/// A bridged call is ended by the edge after this long.
+const MAX_CALL: Duration = Duration::from_hours(4);
+
+/// What the caller's side of a bridge sends into it.
+#[derive(Debug)]
+pub enum Event {
+    /// The ACK of the 2xx.
+    Ack,
+    /// BYE (already answered 200).
+    Bye,
+    /// CANCEL of the INVITE (already answered 200).
+    Cancel,
+    /// A response to a request the edge sent the caller (the BYE).
+    Response { code: u16, method: String },
+}
+
+struct Entry {
+    /// The edge's To-tag towards the caller.
+    to_tag: String,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+/// Bridged calls by Call-ID and the caller's tag.
+#[derive(Default)]
+pub struct Bridges(Mutex<HashMap<(String, String), Entry>>);
+
+impl Bridges {
+    fn insert(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: &str,
+    ) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.0.lock().expect("bridges").insert(
+            (call_id.to_owned(), from_tag.to_owned()),
+            Entry {
+                to_tag: to_tag.to_owned(),
+                tx,
+            },
+        );
+        rx
+    }
+
+    fn remove(&self, call_id: &str, from_tag: &str) {
+        self.0
+            .lock()
+            .expect("bridges")
+            .remove(&(call_id.to_owned(), from_tag.to_owned()));
+    }
+
+    /// Hands a message of a bridged caller (ACK, BYE, CANCEL, or a response
+    /// to the edge's BYE) to its bridge; true when one took it.
+    pub fn route(&self, msg: &Message<'_>) -> bool {
+        let Ok(call_id) = msg.call_id() else {
+            return false;
+        };
+        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
+        let to_tag = msg.to().ok().and_then(|t| t.tag);
+        // Requests of the caller carry its tag in From; responses to the
+        // edge's requests carry it in To.
+        let (caller_tag, edge_tag) = match msg.method() {
+            None => (to_tag.unwrap_or_default(), Some(from_tag)),
+            Some(_) => (from_tag, to_tag),
+        };
+        let map = self.0.lock().expect("bridges");
+        let Some(e) = map.get(&(call_id.to_owned(), caller_tag.to_owned())) else {
+            return false;
+        };
+        let dialog_matches = edge_tag == Some(e.to_tag.as_str());
+        let event = match msg.method() {
+            None if dialog_matches => {
+                let (Some(code), Ok((_, method))) = (msg.status(), msg.cseq()) else {
+                    return false;
+                };
+                Event::Response {
+                    code,
+                    method: method.to_owned(),
+                }
+            }
+            Some("ACK") if dialog_matches => Event::Ack,
+            Some("BYE") if dialog_matches => Event::Bye,
+            Some("CANCEL") => Event::Cancel,
+            _ => return false,
+        };
+        e.tx.send(event).is_ok()
+    }
+}
+
+/// The caller's side of a bridge: its INVITE and how to answer it.
+struct Caller<'m> {
+    key: &'m Key,
+    msg: &'m Message<'m>,
+    src: SocketAddr,
+    replier: &'m Replier,
+    to_tag: String,
+    /// The edge's Contact, from the Request-URI the caller used.
+    contact: String,
+    /// The Via sent-by of the edge's requests to the caller.
+    sent_by: String,
+}
+
+/// How the ringing leg ended, as far as the caller is concerned.
+enum Rung {
+    Answered(Box<Dialog>),
+    Failed(Outcome),
+    /// The caller cancelled (any answer of the leg is already hung up).
+    Cancelled,
+}
+
+impl Edge {
+    /// Bridges `call` to the first `<User>` of `dial`, then writes the
+    /// record and tells the hangup_url.
+    #[expect(clippy::too_many_arguments, reason = "the INVITE, all of its parts")]
+    pub(crate) async fn bridge(
+        self: Arc<Self>,
+        call: Inbound,
+        dial: Dial,
+        created: i64,
+        key: Key,
+        raw: Vec<u8>,
+        src: SocketAddr,
+        replier: Replier,
+    ) {
+        let Ok(msg) = sipauth_sip::parse(&raw) else {
+            return;
+        };
+        let end = self.bridged(&call, dial, &key, &msg, src, &replier).await;
+        tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "bridged call ended");
+        self.calls.record(call.record(created, &end));
+        call.hangup(&self.calls, &end).await;
+    }
+
+    async fn bridged(
+        &self,
+        call: &Inbound,
+        dial: Dial,
+        key: &Key,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        replier: &Replier,
+    ) -> Ending {
+        let user = dial
+            .targets
+            .into_iter()
+            .find(|t| matches!(t, DialTarget::User { .. }));
+        let Some(DialTarget::User {
+            uri,
+            sip_auth_username,
+            sip_auth_password,
+            sip_headers,
+        }) = user
+        else {
+            let end = Ending {
+                code: 480,
+                reason: "Temporarily Unavailable",
+                status: "failed",
+                cause: cause::DIAL_UNAVAILABLE,
+            };
+            self.respond(key, msg, src, replier, end.code, end.reason, &[]);
+            return end;
+        };
+        let target = match Target::parse(&uri) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(call = %call.call_uuid, error = %e, "Dial target cannot be dialled");
+                let end = Ending::of_outcome(Outcome::INVALID_DESTINATION);
+                self.respond(key, msg, src, replier, end.code, end.reason, &[]);
+                return end;
+            }
+        };
+        let credentials = match (sip_auth_username, sip_auth_password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username,
+                password: Secret::new(password),
+            }),
+            _ => None,
+        };
+        let mut timers = Timers::default();
+        if let Some(t) = dial.timeout_secs.filter(|t| *t > 0) {
+            timers.ring_timeout = Duration::from_secs(u64::from(t));
+        }
+        let (progress_tx, progress) = mpsc::unbounded_channel();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let body = msg.body();
+        let leg = Leg {
+            target,
+            from_user: dial.caller_id.unwrap_or_else(|| call.from_user.clone()),
+            credentials,
+            // Raw `X-{key}` when the caller authenticated with SIP auth.
+            headers: sipauth_callback::render_sip_headers(
+                &sip_headers,
+                call.auth_type != AuthType::None,
+            ),
+            sdp: (!body.is_empty()).then(|| body.to_vec()),
+            timers,
+            hooks: Hooks {
+                progress: Some(progress_tx),
+                cancel: Some(cancel_rx),
+            },
+        };
+        let call_id = msg.call_id().unwrap_or_default();
+        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
+        let caller = Caller {
+            key,
+            msg,
+            src,
+            replier,
+            to_tag: self.to_tag(msg),
+            contact: edge_contact(msg, replier.is_reliable()),
+            sent_by: edge_sent_by(msg),
+        };
+        let mut events = self.bridges.insert(call_id, from_tag, &caller.to_tag);
+        let rung = self
+            .ring(&caller, leg, progress, &mut events, &cancel_tx)
+            .await;
+        let end = match rung {
+            Rung::Cancelled => {
+                self.respond(key, msg, src, replier, 487, "Request Terminated", &[]);
+                Ending {
+                    code: 487,
+                    reason: "Request Terminated",
+                    status: "cancel",
+                    cause: cause::CANCELLED,
+                }
+            }
+            Rung::Failed(o) => {
+                let end = Ending::of_outcome(o);
+                self.respond(key, msg, src, replier, end.code, end.reason, &[]);
+                end
+            }
+            Rung::Answered(dialog) => {
+                self.talk(&caller, dialog, &mut events).await;
+                Ending {
+                    code: 200,
+                    reason: "OK",
+                    status: "completed",
+                    cause: cause::NORMAL,
+                }
+            }
+        };
+        self.bridges.remove(call_id, from_tag);
+        end
+    }
+
+    /// Places the leg, relaying its provisional responses, until it is
+    /// answered, fails, or the caller cancels.
+    async fn ring(
+        &self,
+        caller: &Caller<'_>,
+        leg: Leg,
+        mut progress: mpsc::UnboundedReceiver<Vec<u8>>,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        cancel: &watch::Sender<bool>,
+    ) -> Rung {
+        // Boxed: a leg's INVITE state is large, and it is awaited in place.
+        let mut place = Box::pin(leg.place());
+        let mut cancelled = false;
+        let end = loop {
+            tokio::select! {
+                end = &mut place => break end,
+                Some(raw) = progress.recv() => self.provisional(caller, &raw),
+                Some(ev) = events.recv() => {
+                    if matches!(ev, Event::Cancel | Event::Bye) && !cancelled {
+                        cancelled = true;
+                        let _ = cancel.send(true);
+                    }
+                }
+            }
+        };
+        match end {
+            LegEnd::Answered(dialog) if cancelled => {
+                // The far end answered as the CANCEL crossed it.
+                dialog.bye().await;
+                Rung::Cancelled
+            }
+            LegEnd::Failed(_) if cancelled => Rung::Cancelled,
+            LegEnd::Answered(dialog) => Rung::Answered(dialog),
+            LegEnd::Failed(o) => Rung::Failed(o),
+        }
+    }
+
+    /// Relays a 180 / 183 of the leg (and its SDP) to the caller.
+    fn provisional(&self, caller: &Caller<'_>, raw: &[u8]) {
+        let Ok(resp) = sipauth_sip::parse(raw) else {
+            return;
+        };
+        let Some(code @ 101..=199) = resp.status() else {
+            return;
+        };
+        let body = resp.body();
+        let mut extra = vec![("Contact", caller.contact.as_str())];
+        if !body.is_empty() {
+            extra.push((
+                "Content-Type",
+                resp.header("Content-Type").unwrap_or("application/sdp"),
+            ));
+        }
+        let bytes = build::response(
+            caller.msg,
+            code,
+            build::reason_phrase(code),
+            caller.src,
+            Some(&caller.to_tag),
+            &extra,
+            body,
+        );
+        self.metrics.response(code);
+        self.txns.respond(caller.key, code, bytes, caller.replier);
+    }
+
+    /// The leg answered: 200 to the caller, then both legs stay up until
+    /// a BYE on either side (or [`MAX_CALL`]).
+    async fn talk(
+        &self,
+        caller: &Caller<'_>,
+        mut dialog: Box<Dialog>,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) {
+        enum Turn {
+            /// The far end hung up (true) or the call ran out.
+            Far(bool),
+            Caller(Option<Event>),
+            Retransmit,
+        }
+        let mut extra = vec![("Contact", caller.contact.as_str())];
+        if !dialog.sdp.is_empty() {
+            extra.push(("Content-Type", "application/sdp"));
+        }
+        let ok = build::response(
+            caller.msg,
+            200,
+            "OK",
+            caller.src,
+            Some(&caller.to_tag),
+            &extra,
+            &dialog.sdp,
+        );
+        self.metrics.response(200);
+        self.txns
+            .respond(caller.key, 200, ok.clone(), caller.replier);
+        let start = Instant::now();
+        let end_by = start + MAX_CALL;
+        // RFC 3261 13.3.1.4: the 2xx is retransmitted until the ACK.
+        let mut acked = caller.replier.is_reliable();
+        let mut interval = T1;
+        let mut next = start + interval;
+        loop {
+            let left = end_by.saturating_duration_since(Instant::now());
+            let turn = tokio::select! {
+                far = dialog.hold(left) => Turn::Far(far),
+                ev = events.recv() => Turn::Caller(ev),
+                () = sleep_until(next), if !acked => Turn::Retransmit,
+            };
+            match turn {
+                Turn::Far(far_hung_up) => {
+                    if !far_hung_up {
+                        dialog.bye().await;
+                    }
+                    self.bye_caller(caller, events).await;
+                    return;
+                }
+                Turn::Caller(Some(Event::Ack)) => acked = true,
+                Turn::Caller(Some(Event::Bye) | None) => {
+                    dialog.bye().await;
+                    return;
+                }
+                Turn::Caller(Some(_)) => {}
+                Turn::Retransmit => {
+                    let now = Instant::now();
+                    if now >= start + LIFETIME {
+                        // No ACK in 64*T1: the dialog is over (13.3.1.4).
+                        tracing::info!(call_id = %caller.msg.call_id().unwrap_or_default(), "bridged caller never ACKed the 200");
+                        dialog.bye().await;
+                        self.bye_caller(caller, events).await;
+                        return;
+                    }
+                    caller.replier.send(ok.clone());
+                    interval = (interval * 2).min(T2);
+                    next = now + interval;
+                }
+            }
+        }
+    }
+
+    /// Sends the caller a BYE in the inbound dialog and waits for its
+    /// answer (retransmitting over UDP, Timer F at 64*T1).
+    async fn bye_caller(&self, caller: &Caller<'_>, events: &mut mpsc::UnboundedReceiver<Event>) {
+        let m = caller.msg;
+        let target = m
+            .contacts()
+            .filter_map(Result::ok)
+            .map(|c| c.uri.to_owned())
+            .next()
+            .or_else(|| m.from().ok().map(|f| f.uri.to_owned()))
+            .unwrap_or_default();
+        let to_header = m.header("To").unwrap_or_default();
+        let from = if m.to().ok().and_then(|t| t.tag).is_some() {
+            to_header.to_owned()
+        } else {
+            format!("{to_header};tag={}", caller.to_tag)
+        };
+        let routes: Vec<(&str, &str)> = m
+            .headers("Record-Route")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|r| ("Route", r))
+            .collect();
+        let branch = message::branch();
+        let transport = if caller.replier.is_reliable() {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let mut out = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\n",
+            caller.sent_by,
+            m.header("From").unwrap_or_default(),
+            m.call_id().unwrap_or_default(),
+        );
+        for (name, value) in routes {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("User-Agent: sipauth\r\nContent-Length: 0\r\n\r\n");
+        let bye = out.into_bytes();
+        caller.replier.send(bye.clone());
+        let give_up = Instant::now() + LIFETIME;
+        let mut interval = T1;
+        loop {
+            let retransmit = (!caller.replier.is_reliable()).then(|| Instant::now() + interval);
+            let wake = retransmit.unwrap_or(give_up).min(give_up);
+            tokio::select! {
+                () = sleep_until(wake) => {
+                    if Instant::now() >= give_up {
+                        tracing::debug!("bridged caller did not answer the BYE");
+                        return;
+                    }
+                    caller.replier.send(bye.clone());
+                    interval = (interval * 2).min(T2);
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Response { code, method }) if method == "BYE" && code >= 200 => return,
+                    None => return,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
+
+/// `host[:port]` of the Request-URI: where the caller reached the edge.
+fn edge_sent_by(msg: &Message<'_>) -> String {
+    msg.request_uri()
+        .and_then(|u| sipauth_sip::parse_uri(u).ok())
+        .map(|u| match u.port {
+            Some(p) => format!("{}:{p}", u.host),
+            None => u.host.to_owned(),
+        })
+        .unwrap_or_default()
+}
+
+/// The edge's Contact towards the caller.
+fn edge_contact(msg: &Message<'_>, tcp: bool) -> String {
+    let user = msg
+        .request_uri()
+        .and_then(|u| sipauth_sip::parse_uri(u).ok())
+        .and_then(|u| u.user.map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "<sip:{}@{}{}>",
+        message::escape_user(&user),
+        edge_sent_by(msg),
+        if tcp { ";transport=tcp" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, to_tag: Option<&str>) -> Vec<u8> {
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx\r\n\
+             From: <sip:caller@192.0.2.1>;tag=ct\r\nTo: <sip:app@192.0.2.10>{to_tag}\r\n\
+             Call-ID: c1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn routes_only_the_bridged_callers_dialog() {
+        let bridges = Bridges::default();
+        let mut rx = bridges.insert("c1", "ct", "et");
+        let routed = |raw: &[u8]| bridges.route(&sipauth_sip::parse(raw).unwrap());
+        assert!(routed(&request("CANCEL", None)));
+        assert!(matches!(rx.try_recv(), Ok(Event::Cancel)));
+        assert!(routed(&request("ACK", Some("et"))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Ack)));
+        assert!(routed(&request("BYE", Some("et"))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Bye)));
+        // Another dialog's tag, or no tag at all: not this call.
+        assert!(!routed(&request("BYE", Some("other"))));
+        assert!(!routed(&request("BYE", None)));
+        // The caller's answer to the edge's BYE (From is the edge's side).
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKy\r\n\
+            From: <sip:app@192.0.2.10>;tag=et\r\nTo: <sip:caller@192.0.2.1>;tag=ct\r\n\
+            Call-ID: c1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        assert!(routed(resp));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Event::Response { code: 200, ref method }) if method == "BYE"
+        ));
+        bridges.remove("c1", "ct");
+        assert!(!routed(&request("BYE", Some("et"))));
+    }
+}
