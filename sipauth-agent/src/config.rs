@@ -2,6 +2,7 @@
 //!
 //! Every section has `#[serde(default)]`, so a file only names what it
 //! changes. `sipauth run --print-config` prints the defaults as TOML.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Counters of the user-space edge, and the Prometheus text rendering of
 //! them together with the XDP program's per-CPU counters.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,6 +1,7 @@
 //! The three ways to run: `run` (control plane and edge in one process,
 //! the embedded default), `control` (API and store) and `edge` (SIP and
 //! XDP, following a control plane).
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

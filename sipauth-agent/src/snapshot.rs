@@ -6,6 +6,7 @@
 //! the last one on disk. Nothing in it is a password: credentials and
 //! endpoints carry HA1 values only. Account auth tokens are here because the
 //! edge signs callbacks with them.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::IpAddr;

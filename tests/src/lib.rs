@@ -6,6 +6,8 @@
 //! a test panics; namespaces left by a killed run are swept by the next.
 //! Needs root. Tests run with `--test-threads=1`.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod answer;
 pub mod control;

@@ -1,6 +1,7 @@
 //! Request fields: one declaration per field of each endpoint, used both
 //! to validate requests and to write the OpenAPI document, so the document
 //! says what the server really accepts.
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 

@@ -1,5 +1,6 @@
 //! The control plane: the REST API over the store, and the versioned
 //! snapshots the edges follow.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod fields;

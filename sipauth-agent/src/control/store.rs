@@ -8,6 +8,7 @@
 //! are serialised: a count checked inside a write transaction cannot be
 //! raced past its limit, and each committed change has its own version.
 //! A transaction dropped without `commit` rolls back and leaves nothing.
+#![forbid(unsafe_code)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

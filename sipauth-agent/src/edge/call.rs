@@ -4,6 +4,7 @@
 //! The application's answer_url is fetched (signed with the account's auth
 //! token, X-Plivo-Signature-V3) with the call parameters, and the XML it
 //! returns drives the call. Records never hold a credential.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 //! survive an agent restart. With XDP off, the table lives in this process.
 //! Either way an entry is a `CLOCK_MONOTONIC` deadline in nanoseconds, the
 //! clock `bpf_ktime_get_ns` reads.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -8,6 +8,7 @@
 //! endpoint of the account, else 486. ACL and credential denials count
 //! towards the source's lockout, once per request. A call let in gets 100
 //! Trying and then what its answer_url says.
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod lockout;

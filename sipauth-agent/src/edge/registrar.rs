@@ -1,6 +1,7 @@
 //! Registrations of SIP endpoints (REGISTER), for the non-auth mode: an
 //! INVITE to an application without `sip_auth_type` is taken only from an
 //! endpoint of the application's account with a live registration.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;

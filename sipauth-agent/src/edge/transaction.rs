@@ -7,6 +7,7 @@
 //! until the ACK arrives or Timer H (64*T1) fires; the ACK is absorbed.
 //! Transactions are forgotten 64*T1 after they start (Timer J/H bound), and
 //! at once when their final response went over TCP.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
 //! SIP over UDP and TCP, IPv4 and IPv6, and the [`Replier`] that carries
 //! responses back the way the request came.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

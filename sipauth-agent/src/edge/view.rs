@@ -2,6 +2,7 @@
 //!
 //! Requests read the view through a `watch` channel: a snapshot is applied
 //! by one send, so no request is judged against half of one.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //!   secrets: HA1 values and tokens are left out).
 //!
 //! Writes go straight to the XDP map when XDP is on.
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::sync::Arc;

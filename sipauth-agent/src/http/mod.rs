@@ -1,4 +1,5 @@
 //! The agent's HTTP surface: `/metrics` and the operator endpoints.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 

@@ -1,5 +1,6 @@
 //! `SipAuth/IpAccessControlList/` and its `Entry/`: allow-lists of IPv4 and
 //! IPv6 networks.
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::sync::Arc;

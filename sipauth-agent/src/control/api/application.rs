@@ -1,5 +1,6 @@
 //! `Application/`: where calls to `sip:{app_id}@{domain}` go, and who may
 //! place them (`sip_auth_type` with its credential and IP ACL).
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

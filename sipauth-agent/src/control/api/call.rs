@@ -3,6 +3,7 @@
 //! A call record is written for every call, inbound or outbound, allowed or
 //! denied. It never holds a credential: `sip_auth_password` lives in memory
 //! for the life of the call only, and `sip_auth_username` is not stored.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! `SipAuth/Credential/`: digest credentials. Passwords become HA1 values
 //! on arrival and exist nowhere else.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! `Endpoint/`: SIP endpoints that REGISTER with the edge. Each gets a
 //! globally unique username (the requested one plus 12 digits), and its
 //! password is kept only as HA1 values.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

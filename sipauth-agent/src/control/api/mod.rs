@@ -2,6 +2,7 @@
 //! `/v1/Account/{auth_id}/`, HTTP Basic auth with the account's auth_id and
 //! auth_token, JSON or form-encoded bodies, `api_id` on every response and
 //! `{"api_id", "error"}` with the field and the rule on every error.
+#![forbid(unsafe_code)]
 
 mod acl;
 mod application;

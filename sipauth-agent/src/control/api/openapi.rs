@@ -1,5 +1,6 @@
 //! `GET /v1/openapi.json`, written from the same field declarations that
 //! validate requests.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

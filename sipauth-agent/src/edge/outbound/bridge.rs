@@ -12,6 +12,7 @@
 //! Only the rendered `sipHeaders` reach the far end: no header of the
 //! inbound INVITE (Authorization and Proxy-Authorization included) is
 //! copied to the outbound leg, nor the other way.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
 //! A leg's own socket: connected UDP, or a TCP stream framed by
 //! Content-Length.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;

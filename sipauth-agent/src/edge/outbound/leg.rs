@@ -1,5 +1,6 @@
 //! One outbound leg: INVITE, digest challenges, the final answer, and the
 //! dialog that follows a 2xx (ACK, in-dialog BYE either way).
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! edge, which dials it, and when the far end answers fetches the
 //! answer_url (signed) and follows `<Hangup/>` and `<Wait length>`. The
 //! record and the hangup_url tell how the call ended.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

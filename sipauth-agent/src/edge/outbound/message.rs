@@ -1,4 +1,5 @@
 //! Requests an outbound leg sends (RFC 3261 8.1.1, 17.1.1.3, 13.2.2.4).
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

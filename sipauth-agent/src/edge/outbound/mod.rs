@@ -12,6 +12,7 @@
 //!
 //! Credentials live in memory for the life of the leg; their `Debug` is
 //! redacted and no log line, record or callback carries them.
+#![forbid(unsafe_code)]
 
 pub mod bridge;
 pub mod conn;

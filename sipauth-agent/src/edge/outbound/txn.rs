@@ -5,6 +5,7 @@
 //! response arrives; Timer B ends the transaction when none has arrived
 //! after 64*T1. After a provisional response the INVITE waits up to the
 //! ring timeout for its final response. Over TCP nothing is retransmitted.
+#![forbid(unsafe_code)]
 
 use std::io;
 
