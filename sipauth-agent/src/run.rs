@@ -157,18 +157,19 @@ fn start_edge(
         min_expires: cfg.sip.min_expires,
         max_expires: cfg.sip.max_expires,
     };
+    let timers = Timers {
+        timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
+        ..Timers::default()
+    };
     let calls = Calls::new(
         sipauth_callback::Client::new(std::time::Duration::from_millis(
             cfg.sip.callback_timeout_ms,
         )),
         sink,
         metrics.clone(),
+        timers,
     );
     if let Some(rx) = make_calls {
-        let timers = Timers {
-            timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
-            ..Timers::default()
-        };
         tokio::spawn(outbound::make_call::serve(rx, calls.clone(), timers));
     }
     let edge = Edge::new(

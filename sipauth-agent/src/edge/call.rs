@@ -133,6 +133,8 @@ pub struct Calls {
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
     records: tokio::sync::mpsc::Sender<CallRecord>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Timers of every outbound leg (Make Call and Dial).
+    pub outbound: crate::edge::outbound::Timers,
 }
 
 /// Records queued for writing at most.
@@ -144,6 +146,7 @@ impl Calls {
         client: sipauth_callback::Client,
         sink: Sink,
         metrics: Arc<crate::metrics::Metrics>,
+        outbound: crate::edge::outbound::Timers,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
         tokio::spawn(async move {
@@ -155,6 +158,7 @@ impl Calls {
             client,
             records: tx,
             metrics,
+            outbound,
         })
     }
 

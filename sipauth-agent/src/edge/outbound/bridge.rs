@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::txn::Hooks;
-use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Secret, Target, Timers, message};
+use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Secret, Target, message};
 use crate::edge::Edge;
 use crate::edge::call::{Ending, Inbound, cause};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
@@ -210,7 +210,7 @@ impl Edge {
             }),
             _ => None,
         };
-        let mut timers = Timers::default();
+        let mut timers = self.calls.outbound;
         if let Some(t) = dial.timeout_secs.filter(|t| *t > 0) {
             timers.ring_timeout = Duration::from_secs(u64::from(t));
         }
