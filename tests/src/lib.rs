@@ -35,3 +35,27 @@ pub fn metric(text: &str, sample: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Removes bpffs pin directories (`/sys/fs/bpf/sipauth-<kind>-<pid>-<n>`)
+/// of earlier test runs whose process is gone, as the namespace sweep does
+/// for namespaces.
+pub fn sweep_pins() {
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| {
+            n.strip_prefix("sipauth-testrun-")
+                .or_else(|| n.strip_prefix("sipauth-rig-"))
+        }) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -42,6 +42,7 @@ impl Rig {
     #[must_use]
     pub fn new(n: u8) -> Self {
         crate::require_root();
+        crate::sweep_pins();
         let edge = Netns::new("edge");
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/sipauth-rig-{}-{}",

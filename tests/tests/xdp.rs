@@ -32,6 +32,7 @@ static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn load(budget: u32) -> Loaded {
     sipauth_tests::require_root();
+    sipauth_tests::sweep_pins();
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/sipauth-testrun-{}-{}",
         std::process::id(),
