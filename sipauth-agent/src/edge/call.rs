@@ -98,15 +98,16 @@ impl Sink {
 
 /// Inserts or replaces a record.
 pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
-    sqlx::query("DELETE FROM calls WHERE call_uuid = $1")
-        .bind(&r.call_uuid)
-        .execute(&mut *tx)
-        .await?;
+    // One statement: a new record is inserted; the final record of a call
+    // the API stored first (Make Call) updates the outcome and keeps the
+    // request's own columns.
     sqlx::query(
         "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
          hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (call_uuid) DO UPDATE SET call_status = excluded.call_status, \
+         hangup_cause_name = excluded.hangup_cause_name, hangup_cause_code = excluded.hangup_cause_code, \
+         sip_auth_type = excluded.sip_auth_type, source_ip = excluded.source_ip, ended_at = excluded.ended_at",
     )
     .bind(&r.call_uuid)
     .bind(&r.account)
@@ -121,9 +122,9 @@ pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
     .bind(&r.source_ip)
     .bind(r.created_at)
     .bind(r.ended_at)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .execute(store.pool())
+    .await
+    .map(|_| ())
 }
 
 /// Calls in progress share these.

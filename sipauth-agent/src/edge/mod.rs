@@ -377,17 +377,6 @@ impl Edge {
             .as_deref()
             .and_then(|u| view.application(u))
             .cloned();
-        // A locked-out source learns nothing, not even whether the
-        // application exists.
-        if app.is_none() && self.lockouts.is_locked(src.ip()) {
-            self.metrics.denied.fetch_add(1, Relaxed);
-            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
-            return;
-        }
-        let Some(app) = app else {
-            self.respond(key, msg, src, replier, 404, "Not Found", &[]);
-            return;
-        };
         let from = msg.from().ok();
         let from_user = from
             .as_ref()
@@ -396,19 +385,27 @@ impl Edge {
             .unwrap_or_default();
         let to_user = ruri_user.unwrap_or_default();
         let src_ip = src.ip().to_canonical().to_string();
+        // A locked-out source learns nothing, not even whether the
+        // application exists; a call to a known one leaves its record.
         if self.lockouts.is_locked(src.ip()) {
             self.metrics.denied.fetch_add(1, Relaxed);
-            self.calls.record(call::denied(
-                &app,
-                &from_user,
-                &to_user,
-                &src_ip,
-                "failed",
-                cause::SIP_AUTH_FAILED,
-            ));
+            if let Some(app) = &app {
+                self.calls.record(call::denied(
+                    app,
+                    &from_user,
+                    &to_user,
+                    &src_ip,
+                    "failed",
+                    cause::SIP_AUTH_FAILED,
+                ));
+            }
             self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
             return;
         }
+        let Some(app) = app else {
+            self.respond(key, msg, src, replier, 404, "Not Found", &[]);
+            return;
+        };
         match self.decide(&view, &app, msg, src) {
             Decision::Respond(code, reason) => {
                 self.respond(key, msg, src, replier, code, reason, &[]);
