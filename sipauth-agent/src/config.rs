@@ -106,6 +106,11 @@ pub struct Sip {
     /// Outbound legs: Timer B, how long an INVITE waits for any response
     /// (RFC 3261: 64*T1 = 32 s).
     pub outbound_timer_b_ms: u64,
+    /// Where `<Number>` targets of `<Dial>` go: a SIP URI with an IP host
+    /// in which `{number}` is replaced by the number, such as
+    /// `sip:{number}@192.0.2.7:5060;transport=tcp`. Empty: a `<Number>`
+    /// ends with `dial_not_available`.
+    pub number_gateway: String,
 }
 
 impl Default for Sip {
@@ -123,6 +128,7 @@ impl Default for Sip {
             max_expires: 3600,
             callback_timeout_ms: 5000,
             outbound_timer_b_ms: 32_000,
+            number_gateway: String::new(),
         }
     }
 }
@@ -315,6 +321,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "sip.domain",
                 rule: "must not be empty",
+            });
+        }
+        if !self.sip.number_gateway.is_empty()
+            && (!self.sip.number_gateway.contains("{number}")
+                || crate::edge::outbound::Target::parse(
+                    &self.sip.number_gateway.replace("{number}", "15550100"),
+                )
+                .is_err())
+        {
+            return Err(ConfigError::Invalid {
+                field: "sip.number_gateway",
+                rule: "a sip: URI with an IP host and {number} in it",
             });
         }
         if let Some(path) = self.control.edge_token_file.take() {

@@ -157,9 +157,12 @@ fn start_edge(
         min_expires: cfg.sip.min_expires,
         max_expires: cfg.sip.max_expires,
     };
-    let timers = Timers {
-        timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
-        ..Timers::default()
+    let outbound_settings = outbound::Settings {
+        timers: Timers {
+            timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
+            ..Timers::default()
+        },
+        number_gateway: Some(cfg.sip.number_gateway.clone()).filter(|g| !g.is_empty()),
     };
     let calls = Calls::new(
         sipauth_callback::Client::new(std::time::Duration::from_millis(
@@ -167,10 +170,10 @@ fn start_edge(
         )),
         sink,
         metrics.clone(),
-        timers,
+        outbound_settings,
     );
     if let Some(rx) = make_calls {
-        tokio::spawn(outbound::make_call::serve(rx, calls.clone(), timers));
+        tokio::spawn(outbound::make_call::serve(rx, calls.clone()));
     }
     let edge = Edge::new(
         lockouts.clone(),

@@ -134,8 +134,8 @@ pub struct Calls {
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
     records: tokio::sync::mpsc::Sender<CallRecord>,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Timers of every outbound leg (Make Call and Dial).
-    pub outbound: crate::edge::outbound::Timers,
+    /// What every outbound leg (Make Call and Dial) shares.
+    pub outbound: crate::edge::outbound::Settings,
 }
 
 /// Records queued for writing at most.
@@ -147,7 +147,7 @@ impl Calls {
         client: sipauth_callback::Client,
         sink: Sink,
         metrics: Arc<crate::metrics::Metrics>,
-        outbound: crate::edge::outbound::Timers,
+        outbound: crate::edge::outbound::Settings,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
         tokio::spawn(async move {

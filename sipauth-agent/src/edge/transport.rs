@@ -54,6 +54,19 @@ impl Replier {
         }
     }
 
+    /// Requests to `dst` on the same transport: over UDP from the same
+    /// socket to another address; over a stream, the same connection.
+    #[must_use]
+    pub fn towards(&self, dst: SocketAddr) -> Self {
+        match self {
+            Self::Udp { sock, .. } => Self::Udp {
+                sock: sock.clone(),
+                dst,
+            },
+            Self::Stream { .. } => self.clone(),
+        }
+    }
+
     /// Whether the transport retransmits by itself (TCP).
     pub fn is_reliable(&self) -> bool {
         match self {

@@ -1,13 +1,16 @@
-//! `<Dial><User>`: an inbound caller bridged to an outbound leg.
+//! `<Dial>`: an inbound caller bridged to the first of the Dial's targets
+//! to answer (all are rung at once, see [`super::fork`]).
 //!
-//! The leg carries the caller's SDP as its offer and answers the far end's
-//! challenges with the `<User>` credentials. Its 180 / 183 are relayed to
-//! the caller as provisional responses, its 2xx (with the far end's SDP)
-//! as the 200 of the inbound INVITE, with the edge's To-tag and Contact,
-//! retransmitted over UDP until the caller's ACK. A failed leg gives the
-//! caller the matching final response. A BYE on either side ends both
-//! legs; a CANCEL (or an early BYE) from the caller cancels the ringing leg
-//! and the INVITE gets 487.
+//! The legs carry the caller's SDP as their offer and answer the far end's
+//! challenges with the `<User>` credentials. Their 180 / 183 are relayed to
+//! the caller as provisional responses, the winner's 2xx (with its SDP) as
+//! the 200 of the inbound INVITE, with the edge's To-tag and Contact,
+//! retransmitted over UDP until the caller's ACK. A caller that sent no
+//! offer gets the far end's offer in that 200 and its ACK's answer is
+//! passed on in the leg's ACK. When no leg answers the caller gets the
+//! best of their final responses. A BYE on either side ends both legs; a
+//! CANCEL (or an early BYE) from the caller cancels the ringing legs and
+//! the INVITE gets 487.
 //!
 //! Only the rendered `sipHeaders` reach the far end: no header of the
 //! inbound INVITE (Authorization and Proxy-Authorization included) is
@@ -19,13 +22,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sipauth_callback::{Dial, DialTarget};
+use sipauth_callback::Dial;
 use sipauth_sip::{Message, build};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::txn::Hooks;
-use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Secret, Target, message};
+use super::fork::{self, Fork, Ring};
+use super::{Dialog, Outcome, message};
 use crate::edge::Edge;
 use crate::edge::call::{Ending, Inbound, cause};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
@@ -38,8 +41,9 @@ const MAX_CALL: Duration = Duration::from_hours(4);
 /// What the caller's side of a bridge sends into it.
 #[derive(Debug)]
 pub enum Event {
-    /// The ACK of the 2xx.
-    Ack,
+    /// The ACK of the 2xx, with its body (the answer to an offer the
+    /// 2xx carried).
+    Ack(Vec<u8>),
     /// BYE (already answered 200).
     Bye,
     /// CANCEL of the INVITE (already answered 200).
@@ -112,7 +116,7 @@ impl Bridges {
                     method: method.to_owned(),
                 }
             }
-            Some("ACK") if dialog_matches => Event::Ack,
+            Some("ACK") if dialog_matches => Event::Ack(msg.body().to_vec()),
             Some("BYE") if dialog_matches => Event::Bye,
             Some("CANCEL") => Event::Cancel,
             _ => return false,
@@ -174,65 +178,15 @@ impl Edge {
         src: SocketAddr,
         replier: &Replier,
     ) -> Ending {
-        let user = dial
-            .targets
-            .into_iter()
-            .find(|t| matches!(t, DialTarget::User { .. }));
-        let Some(DialTarget::User {
-            uri,
-            sip_auth_username,
-            sip_auth_password,
-            sip_headers,
-        }) = user
-        else {
-            let end = Ending {
-                code: 480,
-                reason: "Temporarily Unavailable",
-                status: "failed",
-                cause: cause::DIAL_UNAVAILABLE,
-            };
-            self.respond(key, msg, src, replier, end.code, end.reason, &[]);
-            return end;
-        };
-        let target = match Target::parse(&uri) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::info!(call = %call.call_uuid, error = %e, "Dial target cannot be dialled");
-                let end = Ending::of_outcome(Outcome::INVALID_DESTINATION);
-                self.respond(key, msg, src, replier, end.code, end.reason, &[]);
-                return end;
-            }
-        };
-        let credentials = match (sip_auth_username, sip_auth_password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username,
-                password: Secret::new(password),
-            }),
-            _ => None,
-        };
-        let mut timers = self.calls.outbound;
-        if let Some(t) = dial.timeout_secs.filter(|t| *t > 0) {
-            timers.ring_timeout = Duration::from_secs(u64::from(t));
-        }
-        let (progress_tx, progress) = mpsc::unbounded_channel();
-        let (cancel_tx, cancel_rx) = watch::channel(false);
         let body = msg.body();
-        let leg = Leg {
-            target,
-            from_user: dial.caller_id.unwrap_or_else(|| call.from_user.clone()),
-            credentials,
+        let plan = fork::Plan {
+            from_user: &call.from_user,
             // Raw `X-{key}` when the caller authenticated with SIP auth.
-            headers: sipauth_callback::render_sip_headers(
-                &sip_headers,
-                call.auth_type != AuthType::None,
-            ),
+            raw_headers: call.auth_type != AuthType::None,
             sdp: (!body.is_empty()).then(|| body.to_vec()),
-            timers,
-            hooks: Hooks {
-                progress: Some(progress_tx),
-                cancel: Some(cancel_rx),
-            },
+            settings: &self.calls.outbound,
         };
+        let (legs, failed) = fork::legs(dial, &plan);
         let call_id = msg.call_id().unwrap_or_default();
         let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
         let caller = Caller {
@@ -246,7 +200,7 @@ impl Edge {
         };
         let mut events = self.bridges.insert(call_id, from_tag, &caller.to_tag);
         let rung = self
-            .ring(&caller, leg, progress, &mut events, &cancel_tx)
+            .ring(&caller, Fork::start(legs, failed), &mut events)
             .await;
         let end = match rung {
             Rung::Cancelled => {
@@ -277,40 +231,30 @@ impl Edge {
         end
     }
 
-    /// Places the leg, relaying its provisional responses, until it is
-    /// answered, fails, or the caller cancels.
+    /// Rings the legs, relaying their provisional responses, until one is
+    /// answered, all fail, or the caller cancels.
     async fn ring(
         &self,
         caller: &Caller<'_>,
-        leg: Leg,
-        mut progress: mpsc::UnboundedReceiver<Vec<u8>>,
+        mut fork: Fork,
         events: &mut mpsc::UnboundedReceiver<Event>,
-        cancel: &watch::Sender<bool>,
     ) -> Rung {
-        // Boxed: a leg's INVITE state is large, and it is awaited in place.
-        let mut place = Box::pin(leg.place());
         let mut cancelled = false;
-        let end = loop {
+        loop {
             tokio::select! {
-                end = &mut place => break end,
-                Some(raw) = progress.recv() => self.provisional(caller, &raw),
+                ring = fork.next() => match ring {
+                    Ring::Progress(raw) => self.provisional(caller, &raw),
+                    Ring::Answered(dialog) => return Rung::Answered(dialog),
+                    Ring::Failed(_) if cancelled => return Rung::Cancelled,
+                    Ring::Failed(o) => return Rung::Failed(o),
+                },
                 Some(ev) = events.recv() => {
                     if matches!(ev, Event::Cancel | Event::Bye) && !cancelled {
                         cancelled = true;
-                        let _ = cancel.send(true);
+                        fork.cancel();
                     }
                 }
             }
-        };
-        match end {
-            LegEnd::Answered(dialog) if cancelled => {
-                // The far end answered as the CANCEL crossed it.
-                dialog.bye().await;
-                Rung::Cancelled
-            }
-            LegEnd::Failed(_) if cancelled => Rung::Cancelled,
-            LegEnd::Answered(dialog) => Rung::Answered(dialog),
-            LegEnd::Failed(o) => Rung::Failed(o),
         }
     }
 
@@ -375,8 +319,10 @@ impl Edge {
             .respond(caller.key, 200, ok.clone(), caller.replier);
         let start = Instant::now();
         let end_by = start + MAX_CALL;
-        // RFC 3261 13.3.1.4: the 2xx is retransmitted until the ACK.
-        let mut acked = caller.replier.is_reliable();
+        // RFC 3261 13.3.1.4: the 2xx is retransmitted (over UDP) until the
+        // ACK, which may carry the answer to an offer in the 2xx.
+        let reliable = caller.replier.is_reliable();
+        let mut acked = false;
         let mut interval = T1;
         let mut next = start + interval;
         loop {
@@ -384,7 +330,7 @@ impl Edge {
             let turn = tokio::select! {
                 far = dialog.hold(left) => Turn::Far(far),
                 ev = events.recv() => Turn::Caller(ev),
-                () = sleep_until(next), if !acked => Turn::Retransmit,
+                () = sleep_until(next), if !acked && !reliable => Turn::Retransmit,
             };
             match turn {
                 Turn::Far(far_hung_up) => {
@@ -394,7 +340,12 @@ impl Edge {
                     self.bye_caller(caller, events).await;
                     return;
                 }
-                Turn::Caller(Some(Event::Ack)) => acked = true,
+                Turn::Caller(Some(Event::Ack(answer))) => {
+                    if !acked && dialog.ack_pending() {
+                        dialog.ack(Some(&answer)).await;
+                    }
+                    acked = true;
+                }
                 Turn::Caller(Some(Event::Bye) | None) => {
                     dialog.bye().await;
                     return;
@@ -419,6 +370,13 @@ impl Edge {
 
     /// Sends the caller a BYE in the inbound dialog and waits for its
     /// answer (retransmitting over UDP, Timer F at 64*T1).
+    ///
+    /// The BYE goes to the caller's Contact (the dialog's remote target,
+    /// RFC 3261 12.2.1.1): over UDP to its address when the Contact host is
+    /// an IP literal, to the INVITE's source address when it is a name
+    /// (names are never resolved) or when the INVITE came through
+    /// record-routing proxies (the source is the nearest of them); over
+    /// TCP on the INVITE's connection.
     async fn bye_caller(&self, caller: &Caller<'_>, events: &mut mpsc::UnboundedReceiver<Event>) {
         let m = caller.msg;
         let target = m
@@ -428,6 +386,10 @@ impl Edge {
             .next()
             .or_else(|| m.from().ok().map(|f| f.uri.to_owned()))
             .unwrap_or_default();
+        let replier = match contact_addr(&target) {
+            Some(dst) if m.header("Record-Route").is_none() => caller.replier.towards(dst),
+            _ => caller.replier.clone(),
+        };
         let to_header = m.header("To").unwrap_or_default();
         let from = if m.to().ok().and_then(|t| t.tag).is_some() {
             to_header.to_owned()
@@ -442,11 +404,7 @@ impl Edge {
             .map(|r| ("Route", r))
             .collect();
         let branch = message::branch();
-        let transport = if caller.replier.is_reliable() {
-            "TCP"
-        } else {
-            "UDP"
-        };
+        let transport = if replier.is_reliable() { "TCP" } else { "UDP" };
         let mut out = format!(
             "BYE {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: {from}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\n",
@@ -462,11 +420,11 @@ impl Edge {
         }
         out.push_str("User-Agent: sipauth\r\nContent-Length: 0\r\n\r\n");
         let bye = out.into_bytes();
-        caller.replier.send(bye.clone());
+        replier.send(bye.clone());
         let give_up = Instant::now() + LIFETIME;
         let mut interval = T1;
         loop {
-            let retransmit = (!caller.replier.is_reliable()).then(|| Instant::now() + interval);
+            let retransmit = (!replier.is_reliable()).then(|| Instant::now() + interval);
             let wake = retransmit.unwrap_or(give_up).min(give_up);
             tokio::select! {
                 () = sleep_until(wake) => {
@@ -474,7 +432,7 @@ impl Edge {
                         tracing::debug!("bridged caller did not answer the BYE");
                         return;
                     }
-                    caller.replier.send(bye.clone());
+                    replier.send(bye.clone());
                     interval = (interval * 2).min(T2);
                 }
                 ev = events.recv() => match ev {
@@ -485,6 +443,14 @@ impl Edge {
             }
         }
     }
+}
+
+/// The address of a Contact URI whose host is an IP literal (port 5060
+/// unless written).
+fn contact_addr(uri: &str) -> Option<SocketAddr> {
+    let u = sipauth_sip::parse_uri(uri).ok()?;
+    let ip: std::net::IpAddr = u.host_unbracketed().parse().ok()?;
+    Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
 }
 
 /// `host[:port]` of the Request-URI: where the caller reached the edge.
@@ -535,7 +501,7 @@ mod tests {
         assert!(routed(&request("CANCEL", None)));
         assert!(matches!(rx.try_recv(), Ok(Event::Cancel)));
         assert!(routed(&request("ACK", Some("et"))));
-        assert!(matches!(rx.try_recv(), Ok(Event::Ack)));
+        assert!(matches!(rx.try_recv(), Ok(Event::Ack(_))));
         assert!(routed(&request("BYE", Some("et"))));
         assert!(matches!(rx.try_recv(), Ok(Event::Bye)));
         // Another dialog's tag, or no tag at all: not this call.

@@ -53,6 +53,7 @@ impl Outcome {
     pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", cause::OUTBOUND_AUTH_TIMEOUT);
     pub const INVALID_DESTINATION: Self = Self::new(404, "failed", cause::INVALID_DESTINATION);
     pub const NETWORK_ERROR: Self = Self::new(503, "failed", cause::NETWORK_ERROR);
+    pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", cause::DIAL_UNAVAILABLE);
 
     /// The outcome of a final failure response `code` to an INVITE that
     /// carried no credentials, or carried them and was not rejected for them.
@@ -76,6 +77,11 @@ pub enum LegEnd {
 }
 
 /// An answered leg.
+///
+/// When the INVITE carried an offer, the 2xx was ACKed as it arrived. When
+/// it did not, the 2xx carries the far end's offer ([`Dialog::sdp`]) and
+/// the leg waits for [`Dialog::ack`] with the answer (RFC 3264; RFC 3261
+/// 13.2.2.4 allows the ACK to follow within 64*T1).
 pub struct Dialog {
     conn: Conn,
     acks: Acks,
@@ -84,14 +90,30 @@ pub struct Dialog {
     call_id: String,
     from: String,
     to: String,
+    contact: String,
     remote_target: String,
     route: Vec<String>,
+    /// CSeq of the last request sent in the dialog.
     cseq: u32,
+    /// CSeq and branch of the INVITE whose 2xx was last taken.
+    invite_cseq: u32,
     invite_branch: String,
-    ack: Vec<u8>,
-    /// The 2xx status and its body (the answer SDP).
+    /// The ACK of that 2xx, once sent (re-sent when the 2xx is).
+    ack: Option<Vec<u8>>,
+    credentials: Option<Credentials>,
+    /// The 2xx status and its body (the far end's SDP).
     pub code: u16,
     pub sdp: Vec<u8>,
+}
+
+/// What a leg knows of its dialog when the 2xx arrives.
+struct Setup {
+    from: String,
+    to: String,
+    contact: String,
+    call_id: String,
+    cseq: u32,
+    branch: String,
 }
 
 impl std::fmt::Debug for Dialog {
@@ -187,12 +209,16 @@ impl Leg {
                     return LegEnd::Failed(Outcome::NETWORK_ERROR);
                 }
                 End::Cancelled { .. } => {
-                    cancel(&mut conn, &req, &self.timers, &acks).await;
+                    if let Some(ok) = cancel(&mut conn, &req, &self.timers, &acks).await {
+                        self.hang_up_crossed(conn, acks, &req, &ok).await;
+                    }
                     return LegEnd::Failed(Outcome::of_status(487));
                 }
                 End::Timeout { provisional } => {
-                    if provisional > 0 {
-                        cancel(&mut conn, &req, &self.timers, &acks).await;
+                    if provisional > 0
+                        && let Some(ok) = cancel(&mut conn, &req, &self.timers, &acks).await
+                    {
+                        self.hang_up_crossed(conn, acks, &req, &ok).await;
                     }
                     return LegEnd::Failed(match provisional {
                         0 | 100 if auth.sent => Outcome::AUTH_TIMEOUT,
@@ -222,56 +248,19 @@ impl Leg {
             }
             match code {
                 200..=299 => {
-                    let remote_target = resp
-                        .contacts()
-                        .filter_map(Result::ok)
-                        .map(|c| c.uri.to_owned())
-                        .next()
-                        .unwrap_or_else(|| self.target.uri.clone());
-                    let mut route: Vec<String> = resp
-                        .headers("Record-Route")
-                        .flat_map(|v| v.split(','))
-                        .map(|v| v.trim().to_owned())
-                        .filter(|v| !v.is_empty())
-                        .collect();
-                    route.reverse();
-                    let sdp = resp.body().to_vec();
-                    let routes: Vec<(&str, &str)> =
-                        route.iter().map(|r| ("Route", r.as_str())).collect();
-                    let ack_branch = message::branch();
-                    let ack = message::build(&Request {
-                        method: "ACK",
-                        uri: &remote_target,
-                        transport: conn.transport.via_name(),
-                        local,
-                        branch: &ack_branch,
-                        from: &from,
-                        to: &resp_to,
-                        call_id: &call_id,
-                        cseq,
-                        contact: None,
-                        extra: &routes,
-                        body: None,
-                    });
-                    if let Err(e) = conn.send(&ack).await {
-                        tracing::info!(error = %e, "outbound leg: ACK of the 2xx failed");
-                    }
-                    return LegEnd::Answered(Box::new(Dialog {
-                        conn,
-                        acks,
-                        timers: self.timers,
-                        peer: self.target.addr,
-                        call_id,
+                    let setup = Setup {
                         from,
                         to: resp_to,
-                        remote_target,
-                        route,
+                        contact,
+                        call_id,
                         cseq,
-                        invite_branch: branch,
-                        ack,
-                        code,
-                        sdp,
-                    }));
+                        branch,
+                    };
+                    let mut dialog = Dialog::new(conn, acks, &self, setup, &resp);
+                    if self.sdp.is_some() {
+                        dialog.ack(None).await;
+                    }
+                    return LegEnd::Answered(Box::new(dialog));
                 }
                 401 | 407 => {
                     let Some(creds) = &self.credentials else {
@@ -287,6 +276,28 @@ impl Leg {
                 _ => return LegEnd::Failed(Outcome::of_status(code)),
             }
         }
+    }
+}
+
+impl Leg {
+    /// A 2xx crossed our CANCEL: the far end answered anyway, so the leg
+    /// is ACKed and hung up with a BYE (RFC 3261 9.1).
+    async fn hang_up_crossed(&self, conn: Conn, acks: Acks, invite: &Request<'_>, ok: &[u8]) {
+        let Ok(resp) = sipauth_sip::parse(ok) else {
+            return;
+        };
+        let setup = Setup {
+            from: invite.from.to_owned(),
+            to: resp.header("To").unwrap_or(invite.to).to_owned(),
+            contact: invite.contact.unwrap_or_default().to_owned(),
+            call_id: invite.call_id.to_owned(),
+            cseq: invite.cseq,
+            branch: invite.branch.to_owned(),
+        };
+        let mut dialog = Dialog::new(conn, acks, self, setup, &resp);
+        dialog.ack(None).await;
+        tracing::debug!(call_id = %dialog.call_id, "answered across our CANCEL; hanging up");
+        dialog.bye().await;
     }
 }
 
@@ -341,8 +352,14 @@ fn answer_challenge(
     Some((answer_header, value))
 }
 
-/// CANCELs a ringing INVITE and ACKs the 487 that ends it.
-async fn cancel(conn: &mut Conn, invite: &Request<'_>, timers: &Timers, acks: &Acks) {
+/// CANCELs a ringing INVITE and ACKs the 487 that ends it. A 2xx that
+/// crossed the CANCEL is returned: the caller ACKs it and hangs up.
+async fn cancel(
+    conn: &mut Conn,
+    invite: &Request<'_>,
+    timers: &Timers,
+    acks: &Acks,
+) -> Option<Vec<u8>> {
     let req = message::build(&Request {
         method: "CANCEL",
         contact: None,
@@ -355,23 +372,27 @@ async fn cancel(conn: &mut Conn, invite: &Request<'_>, timers: &Timers, acks: &A
     tokio::pin!(wait);
     loop {
         tokio::select! {
-            () = &mut wait => return,
+            () = &mut wait => return None,
             r = conn.recv() => {
-                let Ok(raw) = r else { return };
-                if txn::response_to(&raw, invite.branch, "INVITE").is_some_and(|s| s >= 300)
-                    && let Ok(m) = sipauth_sip::parse(&raw)
-                {
-                    let to = m.header("To").unwrap_or(invite.to);
-                    let ack = message::build(&Request {
-                        method: "ACK",
-                        to,
-                        contact: None,
-                        extra: &[],
-                        body: None,
-                        ..*invite
-                    });
-                    let _ = conn.send(&ack).await;
-                    return;
+                let Ok(raw) = r else { return None };
+                match txn::response_to(&raw, invite.branch, "INVITE") {
+                    Some(200..=299) => return Some(raw),
+                    Some(300..) => {
+                        if let Ok(m) = sipauth_sip::parse(&raw) {
+                            let to = m.header("To").unwrap_or(invite.to);
+                            let ack = message::build(&Request {
+                                method: "ACK",
+                                to,
+                                contact: None,
+                                extra: &[],
+                                body: None,
+                                ..*invite
+                            });
+                            let _ = conn.send(&ack).await;
+                        }
+                        return None;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -379,6 +400,161 @@ async fn cancel(conn: &mut Conn, invite: &Request<'_>, timers: &Timers, acks: &A
 }
 
 impl Dialog {
+    fn new(conn: Conn, acks: Acks, leg: &Leg, setup: Setup, resp: &Message<'_>) -> Self {
+        let remote_target = resp
+            .contacts()
+            .filter_map(Result::ok)
+            .map(|c| c.uri.to_owned())
+            .next()
+            .unwrap_or_else(|| leg.target.uri.clone());
+        // RFC 3261 12.1.2: the route set is the Record-Route of the 2xx,
+        // reversed.
+        let mut route: Vec<String> = resp
+            .headers("Record-Route")
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        route.reverse();
+        Self {
+            conn,
+            acks,
+            timers: leg.timers,
+            peer: leg.target.addr,
+            call_id: setup.call_id,
+            from: setup.from,
+            to: setup.to,
+            contact: setup.contact,
+            remote_target,
+            route,
+            cseq: setup.cseq,
+            invite_cseq: setup.cseq,
+            invite_branch: setup.branch,
+            ack: None,
+            credentials: leg.credentials.clone(),
+            code: resp.status().unwrap_or(200),
+            sdp: resp.body().to_vec(),
+        }
+    }
+
+    /// Whether the 2xx still waits for its ACK (the far end made the offer).
+    #[must_use]
+    pub fn ack_pending(&self) -> bool {
+        self.ack.is_none()
+    }
+
+    /// ACKs the last 2xx, with `answer` when the 2xx carried the offer
+    /// (RFC 3261 13.2.2.4: a new branch, the INVITE's CSeq number).
+    pub async fn ack(&mut self, answer: Option<&[u8]>) {
+        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
+        let branch = branch();
+        let ack = message::build(&Request {
+            method: "ACK",
+            uri: &self.remote_target,
+            transport: self.conn.transport.via_name(),
+            local: self.conn.local,
+            branch: &branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq: self.invite_cseq,
+            contact: None,
+            extra: &routes,
+            body: answer
+                .filter(|a| !a.is_empty())
+                .map(|a| ("application/sdp", a)),
+        });
+        if let Err(e) = self.conn.send(&ack).await {
+            tracing::info!(call_id = %self.call_id, error = %e, "outbound leg: ACK of the 2xx failed");
+        }
+        self.ack = Some(ack);
+    }
+
+    /// Sends a re-INVITE carrying `offer` (RFC 3261 14.1) and returns the
+    /// far end's answer, or the status that refused it. A 401 / 407 is
+    /// answered once with the leg's credentials.
+    pub async fn reinvite(&mut self, offer: &[u8]) -> Result<Vec<u8>, u16> {
+        let mut auth = Auth::default();
+        loop {
+            self.cseq += 1;
+            let branch = branch();
+            let mut extra: Vec<(&str, &str)> =
+                self.route.iter().map(|r| ("Route", r.as_str())).collect();
+            if let Some((name, value)) = &auth.header {
+                extra.push((name, value.as_str()));
+            }
+            let req = Request {
+                method: "INVITE",
+                uri: &self.remote_target,
+                transport: self.conn.transport.via_name(),
+                local: self.conn.local,
+                branch: &branch,
+                from: &self.from,
+                to: &self.to,
+                call_id: &self.call_id,
+                cseq: self.cseq,
+                contact: Some(&self.contact),
+                extra: &extra,
+                body: Some(("application/sdp", offer)),
+            };
+            let bytes = message::build(&req);
+            let end = txn::invite(
+                &mut self.conn,
+                &bytes,
+                &branch,
+                &self.timers,
+                &self.acks,
+                &mut Hooks::default(),
+            )
+            .await;
+            let raw = match end {
+                End::Final(raw) => raw,
+                End::Timeout { .. } | End::Cancelled { .. } => return Err(408),
+                End::Transport(_) => return Err(503),
+            };
+            let Ok(resp) = sipauth_sip::parse(&raw) else {
+                return Err(500);
+            };
+            let code = resp.status().unwrap_or(500);
+            if code >= 300 {
+                let ack = message::build(&Request {
+                    method: "ACK",
+                    contact: None,
+                    extra: &[],
+                    body: None,
+                    ..req
+                });
+                let _ = self.conn.send(&ack).await;
+                self.acks.push(branch.clone(), ack);
+            }
+            match code {
+                200..=299 => {
+                    // A target refresh (RFC 3261 12.2.1.2).
+                    if let Some(c) = resp.contacts().filter_map(Result::ok).next() {
+                        c.uri.clone_into(&mut self.remote_target);
+                    }
+                    let answer = resp.body().to_vec();
+                    self.invite_cseq = self.cseq;
+                    self.invite_branch = branch;
+                    self.ack(None).await;
+                    return Ok(answer);
+                }
+                401 | 407 => {
+                    let uri = self.remote_target.clone();
+                    let header = self
+                        .credentials
+                        .as_ref()
+                        .and_then(|c| answer_challenge(&resp, code, c, &uri, &mut auth));
+                    match header {
+                        Some(h) => auth.header = Some(h),
+                        None => return Err(code),
+                    }
+                }
+                _ => return Err(code),
+            }
+        }
+    }
+
     /// Keeps the call up for `length`, answering the far end meanwhile.
     /// True when the far end hung up (BYE) or the connection failed.
     pub async fn hold(&mut self, length: Duration) -> bool {
@@ -408,7 +584,9 @@ impl Dialog {
                 if txn::response_to(raw, &self.invite_branch, "INVITE")
                     .is_some_and(|s| (200..300).contains(&s))
                 {
-                    let _ = self.conn.send(&self.ack).await;
+                    if let Some(ack) = &self.ack {
+                        let _ = self.conn.send(ack).await;
+                    }
                 } else {
                     self.acks.absorb(&mut self.conn, raw).await;
                 }
@@ -430,8 +608,12 @@ impl Dialog {
         }
     }
 
-    /// Ends the call from our side with a BYE.
-    pub async fn bye(mut self) {
+    /// Ends the call from our side with a BYE (a 2xx still waiting for
+    /// its ACK gets it first).
+    pub async fn bye(&mut self) {
+        if self.ack.is_none() {
+            self.ack(None).await;
+        }
         self.cseq += 1;
         let branch = branch();
         let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();

@@ -1,7 +1,16 @@
 //! The Make Call API's calls: the control plane hands each request to the
 //! edge, which dials it, and when the far end answers fetches the
-//! answer_url (signed) and follows `<Hangup/>` and `<Wait length>`. The
-//! record and the hangup_url tell how the call ended.
+//! answer_url (signed) and follows `<Hangup/>`, `<Wait length>` and
+//! `<Dial>`. The record and the hangup_url tell how the call ended.
+//!
+//! `<Dial>` connects the answered party (A) to the first of the Dial's
+//! targets to answer (B) by third-party call control (RFC 3725, flow IV):
+//! B is INVITEd without an offer, its 2xx carries one, A is re-INVITEd with
+//! that offer, and A's answer goes to B in the ACK. When B hangs up the
+//! XML goes on with the element after `<Dial>`; when A hangs up the call
+//! ends. A `<Dial>` that reaches nobody, followed by nothing, ends the call
+//! with the Dial's own outcome (`sip_auth_failed` 4240 when B refused our
+//! credentials, for example).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -10,12 +19,15 @@ use std::time::Duration;
 use sipauth_callback::{Action, Callback, Method};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Credentials, Dialog, Leg, LegEnd, Target, Timers};
+use super::fork::{self, Fork, Ring};
+use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
 use crate::edge::call::{CallRecord, Calls, cause};
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
+/// A call bridged by `<Dial>` is ended by the edge after this long.
+const MAX_BRIDGE: Duration = Duration::from_hours(4);
 /// The offer of an API call: the edge carries no media.
 const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
 
@@ -52,7 +64,7 @@ struct End {
 }
 
 /// Takes Make Call requests until the control plane goes away.
-pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, timers: Timers) {
+pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
     let limit = Arc::new(Semaphore::new(MAX_CALLS));
     while let Some(call) = rx.recv().await {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -60,7 +72,7 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, timers: 
         };
         let calls = calls.clone();
         tokio::spawn(async move {
-            run(call, &calls, timers).await;
+            run(call, &calls).await;
             drop(permit);
         });
     }
@@ -105,7 +117,7 @@ impl MakeCall {
     }
 }
 
-async fn run(call: MakeCall, calls: &Calls, timers: Timers) {
+async fn run(call: MakeCall, calls: &Calls) {
     let end = match Target::parse(&call.to) {
         Err(e) => {
             tracing::info!(call = %call.call_uuid, error = %e, "outbound call cannot be dialled");
@@ -121,7 +133,7 @@ async fn run(call: MakeCall, calls: &Calls, timers: Timers) {
                 credentials: call.credentials.clone(),
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),
                 sdp: Some(OFFER.to_vec()),
-                timers,
+                timers: calls.outbound.timers,
                 hooks: super::txn::Hooks::default(),
             };
             match leg.place().await {
@@ -185,6 +197,9 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
         status: "completed",
         cause,
     };
+    // The outcome of a `<Dial>` that reached nobody, while nothing else
+    // has happened since.
+    let mut unreached: Option<Outcome> = None;
     for action in actions {
         match action {
             Action::Hangup { .. } => {
@@ -192,22 +207,104 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
                 return completed(cause::NORMAL);
             }
             Action::Wait { length_secs } => {
+                unreached = None;
                 let length = Duration::from_secs(u64::from(length_secs.min(3600)));
                 if dialog.hold(length).await {
                     // The far end hung up.
                     return completed(cause::NORMAL);
                 }
             }
-            Action::Speak { .. } => {}
-            Action::Dial(_) => {
-                dialog.bye().await;
-                return End {
-                    status: "failed",
-                    cause: cause::DIAL_UNAVAILABLE,
-                };
-            }
+            Action::Speak { .. } => unreached = None,
+            Action::Dial(dial) => match connect(call, calls, &mut dialog, dial).await {
+                Dialed::AHungUp => return completed(cause::NORMAL),
+                Dialed::BHungUp => unreached = None,
+                Dialed::Unreached(o) => unreached = Some(o),
+            },
         }
     }
     dialog.bye().await;
-    completed(cause::END_OF_XML)
+    match unreached {
+        Some(o) => End {
+            status: o.status,
+            cause: o.cause,
+        },
+        None => completed(cause::END_OF_XML),
+    }
+}
+
+/// How a `<Dial>` of an answered call ended.
+enum Dialed {
+    /// A hung up (or the bridge ran out): the call is over.
+    AHungUp,
+    /// B hung up after talking (or the edge ended it): the XML goes on.
+    BHungUp,
+    /// No target answered.
+    Unreached(Outcome),
+}
+
+/// Rings the `<Dial>` targets and bridges A to the first that answers.
+async fn connect(
+    call: &MakeCall,
+    calls: &Calls,
+    a: &mut Dialog,
+    dial: sipauth_callback::Dial,
+) -> Dialed {
+    let plan = fork::Plan {
+        from_user: &call.from,
+        raw_headers: false,
+        // B offers in its 2xx; A's answer to that offer goes in B's ACK.
+        sdp: None,
+        settings: &calls.outbound,
+    };
+    let (legs, failed) = fork::legs(dial, &plan);
+    let mut fork = Fork::start(legs, failed);
+    let mut b = loop {
+        tokio::select! {
+            ring = fork.next() => match ring {
+                Ring::Progress(_) => {}
+                Ring::Answered(b) => break b,
+                Ring::Failed(o) => {
+                    tracing::info!(call = %call.call_uuid, cause = o.cause.0, "Dial reached nobody");
+                    return Dialed::Unreached(o);
+                }
+            },
+            far = a.hold(MAX_BRIDGE) => {
+                // A hung up while B rang: the fork cancels what rings.
+                if !far {
+                    a.bye().await;
+                }
+                return Dialed::AHungUp;
+            }
+        }
+    };
+    drop(fork);
+    if b.sdp.is_empty() {
+        // No offer to pass on: B is up, A keeps its session as it is.
+        b.ack(None).await;
+    } else {
+        match a.reinvite(&b.sdp.clone()).await {
+            Ok(answer) => b.ack(Some(&answer)).await,
+            Err(code) => {
+                tracing::info!(call = %call.call_uuid, code, "A refused the re-INVITE carrying B's offer");
+                b.bye().await;
+                return Dialed::Unreached(Outcome::of_status(code));
+            }
+        }
+    }
+    tracing::debug!(call = %call.call_uuid, "Dial connected");
+    tokio::select! {
+        far = a.hold(MAX_BRIDGE) => {
+            if !far {
+                a.bye().await;
+            }
+            b.bye().await;
+            Dialed::AHungUp
+        }
+        far = b.hold(MAX_BRIDGE) => {
+            if !far {
+                b.bye().await;
+            }
+            Dialed::BHungUp
+        }
+    }
 }

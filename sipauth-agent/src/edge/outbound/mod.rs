@@ -16,6 +16,7 @@
 
 pub mod bridge;
 pub mod conn;
+pub mod fork;
 pub mod leg;
 pub mod make_call;
 pub mod message;
@@ -52,6 +53,15 @@ impl Default for Timers {
             ring_timeout: Duration::from_mins(1),
         }
     }
+}
+
+/// What every outbound leg shares.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub timers: Timers,
+    /// The URI template of `<Number>` targets (`{number}` replaced);
+    /// `None`: numbers cannot be dialled.
+    pub number_gateway: Option<String>,
 }
 
 /// A digest password; never printed.
