@@ -27,16 +27,33 @@ pub struct AnswerServer {
 impl AnswerServer {
     /// Listens on `addr` inside `ns`; every request gets `xml`.
     pub fn start(ns: &Netns, addr: SocketAddr, xml: &str, auth_token: &str) -> Self {
+        let xml = xml.to_owned();
+        Self::start_with(ns, addr, auth_token, move |_| xml.clone())
+    }
+
+    /// Listens on `addr` inside `ns`; each request gets the XML `reply`
+    /// gives for it.
+    pub fn start_with(
+        ns: &Netns,
+        addr: SocketAddr,
+        auth_token: &str,
+        reply: impl Fn(&Hit) -> String + Send + 'static,
+    ) -> Self {
         let listener = ns.enter(|| TcpListener::bind(addr).expect("bind answer server"));
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let (h, xml, token) = (hits.clone(), xml.to_owned(), auth_token.to_owned());
+        let (h, token) = (hits.clone(), auth_token.to_owned());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                if let Some(hit) = read(&mut stream, addr, &token) {
-                    h.lock().expect("hits").push(hit);
-                }
+                let xml = match read(&mut stream, addr, &token) {
+                    Some(hit) => {
+                        let xml = reply(&hit);
+                        h.lock().expect("hits").push(hit);
+                        xml
+                    }
+                    None => String::new(),
+                };
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",

@@ -10,12 +10,15 @@
 
 pub mod agent;
 pub mod answer;
+pub mod caller;
 pub mod control;
 pub mod http;
 pub mod netns;
 pub mod peers;
 pub mod pg;
+pub mod provider;
 pub mod topo;
+pub mod wire;
 
 /// Stops the test with a clear message when not root.
 pub fn require_root() {

@@ -1,0 +1,244 @@
+//! A scripted SIP caller for one call to the edge, over UDP or TCP, from a
+//! caller namespace: INVITE (with or without an offer), the final
+//! response, ACK, BYE or CANCEL, and the edge's own BYE.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+use crate::wire::{Wire, token};
+
+/// The caller's offer.
+pub const OFFER: &str = "v=0\r\no=caller 1 1 IN IP4 192.0.2.60\r\ns=-\r\nc=IN IP4 192.0.2.60\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+/// The caller's answer, when the edge's 200 carried the offer.
+pub const ANSWER: &str = "v=0\r\no=caller 1 1 IN IP4 192.0.2.60\r\ns=-\r\nc=IN IP4 192.0.2.60\r\nt=0 0\r\nm=audio 5002 RTP/AVP 0\r\n";
+
+/// The final response to the INVITE, and what came before it.
+#[derive(Debug)]
+pub struct Final {
+    pub code: u16,
+    pub raw: String,
+    pub provisional: Vec<u16>,
+    /// Whole provisional responses, raw.
+    pub provisional_raw: Vec<String>,
+}
+
+pub struct Caller {
+    wire: Wire,
+    edge: SocketAddr,
+    uri: String,
+    from: String,
+    to: String,
+    call_id: String,
+    branch: String,
+    cseq: u32,
+    local: SocketAddr,
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+impl Caller {
+    /// Sends an INVITE for `app` from `local_ip` (as `from_user`) to the
+    /// edge, with `sdp` as its offer.
+    #[must_use]
+    pub fn invite(
+        ns: &Netns,
+        local_ip: IpAddr,
+        edge: SocketAddr,
+        app: &str,
+        from_user: &str,
+        tcp: bool,
+        sdp: Option<&str>,
+    ) -> Self {
+        let wire = if tcp {
+            Wire::connect(ns, edge)
+        } else {
+            Wire::udp(ns, SocketAddr::new(local_ip, 0), Some(edge))
+        };
+        let local = wire.local();
+        let uri = format!("sip:{app}@{}:{}", host(edge.ip()), edge.port());
+        let mut c = Self {
+            wire,
+            edge,
+            from: format!("<sip:{from_user}@{}>;tag={}", host(local_ip), token()),
+            to: format!("<{uri}>"),
+            uri,
+            call_id: format!("{}@rig", token()),
+            branch: format!("z9hG4bK{}", token()),
+            cseq: 1,
+            local,
+        };
+        let invite = c.request("INVITE", &c.uri.clone(), &c.branch.clone(), 1, sdp);
+        c.wire.send(invite.as_bytes());
+        c
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        branch: &str,
+        cseq: u32,
+        body: Option<&str>,
+    ) -> String {
+        let body = body.unwrap_or("");
+        let mut r = format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:caller@{}{}>\r\n",
+            self.wire.via(),
+            self.local,
+            self.from,
+            self.to,
+            self.call_id,
+            self.local,
+            if self.wire.is_tcp() {
+                ";transport=tcp"
+            } else {
+                ""
+            },
+        );
+        if !body.is_empty() {
+            r.push_str("Content-Type: application/sdp\r\n");
+        }
+        r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        r
+    }
+
+    /// The final response to the INVITE within `timeout`; a non-2xx is
+    /// ACKed (RFC 3261 17.1.1.3), a 2xx is left to [`Caller::ack`].
+    pub fn final_response(&mut self, timeout: Duration) -> Option<Final> {
+        let deadline = Instant::now() + timeout;
+        let mut provisional = Vec::new();
+        let mut provisional_raw = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.cseq().map(|c| c.1) != Ok("INVITE") {
+                continue;
+            }
+            let Some(code) = m.status() else {
+                continue;
+            };
+            if code < 200 {
+                provisional.push(code);
+                provisional_raw.push(text);
+                continue;
+            }
+            if let Some(to) = m.header("To") {
+                self.to = to.to_owned();
+            }
+            if code >= 300 {
+                let ack = self.request("ACK", &self.uri.clone(), &self.branch.clone(), 1, None);
+                self.wire.send(ack.as_bytes());
+            }
+            return Some(Final {
+                code,
+                raw: text,
+                provisional,
+                provisional_raw,
+            });
+        }
+    }
+
+    /// Waits for a provisional response above 100 (ringing); its status.
+    pub fn wait_ringing(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if let Some(code @ 101..=199) = m.status() {
+                return Some(code);
+            }
+        }
+    }
+
+    /// ACKs the 2xx (a new branch), with `body` when the 2xx carried the
+    /// offer.
+    pub fn ack(&mut self, body: Option<&str>) {
+        let ack = self.request(
+            "ACK",
+            &self.uri.clone(),
+            &format!("z9hG4bK{}", token()),
+            1,
+            body,
+        );
+        self.wire.send(ack.as_bytes());
+    }
+
+    /// CANCELs the INVITE; true when the CANCEL got its 200.
+    pub fn cancel(&mut self) -> bool {
+        // CANCEL: the INVITE's branch, Request-URI and CSeq number, and the
+        // To without a tag.
+        let to = std::mem::replace(&mut self.to, format!("<{}>", self.uri));
+        let cancel = self.request("CANCEL", &self.uri.clone(), &self.branch.clone(), 1, None);
+        self.to = to;
+        self.wire.send(cancel.as_bytes());
+        self.response_to("CANCEL", Duration::from_secs(5)) == Some(200)
+    }
+
+    /// Hangs up with a BYE; the status it got.
+    pub fn bye(&mut self) -> Option<u16> {
+        self.cseq += 1;
+        let bye = self.request(
+            "BYE",
+            &self.uri.clone(),
+            &format!("z9hG4bK{}", token()),
+            self.cseq,
+            None,
+        );
+        self.wire.send(bye.as_bytes());
+        self.response_to("BYE", Duration::from_secs(5))
+    }
+
+    fn response_to(&mut self, method: &str, timeout: Duration) -> Option<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.cseq().map(|c| c.1) == Ok(method)
+                && let Some(s) = m.status().filter(|s| *s >= 200)
+            {
+                return Some(s);
+            }
+        }
+    }
+
+    /// Waits for the edge's BYE and answers it 200; the BYE, raw.
+    pub fn await_bye(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, src) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.method() == Some("BYE") {
+                let ok = sipauth_sip::build::response(&m, 200, "OK", src, None, &[], b"");
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(src);
+                }
+                self.wire.send(&ok);
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(self.edge);
+                }
+                return Some(String::from_utf8_lossy(&raw).into_owned());
+            }
+        }
+    }
+}
