@@ -5,6 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use tokio::time::{Instant, sleep_until};
+
 use sipauth_digest::ChallengeIn;
 use sipauth_sip::{Message, build};
 
@@ -354,6 +356,10 @@ fn answer_challenge(
 
 /// CANCELs a ringing INVITE and ACKs the 487 that ends it. A 2xx that
 /// crossed the CANCEL is returned: the caller ACKs it and hangs up.
+///
+/// The CANCEL is retransmitted over UDP like any non-INVITE request
+/// (Timer E, Timer F); the INVITE's final response may come before or after
+/// the CANCEL's own 200, and is waited for up to 8*T1 after it.
 async fn cancel(
     conn: &mut Conn,
     invite: &Request<'_>,
@@ -367,14 +373,25 @@ async fn cancel(
         body: None,
         ..*invite
     });
-    let _ = txn::non_invite(conn, &req, invite.branch, "CANCEL", timers, acks).await;
-    let wait = tokio::time::sleep(timers.t1 * 8);
-    tokio::pin!(wait);
+    conn.send(&req).await.ok()?;
+    let start = Instant::now();
+    let mut give_up = start + timers.timer_b;
+    let mut interval = timers.t1;
+    let mut retransmit = (!conn.reliable()).then(|| start + interval);
     loop {
+        let wake = retransmit.map_or(give_up, |r| r.min(give_up));
         tokio::select! {
-            () = &mut wait => return None,
+            () = sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= give_up {
+                    return None;
+                }
+                conn.send(&req).await.ok()?;
+                interval = (interval * 2).min(timers.t2);
+                retransmit = Some(now + interval);
+            }
             r = conn.recv() => {
-                let Ok(raw) = r else { return None };
+                let raw = r.ok()?;
                 match txn::response_to(&raw, invite.branch, "INVITE") {
                     Some(200..=299) => return Some(raw),
                     Some(300..) => {
@@ -392,7 +409,15 @@ async fn cancel(
                         }
                         return None;
                     }
-                    _ => {}
+                    Some(_) => {}
+                    None => {
+                        if txn::response_to(&raw, invite.branch, "CANCEL").is_some_and(|s| s >= 200) {
+                            retransmit = None;
+                            give_up = give_up.min(Instant::now() + timers.t1 * 8);
+                        } else {
+                            acks.absorb(conn, &raw).await;
+                        }
+                    }
                 }
             }
         }
