@@ -2,6 +2,7 @@
 //! caller namespace: INVITE (with or without an offer), the final
 //! response, ACK, BYE or CANCEL, and the edge's own BYE.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,7 @@ impl Caller {
         if !body.is_empty() {
             r.push_str("Content-Type: application/sdp\r\n");
         }
-        r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        let _ = write!(r, "Content-Length: {}\r\n\r\n{body}", body.len());
         r
     }
 
@@ -135,7 +136,7 @@ impl Caller {
                 continue;
             }
             if let Some(to) = m.header("To") {
-                self.to = to.to_owned();
+                to.clone_into(&mut self.to);
             }
             if code >= 300 {
                 let ack = self.request("ACK", &self.uri.clone(), &self.branch.clone(), 1, None);
@@ -215,6 +216,78 @@ impl Caller {
                 && let Some(s) = m.status().filter(|s| *s >= 200)
             {
                 return Some(s);
+            }
+        }
+    }
+
+    /// Sends a re-INVITE with `sdp` in the dialog; its final status and
+    /// the response, raw (a 2xx is ACKed).
+    pub fn reinvite(&mut self, sdp: &str) -> Option<(u16, String)> {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let branch = format!("z9hG4bK{}", token());
+        let r = self.request("INVITE", &self.uri.clone(), &branch, cseq, Some(sdp));
+        self.wire.send(r.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.cseq() != Ok((cseq, "INVITE")) {
+                continue;
+            }
+            let Some(code) = m.status().filter(|s| *s >= 200) else {
+                continue;
+            };
+            let ack_branch = if code < 300 {
+                format!("z9hG4bK{}", token())
+            } else {
+                branch.clone()
+            };
+            let ack = self.request("ACK", &self.uri.clone(), &ack_branch, cseq, None);
+            self.wire.send(ack.as_bytes());
+            return Some((code, String::from_utf8_lossy(&raw).into_owned()));
+        }
+    }
+
+    /// Waits for a re-INVITE from the edge, answers it 200 with `sdp` and
+    /// waits for its ACK; the re-INVITE and the ACK, raw.
+    pub fn answer_reinvite(&mut self, sdp: &str, timeout: Duration) -> Option<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        let invite = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, src) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.method() == Some("INVITE") {
+                let contact = format!("<sip:caller@{}>", self.local);
+                let ok = sipauth_sip::build::response(
+                    &m,
+                    200,
+                    "OK",
+                    src,
+                    None,
+                    &[("Contact", &contact), ("Content-Type", "application/sdp")],
+                    sdp.as_bytes(),
+                );
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(src);
+                }
+                self.wire.send(&ok);
+                break String::from_utf8_lossy(&raw).into_owned();
+            }
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            if raw.starts_with(b"ACK ") {
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(self.edge);
+                }
+                return Some((invite, String::from_utf8_lossy(&raw).into_owned()));
             }
         }
     }

@@ -8,6 +8,7 @@
 //! request instead of judging it again.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,9 @@ pub struct Script {
     pub then: Then,
     /// After the ACK of our 200, hang up with a BYE this much later.
     pub bye_after: Option<Duration>,
+    /// After the ACK of our 200, send a re-INVITE with a new offer
+    /// ([`REOFFER`]) this much later.
+    pub reinvite_after: Option<Duration>,
 }
 
 impl Script {
@@ -56,6 +60,7 @@ impl Script {
             challenge,
             then,
             bye_after: None,
+            reinvite_after: None,
         }
     }
 }
@@ -178,6 +183,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The offer of the provider's own re-INVITE.
+pub const REOFFER: &str = "v=0\r\no=provider 1 2 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4004 RTP/AVP 0\r\n";
 const OFFER: &str = "v=0\r\no=provider 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 const ANSWER: &str = "v=0\r\no=provider 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
 
@@ -195,6 +202,9 @@ struct Far {
     /// The initial INVITE that was answered or is ringing (raw).
     invite: Option<Vec<u8>>,
     bye_at: Option<Instant>,
+    reinvite_at: Option<Instant>,
+    /// Our next CSeq in the dialog.
+    cseq: u32,
 }
 
 impl Far {
@@ -210,6 +220,8 @@ impl Far {
             sent: HashMap::new(),
             invite: None,
             bye_at: None,
+            reinvite_at: None,
+            cseq: 1,
         }
     }
 
@@ -217,7 +229,11 @@ impl Far {
         while !stop.load(Ordering::Relaxed) && !self.saw.bye {
             if self.bye_at.is_some_and(|t| Instant::now() >= t) {
                 self.bye_at = None;
-                self.send_bye();
+                self.send_request("BYE", "");
+            }
+            if self.reinvite_at.is_some_and(|t| Instant::now() >= t) {
+                self.reinvite_at = None;
+                self.send_request("INVITE", REOFFER);
             }
             let Some((raw, _)) = self.wire.recv(Duration::from_millis(20)) else {
                 if self.wire.is_tcp() && !stop.load(Ordering::Relaxed) {
@@ -285,8 +301,15 @@ impl Far {
         let text = String::from_utf8_lossy(raw).into_owned();
         let Some(method) = m.method() else {
             self.saw.responses.push(text);
-            if m.cseq().is_ok_and(|c| c.1 == "BYE") && m.status().is_some_and(|s| s >= 200) {
-                self.saw.bye = true;
+            let status = m.status().unwrap_or(0);
+            match m.cseq() {
+                Ok((_, "BYE")) if status >= 200 => self.saw.bye = true,
+                Ok((cseq, "INVITE")) if (200..300).contains(&status) => {
+                    // Our re-INVITE was answered: ACK it.
+                    let ack = self.request("ACK", "", cseq, m.header("To"));
+                    self.wire.send(ack.as_bytes());
+                }
+                _ => {}
             }
             return;
         };
@@ -325,9 +348,12 @@ impl Far {
                         self.script.then,
                         Then::Answer | Then::RingThenAnswerTheCancel
                     );
-                if in_dialog && answered && self.bye_at.is_none() {
+                if in_dialog && answered && self.bye_at.is_none() && self.reinvite_at.is_none() {
                     if let Some(after) = self.script.bye_after {
                         self.bye_at = Some(Instant::now() + after);
+                    }
+                    if let Some(after) = self.script.reinvite_after.take() {
+                        self.reinvite_at = Some(Instant::now() + after);
                     }
                 }
             }
@@ -414,14 +440,15 @@ impl Far {
         }
     }
 
-    /// Hangs up the answered call: a BYE to the INVITE's Contact, on this
-    /// socket.
-    fn send_bye(&mut self) {
-        let Some(invite) = self.invite.clone() else {
-            return;
-        };
-        let Ok(m) = sipauth_sip::parse(&invite) else {
-            return;
+    /// A request of ours in the dialog of the answered INVITE, to its
+    /// Contact, on this socket; `to` replaces the far end's To value.
+    fn request(&self, method: &str, sdp: &str, cseq: u32, to: Option<&str>) -> String {
+        let Some(m) = self
+            .invite
+            .as_deref()
+            .and_then(|i| sipauth_sip::parse(i).ok())
+        else {
+            return String::new();
         };
         let target = m
             .contacts()
@@ -429,16 +456,30 @@ impl Far {
             .map(|c| c.uri.to_owned())
             .next()
             .unwrap_or_default();
-        let bye = format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
-             From: {};tag=prov1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        let mut r = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+             From: {};tag=prov1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
             self.wire.via(),
             self.addr,
             token(),
             m.header("To").unwrap_or_default(),
-            m.header("From").unwrap_or_default(),
+            to.or_else(|| m.header("From")).unwrap_or_default(),
             m.call_id().unwrap_or_default(),
         );
-        self.wire.send(bye.as_bytes());
+        if method == "INVITE" {
+            let _ = write!(r, "Contact: <sip:bob@{}>\r\n", self.addr);
+        }
+        if !sdp.is_empty() {
+            r.push_str("Content-Type: application/sdp\r\n");
+        }
+        let _ = write!(r, "Content-Length: {}\r\n\r\n{sdp}", sdp.len());
+        r
+    }
+
+    /// Sends a request in the dialog (BYE, or a re-INVITE with `sdp`).
+    fn send_request(&mut self, method: &str, sdp: &str) {
+        self.cseq += 1;
+        let r = self.request(method, sdp, self.cseq, None);
+        self.wire.send(r.as_bytes());
     }
 }

@@ -3,9 +3,9 @@
 //! endpoint) and raw `X-` for one that did, a caller without an offer
 //! (the far end's offer relayed, the caller's answer passed on in the
 //! leg's ACK), several `<Dial>` targets rung at once, `<Number>` through
-//! the number gateway, an answer crossing the CANCEL, and `<Dial>` inside
-//! a Make Call answer (the answered party re-INVITEd with the dialled
-//! party's offer).
+//! the number gateway, an answer crossing the CANCEL, re-INVITEs passed
+//! across in both directions, and `<Dial>` inside a Make Call answer (the
+//! answered party re-INVITEd with the dialled party's offer).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::{AnswerServer, Hit};
 use sipauth_tests::caller::{ANSWER as CALLER_ANSWER, Caller, OFFER as CALLER_OFFER};
 use sipauth_tests::peers::Sipp;
-use sipauth_tests::provider::{PASSWORD, Provider, Saw, Script, Then, USER};
+use sipauth_tests::provider::{PASSWORD, Provider, REOFFER, Saw, Script, Then, USER};
 use sipauth_tests::topo::{Link, Rig};
 
 const ANSWER_AT: &str = "127.0.0.1:8090";
@@ -65,7 +65,7 @@ fn until_edge_has(agent: &Agent<'_>, what: &str) {
     }
 }
 
-fn app(agent: &Agent<'_>, answer: &AnswerServer, body: Value) -> String {
+fn app(agent: &Agent<'_>, answer: &AnswerServer, body: &Value) -> String {
     let mut b = json!({
         "app_name": "bridging",
         "answer_url": answer.url("/answer"),
@@ -92,7 +92,7 @@ fn acl_app(agent: &Agent<'_>, answer: &AnswerServer, c: &Link) -> String {
     app(
         agent,
         answer,
-        json!({"sip_auth_type": "ip_acl", "ip_acl_uuid": acl}),
+        &json!({"sip_auth_type": "ip_acl", "ip_acl_uuid": acl}),
     )
 }
 
@@ -158,7 +158,7 @@ fn sip_headers_are_x_ph_for_a_registered_endpoint_and_raw_after_sip_auth() {
     let (c, p) = (rig.caller(0), rig.caller(1));
     let (answer, xml) = answer_server(&rig);
     // Non-auth mode: the caller is a registered endpoint of the account.
-    let open = app(&agent, &answer, json!({"sip_auth_type": ""}));
+    let open = app(&agent, &answer, &json!({"sip_auth_type": ""}));
     let ep = agent.create(
         "Endpoint/",
         &json!({"username": "desk", "password": "Desk12345", "alias": "Desk", "app_id": open}),
@@ -490,4 +490,106 @@ fn dial_in_a_make_call_answer_that_reaches_nobody_ends_with_the_dials_cause() {
             assert!(!h.raw.contains(secret), "{h:?}");
         }
     }
+}
+
+#[test]
+fn reinvites_cross_the_bridge_both_ways() {
+    let rig = Rig::new(2);
+    let agent = Agent::start(&rig, &Options::default());
+    let (c, p) = (rig.caller(0), rig.caller(1));
+    let (answer, xml) = answer_server(&rig);
+    let app = acl_app(&agent, &answer, c);
+    for tcp in [false, true] {
+        let prov = Provider::start(
+            &p.ns,
+            SocketAddr::new(p.v4, 6361 + u16::from(tcp)),
+            tcp,
+            Script {
+                reinvite_after: Some(Duration::from_millis(300)),
+                ..Script::new(true, Then::Answer)
+            },
+        );
+        *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig"));
+        let mut call = Caller::invite(
+            &c.ns,
+            c.v4,
+            edge_of(c),
+            &app,
+            "caller",
+            tcp,
+            Some(CALLER_OFFER),
+        );
+        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        assert_eq!(fin.code, 200, "{}", fin.raw);
+        call.ack(None);
+        // The provider's re-INVITE reaches the caller with its new offer;
+        // the caller's answer goes back in the 200.
+        let (reinvite, _ack) = call
+            .answer_reinvite(CALLER_ANSWER, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("tcp={tcp}: no re-INVITE at the caller\n{}", agent.log()));
+        assert_eq!(
+            Saw::body(&reinvite),
+            REOFFER,
+            "the provider's offer as it was"
+        );
+        assert!(!reinvite.contains("Proxy-Authorization"), "{reinvite}");
+        // The caller's own re-INVITE (hold, say) reaches the provider.
+        let held = CALLER_OFFER.replace(
+            "m=audio 5000 RTP/AVP 0\r\n",
+            "m=audio 5000 RTP/AVP 0\r\na=sendonly\r\n",
+        );
+        let (code, resp) = call.reinvite(&held).expect("re-INVITE answered");
+        assert_eq!(code, 200, "{resp}");
+        assert!(resp.contains(PROVIDER_ANSWER), "{resp}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(call.bye(), Some(200));
+        let saw = prov.finish(Duration::from_secs(2));
+        let at_provider: Vec<&str> = saw
+            .of("INVITE")
+            .into_iter()
+            .filter(|r| Saw::header(r, "To").is_some_and(|t| t.contains("tag=")))
+            .collect();
+        assert_eq!(at_provider.len(), 1, "tcp={tcp}: {saw:?}");
+        assert!(
+            Saw::body(at_provider[0]).contains("a=sendonly"),
+            "{}",
+            at_provider[0]
+        );
+        let answered = saw
+            .responses
+            .iter()
+            .find(|r| r.contains(" INVITE\r\n") && r.starts_with("SIP/2.0 200"))
+            .unwrap_or_else(|| panic!("tcp={tcp}: the provider's re-INVITE answered: {saw:?}"));
+        assert!(Saw::body(answered).contains("m=audio 5002"), "{answered}");
+        assert!(saw.bye);
+    }
+}
+
+#[test]
+fn an_in_dialog_invite_of_no_dialog_gets_481() {
+    let rig = Rig::new(1);
+    let agent = Agent::start(&rig, &Options::default());
+    let c = rig.caller(0);
+    let (answer, _xml) = answer_server(&rig);
+    let app = acl_app(&agent, &answer, c);
+    let mut call = Caller::invite(
+        &c.ns,
+        c.v4,
+        edge_of(c),
+        &app,
+        "caller",
+        false,
+        Some(CALLER_OFFER),
+    );
+    // The first INVITE gets the answer_url's (empty) XML: 480.
+    let fin = call.final_response(Duration::from_secs(5)).expect("final");
+    assert_eq!(fin.code, 480, "{}", fin.raw);
+    // A re-INVITE in the dialog the edge never made is not a new call.
+    let (code, _) = call.reinvite(CALLER_OFFER).expect("answered");
+    assert_eq!(code, 481);
+    assert_eq!(
+        answer.hits_on("/answer").len(),
+        1,
+        "no second answer_url fetch"
+    );
 }

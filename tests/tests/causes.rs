@@ -329,9 +329,12 @@ fn make_call_path(tcp: bool) {
         let uuid = make_call(&agent, &answer, c.name, &to, c.password);
         let rec = record(&agent, &uuid);
         let h = hangup(&answer, "/hangup", Some(&uuid));
-        if rec["hangup_cause_name"] != c.cause.0 {
-            panic!("{label}: {rec}\n{}", agent.log());
-        }
+        assert_eq!(
+            rec["hangup_cause_name"],
+            c.cause.0,
+            "{label}: {rec}\n{}",
+            agent.log()
+        );
         check_end(&label, &h, &rec, c.status, c.cause);
         assert_eq!(h.params["Direction"], "outbound", "{label}");
         if let Some(prov) = provider {

@@ -190,6 +190,23 @@ impl Edge {
                 "OK",
                 &[("Allow", ALLOW), ("Accept", "application/sdp")],
             ),
+            // Inside a dialog (a To-tag): a bridged caller's re-INVITE, or
+            // a dialog we do not have (RFC 3261 12.2.2).
+            "INVITE" if msg.to().ok().and_then(|t| t.tag).is_some() => {
+                if self.bridges.reinvite(&msg, data, &key, src, replier) {
+                    self.respond(&key, &msg, src, replier, 100, "Trying", &[]);
+                } else {
+                    self.respond(
+                        &key,
+                        &msg,
+                        src,
+                        replier,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        &[],
+                    );
+                }
+            }
             "INVITE" => self.invite(&key, &msg, data, src, replier),
             "REGISTER" => self.register(&key, &msg, src, replier),
             // In a bridged call's dialog (BYE) or against its INVITE

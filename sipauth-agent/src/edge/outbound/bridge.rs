@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::fork::{self, Fork, Ring};
-use super::{Dialog, Outcome, message};
+use super::{Dialog, Held, Outcome, message};
 use crate::edge::Edge;
 use crate::edge::call::{Ending, Inbound, cause};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
@@ -48,8 +49,32 @@ pub enum Event {
     Bye,
     /// CANCEL of the INVITE (already answered 200).
     Cancel,
-    /// A response to a request the edge sent the caller (the BYE).
-    Response { code: u16, method: String },
+    /// A re-INVITE of the caller (already registered as a transaction).
+    Reinvite(Reinvite),
+    /// A response to a request the edge sent the caller (a re-INVITE or
+    /// the BYE).
+    Response {
+        code: u16,
+        method: String,
+        cseq: u32,
+        body: Vec<u8>,
+    },
+}
+
+/// A caller's re-INVITE and how to answer it.
+pub struct Reinvite {
+    raw: Vec<u8>,
+    key: Key,
+    src: SocketAddr,
+    replier: Replier,
+}
+
+impl std::fmt::Debug for Reinvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reinvite")
+            .field("src", &self.src)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Entry {
@@ -87,8 +112,38 @@ impl Bridges {
             .remove(&(call_id.to_owned(), from_tag.to_owned()));
     }
 
+    /// Hands a re-INVITE of a bridged caller to its bridge; true when one
+    /// took it (false: no dialog of ours, 481).
+    pub fn reinvite(
+        &self,
+        msg: &Message<'_>,
+        raw: &[u8],
+        key: &Key,
+        src: SocketAddr,
+        replier: &Replier,
+    ) -> bool {
+        let (Ok(call_id), Ok(from), Ok(to)) = (msg.call_id(), msg.from(), msg.to()) else {
+            return false;
+        };
+        let map = self.0.lock().expect("bridges");
+        let Some(e) = map.get(&(call_id.to_owned(), from.tag.unwrap_or_default().to_owned()))
+        else {
+            return false;
+        };
+        if to.tag != Some(e.to_tag.as_str()) {
+            return false;
+        }
+        e.tx.send(Event::Reinvite(Reinvite {
+            raw: raw.to_vec(),
+            key: key.clone(),
+            src,
+            replier: replier.clone(),
+        }))
+        .is_ok()
+    }
+
     /// Hands a message of a bridged caller (ACK, BYE, CANCEL, or a response
-    /// to the edge's BYE) to its bridge; true when one took it.
+    /// to the edge's own requests) to its bridge; true when one took it.
     pub fn route(&self, msg: &Message<'_>) -> bool {
         let Ok(call_id) = msg.call_id() else {
             return false;
@@ -108,12 +163,14 @@ impl Bridges {
         let dialog_matches = edge_tag == Some(e.to_tag.as_str());
         let event = match msg.method() {
             None if dialog_matches => {
-                let (Some(code), Ok((_, method))) = (msg.status(), msg.cseq()) else {
+                let (Some(code), Ok((cseq, method))) = (msg.status(), msg.cseq()) else {
                     return false;
                 };
                 Event::Response {
                     code,
                     method: method.to_owned(),
+                    cseq,
+                    body: msg.body().to_vec(),
                 }
             }
             Some("ACK") if dialog_matches => Event::Ack(msg.body().to_vec()),
@@ -288,7 +345,8 @@ impl Edge {
     }
 
     /// The leg answered: 200 to the caller, then both legs stay up until
-    /// a BYE on either side (or [`MAX_CALL`]).
+    /// a BYE on either side (or [`MAX_CALL`]). Re-INVITEs of either side
+    /// are passed to the other and their answers back.
     async fn talk(
         &self,
         caller: &Caller<'_>,
@@ -296,8 +354,7 @@ impl Edge {
         events: &mut mpsc::UnboundedReceiver<Event>,
     ) {
         enum Turn {
-            /// The far end hung up (true) or the call ran out.
-            Far(bool),
+            Far(Held),
             Caller(Option<Event>),
             Retransmit,
         }
@@ -317,34 +374,53 @@ impl Edge {
         self.metrics.response(200);
         self.txns
             .respond(caller.key, 200, ok.clone(), caller.replier);
-        let start = Instant::now();
-        let end_by = start + MAX_CALL;
-        // RFC 3261 13.3.1.4: the 2xx is retransmitted (over UDP) until the
+        let mut toward = Toward::new(caller);
+        let end_by = Instant::now() + MAX_CALL;
+        // RFC 3261 13.3.1.4: a 2xx is retransmitted (over UDP) until the
         // ACK, which may carry the answer to an offer in the 2xx.
         let reliable = caller.replier.is_reliable();
-        let mut acked = false;
-        let mut interval = T1;
-        let mut next = start + interval;
+        let mut first_acked = false;
+        let mut pending = (!reliable).then(|| Pending::new(ok, caller.replier.clone()));
         loop {
             let left = end_by.saturating_duration_since(Instant::now());
+            let next = pending.as_ref().map(|p| p.next);
             let turn = tokio::select! {
-                far = dialog.hold(left) => Turn::Far(far),
+                held = dialog.hold(left) => Turn::Far(held),
                 ev = events.recv() => Turn::Caller(ev),
-                () = sleep_until(next), if !acked && !reliable => Turn::Retransmit,
+                () = sleep_until(next.unwrap_or(end_by)), if next.is_some() => Turn::Retransmit,
             };
             match turn {
-                Turn::Far(far_hung_up) => {
-                    if !far_hung_up {
+                Turn::Far(Held::Reinvite(raw)) => {
+                    match self.reinvite_caller(&mut toward, &raw, events).await {
+                        Ok(answer) => dialog.respond(&raw, 200, &answer).await,
+                        Err(Some(code)) => dialog.respond(&raw, code, b"").await,
+                        Err(None) => {
+                            // The caller hung up meanwhile.
+                            dialog.respond(&raw, 487, b"").await;
+                            dialog.bye().await;
+                            return;
+                        }
+                    }
+                }
+                Turn::Far(held) => {
+                    if matches!(held, Held::Elapsed) {
                         dialog.bye().await;
                     }
-                    self.bye_caller(caller, events).await;
+                    self.bye_caller(&mut toward, events).await;
                     return;
                 }
                 Turn::Caller(Some(Event::Ack(answer))) => {
-                    if !acked && dialog.ack_pending() {
+                    if !first_acked && dialog.ack_pending() {
                         dialog.ack(Some(&answer)).await;
                     }
-                    acked = true;
+                    first_acked = true;
+                    pending = None;
+                }
+                Turn::Caller(Some(Event::Reinvite(r))) => {
+                    let code = self.caller_reinvite(caller, &mut dialog, &r).await;
+                    if (200..300).contains(&code.0) && !reliable {
+                        pending = Some(Pending::new(code.1, r.replier.clone()));
+                    }
                 }
                 Turn::Caller(Some(Event::Bye) | None) => {
                     dialog.bye().await;
@@ -352,32 +428,212 @@ impl Edge {
                 }
                 Turn::Caller(Some(_)) => {}
                 Turn::Retransmit => {
-                    let now = Instant::now();
-                    if now >= start + LIFETIME {
+                    let Some(p) = pending.as_mut() else { continue };
+                    if !p.resend() {
                         // No ACK in 64*T1: the dialog is over (13.3.1.4).
-                        tracing::info!(call_id = %caller.msg.call_id().unwrap_or_default(), "bridged caller never ACKed the 200");
+                        tracing::info!(call_id = %caller.msg.call_id().unwrap_or_default(), "bridged caller never ACKed a 2xx");
                         dialog.bye().await;
-                        self.bye_caller(caller, events).await;
+                        self.bye_caller(&mut toward, events).await;
                         return;
                     }
-                    caller.replier.send(ok.clone());
-                    interval = (interval * 2).min(T2);
-                    next = now + interval;
                 }
             }
         }
     }
 
+    /// A re-INVITE of the caller: its offer goes to the far end in a
+    /// re-INVITE of the leg, and the answer back in our 200. One without an
+    /// offer is answered with the far end's session as it stands. Returns
+    /// the status sent and the response.
+    async fn caller_reinvite(
+        &self,
+        caller: &Caller<'_>,
+        dialog: &mut Dialog,
+        r: &Reinvite,
+    ) -> (u16, Vec<u8>) {
+        let Ok(m) = sipauth_sip::parse(&r.raw) else {
+            return (0, Vec::new());
+        };
+        let offer = m.body();
+        let (code, sdp) = if offer.is_empty() {
+            (200, dialog.sdp.clone())
+        } else {
+            match dialog.reinvite(offer).await {
+                Ok(answer) => (200, answer),
+                Err(code) => (code.max(300), Vec::new()),
+            }
+        };
+        let mut extra = vec![("Contact", caller.contact.as_str())];
+        if !sdp.is_empty() {
+            extra.push(("Content-Type", "application/sdp"));
+        }
+        let bytes = build::response(
+            &m,
+            code,
+            build::reason_phrase(code),
+            r.src,
+            None,
+            &extra,
+            &sdp,
+        );
+        self.metrics.response(code);
+        self.txns.respond(&r.key, code, bytes.clone(), &r.replier);
+        (code, bytes)
+    }
+
+    /// Passes the far end's re-INVITE (raw) to the caller as a re-INVITE of
+    /// the inbound dialog and returns the caller's answer. `Err(Some(code))`
+    /// when the caller refused it (or never answered: 408), `Err(None)`
+    /// when the caller hung up meanwhile.
+    async fn reinvite_caller(
+        &self,
+        toward: &mut Toward,
+        far_request: &[u8],
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> Result<Vec<u8>, Option<u16>> {
+        let offer = sipauth_sip::parse(far_request)
+            .map(|m| m.body().to_vec())
+            .unwrap_or_default();
+        let branch = message::branch();
+        let cseq = toward.next_cseq();
+        let invite = toward.request("INVITE", &branch, cseq, &offer);
+        toward.replier.send(invite.clone());
+        let give_up = Instant::now() + LIFETIME;
+        let mut interval = T1;
+        let mut provisional = false;
+        loop {
+            let resend =
+                (!toward.replier.is_reliable() && !provisional).then(|| Instant::now() + interval);
+            let wake = resend.unwrap_or(give_up).min(give_up);
+            tokio::select! {
+                () = sleep_until(wake) => {
+                    if Instant::now() >= give_up {
+                        return Err(Some(408));
+                    }
+                    toward.replier.send(invite.clone());
+                    interval = (interval * 2).min(T2);
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Response { code, method, body, cseq: c }) if method == "INVITE" && c == cseq => {
+                        if code < 200 {
+                            provisional = true;
+                            continue;
+                        }
+                        // ACK: for a 2xx a new transaction, for a failure
+                        // the INVITE's own branch (RFC 3261 17.1.1.3).
+                        let ack_branch = if code < 300 { message::branch() } else { branch.clone() };
+                        let ack = toward.request("ACK", &ack_branch, cseq, b"");
+                        toward.replier.send(ack);
+                        return if code < 300 { Ok(body) } else { Err(Some(code)) };
+                    }
+                    Some(Event::Bye) | None => return Err(None),
+                    Some(Event::Reinvite(r)) => self.glare(&r),
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+
+    /// A caller's re-INVITE while ours is pending: 491 (RFC 3261 14.2).
+    fn glare(&self, r: &Reinvite) {
+        let Ok(m) = sipauth_sip::parse(&r.raw) else {
+            return;
+        };
+        let bytes = build::response(&m, 491, "Request Pending", r.src, None, &[], b"");
+        self.metrics.response(491);
+        self.txns.respond(&r.key, 491, bytes, &r.replier);
+    }
+
     /// Sends the caller a BYE in the inbound dialog and waits for its
     /// answer (retransmitting over UDP, Timer F at 64*T1).
-    ///
-    /// The BYE goes to the caller's Contact (the dialog's remote target,
-    /// RFC 3261 12.2.1.1): over UDP to its address when the Contact host is
-    /// an IP literal, to the INVITE's source address when it is a name
-    /// (names are never resolved) or when the INVITE came through
-    /// record-routing proxies (the source is the nearest of them); over
-    /// TCP on the INVITE's connection.
-    async fn bye_caller(&self, caller: &Caller<'_>, events: &mut mpsc::UnboundedReceiver<Event>) {
+    async fn bye_caller(&self, toward: &mut Toward, events: &mut mpsc::UnboundedReceiver<Event>) {
+        let branch = message::branch();
+        let cseq = toward.next_cseq();
+        let bye = toward.request("BYE", &branch, cseq, b"");
+        toward.replier.send(bye.clone());
+        let give_up = Instant::now() + LIFETIME;
+        let mut interval = T1;
+        loop {
+            let retransmit = (!toward.replier.is_reliable()).then(|| Instant::now() + interval);
+            let wake = retransmit.unwrap_or(give_up).min(give_up);
+            tokio::select! {
+                () = sleep_until(wake) => {
+                    if Instant::now() >= give_up {
+                        tracing::debug!("bridged caller did not answer the BYE");
+                        return;
+                    }
+                    toward.replier.send(bye.clone());
+                    interval = (interval * 2).min(T2);
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Response { code, method, .. }) if method == "BYE" && code >= 200 => return,
+                    None => return,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
+
+/// A 2xx sent to the caller, retransmitted over UDP until its ACK.
+struct Pending {
+    bytes: Vec<u8>,
+    replier: Replier,
+    start: Instant,
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pending {
+    fn new(bytes: Vec<u8>, replier: Replier) -> Self {
+        let start = Instant::now();
+        Self {
+            bytes,
+            replier,
+            start,
+            interval: T1,
+            next: start + T1,
+        }
+    }
+
+    /// Sends it again; false once 64*T1 went by without an ACK.
+    fn resend(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.start + LIFETIME {
+            return false;
+        }
+        self.replier.send(self.bytes.clone());
+        self.interval = (self.interval * 2).min(T2);
+        self.next = now + self.interval;
+        true
+    }
+}
+
+/// The edge's requests to the caller, inside the inbound dialog: the
+/// caller's Contact as Request-URI, its Record-Route as the route set,
+/// From and To swapped, our own CSeq.
+///
+/// They go to the caller's Contact (the dialog's remote target, RFC 3261
+/// 12.2.1.1): over UDP to its address when the Contact host is an IP
+/// literal, to the INVITE's source address when it is a name (names are
+/// never resolved) or when the INVITE came through record-routing proxies
+/// (the source is the nearest of them); over TCP on the INVITE's
+/// connection.
+struct Toward {
+    target: String,
+    from: String,
+    to: String,
+    call_id: String,
+    routes: Vec<String>,
+    sent_by: String,
+    /// Our Contact, as in the 200 of the caller's INVITE.
+    contact: String,
+    replier: Replier,
+    cseq: u32,
+}
+
+impl Toward {
+    fn new(caller: &Caller<'_>) -> Self {
         let m = caller.msg;
         let target = m
             .contacts()
@@ -396,52 +652,62 @@ impl Edge {
         } else {
             format!("{to_header};tag={}", caller.to_tag)
         };
-        let routes: Vec<(&str, &str)> = m
-            .headers("Record-Route")
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|r| ("Route", r))
-            .collect();
-        let branch = message::branch();
-        let transport = if replier.is_reliable() { "TCP" } else { "UDP" };
+        Self {
+            target,
+            from,
+            to: m.header("From").unwrap_or_default().to_owned(),
+            call_id: m.call_id().unwrap_or_default().to_owned(),
+            routes: m
+                .headers("Record-Route")
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            sent_by: caller.sent_by.clone(),
+            contact: caller.contact.clone(),
+            replier,
+            cseq: 0,
+        }
+    }
+
+    fn next_cseq(&mut self) -> u32 {
+        self.cseq += 1;
+        self.cseq
+    }
+
+    fn request(&self, method: &str, branch: &str, cseq: u32, sdp: &[u8]) -> Vec<u8> {
+        let transport = if self.replier.is_reliable() {
+            "TCP"
+        } else {
+            "UDP"
+        };
         let mut out = format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\n",
-            caller.sent_by,
-            m.header("From").unwrap_or_default(),
-            m.call_id().unwrap_or_default(),
+            "{method} {} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
+            self.target, self.sent_by, self.from, self.to, self.call_id,
         );
-        for (name, value) in routes {
-            out.push_str(name);
-            out.push_str(": ");
-            out.push_str(value);
+        for r in &self.routes {
+            out.push_str("Route: ");
+            out.push_str(r);
             out.push_str("\r\n");
         }
-        out.push_str("User-Agent: sipauth\r\nContent-Length: 0\r\n\r\n");
-        let bye = out.into_bytes();
-        replier.send(bye.clone());
-        let give_up = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        loop {
-            let retransmit = (!replier.is_reliable()).then(|| Instant::now() + interval);
-            let wake = retransmit.unwrap_or(give_up).min(give_up);
-            tokio::select! {
-                () = sleep_until(wake) => {
-                    if Instant::now() >= give_up {
-                        tracing::debug!("bridged caller did not answer the BYE");
-                        return;
-                    }
-                    replier.send(bye.clone());
-                    interval = (interval * 2).min(T2);
-                }
-                ev = events.recv() => match ev {
-                    Some(Event::Response { code, method }) if method == "BYE" && code >= 200 => return,
-                    None => return,
-                    Some(_) => {}
-                },
-            }
+        if method == "INVITE" {
+            out.push_str("Contact: ");
+            out.push_str(&self.contact);
+            out.push_str("\r\n");
         }
+        if !sdp.is_empty() {
+            out.push_str("Content-Type: application/sdp\r\n");
+        }
+        let _ = write!(
+            out,
+            "User-Agent: sipauth\r\nContent-Length: {}\r\n\r\n",
+            sdp.len()
+        );
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(sdp);
+        bytes
     }
 }
 
@@ -514,7 +780,7 @@ mod tests {
         assert!(routed(resp));
         assert!(matches!(
             rx.try_recv(),
-            Ok(Event::Response { code: 200, ref method }) if method == "BYE"
+            Ok(Event::Response { code: 200, ref method, .. }) if method == "BYE"
         ));
         bridges.remove("c1", "ct");
         assert!(!routed(&request("BYE", Some("et"))));

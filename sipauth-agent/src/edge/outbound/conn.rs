@@ -22,7 +22,12 @@ pub struct Conn {
 }
 
 enum Io {
-    Udp(UdpSocket),
+    Udp {
+        sock: UdpSocket,
+        /// Receive buffer (capacity for the largest datagram, never
+        /// zeroed); each message is copied out of it.
+        scratch: Vec<u8>,
+    },
     Tcp {
         stream: TcpStream,
         buf: Vec<u8>,
@@ -52,7 +57,10 @@ impl Conn {
                 Ok(Self {
                     local: sock.local_addr()?,
                     transport: Transport::Udp,
-                    io: Io::Udp(sock),
+                    io: Io::Udp {
+                        sock,
+                        scratch: Vec::with_capacity(65_535),
+                    },
                 })
             }
             Transport::Tcp => {
@@ -107,7 +115,7 @@ impl Conn {
     /// Whether the transport retransmits by itself.
     pub fn reliable(&self) -> bool {
         match &self.io {
-            Io::Udp(_) => false,
+            Io::Udp { .. } => false,
             Io::Tcp { .. } => true,
             #[cfg(test)]
             Io::Mem { reliable, .. } => *reliable,
@@ -116,7 +124,7 @@ impl Conn {
 
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.io {
-            Io::Udp(sock) => sock.send(bytes).await.map(|_| ()),
+            Io::Udp { sock, .. } => sock.send(bytes).await.map(|_| ()),
             Io::Tcp { stream, .. } => stream.write_all(bytes).await,
             #[cfg(test)]
             Io::Mem { tx, .. } => tx
@@ -129,11 +137,10 @@ impl Conn {
     /// lost when the future is dropped.
     pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
         match &mut self.io {
-            Io::Udp(sock) => {
-                let mut buf = vec![0u8; 65_535];
-                let n = sock.recv(&mut buf).await?;
-                buf.truncate(n);
-                Ok(buf)
+            Io::Udp { sock, scratch } => {
+                scratch.clear();
+                sock.recv_buf(scratch).await?;
+                Ok(scratch.clone())
             }
             Io::Tcp { stream, buf } => loop {
                 match sipauth_sip::frame(buf) {
@@ -149,12 +156,12 @@ impl Conn {
                         "message too large",
                     ));
                 }
-                let mut chunk = [0u8; 8192];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
+                // Into the buffer's spare room (no chunk on the stack: this
+                // future lives inside every call's state).
+                buf.reserve(8192);
+                if stream.read_buf(buf).await? == 0 {
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
                 }
-                buf.extend_from_slice(&chunk[..n]);
             },
             #[cfg(test)]
             Io::Mem { rx, .. } => rx

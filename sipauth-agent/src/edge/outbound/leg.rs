@@ -103,9 +103,34 @@ pub struct Dialog {
     /// The ACK of that 2xx, once sent (re-sent when the 2xx is).
     ack: Option<Vec<u8>>,
     credentials: Option<Credentials>,
-    /// The 2xx status and its body (the far end's SDP).
+    /// Our 2xx to the far end's re-INVITE, until its ACK.
+    answered: Option<Answered>,
+    /// The 2xx status.
     pub code: u16,
+    /// The far end's session description: from its 2xx, then from the
+    /// last offer or answer it gave.
     pub sdp: Vec<u8>,
+}
+
+/// What [`Dialog::hold`] ended with.
+#[derive(Debug)]
+pub enum Held {
+    /// The time asked for went by.
+    Elapsed,
+    /// The far end hung up (BYE), or its connection failed.
+    HungUp,
+    /// The far end sent a re-INVITE (raw); answer it with
+    /// [`Dialog::respond`].
+    Reinvite(Vec<u8>),
+}
+
+/// A 2xx we sent to a re-INVITE, retransmitted over UDP until its ACK.
+struct Answered {
+    bytes: Vec<u8>,
+    cseq: u32,
+    interval: Duration,
+    next: Instant,
+    until: Instant,
 }
 
 /// What a leg knows of its dialog when the 2xx arrives.
@@ -457,6 +482,7 @@ impl Dialog {
             invite_branch: setup.branch,
             ack: None,
             credentials: leg.credentials.clone(),
+            answered: None,
             code: resp.status().unwrap_or(200),
             sdp: resp.body().to_vec(),
         }
@@ -555,10 +581,11 @@ impl Dialog {
             match code {
                 200..=299 => {
                     // A target refresh (RFC 3261 12.2.1.2).
-                    if let Some(c) = resp.contacts().filter_map(Result::ok).next() {
+                    if let Some(c) = resp.contacts().find_map(Result::ok) {
                         c.uri.clone_into(&mut self.remote_target);
                     }
                     let answer = resp.body().to_vec();
+                    self.sdp.clone_from(&answer);
                     self.invite_cseq = self.cseq;
                     self.invite_branch = branch;
                     self.ack(None).await;
@@ -580,29 +607,84 @@ impl Dialog {
         }
     }
 
-    /// Keeps the call up for `length`, answering the far end meanwhile.
-    /// True when the far end hung up (BYE) or the connection failed.
-    pub async fn hold(&mut self, length: Duration) -> bool {
+    /// Keeps the call up for `length`, answering the far end meanwhile,
+    /// until something the caller must act on happens.
+    pub async fn hold(&mut self, length: Duration) -> Held {
         let wait = tokio::time::sleep(length);
         tokio::pin!(wait);
         loop {
+            let resend = self.answered.as_ref().map(|a| a.next);
             tokio::select! {
-                () = &mut wait => return false,
+                () = &mut wait => return Held::Elapsed,
+                () = sleep_until(resend.unwrap_or_else(Instant::now)), if resend.is_some() => {
+                    self.resend_answer().await;
+                }
                 r = self.conn.recv() => {
-                    let Ok(raw) = r else { return true };
-                    if self.incoming(&raw).await {
-                        return true;
+                    let Ok(raw) = r else { return Held::HungUp };
+                    match self.incoming(&raw).await {
+                        Some(Held::HungUp) => return Held::HungUp,
+                        Some(held) => return held,
+                        None => {}
                     }
                 }
             }
         }
     }
 
-    /// Handles one message inside the dialog; true when it was a BYE.
-    async fn incoming(&mut self, raw: &[u8]) -> bool {
-        let Ok(m) = sipauth_sip::parse(raw) else {
-            return false;
+    /// Retransmits the 2xx of a re-INVITE from the far end (UDP, RFC 3261
+    /// 13.3.1.4) until its ACK, for at most 64*T1.
+    async fn resend_answer(&mut self) {
+        let Some(a) = self.answered.as_mut() else {
+            return;
         };
+        let now = Instant::now();
+        if now >= a.until {
+            self.answered = None;
+            return;
+        }
+        a.interval = (a.interval * 2).min(self.timers.t2);
+        a.next = now + a.interval;
+        let bytes = a.bytes.clone();
+        let _ = self.conn.send(&bytes).await;
+    }
+
+    /// Answers a request the far end sent in the dialog (a re-INVITE handed
+    /// out by [`Dialog::hold`]) with `code` and, for a 2xx, `sdp`.
+    pub async fn respond(&mut self, request: &[u8], code: u16, sdp: &[u8]) {
+        let Ok(m) = sipauth_sip::parse(request) else {
+            return;
+        };
+        let contact = self.contact.clone();
+        let mut extra = vec![("Contact", contact.as_str())];
+        if !sdp.is_empty() {
+            extra.push(("Content-Type", "application/sdp"));
+        }
+        let bytes = build::response(
+            &m,
+            code,
+            build::reason_phrase(code),
+            self.peer,
+            None,
+            &extra,
+            sdp,
+        );
+        let _ = self.conn.send(&bytes).await;
+        if (200..300).contains(&code) && !self.conn.reliable() {
+            let now = Instant::now();
+            self.answered = Some(Answered {
+                bytes,
+                cseq: m.cseq().map_or(0, |c| c.0),
+                interval: self.timers.t1,
+                next: now + self.timers.t1,
+                until: now + self.timers.t1 * 64,
+            });
+        }
+    }
+
+    /// Handles one message inside the dialog: `Some` when the caller must
+    /// act (a BYE ended the call; a re-INVITE wants an answer).
+    async fn incoming(&mut self, raw: &[u8]) -> Option<Held> {
+        let m = sipauth_sip::parse(raw).ok()?;
         match m.method() {
             None => {
                 // A retransmitted 2xx: the ACK did not arrive.
@@ -615,20 +697,27 @@ impl Dialog {
                 } else {
                     self.acks.absorb(&mut self.conn, raw).await;
                 }
-                false
+                None
             }
-            Some("ACK") => false,
+            Some("ACK") => {
+                let cseq = m.cseq().map_or(0, |c| c.0);
+                if self.answered.as_ref().is_some_and(|a| a.cseq == cseq) {
+                    self.answered = None;
+                }
+                None
+            }
             Some(method) => {
                 let ours = m.call_id().is_ok_and(|c| c == self.call_id);
                 let (code, reason) = match method {
+                    "INVITE" if ours => return Some(Held::Reinvite(raw.to_vec())),
                     "BYE" if ours => (200, "OK"),
-                    "BYE" => (481, "Call/Transaction Does Not Exist"),
+                    "BYE" | "INVITE" => (481, "Call/Transaction Does Not Exist"),
                     "OPTIONS" => (200, "OK"),
                     _ => (405, "Method Not Allowed"),
                 };
                 let resp = build::response(&m, code, reason, self.peer, None, &[], b"");
                 let _ = self.conn.send(&resp).await;
-                method == "BYE" && ours
+                (method == "BYE" && ours).then_some(Held::HungUp)
             }
         }
     }

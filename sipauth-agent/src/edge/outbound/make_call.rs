@@ -20,7 +20,7 @@ use sipauth_callback::{Action, Callback, Method};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fork::{self, Fork, Ring};
-use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Target};
+use super::{Credentials, Dialog, Held, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
 use crate::edge::call::{CallRecord, Calls, cause};
 
@@ -208,10 +208,16 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
             }
             Action::Wait { length_secs } => {
                 unreached = None;
-                let length = Duration::from_secs(u64::from(length_secs.min(3600)));
-                if dialog.hold(length).await {
-                    // The far end hung up.
-                    return completed(cause::NORMAL);
+                let until = tokio::time::Instant::now()
+                    + Duration::from_secs(u64::from(length_secs.min(3600)));
+                loop {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    match dialog.hold(left).await {
+                        Held::Elapsed => break,
+                        Held::HungUp => return completed(cause::NORMAL),
+                        // Nothing is bridged: the session stays ours.
+                        Held::Reinvite(raw) => dialog.respond(&raw, 200, OFFER).await,
+                    }
                 }
             }
             Action::Speak { .. } => unreached = None,
@@ -268,12 +274,14 @@ async fn connect(
                     return Dialed::Unreached(o);
                 }
             },
-            far = a.hold(MAX_BRIDGE) => {
-                // A hung up while B rang: the fork cancels what rings.
-                if !far {
+            held = a.hold(MAX_BRIDGE) => match held {
+                Held::Reinvite(raw) => a.respond(&raw, 200, OFFER).await,
+                Held::Elapsed => {
                     a.bye().await;
+                    return Dialed::AHungUp;
                 }
-                return Dialed::AHungUp;
+                // A hung up while B rang: the fork cancels what rings.
+                Held::HungUp => return Dialed::AHungUp,
             }
         }
     };
@@ -292,19 +300,52 @@ async fn connect(
         }
     }
     tracing::debug!(call = %call.call_uuid, "Dial connected");
-    tokio::select! {
-        far = a.hold(MAX_BRIDGE) => {
-            if !far {
-                a.bye().await;
-            }
-            b.bye().await;
-            Dialed::AHungUp
+    let end_by = tokio::time::Instant::now() + MAX_BRIDGE;
+    loop {
+        let left = end_by.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            held = a.hold(left) => match held {
+                Held::Reinvite(raw) => relay(a, &mut b, &raw).await,
+                Held::Elapsed => {
+                    a.bye().await;
+                    b.bye().await;
+                    return Dialed::AHungUp;
+                }
+                Held::HungUp => {
+                    b.bye().await;
+                    return Dialed::AHungUp;
+                }
+            },
+            held = b.hold(left) => match held {
+                Held::Reinvite(raw) => relay(&mut b, a, &raw).await,
+                Held::Elapsed => {
+                    a.bye().await;
+                    b.bye().await;
+                    return Dialed::AHungUp;
+                }
+                Held::HungUp => return Dialed::BHungUp,
+            },
         }
-        far = b.hold(MAX_BRIDGE) => {
-            if !far {
-                b.bye().await;
-            }
-            Dialed::BHungUp
+    }
+}
+
+/// Passes a re-INVITE of one party to the other and its answer back (a
+/// re-INVITE without an offer is answered with the other party's session
+/// as it stands).
+async fn relay(from: &mut Dialog, to: &mut Dialog, raw: &[u8]) {
+    let offer = sipauth_sip::parse(raw)
+        .map(|m| m.body().to_vec())
+        .unwrap_or_default();
+    if offer.is_empty() {
+        let current = to.sdp.clone();
+        from.respond(raw, 200, &current).await;
+        return;
+    }
+    match to.reinvite(&offer).await {
+        Ok(answer) => {
+            from.sdp = offer;
+            from.respond(raw, 200, &answer).await;
         }
+        Err(code) => from.respond(raw, code, b"").await,
     }
 }

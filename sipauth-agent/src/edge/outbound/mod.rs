@@ -26,7 +26,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use leg::{Dialog, Leg, LegEnd, Outcome};
+pub use leg::{Dialog, Held, Leg, LegEnd, Outcome};
 pub use make_call::MakeCall;
 
 /// RFC 3261 timers of outbound legs.
