@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod answer;
 pub mod caller;
+pub mod calls;
 pub mod control;
 pub mod http;
 pub mod netns;

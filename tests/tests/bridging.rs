@@ -9,12 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
-use sipauth_tests::answer::{AnswerServer, Hit};
+use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::caller::{ANSWER as CALLER_ANSWER, Caller, OFFER as CALLER_OFFER};
+use sipauth_tests::calls::{acl_app, hangup_hit, id, record, until_edge_has};
 use sipauth_tests::peers::Sipp;
 use sipauth_tests::provider::{PASSWORD, Provider, REOFFER, Saw, Script, Then, USER};
 use sipauth_tests::topo::{Link, Rig};
@@ -23,13 +24,6 @@ const ANSWER_AT: &str = "127.0.0.1:8090";
 /// What the scripted provider offers, and answers.
 const PROVIDER_OFFER: &str = "m=audio 4000";
 const PROVIDER_ANSWER: &str = "m=audio 4002";
-
-fn id(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_owned()
-}
 
 /// An answer server replying with whatever `xml` holds at the time.
 fn answer_server(rig: &Rig) -> (AnswerServer, Arc<Mutex<String>>) {
@@ -50,21 +44,6 @@ fn answer_server(rig: &Rig) -> (AnswerServer, Arc<Mutex<String>>) {
     (server, xml)
 }
 
-fn until_edge_has(agent: &Agent<'_>, what: &str) {
-    let t = Instant::now();
-    loop {
-        let (_, s) = agent.admin("GET", "/admin/snapshot", None);
-        if s.contains(what) {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "edge never saw {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn app(agent: &Agent<'_>, answer: &AnswerServer, body: &Value) -> String {
     let mut b = json!({
         "app_name": "bridging",
@@ -79,23 +58,6 @@ fn app(agent: &Agent<'_>, answer: &AnswerServer, body: &Value) -> String {
     app
 }
 
-/// An `ip_acl` application letting `c` in.
-fn acl_app(agent: &Agent<'_>, answer: &AnswerServer, c: &Link) -> String {
-    let acl = id(
-        &agent.create("SipAuth/IpAccessControlList/", &json!({"name": "rig"})),
-        "ip_acl_uuid",
-    );
-    agent.create(
-        &format!("SipAuth/IpAccessControlList/{acl}/Entry/"),
-        &json!({"ip": c.v4.to_string(), "cidr_prefix": 32}),
-    );
-    app(
-        agent,
-        answer,
-        &json!({"sip_auth_type": "ip_acl", "ip_acl_uuid": acl}),
-    )
-}
-
 fn user(uri: &str, headers: &str) -> String {
     format!(
         r#"<User sipAuthUsername="{USER}" sipAuthPassword="{PASSWORD}" sipHeaders="{headers}">{}</User>"#,
@@ -105,39 +67,6 @@ fn user(uri: &str, headers: &str) -> String {
 
 fn dial(children: &str) -> String {
     format!(r#"<?xml version="1.0"?><Response><Dial>{children}</Dial></Response>"#)
-}
-
-fn hangup_hit(answer: &AnswerServer, uuid: Option<&str>) -> Hit {
-    let t = Instant::now();
-    loop {
-        if let Some(h) = answer
-            .hits_on("/hangup")
-            .into_iter()
-            .find(|h| uuid.is_none_or(|u| h.params.get("CallUUID").map(String::as_str) == Some(u)))
-        {
-            return h;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no hangup_url callback"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn record(agent: &Agent<'_>, uuid: &str) -> Value {
-    let t = Instant::now();
-    loop {
-        let (s, v) = agent.api("GET", &format!("Call/{uuid}/"), None);
-        if s == 200 && v["call_status"] != "queued" && !v["hangup_cause_name"].is_null() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "record of {uuid}: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn edge_of(c: &Link) -> SocketAddr {
@@ -179,7 +108,7 @@ fn sip_headers_are_x_ph_for_a_registered_endpoint_and_raw_after_sip_auth() {
     };
     reg.run().unwrap();
     reg.calls = 1;
-    let acl = acl_app(&agent, &answer, c);
+    let acl = acl_app(&agent, &answer, c, "");
     for (app_id, from, rendered, not) in [
         (&open, desk.as_str(), "X-PH-Team", "X-Team"),
         (&acl, "caller", "X-Team", "X-PH-Team"),
@@ -224,7 +153,7 @@ fn a_caller_without_an_offer_gets_the_far_ends_and_its_answer_goes_on_in_the_ack
     let agent = Agent::start(&rig, &Options::default());
     let (c, p) = (rig.caller(0), rig.caller(1));
     let (answer, xml) = answer_server(&rig);
-    let app = acl_app(&agent, &answer, c);
+    let app = acl_app(&agent, &answer, c, "");
     for tcp in [false, true] {
         let prov = Provider::start(
             &p.ns,
@@ -270,7 +199,7 @@ fn dial_rings_every_target_and_the_first_answer_wins() {
     let agent = Agent::start(&rig, &opts);
     let (c, p) = (rig.caller(0), rig.caller(1));
     let (answer, xml) = answer_server(&rig);
-    let app = acl_app(&agent, &answer, c);
+    let app = acl_app(&agent, &answer, c, "");
     let busy = Provider::start(
         &p.ns,
         SocketAddr::new(p.v4, 6321),
@@ -323,7 +252,7 @@ fn dial_rings_every_target_and_the_first_answer_wins() {
         1,
         "the ringing leg is cancelled: {r:?}"
     );
-    let h = hangup_hit(&answer, None);
+    let h = hangup_hit(&answer, "/hangup", None);
     assert_eq!(h.params["HangupCauseName"], "normal_hangup");
 }
 
@@ -333,7 +262,7 @@ fn an_answer_crossing_the_callers_cancel_is_acked_and_hung_up() {
     let agent = Agent::start(&rig, &Options::default());
     let (c, p) = (rig.caller(0), rig.caller(1));
     let (answer, xml) = answer_server(&rig);
-    let app = acl_app(&agent, &answer, c);
+    let app = acl_app(&agent, &answer, c, "");
     for tcp in [false, true] {
         let prov = Provider::start(
             &p.ns,
@@ -365,7 +294,7 @@ fn an_answer_crossing_the_callers_cancel_is_acked_and_hung_up() {
             "tcp={tcp}: the crossing answer is hung up: {saw:?}"
         );
     }
-    let h = hangup_hit(&answer, None);
+    let h = hangup_hit(&answer, "/hangup", None);
     assert_eq!(h.params["HangupCauseName"], "cancelled");
 }
 
@@ -440,7 +369,7 @@ fn dial_in_a_make_call_answer_joins_the_two_parties_by_reinvite() {
         );
         // B hung up; the XML went on to <Hangup/>: A got a BYE.
         assert!(sb.bye && sa.bye, "tcp={tcp}: {sa:?} {sb:?}");
-        let h = hangup_hit(&answer, Some(&uuid));
+        let h = hangup_hit(&answer, "/hangup", Some(&uuid));
         assert_eq!(h.params["HangupCauseName"], "normal_hangup");
     }
 }
@@ -498,7 +427,7 @@ fn reinvites_cross_the_bridge_both_ways() {
     let agent = Agent::start(&rig, &Options::default());
     let (c, p) = (rig.caller(0), rig.caller(1));
     let (answer, xml) = answer_server(&rig);
-    let app = acl_app(&agent, &answer, c);
+    let app = acl_app(&agent, &answer, c, "");
     for tcp in [false, true] {
         let prov = Provider::start(
             &p.ns,
@@ -571,7 +500,7 @@ fn an_in_dialog_invite_of_no_dialog_gets_481() {
     let agent = Agent::start(&rig, &Options::default());
     let c = rig.caller(0);
     let (answer, _xml) = answer_server(&rig);
-    let app = acl_app(&agent, &answer, c);
+    let app = acl_app(&agent, &answer, c, "");
     let mut call = Caller::invite(
         &c.ns,
         c.v4,

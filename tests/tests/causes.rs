@@ -7,12 +7,13 @@
 //! the caller got. No password shows in the log, a callback or a record.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
-use sipauth_tests::answer::{AnswerServer, Hit};
+use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::caller::{Caller, OFFER};
+use sipauth_tests::calls::{acl_app, expect_end, hangup_hit, id, no_secret_anywhere, record};
 use sipauth_tests::provider::{PASSWORD, Provider, Script, Then, USER};
 use sipauth_tests::topo::{Link, Rig};
 
@@ -144,13 +145,6 @@ fn leg_cases() -> Vec<Case> {
     ]
 }
 
-fn id(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_owned()
-}
-
 /// The answer server of these tests: `/answer/<case>` replies with the
 /// XML `xml` gives for the case; everything else with `<Hangup/>`.
 fn answer_server(rig: &Rig, xml: impl Fn(&str) -> String + Send + 'static) -> AnswerServer {
@@ -163,70 +157,6 @@ fn answer_server(rig: &Rig, xml: impl Fn(&str) -> String + Send + 'static) -> An
             None => r#"<?xml version="1.0"?><Response><Hangup/></Response>"#.to_owned(),
         },
     )
-}
-
-/// The hangup_url callback on `path` whose CallUUID is `uuid` (any when
-/// `None`).
-fn hangup(answer: &AnswerServer, path: &str, uuid: Option<&str>) -> Hit {
-    let t = Instant::now();
-    loop {
-        if let Some(h) = answer
-            .hits_on(path)
-            .into_iter()
-            .find(|h| uuid.is_none_or(|u| h.params.get("CallUUID").map(String::as_str) == Some(u)))
-        {
-            return h;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no hangup_url callback on {path}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The record of `uuid` once the call is over.
-fn record(agent: &Agent<'_>, uuid: &str) -> Value {
-    let t = Instant::now();
-    loop {
-        let (s, v) = agent.api("GET", &format!("Call/{uuid}/"), None);
-        if s == 200 && v["call_status"] != "queued" && !v["hangup_cause_name"].is_null() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "record of {uuid}: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn check_end(label: &str, h: &Hit, rec: &Value, status: &str, cause: (&str, i64)) {
-    assert!(h.signature_ok, "{label}: hangup signature {h:?}");
-    assert_eq!(h.params["CallStatus"], status, "{label}: {h:?}");
-    assert_eq!(h.params["HangupCauseName"], cause.0, "{label}: {h:?}");
-    assert_eq!(
-        h.params["HangupCauseCode"],
-        cause.1.to_string(),
-        "{label}: {h:?}"
-    );
-    assert_eq!(rec["call_status"], status, "{label}: {rec}");
-    assert_eq!(rec["hangup_cause_name"], cause.0, "{label}: {rec}");
-    assert_eq!(rec["hangup_cause_code"], cause.1, "{label}: {rec}");
-}
-
-fn no_secret_anywhere(log: &str, answer: &AnswerServer, records: &[Value]) {
-    for s in [PASSWORD, WRONG] {
-        for line in log.lines() {
-            assert!(!line.contains(s), "log line holds a password: {line}");
-        }
-        for h in answer.hits() {
-            assert!(!h.raw.contains(s), "callback holds a password: {h:?}");
-        }
-        for r in records {
-            assert!(!r.to_string().contains(s), "record holds a password: {r}");
-        }
-    }
 }
 
 fn options() -> Options {
@@ -328,14 +258,14 @@ fn make_call_path(tcp: bool) {
         let (provider, to) = target(p, c, port, tcp);
         let uuid = make_call(&agent, &answer, c.name, &to, c.password);
         let rec = record(&agent, &uuid);
-        let h = hangup(&answer, "/hangup", Some(&uuid));
+        let h = hangup_hit(&answer, "/hangup", Some(&uuid));
         assert_eq!(
             rec["hangup_cause_name"],
             c.cause.0,
             "{label}: {rec}\n{}",
             agent.log()
         );
-        check_end(&label, &h, &rec, c.status, c.cause);
+        expect_end(&label, &h, &rec, c.status, c.cause);
         assert_eq!(h.params["Direction"], "outbound", "{label}");
         if let Some(prov) = provider {
             let grace = if c.cause.1 == 4000 { 2000 } else { 200 };
@@ -349,7 +279,7 @@ fn make_call_path(tcp: bool) {
         records.push(rec);
     }
     let log = agent.stop();
-    no_secret_anywhere(&log, &answer, &records);
+    no_secret_anywhere(&log, &answer, &records, &[PASSWORD, WRONG]);
 }
 
 #[test]
@@ -360,44 +290,6 @@ fn make_call_causes_over_udp() {
 #[test]
 fn make_call_causes_over_tcp() {
     make_call_path(true);
-}
-
-/// An `ip_acl` application for `c` whose answer_url is `/answer/<case>`
-/// and hangup_url `/hangup/<case>`.
-fn acl_app(agent: &Agent<'_>, answer: &AnswerServer, c: &Link, case: &str) -> String {
-    let acl = id(
-        &agent.create(
-            "SipAuth/IpAccessControlList/",
-            &json!({"name": format!("rig {case}")}),
-        ),
-        "ip_acl_uuid",
-    );
-    agent.create(
-        &format!("SipAuth/IpAccessControlList/{acl}/Entry/"),
-        &json!({"ip": c.v4.to_string(), "cidr_prefix": 32}),
-    );
-    let app = id(
-        &agent.create(
-            "Application/",
-            &json!({
-                "app_name": format!("dial {case}"),
-                "answer_url": answer.url(&format!("/answer/{case}")),
-                "hangup_url": answer.url(&format!("/hangup/{case}")),
-                "sip_auth_type": "ip_acl",
-                "ip_acl_uuid": acl,
-            }),
-        ),
-        "app_id",
-    );
-    let t = Instant::now();
-    loop {
-        let (_, s) = agent.admin("GET", "/admin/snapshot", None);
-        if s.contains(&app) {
-            return app;
-        }
-        assert!(t.elapsed() < Duration::from_secs(2), "edge never saw {app}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn dial_xml(to: &str, password: &str, extra: &str) -> String {
@@ -470,7 +362,7 @@ fn dial_path(tcp: bool) {
                 .unwrap()
                 .insert(k.name.to_owned(), dial_xml(&to, k.password, extra));
         }
-        let app = acl_app(&agent, &answer, c, k.name);
+        let app = acl_app(&agent, &answer, c, &format!("/{}", k.name));
         let edge = SocketAddr::new(c.edge_v4, 5060);
         let mut call = Caller::invite(&c.ns, c.v4, edge, &app, "caller", tcp, Some(OFFER));
         if k.name == "caller-cancels" {
@@ -503,10 +395,10 @@ fn dial_path(tcp: bool) {
                 assert_eq!(call.bye(), Some(200), "{label}");
             }
         }
-        let h = hangup(&answer, &format!("/hangup/{}", k.name), None);
+        let h = hangup_hit(&answer, &format!("/hangup/{}", k.name), None);
         let uuid = &h.params["CallUUID"];
         let rec = record(&agent, uuid);
-        check_end(&label, &h, &rec, k.status, k.cause);
+        expect_end(&label, &h, &rec, k.status, k.cause);
         assert_eq!(h.params["Direction"], "inbound", "{label}");
         assert_eq!(h.params["SIPAuthType"], "ip_acl", "{label}");
         if let Some(prov) = provider {
@@ -539,7 +431,7 @@ fn dial_path(tcp: bool) {
         records.push(rec);
     }
     let log = agent.stop();
-    no_secret_anywhere(&log, &answer, &records);
+    no_secret_anywhere(&log, &answer, &records, &[PASSWORD, WRONG]);
 }
 
 #[test]

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
+use sipauth_tests::calls::{id, until_edge_has};
 use sipauth_tests::metric;
 use sipauth_tests::peers::{Sipp, flood, flood_spoofed, invite, status, tx_packets, udp_replies};
 use sipauth_tests::topo::{Link, Rig};
@@ -47,13 +48,6 @@ fn start<'r>(rig: &'r Rig, opts: &Options) -> (Agent<'r>, AnswerServer) {
     (agent, answer)
 }
 
-fn id(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_owned()
-}
-
 /// An ACL with the given networks.
 fn acl(agent: &Agent<'_>, nets: &[(String, u8)]) -> String {
     let uuid = id(
@@ -89,20 +83,6 @@ fn app(
         body["ip_acl_uuid"] = json!(a);
     }
     id(&agent.create("Application/", &body), "app_id")
-}
-
-/// Waits until the edge's view has at least `version`... or simply until
-/// its snapshot lists `app` (a fresh application is in the next snapshot).
-fn until_edge_has(agent: &Agent<'_>, app: &str) {
-    let t = Instant::now();
-    loop {
-        let (_, s) = agent.admin("GET", "/admin/snapshot", None);
-        if s.contains(app) {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(2), "edge never saw {app}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

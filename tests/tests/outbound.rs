@@ -5,15 +5,14 @@
 //! and the signed hangup_url callback; no password may show anywhere.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::{AnswerServer, Hit};
-use sipauth_tests::peers::scenario;
+use sipauth_tests::calls::{hangup_hit, no_secret_anywhere, record, sipp_provider, sipp_result};
 use sipauth_tests::topo::{Link, Rig};
 
 const ANSWER: &str = "127.0.0.1:8090";
@@ -36,54 +35,6 @@ fn start(rig: &Rig, timer_b_ms: u64) -> (Agent<'_>, AnswerServer) {
     (agent, answer)
 }
 
-/// A sipp UAS in the provider's namespace, for one call.
-fn sipp_provider(p: &Link, name: &str, port: u16, tcp: bool) -> Child {
-    let child =
-        p.ns.cmd("sipp")
-            .arg("-sf")
-            .arg(scenario(name))
-            .args(["-t", if tcp { "t1" } else { "u1" }])
-            .args(["-i", &p.v4.to_string()])
-            .args(["-p", &port.to_string()])
-            .args(["-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin"])
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sipp");
-    // sipp listens within a few milliseconds of starting.
-    std::thread::sleep(Duration::from_millis(300));
-    child
-}
-
-/// Waits up to 20 s for sipp; Err with its output when the call failed.
-fn sipp_result(mut child: Child) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("sipp output");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "sipp: {}\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// `POST Call/`; returns the call's uuid.
 fn make_call(agent: &Agent<'_>, answer: &AnswerServer, to: &str, password: Option<&str>) -> String {
     let mut body = json!({
@@ -101,42 +52,6 @@ fn make_call(agent: &Agent<'_>, answer: &AnswerServer, to: &str, password: Optio
     v["request_uuid"].as_str().expect("request_uuid").to_owned()
 }
 
-/// The call record once it is no longer queued.
-fn record(agent: &Agent<'_>, uuid: &str) -> Value {
-    let t = Instant::now();
-    loop {
-        let (s, v) = agent.api("GET", &format!("Call/{uuid}/"), None);
-        assert_eq!(s, 200, "{v}");
-        if v["call_status"] != "queued" {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "call {uuid} still queued"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The hangup_url callback of `uuid`.
-fn hangup(answer: &AnswerServer, uuid: &str) -> Hit {
-    let t = Instant::now();
-    loop {
-        if let Some(h) = answer
-            .hits_on("/hangup")
-            .into_iter()
-            .find(|h| h.params.get("CallUUID").map(String::as_str) == Some(uuid))
-        {
-            return h;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no hangup_url callback for {uuid}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Checks the record and the hangup callback of `uuid`.
 fn expect_end(
     agent: &Agent<'_>,
@@ -146,31 +61,10 @@ fn expect_end(
     cause: (&str, i64),
 ) {
     let rec = record(agent, uuid);
-    assert_eq!(rec["call_status"], status, "{rec}");
-    assert_eq!(rec["hangup_cause_name"], cause.0, "{rec}");
-    assert_eq!(rec["hangup_cause_code"], cause.1, "{rec}");
+    let h = hangup_hit(answer, "/hangup", Some(uuid));
+    sipauth_tests::calls::expect_end(uuid, &h, &rec, status, cause);
     assert_eq!(rec["direction"], "outbound", "{rec}");
-    let h = hangup(answer, uuid);
-    assert!(h.signature_ok, "hangup signature: {h:?}");
-    assert_eq!(h.params["CallStatus"], status, "{h:?}");
-    assert_eq!(h.params["HangupCauseName"], cause.0, "{h:?}");
-    assert_eq!(h.params["HangupCauseCode"], cause.1.to_string(), "{h:?}");
     assert_eq!(h.params["Direction"], "outbound");
-}
-
-/// No password in the agent's log, the callbacks or the call records.
-fn no_secret_anywhere(log: &str, answer: &AnswerServer, records: &[Value], secrets: &[&str]) {
-    for s in secrets {
-        for line in log.lines() {
-            assert!(!line.contains(s), "log line holds a password: {line}");
-        }
-        for h in answer.hits() {
-            assert!(!h.raw.contains(s), "callback holds a password: {h:?}");
-        }
-        for r in records {
-            assert!(!r.to_string().contains(s), "record holds a password: {r}");
-        }
-    }
 }
 
 fn provider_uri(p: &Link, port: u16, tcp: bool) -> String {

@@ -7,7 +7,10 @@
 //! - `propagation`: API write to a remote edge's applied view;
 //! - `xdp-flood`: a flood from a locked-out caller, dropped four ways;
 //! - `inbound`: authenticated call setups per second, and legitimate calls
-//!   under a flood with XDP on and off.
+//!   under a flood with XDP on and off;
+//! - `outbound`: Make Call API requests answered by a provider that
+//!   challenges with 407, in authenticated call setups per second, with
+//!   the edge's CPU time per call.
 
 // The crate root is `bench.rs`, not a `main.rs`: its modules live in
 // `bench/` by path.
@@ -15,6 +18,8 @@
 mod answer;
 #[path = "bench/inbound.rs"]
 mod inbound;
+#[path = "bench/outbound.rs"]
+mod outbound;
 #[path = "bench/propagation.rs"]
 mod propagation;
 #[path = "bench/xdp_flood.rs"]
@@ -25,11 +30,60 @@ use std::path::{Path, PathBuf};
 /// A part: runs, writes its file under the given directory, prints.
 type Part = fn(&Path) -> anyhow::Result<()>;
 
-const PARTS: [(&str, Part); 3] = [
+const PARTS: [(&str, Part); 4] = [
     ("propagation", propagation::run),
     ("xdp-flood", xdp_flood::run),
     ("inbound", inbound::run),
+    ("outbound", outbound::run),
 ];
+
+/// The CPU the edge is pinned to in the rate benchmarks, and the one
+/// everything else (sipp, clients, answer servers) runs on.
+pub(crate) const EDGE_CPU: &str = "0";
+pub(crate) const LOAD_CPU: &str = "1";
+
+pub(crate) fn all_cpus() -> String {
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    format!("0-{}", n - 1)
+}
+
+/// Starts the agent as it would start on this machine (its runtime sized
+/// for every CPU), then pins all its threads to [`EDGE_CPU`], and this
+/// process's main thread to [`LOAD_CPU`]: threads and children made from
+/// here on (sipp, trafgen, clients, answer servers) inherit it.
+pub(crate) fn start_pinned<'r>(
+    rig: &'r sipauth_tests::topo::Rig,
+    opts: &sipauth_tests::agent::Options,
+) -> sipauth_tests::agent::Agent<'r> {
+    pin_thread(std::process::id(), &all_cpus());
+    let agent = sipauth_tests::agent::Agent::start(rig, opts);
+    pin_process(agent.pid(), EDGE_CPU);
+    pin_thread(std::process::id(), LOAD_CPU);
+    agent
+}
+
+/// `taskset -pc`: one thread (the main thread when `pid` is a process).
+pub(crate) fn pin_thread(pid: u32, cpus: &str) {
+    sipauth_tests::netns::sh(std::process::Command::new("taskset").args([
+        "-pc",
+        cpus,
+        &pid.to_string(),
+    ]));
+}
+
+/// `taskset -apc`: every thread of a process.
+pub(crate) fn pin_process(pid: u32, cpus: &str) {
+    sipauth_tests::netns::sh(std::process::Command::new("taskset").args([
+        "-apc",
+        cpus,
+        &pid.to_string(),
+    ]));
+}
+
+/// Threads of a process.
+pub(crate) fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
 
 /// User plus system CPU seconds of a process (all its threads).
 pub(crate) fn cpu_secs(pid: u32) -> f64 {

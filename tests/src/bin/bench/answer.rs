@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use sipauth_tests::netns::Netns;
 
+/// Sees each complete request (head and body) just before it is answered.
+pub type Observe = dyn Fn(&[u8]) + Send + Sync;
+pub type Observer = Arc<Observe>;
+
 pub struct QuickAnswer {
     pub addr: SocketAddr,
     /// Requests answered: on `/answer`, and on any other path.
@@ -23,6 +27,11 @@ impl QuickAnswer {
     /// Listens on `addr` inside `ns`; every request gets `xml`. Threads
     /// inherit the CPU affinity of the caller.
     pub fn start(ns: &Netns, addr: SocketAddr, xml: &str) -> Self {
+        Self::observed(ns, addr, xml, None)
+    }
+
+    /// Like [`QuickAnswer::start`], and `observer` sees every request.
+    pub fn observed(ns: &Netns, addr: SocketAddr, xml: &str, observer: Option<Observer>) -> Self {
         let listener = ns.enter(|| TcpListener::bind(addr).expect("bind answer server"));
         listener
             .set_nonblocking(true)
@@ -44,7 +53,10 @@ impl QuickAnswer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (n, halt, response) = (n.clone(), halt.clone(), response.clone());
-                        std::thread::spawn(move || serve(stream, &response, &n, &halt));
+                        let observer = observer.clone();
+                        std::thread::spawn(move || {
+                            serve(stream, &response, &n, &halt, observer.as_deref());
+                        });
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(1));
@@ -82,7 +94,13 @@ impl Drop for QuickAnswer {
 
 /// Answers every request on one connection until the peer closes it or the
 /// server stops.
-fn serve(stream: TcpStream, response: &[u8], served: &[AtomicU64; 2], stop: &AtomicBool) {
+fn serve(
+    stream: TcpStream,
+    response: &[u8],
+    served: &[AtomicU64; 2],
+    stop: &AtomicBool,
+    observer: Option<&Observe>,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut stream = stream;
@@ -95,6 +113,9 @@ fn serve(stream: TcpStream, response: &[u8], served: &[AtomicU64; 2], stop: &Ato
                 .split(|b| *b == b' ')
                 .nth(1)
                 .is_some_and(|path| path.starts_with(b"/answer"));
+            if let Some(observe) = observer {
+                observe(&buf[..len]);
+            }
             buf.drain(..len);
             if stream.write_all(response).is_err() {
                 return;

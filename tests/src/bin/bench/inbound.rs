@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sipauth_tests::agent::{Agent, Options};
 use sipauth_tests::metric;
-use sipauth_tests::netns::sh;
 use sipauth_tests::peers::{Sipp, invite};
 use sipauth_tests::topo::{Link, Rig};
 
 use crate::answer::QuickAnswer;
-use crate::{cpu_secs, percentile};
+use crate::{EDGE_CPU, LOAD_CPU, cpu_secs, percentile, pin_thread, start_pinned, threads};
+use sipauth_tests::calls::{id, until_edge_has};
 
 const REJECT: &str =
     r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="rejected"/></Response>"#;
@@ -43,15 +43,12 @@ const FAILURE_LIMIT: f64 = 0.01;
 /// Packets of the flood, and the legitimate call rate during it.
 const FLOOD: u64 = 2_000_000;
 const LEGIT_RATE: u32 = 50;
-/// The edge's CPU, and the one shared by sipp, trafgen and the answer server.
-const EDGE_CPU: &str = "0";
-const LOAD_CPU: &str = "1";
 
 /// Both halves, written to one file.
 pub fn run(out: &Path) -> anyhow::Result<()> {
     let setups = setups();
     let flood: Vec<Flooded> = ["native", "off"].into_iter().map(under_flood).collect();
-    pin_thread(std::process::id(), &all_cpus());
+    pin_thread(std::process::id(), &crate::all_cpus());
 
     println!(
         "authenticated call setups: edge on CPU {EDGE_CPU} ({} threads, {:.1}% of a CPU when idle), \
@@ -143,28 +140,6 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn all_cpus() -> String {
-    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    format!("0-{}", n - 1)
-}
-
-/// Starts the agent as it would start on this machine (its runtime sized
-/// for every CPU), then pins all its threads to the edge CPU, and this
-/// process's main thread to the load CPU: threads and children made from
-/// here on (sipp, trafgen, the answer server) inherit it.
-fn start_pinned<'r>(rig: &'r Rig, opts: &Options) -> Agent<'r> {
-    pin_thread(std::process::id(), &all_cpus());
-    let agent = Agent::start(rig, opts);
-    pin_process(agent.pid(), EDGE_CPU);
-    pin_thread(std::process::id(), LOAD_CPU);
-    agent
-}
-
-/// Threads of a process.
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
-}
-
 /// Busy and total jiffies of each CPU, from /proc/stat.
 fn cpu_jiffies() -> Vec<(u64, u64)> {
     std::fs::read_to_string("/proc/stat")
@@ -199,39 +174,6 @@ fn ms(v: f64) -> String {
         "<1".to_owned()
     } else {
         format!("{v:.0}")
-    }
-}
-
-/// `taskset -pc`: one thread (the main thread when `pid` is a process).
-fn pin_thread(pid: u32, cpus: &str) {
-    sh(Command::new("taskset").args(["-pc", cpus, &pid.to_string()]));
-}
-
-/// `taskset -apc`: every thread of a process.
-fn pin_process(pid: u32, cpus: &str) {
-    sh(Command::new("taskset").args(["-apc", cpus, &pid.to_string()]));
-}
-
-fn id(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_owned()
-}
-
-/// Waits until the edge's snapshot lists `what`.
-fn until_edge_has(agent: &Agent<'_>, what: &str) {
-    let t = Instant::now();
-    loop {
-        let (_, s) = agent.admin("GET", "/admin/snapshot", None);
-        if s.contains(what) {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "edge never saw {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
