@@ -249,8 +249,8 @@ pub enum Verdict {
     WrongResponse,
     /// No credential for this username.
     UnknownUser,
-    /// The nonce was ours but has expired: challenge again with
-    /// `stale=true`.
+    /// The nonce was ours but has expired, and the response was right
+    /// for it: challenge again with `stale=true`.
     Stale,
     /// The nonce was not made by this key for this realm.
     InvalidNonce,
@@ -289,11 +289,12 @@ pub struct Credentials<'a> {
 /// `method`.
 ///
 /// Checks, in order: the realm equals `realm` ([`Verdict::BadRequest`]); the
-/// algorithm is supported ([`Verdict::BadRequest`]); the nonce seal and age
-/// ([`Verdict::InvalidNonce`], [`Verdict::Stale`]); qop is `auth` with cnonce
-/// and nc present ([`Verdict::BadRequest`]); `lookup(username)` finds a
-/// credential ([`Verdict::UnknownUser`]); the response matches, compared in
-/// constant time ([`Verdict::WrongResponse`]); the nonce count is new
+/// algorithm is supported ([`Verdict::BadRequest`]); the nonce seal
+/// ([`Verdict::InvalidNonce`]); qop is `auth` with cnonce and nc present
+/// ([`Verdict::BadRequest`]); `lookup(username)` finds a credential
+/// ([`Verdict::UnknownUser`]); the response matches, compared in constant
+/// time ([`Verdict::WrongResponse`]); the nonce's age ([`Verdict::Stale`]:
+/// right credentials, old nonce); the nonce count is new
 /// ([`Verdict::Replay`]).
 ///
 /// The response is computed over `c.uri` as the client sent it, which need
@@ -318,11 +319,14 @@ pub fn verify(
     let Some((alg, sess)) = Algorithm::parse(c.algorithm) else {
         return Verdict::BadRequest("unsupported algorithm");
     };
-    match key.check(c.nonce, realm, now_unix_secs, ttl_secs) {
-        Ok(_) => {}
-        Err(NonceError::Stale) => return Verdict::Stale,
+    // An expired nonce of ours is only reported stale when the response
+    // is right for it (RFC 7616 3.3: stale=true tells the client its
+    // credentials were good), so it is checked like a fresh one first.
+    let stale = match key.check(c.nonce, realm, now_unix_secs, ttl_secs) {
+        Ok(_) => false,
+        Err(NonceError::Stale) => true,
         Err(NonceError::Invalid) => return Verdict::InvalidNonce,
-    }
+    };
     let Some(qop) = c.qop else {
         return Verdict::BadRequest("missing qop");
     };
@@ -352,6 +356,9 @@ pub fn verify(
     let given = c.response.to_ascii_lowercase();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return Verdict::WrongResponse;
+    }
+    if stale {
+        return Verdict::Stale;
     }
     if !nc.accept(c.nonce, count, now_unix_secs) {
         return Verdict::Replay;

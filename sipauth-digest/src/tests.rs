@@ -590,6 +590,20 @@ fn verify_reaches_every_verdict() {
     );
 
     assert_eq!(f.verify(&base, NOW + TTL + 1), Verdict::Stale);
+    // An old nonce with a wrong response is a wrong response, not stale
+    // (stale=true would tell the client its credentials were good).
+    let wrong = client_response(
+        "SHA-256",
+        "not-the-password",
+        &nonce,
+        "sip:sip.example.com",
+        1,
+    );
+    let c = Credentials {
+        response: &wrong,
+        ..base
+    };
+    assert_eq!(f.verify(&c, NOW + TTL + 1), Verdict::WrongResponse);
 
     let forged = NonceKey::random().issue(REALM, NOW);
     let c = Credentials {

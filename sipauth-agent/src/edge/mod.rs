@@ -271,22 +271,20 @@ impl Edge {
     }
 
     /// Checks the digest credentials in `header` (Proxy-Authorization for
-    /// INVITE, Authorization for REGISTER) against `lookup`.
+    /// INVITE, Authorization for REGISTER) against `lookup`: the verdict
+    /// and the username, or `None` when the request has no credentials for
+    /// our realm (it gets a challenge, like a request without any).
     fn digest(
         &self,
         msg: &Message<'_>,
         header: &str,
         lookup: impl FnOnce(&str) -> Option<sipauth_digest::Ha1Set>,
-    ) -> (Verdict, Option<String>) {
+    ) -> Option<(Verdict, String)> {
         let realm = &self.digest.realm;
-        let creds = msg
+        let c = msg
             .headers(header)
             .filter_map(|v| sipauth_sip::parse_credentials(v).ok())
-            .find(|c| c.realm == realm.as_str());
-        let Some(c) = creds else {
-            // None for our realm: a challenge, like no header at all.
-            return (Verdict::InvalidNonce, None);
-        };
+            .find(|c| c.realm == realm.as_str())?;
         let input = sipauth_digest::Credentials {
             username: c.username,
             realm: c.realm,
@@ -309,7 +307,7 @@ impl Edge {
             self.digest.nonce_ttl_secs,
             lookup,
         );
-        (v, Some(c.username.to_owned()))
+        Some((v, c.username.to_owned()))
     }
 
     fn decide(
@@ -339,14 +337,18 @@ impl Edge {
             if !has_header {
                 return Decision::Challenge { stale: false };
             }
-            let (verdict, user) = self.digest(msg, "Proxy-Authorization", |u| {
+            let Some((verdict, user)) = self.digest(msg, "Proxy-Authorization", |u| {
                 cred.filter(|c| c.username == u).map(|c| c.ha1.clone())
-            });
+            }) else {
+                return Decision::Challenge { stale: false };
+            };
             return match verdict {
-                Verdict::Ok => Decision::Allow { auth_type: t, user },
-                Verdict::Stale | Verdict::InvalidNonce => Decision::Challenge {
-                    stale: user.is_some(),
+                Verdict::Ok => Decision::Allow {
+                    auth_type: t,
+                    user: Some(user),
                 },
+                Verdict::Stale => Decision::Challenge { stale: true },
+                Verdict::InvalidNonce => Decision::Challenge { stale: false },
                 Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => Decision::Deny,
                 Verdict::BadRequest(_) => {
                     Decision::Respond(400, "Bad Request (digest credentials)")
@@ -531,27 +533,29 @@ impl Edge {
             return;
         }
         let view = self.view.borrow().clone();
-        if msg.headers("Authorization").next().is_none() {
-            let values = self.challenges(false);
+        let checked = self.digest(msg, "Authorization", |u| {
+            view.endpoint(u).map(|e| e.ha1.clone())
+        });
+        let challenge = |stale: bool| {
+            let values = self.challenges(stale);
             let extra: Vec<(&str, &str)> = values
                 .iter()
                 .map(|v| ("WWW-Authenticate", v.as_str()))
                 .collect();
             self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
+        };
+        let Some((verdict, user)) = checked else {
+            challenge(false);
             return;
-        }
-        let (verdict, user) = self.digest(msg, "Authorization", |u| {
-            view.endpoint(u).map(|e| e.ha1.clone())
-        });
+        };
         let username = match verdict {
-            Verdict::Ok => user.unwrap_or_default(),
-            Verdict::Stale | Verdict::InvalidNonce => {
-                let values = self.challenges(user.is_some());
-                let extra: Vec<(&str, &str)> = values
-                    .iter()
-                    .map(|v| ("WWW-Authenticate", v.as_str()))
-                    .collect();
-                self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
+            Verdict::Ok => user,
+            Verdict::Stale => {
+                challenge(true);
+                return;
+            }
+            Verdict::InvalidNonce => {
+                challenge(false);
                 return;
             }
             Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => {
