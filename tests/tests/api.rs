@@ -119,6 +119,7 @@ both!(
     no_password_anywhere,
     authentication,
     snapshots_follow_writes,
+    edge_call_records_one_or_many,
 );
 
 fn walkthrough(b: Backend) {
@@ -788,4 +789,58 @@ fn postgres_replicas_share_changes() {
         "took {:?}",
         t.elapsed()
     );
+}
+
+/// `POST /v1/Edge/Calls`: remote edges' records, one or a batch (one
+/// statement; a call twice in a batch keeps its last record), readable
+/// through the Call API; the edge token is required.
+fn edge_call_records_one_or_many(b: Backend) {
+    let (c, _pg) = start(b, "");
+    let api = Api::new(&c, 0);
+    let http = Client::new();
+    let record = |uuid: &str, status: &str, code: i64| {
+        json!({
+            "call_uuid": uuid,
+            "account": api.acct.auth_id,
+            "direction": "inbound",
+            "from_number": "alice",
+            "to_number": "app",
+            "answer_url": null,
+            "call_status": status,
+            "hangup_cause_name": "normal_hangup",
+            "hangup_cause_code": code,
+            "sip_auth_type": "ip_acl",
+            "source_ip": "192.0.2.1",
+            "created_at": 1,
+            "ended_at": 2,
+        })
+    };
+    let post = |body: &Value, token: &str| {
+        http.post(format!("{}/v1/Edge/Calls", c.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(&record("one", "completed", 4000), "wrong-token"), 401);
+    assert_eq!(post(&record("one", "completed", 4000), &c.edge_token), 204);
+    let batch = json!([
+        record("two", "completed", 4000),
+        record("three", "completed", 4000),
+        record("two", "busy", 4010),
+        record("one", "failed", 4020),
+    ]);
+    assert_eq!(post(&batch, &c.edge_token), 204);
+    for (uuid, status, code) in [
+        ("one", "failed", 4020),
+        ("two", "busy", 4010),
+        ("three", "completed", 4000),
+    ] {
+        let (s, v) = api.get(&format!("Call/{uuid}/"));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["call_status"], status, "{v}");
+        assert_eq!(v["hangup_cause_code"], code, "{v}");
+    }
 }

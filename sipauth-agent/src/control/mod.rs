@@ -45,7 +45,17 @@ pub struct ControlState {
     /// Where Make Call requests go when an edge runs in this process
     /// (`sipauth run`); unset, calls stay "queued".
     pub originate: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::edge::outbound::MakeCall>>,
+    /// Account tokens read lately, and when: an API request costs no
+    /// query for them while they are fresher than [`TOKEN_TTL`].
+    tokens: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long a token read from the store is used without reading it again
+/// (a token changed in the store by another process applies after this).
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Tokens remembered at most (an API flood of made-up auth_ids cannot grow
+/// the map: only existing accounts are remembered).
+const TOKEN_CACHE: usize = 10_000;
 
 // === impl ControlState ===
 
@@ -64,6 +74,7 @@ impl ControlState {
             version: watch::channel(v).0,
             cache: Mutex::new(None),
             originate: std::sync::OnceLock::new(),
+            tokens: Mutex::new(std::collections::HashMap::new()),
         });
         tokio::spawn(poll_versions(Arc::downgrade(&state)));
         Ok(state)
@@ -87,12 +98,29 @@ impl ControlState {
         self.version.subscribe()
     }
 
+    /// The auth token of account `auth_id`, `None` when there is no such
+    /// account.
     pub async fn account_token(&self, auth_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some((token, read)) = self.tokens.lock().expect("tokens").get(auth_id)
+            && read.elapsed() < TOKEN_TTL
+        {
+            return Ok(Some(token.clone()));
+        }
         let row = sqlx::query("SELECT auth_token FROM accounts WHERE auth_id = $1")
             .bind(auth_id)
             .fetch_optional(self.store.pool())
             .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        let token: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        if let Some(t) = &token {
+            let mut tokens = self.tokens.lock().expect("tokens");
+            if tokens.len() >= TOKEN_CACHE {
+                tokens.retain(|_, (_, read)| read.elapsed() < TOKEN_TTL);
+            }
+            if tokens.len() < TOKEN_CACHE {
+                tokens.insert(auth_id.to_owned(), (t.clone(), std::time::Instant::now()));
+            }
+        }
+        Ok(token)
     }
 
     /// The current snapshot and its JSON.
@@ -338,20 +366,34 @@ fn edge_authorized(state: &ControlState, headers: &HeaderMap) -> bool {
     !state.edge_token.is_empty() && bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes()))
 }
 
-/// `POST /v1/Edge/Calls`: a call record from a remote edge.
+/// One call record or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Records {
+    Many(Vec<crate::edge::call::CallRecord>),
+    One(Box<crate::edge::call::CallRecord>),
+}
+
+/// `POST /v1/Edge/Calls`: call records from a remote edge, one or an array
+/// of them, stored in one statement. 503 when the store failed (the edge
+/// tries again).
 async fn edge_call(
     State(state): State<Arc<ControlState>>,
     headers: HeaderMap,
-    axum::Json(record): axum::Json<crate::edge::call::CallRecord>,
+    axum::Json(records): axum::Json<Records>,
 ) -> Response {
     if !edge_authorized(&state, &headers) {
         return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
     }
-    match crate::edge::call::insert(&state.store, &record).await {
+    let records = match records {
+        Records::Many(v) => v,
+        Records::One(r) => vec![*r],
+    };
+    match crate::edge::call::insert_many(&state.store, &records).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "storing a call record failed");
-            StatusCode::BAD_REQUEST.into_response()
+            tracing::warn!(error = %e, records = records.len(), "storing call records failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
 }

@@ -6,6 +6,7 @@
 //! returns drives the call. Records never hold a credential.
 #![forbid(unsafe_code)]
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,54 +78,137 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub async fn write(&self, r: &CallRecord) {
-        let result = match self {
-            Self::Store(store) => insert(store, r).await.map_err(|e| e.to_string()),
-            Self::Remote { url, token, http } => http
-                .post(url)
-                .bearer_auth(token)
-                .json(r)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(call = %r.call_uuid, error = %e, "writing the call record failed");
+    /// Writes `records` (a batch the writer took from its queue); failures
+    /// are logged with the calls they concern.
+    pub async fn write(&self, records: &[CallRecord]) {
+        match self {
+            Self::Store(store) => {
+                if let Err(e) = insert_many(store, records).await {
+                    // One bad record must not cost the others theirs.
+                    tracing::warn!(records = records.len(), error = %e, "writing call records failed; retrying one by one");
+                    for r in records {
+                        if let Err(e) = insert_many(store, std::slice::from_ref(r)).await {
+                            tracing::warn!(call = %r.call_uuid, error = %e, "writing the call record failed");
+                        }
+                    }
+                }
+            }
+            Self::Remote { url, token, http } => {
+                let mut delay = REMOTE_RETRY;
+                for attempt in 1..=REMOTE_ATTEMPTS {
+                    let sent = http.post(url).bearer_auth(token).json(records).send().await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => return,
+                        Ok(r) if r.status().is_client_error() => {
+                            // Refused as they are: sending them again
+                            // would not help.
+                            tracing::warn!(status = %r.status(), records = records.len(), "the control plane refused call records");
+                            return;
+                        }
+                        Ok(r) => {
+                            tracing::warn!(status = %r.status(), attempt, records = records.len(), "sending call records failed");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, records = records.len(), "sending call records failed");
+                        }
+                    }
+                    if attempt < REMOTE_ATTEMPTS {
+                        tokio::time::sleep(delay).await;
+                        delay *= 4;
+                    }
+                }
+                let first = records
+                    .first()
+                    .map(|r| r.call_uuid.as_str())
+                    .unwrap_or_default();
+                tracing::error!(
+                    records = records.len(),
+                    first,
+                    "call records lost: the control plane did not take them"
+                );
+            }
         }
     }
 }
 
-/// Inserts or replaces a record.
+/// Tries a batch of records gets at a control plane that does not answer
+/// or fails (the queue fills meanwhile), and the first wait between them
+/// (then four times longer each time: 0.2, 0.8, 3.2 s).
+const REMOTE_ATTEMPTS: u32 = 4;
+const REMOTE_RETRY: Duration = Duration::from_millis(200);
+
+/// Inserts or replaces one record.
 pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
-    // One statement: a new record is inserted; the final record of a call
-    // the API stored first (Make Call) updates the outcome and keeps the
-    // request's own columns.
-    sqlx::query(
+    insert_many(store, std::slice::from_ref(r)).await
+}
+
+/// Columns of a record, in the order of the statement's values.
+const RECORD_COLUMNS: usize = 13;
+
+/// Inserts or replaces `records` in one statement (one round trip to the
+/// store): a new record is inserted; the final record of a call the API
+/// stored first (Make Call) updates the outcome and keeps the request's
+/// own columns. When a call appears twice, its last record counts.
+pub async fn insert_many(store: &Store, records: &[CallRecord]) -> Result<(), sqlx::Error> {
+    let mut last: std::collections::HashMap<&str, &CallRecord> =
+        std::collections::HashMap::with_capacity(records.len());
+    let mut order = Vec::with_capacity(records.len());
+    for r in records {
+        if last.insert(&r.call_uuid, r).is_none() {
+            order.push(r.call_uuid.as_str());
+        }
+    }
+    if order.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
         "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
-         hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (call_uuid) DO UPDATE SET call_status = excluded.call_status, \
+         hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at) VALUES ",
+    );
+    // SQLite takes `?` by position; `$n` it looks up by name, a cost that
+    // grows with the number of values.
+    let positional = store.backend() == crate::control::store::Backend::Sqlite;
+    for i in 0..order.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..RECORD_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            if positional {
+                sql.push('?');
+            } else {
+                let _ = write!(sql, "${}", i * RECORD_COLUMNS + c + 1);
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (call_uuid) DO UPDATE SET call_status = excluded.call_status, \
          hangup_cause_name = excluded.hangup_cause_name, hangup_cause_code = excluded.hangup_cause_code, \
          sip_auth_type = excluded.sip_auth_type, source_ip = excluded.source_ip, ended_at = excluded.ended_at",
-    )
-    .bind(&r.call_uuid)
-    .bind(&r.account)
-    .bind(&r.direction)
-    .bind(&r.from_number)
-    .bind(&r.to_number)
-    .bind(&r.answer_url)
-    .bind(&r.call_status)
-    .bind(&r.hangup_cause_name)
-    .bind(r.hangup_cause_code)
-    .bind(&r.sip_auth_type)
-    .bind(&r.source_ip)
-    .bind(r.created_at)
-    .bind(r.ended_at)
-    .execute(store.pool())
-    .await
-    .map(|_| ())
+    );
+    let mut q = sqlx::query(&sql);
+    for uuid in order {
+        let r = last[uuid];
+        q = q
+            .bind(&r.call_uuid)
+            .bind(&r.account)
+            .bind(&r.direction)
+            .bind(&r.from_number)
+            .bind(&r.to_number)
+            .bind(&r.answer_url)
+            .bind(&r.call_status)
+            .bind(&r.hangup_cause_name)
+            .bind(r.hangup_cause_code)
+            .bind(&r.sip_auth_type)
+            .bind(&r.source_ip)
+            .bind(r.created_at)
+            .bind(r.ended_at);
+    }
+    q.execute(store.pool()).await.map(|_| ())
 }
 
 /// Calls in progress share these.
@@ -140,9 +224,13 @@ pub struct Calls {
 
 /// Records queued for writing at most.
 const RECORD_QUEUE: usize = 10_000;
+/// Records written in one statement at most (13 values each; SQLite
+/// takes 32,766 per statement, PostgreSQL 65,535).
+const RECORD_BATCH: usize = 512;
 
 impl Calls {
-    /// Starts the task that writes records to `sink`, one at a time.
+    /// Starts the task that writes records to `sink`: whatever waits in
+    /// the queue, up to [`RECORD_BATCH`], in one statement.
     pub fn new(
         client: sipauth_callback::Client,
         sink: Sink,
@@ -151,8 +239,10 @@ impl Calls {
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
         tokio::spawn(async move {
-            while let Some(r) = rx.recv().await {
-                sink.write(&r).await;
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                sink.write(&batch).await;
+                batch.clear();
             }
         });
         Arc::new(Self {
@@ -410,3 +500,152 @@ pub fn denied(
 }
 
 pub type SharedCalls = Arc<Calls>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(uuid: &str, status: &str, cause: (&str, i64)) -> CallRecord {
+        CallRecord {
+            call_uuid: uuid.to_owned(),
+            account: "MA0001".to_owned(),
+            direction: "inbound".to_owned(),
+            from_number: "alice".to_owned(),
+            to_number: "app".to_owned(),
+            answer_url: Some("http://127.0.0.1/answer".to_owned()),
+            call_status: status.to_owned(),
+            hangup_cause_name: Some(cause.0.to_owned()),
+            hangup_cause_code: Some(cause.1),
+            sip_auth_type: Some("ip_acl".to_owned()),
+            source_ip: Some("192.0.2.1".to_owned()),
+            created_at: 1,
+            ended_at: Some(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_written_in_one_batch_last_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (auth_id, auth_token, name, created_at) VALUES ('MA0001', 't', 'n', 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let mut batch: Vec<CallRecord> = (0..600)
+            .map(|i| rec(&format!("c{i}"), "completed", cause::NORMAL))
+            .collect();
+        // The same call twice in a batch: its last record counts.
+        batch.push(rec("c7", "busy", cause::BUSY));
+        insert_many(&store, &batch).await.unwrap();
+        // A later record of a call updates its outcome.
+        insert(&store, &rec("c8", "failed", cause::REJECTED))
+            .await
+            .unwrap();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT call_uuid, call_status, hangup_cause_code FROM calls ORDER BY call_uuid",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 600);
+        let get = |u: &str| rows.iter().find(|r| r.0 == u).unwrap().clone();
+        assert_eq!(get("c7"), ("c7".to_owned(), "busy".to_owned(), 4010));
+        assert_eq!(get("c8"), ("c8".to_owned(), "failed".to_owned(), 4020));
+        assert_eq!(get("c9").1, "completed");
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A control plane that answers 503 `failures` times, then 204; it
+    /// hands over the bodies it took.
+    async fn control(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/Edge/Calls", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Head, then the body by Content-Length.
+                let body = loop {
+                    let k = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..k]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break body.to_owned();
+                        }
+                    }
+                };
+                let status = if n < failures {
+                    "503 Service Unavailable"
+                } else {
+                    "204 No Content"
+                };
+                if n >= failures {
+                    tx.send(body).unwrap();
+                }
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        (url, rx)
+    }
+
+    fn rec(uuid: &str) -> CallRecord {
+        CallRecord {
+            call_uuid: uuid.to_owned(),
+            account: "MA0001".to_owned(),
+            direction: "inbound".to_owned(),
+            from_number: "alice".to_owned(),
+            to_number: "app".to_owned(),
+            answer_url: None,
+            call_status: "completed".to_owned(),
+            hangup_cause_name: Some("normal_hangup".to_owned()),
+            hangup_cause_code: Some(4000),
+            sip_auth_type: None,
+            source_ip: None,
+            created_at: 1,
+            ended_at: Some(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_records_go_as_one_batch_and_are_sent_again_after_a_failure() {
+        let (url, mut bodies) = control(2).await;
+        let sink = Sink::Remote {
+            url,
+            token: "edge-token".to_owned(),
+            http: reqwest::Client::new(),
+        };
+        sink.write(&[rec("a"), rec("b")]).await;
+        let body = bodies.try_recv().expect("taken on the third attempt");
+        let sent: Vec<CallRecord> = serde_json::from_str(&body).unwrap();
+        assert_eq!(sent, vec![rec("a"), rec("b")]);
+        assert!(bodies.try_recv().is_err(), "taken once");
+    }
+}

@@ -110,6 +110,15 @@ async fn create(
     }
     let sip_headers = sipauth_callback::parse_sip_headers(v.str("sip_headers").unwrap_or(""))
         .map_err(|e| ApiError::field("sip_headers", &e.to_string()))?;
+    // A place in the edge's queue first: a call the edge cannot take is
+    // refused now rather than stored as queued for ever.
+    let permit = match s.originate.get() {
+        Some(tx) => Some(tx.try_reserve().map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the edge has too many calls waiting; try again shortly".to_owned(),
+        })?),
+        None => None,
+    };
     let uuid = uuid::Uuid::new_v4().to_string();
     let created_at = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
@@ -129,9 +138,11 @@ async fn create(
     .bind(created_at)
     .execute(s.store.pool())
     .await?;
-    tracing::info!(account = %acct, call = %uuid, "call requested");
-    if let Some(tx) = s.originate.get() {
-        let auth_token = s.account_token(&acct).await?.unwrap_or_default();
+    tracing::debug!(account = %acct, call = %uuid, "call requested");
+    if let Some(permit) = permit {
+        // The token this request authenticated with is the account's: it
+        // signs the call's callbacks.
+        let auth_token = super::basic(&headers).map(|(_, t)| t).unwrap_or_default();
         let credentials = match (v.str("sip_auth_username"), v.str("sip_auth_password")) {
             (Some(u), Some(p)) => Some(Credentials {
                 username: u.to_owned(),
@@ -139,7 +150,7 @@ async fn create(
             }),
             _ => None,
         };
-        let call = MakeCall {
+        permit.send(MakeCall {
             call_uuid: uuid.clone(),
             account: acct.clone(),
             auth_token,
@@ -151,10 +162,7 @@ async fn create(
             credentials,
             sip_headers,
             created_at,
-        };
-        if let Err(e) = tx.try_send(call) {
-            tracing::warn!(call = %uuid, error = %e, "the edge cannot take the call now; it stays queued");
-        }
+        });
     }
     Ok(reply(
         StatusCode::CREATED,

@@ -215,7 +215,9 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
     }
 }
 
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+/// The `(auth_id, auth_token)` of HTTP Basic credentials. Past
+/// [`AccountId`], they are the account's own.
+pub(crate) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
