@@ -47,15 +47,16 @@ pub(crate) fn all_cpus() -> String {
     format!("0-{}", n - 1)
 }
 
-/// Starts the agent as it would start on this machine (its runtime sized
-/// for every CPU), then pins all its threads to [`EDGE_CPU`], and this
-/// process's main thread to [`LOAD_CPU`]: threads and children made from
-/// here on (sipp, trafgen, clients, answer servers) inherit it.
+/// Starts the agent on [`EDGE_CPU`] alone, as `taskset -c 0 sipauth run`
+/// would (its runtime sizes itself for the one CPU it may use), makes sure
+/// every thread of it stays there, and moves this process's main thread to
+/// [`LOAD_CPU`]: threads and children made from here on (sipp, trafgen,
+/// clients, answer servers) inherit it.
 pub(crate) fn start_pinned<'r>(
     rig: &'r sipauth_tests::topo::Rig,
     opts: &sipauth_tests::agent::Options,
 ) -> sipauth_tests::agent::Agent<'r> {
-    pin_thread(std::process::id(), &all_cpus());
+    pin_thread(std::process::id(), EDGE_CPU);
     let agent = sipauth_tests::agent::Agent::start(rig, opts);
     pin_process(agent.pid(), EDGE_CPU);
     pin_thread(std::process::id(), LOAD_CPU);

@@ -44,10 +44,25 @@ const FAILURE_LIMIT: f64 = 0.01;
 const FLOOD: u64 = 2_000_000;
 const LEGIT_RATE: u32 = 50;
 
-/// Both halves, written to one file.
+/// Both halves, written to one file. `SIPAUTH_BENCH_INBOUND_RATES`
+/// (comma-separated calls per second) replaces the steps and leaves the
+/// flood half out: a short run, for profiling.
 pub fn run(out: &Path) -> anyhow::Result<()> {
-    let setups = setups();
-    let flood: Vec<Flooded> = ["native", "off"].into_iter().map(under_flood).collect();
+    let rates: Vec<u32> = match std::env::var("SIPAUTH_BENCH_INBOUND_RATES") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| r.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("SIPAUTH_BENCH_INBOUND_RATES: {e}"))?,
+        Err(_) => RATES.to_vec(),
+    };
+    let short = rates != RATES;
+    let setups = setups(&rates);
+    let flood: Vec<Flooded> = if short {
+        Vec::new()
+    } else {
+        ["native", "off"].into_iter().map(under_flood).collect()
+    };
     pin_thread(std::process::id(), &crate::all_cpus());
 
     println!(
@@ -116,7 +131,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             f.edge_cpu
         );
     }
-    let file = out.join("inbound.json");
+    let file = out.join(if short { "inbound-short.json" } else { "inbound.json" });
     std::fs::write(
         &file,
         serde_json::to_string_pretty(&json!({
@@ -357,7 +372,7 @@ struct Setups {
     edge_idle_cpu: f64,
 }
 
-fn setups() -> Setups {
+fn setups(rates: &[u32]) -> Setups {
     let rig = Rig::new(1);
     let opts = Options {
         sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
@@ -397,7 +412,7 @@ fn setups() -> Setups {
     let edge_idle_cpu = (cpu_secs(agent.pid()) - idle0) / 2.0;
     let edge_threads = threads(agent.pid());
     let mut steps = Vec::new();
-    for rate in RATES {
+    for &rate in rates {
         let calls = (rate * STEP_SECS).min(MAX_CALLS);
         let s = step(c, &agent, &answer, &app, rate, calls);
         let over = s.failure_share() > FAILURE_LIMIT;
