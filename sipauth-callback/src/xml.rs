@@ -56,12 +56,20 @@ pub enum Action {
     Speak { text: String },
 }
 
-/// `<Dial timeout=".." callerId=".." action="..">` and its targets, in order.
+/// `<Dial timeout=".." callerId=".." action=".." method=".." redirect="..">`
+/// and its targets, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dial {
     pub timeout_secs: Option<u32>,
     pub caller_id: Option<String>,
+    /// Told how the Dial ended; with `redirect` its XML replaces what
+    /// follows the Dial.
     pub action_url: Option<String>,
+    /// `GET` or `POST` (the default) for `action_url`.
+    pub action_method: Option<String>,
+    /// `redirect="false"`: the action URL is only told, and the XML goes on
+    /// after the Dial.
+    pub redirect: bool,
     pub targets: Vec<DialTarget>,
 }
 
@@ -164,7 +172,9 @@ fn parse_dial(node: roxmltree::Node<'_, '_>) -> Result<Dial, XmlError> {
     Ok(Dial {
         timeout_secs: u32_attr(node, "timeout")?,
         caller_id: attr(node, "callerId"),
-        action_url: attr(node, "action"),
+        action_url: attr(node, "action").filter(|u| !u.trim().is_empty()),
+        action_method: attr(node, "method"),
+        redirect: bool_attr(node, "redirect")?.unwrap_or(true),
         targets,
     })
 }
@@ -223,6 +233,21 @@ fn sip_headers_attr(node: roxmltree::Node<'_, '_>) -> Result<Vec<(String, String
 
 fn attr(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
     node.attribute(name).map(str::to_owned)
+}
+
+/// `true` / `false` (any case).
+fn bool_attr(node: roxmltree::Node<'_, '_>, name: &str) -> Result<Option<bool>, XmlError> {
+    node.attribute(name)
+        .map(|v| match v.trim() {
+            t if t.eq_ignore_ascii_case("true") => Ok(true),
+            f if f.eq_ignore_ascii_case("false") => Ok(false),
+            _ => Err(XmlError::InvalidAttribute {
+                element: node.tag_name().name().to_owned(),
+                attribute: name.to_owned(),
+                value: v.to_owned(),
+            }),
+        })
+        .transpose()
 }
 
 fn u32_attr(node: roxmltree::Node<'_, '_>, name: &str) -> Result<Option<u32>, XmlError> {

@@ -49,7 +49,7 @@ fn dial_user_and_number_with_whitespace() {
 <Response>
   <!-- route to the PBX first, then the mobile -->
   <Speak voice="WOMAN">Connecting you</Speak>
-  <Dial timeout="25" callerId="+15550001111" action="https://cb.example/dial" method="POST"
+  <Dial timeout="25" callerId="+15550001111" action="https://cb.example/dial" method="GET" redirect="False"
         dialMusic="real">
     <User sipAuthUsername="pbx" sipAuthPassword="hunter2"
           sipHeaders="Tenant=acme,PH-Internal=x,Ref=42">
@@ -72,6 +72,8 @@ fn dial_user_and_number_with_whitespace() {
                 timeout_secs: Some(25),
                 caller_id: Some("+15550001111".into()),
                 action_url: Some("https://cb.example/dial".into()),
+                action_method: Some("GET".into()),
+                redirect: false,
                 targets: vec![
                     DialTarget::User {
                         uri: "sip:alice@10.0.0.5:5060".into(),
@@ -100,6 +102,8 @@ fn dial_minimal() {
             timeout_secs: None,
             caller_id: None,
             action_url: None,
+            action_method: None,
+            redirect: true,
             targets: vec![DialTarget::User {
                 uri: "sips:bob@example.net".into(),
                 sip_auth_username: None,
@@ -264,4 +268,12 @@ fn debug_redacts_sip_auth_password() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
     assert!(shown.contains("pbx"), "{shown}");
+}
+
+#[test]
+fn dial_redirect_must_be_true_or_false() {
+    assert!(matches!(
+        parse_response_xml(r#"<Response><Dial redirect="maybe"><User>sip:a@10.0.0.1</User></Dial></Response>"#),
+        Err(XmlError::InvalidAttribute { ref attribute, .. }) if attribute == "redirect"
+    ));
 }

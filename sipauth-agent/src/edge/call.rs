@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sipauth_callback::{Action, Callback, Method};
+use sipauth_callback::{Action, Callback, Dial, Method};
+
+use super::outbound::Outcome;
 
 use crate::control::store::{Store, now};
 use crate::snapshot::{Application, AuthType};
@@ -294,11 +296,99 @@ pub struct Ending {
 pub enum Next {
     /// End the call before it is answered.
     End(Ending),
-    /// Bridge the caller to this `<Dial>` (it has a `<User>` target).
-    Dial(sipauth_callback::Dial),
+    /// Bridge the caller to this `<Dial>`; `rest` is the XML after it.
+    Dial { dial: Dial, rest: Vec<Action> },
+}
+
+/// How a `<Dial>` ended, as its action URL is told.
+pub struct DialEnd {
+    /// DialStatus: completed, busy, failed, timeout, no-answer, cancel.
+    pub status: &'static str,
+    pub cause: (&'static str, i64),
+    /// Whether a target rang (a 180 / 183) or answered.
+    pub alerted: bool,
+}
+
+/// Tells the `<Dial action>` URL how the Dial ended (signed with the
+/// account's token, the call's `params` and DialStatus, DialHangupCause,
+/// DialHangupCauseCode, DialRingStatus, DialALegUUID). With `redirect`
+/// (the Dial's, when the call can still go on) the XML it returns is what
+/// the call follows next: `Some(Ok(actions))`, or `Some(Err(cause))` when
+/// the fetch or the XML failed. `None`: no action URL, or only told.
+pub async fn dial_action(
+    calls: &Calls,
+    dial: &Dial,
+    mut params: Vec<(String, String)>,
+    auth_token: &str,
+    call_uuid: &str,
+    end: &DialEnd,
+    redirect: bool,
+) -> Option<Result<Vec<Action>, (&'static str, i64)>> {
+    let url = dial.action_url.as_deref()?;
+    params.extend([
+        ("DialStatus".to_owned(), end.status.to_owned()),
+        ("DialHangupCause".to_owned(), end.cause.0.to_owned()),
+        ("DialHangupCauseCode".to_owned(), end.cause.1.to_string()),
+        ("DialRingStatus".to_owned(), end.alerted.to_string()),
+        ("DialALegUUID".to_owned(), call_uuid.to_owned()),
+    ]);
+    let cb = Callback {
+        url,
+        method: method_of(dial.action_method.as_deref().unwrap_or("POST")),
+        params,
+        auth_token,
+    };
+    if !(redirect && dial.redirect) {
+        if let Err(e) = calls.client.notify(&cb).await {
+            tracing::info!(call = %call_uuid, error = %e, "Dial action URL failed");
+        }
+        return None;
+    }
+    Some(match calls.client.fetch(&cb).await {
+        Err(e) => {
+            tracing::warn!(call = %call_uuid, error = %e, "Dial action URL failed");
+            Err(cause::ANSWER_URL_FAILED)
+        }
+        Ok(body) => sipauth_callback::parse_response_xml(&body).map_err(|e| {
+            tracing::warn!(call = %call_uuid, error = %e, "Dial action URL returned invalid XML");
+            cause::INVALID_XML
+        }),
+    })
+}
+
+/// `GET` or `POST` (anything else).
+#[must_use]
+pub fn method_of(m: &str) -> Method {
+    if m.eq_ignore_ascii_case("GET") {
+        Method::Get
+    } else {
+        Method::Post
+    }
 }
 
 impl Ending {
+    /// The answer_url (or a Dial action URL) returned XML that is not valid.
+    #[must_use]
+    pub fn invalid_xml() -> Self {
+        Self {
+            code: 480,
+            reason: "Invalid Answer XML",
+            status: "failed",
+            cause: cause::INVALID_XML,
+        }
+    }
+
+    /// The answer_url (or a Dial action URL) could not be fetched.
+    #[must_use]
+    pub fn answer_url_failed() -> Self {
+        Self {
+            code: 480,
+            reason: "Answer URL Unreachable",
+            status: "failed",
+            cause: cause::ANSWER_URL_FAILED,
+        }
+    }
+
     /// The final response and record fields of an outbound leg's failure.
     #[must_use]
     pub fn of_outcome(o: super::outbound::Outcome) -> Self {
@@ -312,7 +402,8 @@ impl Ending {
 }
 
 impl Inbound {
-    fn params(&self, status: &str) -> Vec<(String, String)> {
+    /// The parameters of this call's callbacks.
+    pub fn params(&self, status: &str) -> Vec<(String, String)> {
         let mut p = vec![
             ("CallUUID".to_owned(), self.call_uuid.clone()),
             ("From".to_owned(), self.from_user.clone()),
@@ -331,27 +422,12 @@ impl Inbound {
         p
     }
 
-    fn method(m: &str) -> Method {
-        if m.eq_ignore_ascii_case("GET") {
-            Method::Get
-        } else {
-            Method::Post
-        }
-    }
-
     /// Fetches the answer_url and follows the XML until the call ends or
     /// a `<Dial>` takes it over.
     pub async fn run(&self, calls: &Calls) -> Next {
-        match self.follow(calls).await {
-            Ok(end) => Next::End(end),
-            Err(dial) => Next::Dial(dial),
-        }
-    }
-
-    async fn follow(&self, calls: &Calls) -> Result<Ending, sipauth_callback::Dial> {
         let cb = Callback {
             url: &self.app.answer_url,
-            method: Self::method(&self.app.answer_method),
+            method: method_of(&self.app.answer_method),
             params: self.params("ringing"),
             auth_token: &self.auth_token,
         };
@@ -359,30 +435,27 @@ impl Inbound {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(call = %self.call_uuid, error = %e, "answer_url failed");
-                return Ok(Ending {
-                    code: 480,
-                    reason: "Answer URL Unreachable",
-                    status: "failed",
-                    cause: cause::ANSWER_URL_FAILED,
-                });
+                return Next::End(Ending::answer_url_failed());
             }
         };
-        let actions = match sipauth_callback::parse_response_xml(&body) {
-            Ok(a) => a,
+        match sipauth_callback::parse_response_xml(&body) {
+            Ok(actions) => self.follow(actions, None).await,
             Err(e) => {
                 tracing::warn!(call = %self.call_uuid, error = %e, "answer_url returned invalid XML");
-                return Ok(Ending {
-                    code: 480,
-                    reason: "Invalid Answer XML",
-                    status: "failed",
-                    cause: cause::INVALID_XML,
-                });
+                Next::End(Ending::invalid_xml())
             }
-        };
-        for action in actions {
+        }
+    }
+
+    /// Follows `actions` until the call ends or a `<Dial>` takes it over.
+    /// `unreached` is the outcome of a `<Dial>` that just reached nobody:
+    /// when nothing follows it, the call ends with it.
+    pub async fn follow(&self, actions: Vec<Action>, mut unreached: Option<Outcome>) -> Next {
+        let mut actions = actions.into_iter();
+        while let Some(action) = actions.next() {
             match action {
                 Action::Hangup { reason } => {
-                    return Ok(match reason.as_deref() {
+                    return Next::End(match reason.as_deref() {
                         Some("busy") => Ending {
                             code: 486,
                             reason: "Busy Here",
@@ -404,33 +477,47 @@ impl Inbound {
                     });
                 }
                 Action::Wait { length_secs } => {
+                    unreached = None;
                     tokio::time::sleep(Duration::from_secs(u64::from(length_secs.min(3600)))).await;
                 }
-                Action::Speak { .. } => {}
+                Action::Speak { .. } => unreached = None,
                 Action::Dial(dial) => {
-                    // The edge dials SIP URIs; `<Number>` needs a carrier.
-                    if dial
-                        .targets
-                        .iter()
-                        .any(|t| matches!(t, sipauth_callback::DialTarget::User { .. }))
-                    {
-                        return Err(dial);
-                    }
-                    return Ok(Ending {
-                        code: 480,
-                        reason: "Temporarily Unavailable",
-                        status: "failed",
-                        cause: cause::DIAL_UNAVAILABLE,
-                    });
+                    return Next::Dial {
+                        dial,
+                        rest: actions.collect(),
+                    };
                 }
             }
         }
-        Ok(Ending {
-            code: 480,
-            reason: "Temporarily Unavailable",
-            status: "completed",
-            cause: cause::END_OF_XML,
+        Next::End(match unreached {
+            Some(o) => Ending::of_outcome(o),
+            None => Ending {
+                code: 480,
+                reason: "Temporarily Unavailable",
+                status: "completed",
+                cause: cause::END_OF_XML,
+            },
         })
+    }
+
+    /// Tells the Dial's action URL how it ended; see [`dial_action`].
+    pub async fn after_dial(
+        &self,
+        calls: &Calls,
+        dial: &Dial,
+        end: &DialEnd,
+        redirect: bool,
+    ) -> Option<Result<Vec<Action>, (&'static str, i64)>> {
+        dial_action(
+            calls,
+            dial,
+            self.params("in-progress"),
+            &self.auth_token,
+            &self.call_uuid,
+            end,
+            redirect,
+        )
+        .await
     }
 
     /// The record of this call once it ended.
@@ -462,7 +549,7 @@ impl Inbound {
         params.push(("HangupCauseCode".to_owned(), end.cause.1.to_string()));
         let cb = Callback {
             url,
-            method: Self::method(&self.app.hangup_method),
+            method: method_of(&self.app.hangup_method),
             params,
             auth_token: &self.auth_token,
         };

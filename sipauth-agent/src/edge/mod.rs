@@ -513,8 +513,8 @@ impl Edge {
         let created = crate::control::store::now();
         let end = match call.run(&self.calls).await {
             Next::End(end) => end,
-            Next::Dial(dial) => {
-                Box::pin(self.bridge(call, dial, created, key, raw, src, replier)).await;
+            Next::Dial { dial, rest } => {
+                Box::pin(self.bridge(call, dial, rest, created, key, raw, src, replier)).await;
                 return;
             }
         };

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sipauth_callback::Dial;
+use sipauth_callback::{Action, Dial};
 use sipauth_sip::{Message, build};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
 use crate::edge::Edge;
-use crate::edge::call::{Ending, Inbound, cause};
+use crate::edge::call::{DialEnd, Ending, Inbound, Next, cause};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
 use crate::edge::transport::Replier;
 use crate::snapshot::AuthType;
@@ -195,6 +195,15 @@ struct Caller<'m> {
     sent_by: String,
 }
 
+/// How one `<Dial>` of the caller ended.
+enum Bridged {
+    /// The call is over: answered and hung up, or cancelled by the caller
+    /// (its INVITE has had its final response).
+    Over { end: Ending, alerted: bool },
+    /// No target answered; the caller's INVITE waits for what comes next.
+    Failed { outcome: Outcome, alerted: bool },
+}
+
 /// How the ringing leg ended, as far as the caller is concerned.
 enum Rung {
     Answered(Box<Dialog>),
@@ -204,13 +213,16 @@ enum Rung {
 }
 
 impl Edge {
-    /// Bridges `call` to the first `<User>` of `dial`, then writes the
-    /// record and tells the hangup_url.
+    /// Bridges `call` to `dial`; when the Dial reaches nobody, its action
+    /// URL's XML (or else `rest`, the XML after the Dial) says what comes
+    /// next, which may be another Dial. Then writes the record and tells
+    /// the hangup_url.
     #[expect(clippy::too_many_arguments, reason = "the INVITE, all of its parts")]
     pub(crate) async fn bridge(
         self: Arc<Self>,
         call: Inbound,
-        dial: Dial,
+        mut dial: Dial,
+        mut rest: Vec<Action>,
         created: i64,
         key: Key,
         raw: Vec<u8>,
@@ -220,21 +232,68 @@ impl Edge {
         let Ok(msg) = sipauth_sip::parse(&raw) else {
             return;
         };
-        let end = self.bridged(&call, dial, &key, &msg, src, &replier).await;
+        let end = loop {
+            match self.bridged(&call, &dial, &key, &msg, src, &replier).await {
+                Bridged::Over { end, alerted } => {
+                    // Answered and over, or cancelled: the action URL is
+                    // only told.
+                    let told = DialEnd {
+                        status: end.status,
+                        cause: end.cause,
+                        alerted,
+                    };
+                    let _ = call.after_dial(&self.calls, &dial, &told, false).await;
+                    break end;
+                }
+                Bridged::Failed { outcome, alerted } => {
+                    let told = DialEnd {
+                        status: outcome.status,
+                        cause: outcome.cause,
+                        alerted,
+                    };
+                    let actions = match call.after_dial(&self.calls, &dial, &told, true).await {
+                        Some(Ok(actions)) => actions,
+                        Some(Err(c)) => {
+                            let end = if c == cause::INVALID_XML {
+                                Ending::invalid_xml()
+                            } else {
+                                Ending::answer_url_failed()
+                            };
+                            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
+                            break end;
+                        }
+                        None => std::mem::take(&mut rest),
+                    };
+                    match call.follow(actions, Some(outcome)).await {
+                        Next::End(end) => {
+                            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
+                            break end;
+                        }
+                        Next::Dial { dial: d, rest: r } => {
+                            dial = d;
+                            rest = r;
+                        }
+                    }
+                }
+            }
+        };
         tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "bridged call ended");
         self.calls.record(call.record(created, &end));
         call.hangup(&self.calls, &end).await;
     }
 
+    /// Rings `dial`'s targets for the caller: answered and over (the
+    /// caller's INVITE has its 200, or 487 when it cancelled), or failed
+    /// (no final response sent yet).
     async fn bridged(
         &self,
         call: &Inbound,
-        dial: Dial,
+        dial: &Dial,
         key: &Key,
         msg: &Message<'_>,
         src: SocketAddr,
         replier: &Replier,
-    ) -> Ending {
+    ) -> Bridged {
         let body = msg.body();
         let plan = fork::Plan {
             from_user: &call.from_user,
@@ -243,7 +302,7 @@ impl Edge {
             sdp: (!body.is_empty()).then(|| body.to_vec()),
             settings: &self.calls.outbound,
         };
-        let (legs, failed) = fork::legs(dial, &plan);
+        let (legs, failed) = fork::legs(dial.clone(), &plan);
         let call_id = msg.call_id().unwrap_or_default();
         let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
         let caller = Caller {
@@ -256,36 +315,38 @@ impl Edge {
             sent_by: edge_sent_by(msg),
         };
         let mut events = self.bridges.insert(call_id, from_tag, &caller.to_tag);
-        let rung = self
+        let (rung, alerted) = self
             .ring(&caller, Fork::start(legs, failed), &mut events)
             .await;
-        let end = match rung {
+        let result = match rung {
             Rung::Cancelled => {
                 self.respond(key, msg, src, replier, 487, "Request Terminated", &[]);
-                Ending {
-                    code: 487,
-                    reason: "Request Terminated",
-                    status: "cancel",
-                    cause: cause::CANCELLED,
+                Bridged::Over {
+                    end: Ending {
+                        code: 487,
+                        reason: "Request Terminated",
+                        status: "cancel",
+                        cause: cause::CANCELLED,
+                    },
+                    alerted,
                 }
             }
-            Rung::Failed(o) => {
-                let end = Ending::of_outcome(o);
-                self.respond(key, msg, src, replier, end.code, end.reason, &[]);
-                end
-            }
+            Rung::Failed(outcome) => Bridged::Failed { outcome, alerted },
             Rung::Answered(dialog) => {
                 self.talk(&caller, dialog, &mut events).await;
-                Ending {
-                    code: 200,
-                    reason: "OK",
-                    status: "completed",
-                    cause: cause::NORMAL,
+                Bridged::Over {
+                    end: Ending {
+                        code: 200,
+                        reason: "OK",
+                        status: "completed",
+                        cause: cause::NORMAL,
+                    },
+                    alerted: true,
                 }
             }
         };
         self.bridges.remove(call_id, from_tag);
-        end
+        result
     }
 
     /// Rings the legs, relaying their provisional responses, until one is
@@ -295,15 +356,19 @@ impl Edge {
         caller: &Caller<'_>,
         mut fork: Fork,
         events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Rung {
+    ) -> (Rung, bool) {
         let mut cancelled = false;
+        let mut alerted = false;
         loop {
             tokio::select! {
                 ring = fork.next() => match ring {
-                    Ring::Progress(raw) => self.provisional(caller, &raw),
-                    Ring::Answered(dialog) => return Rung::Answered(dialog),
-                    Ring::Failed(_) if cancelled => return Rung::Cancelled,
-                    Ring::Failed(o) => return Rung::Failed(o),
+                    Ring::Progress(raw) => {
+                        alerted = true;
+                        self.provisional(caller, &raw);
+                    }
+                    Ring::Answered(dialog) => return (Rung::Answered(dialog), true),
+                    Ring::Failed(_) if cancelled => return (Rung::Cancelled, alerted),
+                    Ring::Failed(o) => return (Rung::Failed(o), alerted),
                 },
                 Some(ev) = events.recv() => {
                     if matches!(ev, Event::Cancel | Event::Bye) && !cancelled {

@@ -245,6 +245,8 @@ mod tests {
             timeout_secs: Some(7),
             caller_id: None,
             action_url: None,
+            action_method: None,
+            redirect: true,
             targets,
         }
     }

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::fork::{self, Fork, Ring};
 use super::{Credentials, Dialog, Held, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
-use crate::edge::call::{CallRecord, Calls, cause};
+use crate::edge::call::{CallRecord, Calls, DialEnd, cause, dial_action, method_of};
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
@@ -75,14 +75,6 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
             run(call, &calls).await;
             drop(permit);
         });
-    }
-}
-
-fn method(m: &str) -> Method {
-    if m.eq_ignore_ascii_case("GET") {
-        Method::Get
-    } else {
-        Method::Post
     }
 }
 
@@ -168,7 +160,7 @@ async fn run(call: MakeCall, calls: &Calls) {
 async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> End {
     let cb = Callback {
         url: &call.answer_url,
-        method: method(&call.answer_method),
+        method: method_of(&call.answer_method),
         params: call.params("in-progress"),
         auth_token: &call.auth_token,
     };
@@ -200,7 +192,8 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
     // The outcome of a `<Dial>` that reached nobody, while nothing else
     // has happened since.
     let mut unreached: Option<Outcome> = None;
-    for action in actions {
+    let mut actions = actions.into_iter();
+    while let Some(action) = actions.next() {
         match action {
             Action::Hangup { .. } => {
                 dialog.bye().await;
@@ -221,11 +214,50 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
                 }
             }
             Action::Speak { .. } => unreached = None,
-            Action::Dial(dial) => match connect(call, calls, &mut dialog, dial).await {
-                Dialed::AHungUp => return completed(cause::NORMAL),
-                Dialed::BHungUp => unreached = None,
-                Dialed::Unreached(o) => unreached = Some(o),
-            },
+            Action::Dial(dial) => {
+                let (dialed, alerted) = connect(call, calls, &mut dialog, &dial).await;
+                let told = match dialed {
+                    Dialed::AHungUp | Dialed::BHungUp => DialEnd {
+                        status: "completed",
+                        cause: cause::NORMAL,
+                        alerted,
+                    },
+                    Dialed::Unreached(o) => DialEnd {
+                        status: o.status,
+                        cause: o.cause,
+                        alerted,
+                    },
+                };
+                // A gone, the action URL is only told; otherwise its XML
+                // (with redirect) is what the call does next.
+                let a_up = !matches!(dialed, Dialed::AHungUp);
+                let next = dial_action(
+                    calls,
+                    &dial,
+                    call.params("in-progress"),
+                    &call.auth_token,
+                    &call.call_uuid,
+                    &told,
+                    a_up,
+                )
+                .await;
+                match dialed {
+                    Dialed::AHungUp => return completed(cause::NORMAL),
+                    Dialed::BHungUp => unreached = None,
+                    Dialed::Unreached(o) => unreached = Some(o),
+                }
+                match next {
+                    Some(Ok(new)) => actions = new.into_iter(),
+                    Some(Err(c)) => {
+                        dialog.bye().await;
+                        return End {
+                            status: "failed",
+                            cause: c,
+                        };
+                    }
+                    None => {}
+                }
+            }
         }
     }
     dialog.bye().await;
@@ -253,8 +285,8 @@ async fn connect(
     call: &MakeCall,
     calls: &Calls,
     a: &mut Dialog,
-    dial: sipauth_callback::Dial,
-) -> Dialed {
+    dial: &sipauth_callback::Dial,
+) -> (Dialed, bool) {
     let plan = fork::Plan {
         from_user: &call.from,
         raw_headers: false,
@@ -262,26 +294,27 @@ async fn connect(
         sdp: None,
         settings: &calls.outbound,
     };
-    let (legs, failed) = fork::legs(dial, &plan);
+    let (legs, failed) = fork::legs(dial.clone(), &plan);
+    let mut alerted = false;
     let mut fork = Fork::start(legs, failed);
     let mut b = loop {
         tokio::select! {
             ring = fork.next() => match ring {
-                Ring::Progress(_) => {}
+                Ring::Progress(_) => alerted = true,
                 Ring::Answered(b) => break b,
                 Ring::Failed(o) => {
                     tracing::info!(call = %call.call_uuid, cause = o.cause.0, "Dial reached nobody");
-                    return Dialed::Unreached(o);
+                    return (Dialed::Unreached(o), alerted);
                 }
             },
             held = a.hold(MAX_BRIDGE) => match held {
                 Held::Reinvite(raw) => a.respond(&raw, 200, OFFER).await,
                 Held::Elapsed => {
                     a.bye().await;
-                    return Dialed::AHungUp;
+                    return (Dialed::AHungUp, alerted);
                 }
                 // A hung up while B rang: the fork cancels what rings.
-                Held::HungUp => return Dialed::AHungUp,
+                Held::HungUp => return (Dialed::AHungUp, alerted),
             }
         }
     };
@@ -295,7 +328,7 @@ async fn connect(
             Err(code) => {
                 tracing::info!(call = %call.call_uuid, code, "A refused the re-INVITE carrying B's offer");
                 b.bye().await;
-                return Dialed::Unreached(Outcome::of_status(code));
+                return (Dialed::Unreached(Outcome::of_status(code)), alerted);
             }
         }
     }
@@ -309,11 +342,11 @@ async fn connect(
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
-                    return Dialed::AHungUp;
+                    return (Dialed::AHungUp, alerted);
                 }
                 Held::HungUp => {
                     b.bye().await;
-                    return Dialed::AHungUp;
+                    return (Dialed::AHungUp, alerted);
                 }
             },
             held = b.hold(left) => match held {
@@ -321,9 +354,9 @@ async fn connect(
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
-                    return Dialed::AHungUp;
+                    return (Dialed::AHungUp, alerted);
                 }
-                Held::HungUp => return Dialed::BHungUp,
+                Held::HungUp => return (Dialed::BHungUp, alerted),
             },
         }
     }
