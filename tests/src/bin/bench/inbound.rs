@@ -131,7 +131,11 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             f.edge_cpu
         );
     }
-    let file = out.join(if short { "inbound-short.json" } else { "inbound.json" });
+    let file = out.join(if short {
+        "inbound-short.json"
+    } else {
+        "inbound.json"
+    });
     std::fs::write(
         &file,
         serde_json::to_string_pretty(&json!({
