@@ -16,7 +16,8 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, list_reply, no_content, reply,
+    time,
 };
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
@@ -56,6 +57,14 @@ pub const ENTRY_UPDATE: &[Field] = &[
 const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList";
 const ACL_COLUMNS: &str = "uuid, name, created_at, updated_at";
 const ENTRY_COLUMNS: &str = "uuid, ip, cidr_prefix, description, created_at, updated_at";
+
+const ACLS: Resource = Resource {
+    table: "ip_acls",
+    key: "uuid",
+    columns: ACL_COLUMNS,
+    path: "SipAuth/IpAccessControlList/",
+    what: "IP ACL",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -117,13 +126,7 @@ fn network(ip: &str, prefix: Option<i64>) -> Result<(String, i64), ApiError> {
 }
 
 async fn owned_acl(tx: &mut sqlx::AnyConnection, acct: &str, uuid: &str) -> Result<(), ApiError> {
-    sqlx::query("SELECT 1 FROM ip_acls WHERE account = $1 AND uuid = $2")
-        .bind(acct)
-        .bind(uuid)
-        .fetch_optional(tx)
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("IP ACL"))
+    ACLS.owned(tx, acct, uuid).await.map(|_| ())
 }
 
 async fn create(
@@ -166,23 +169,7 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let (total, rows) = super::page(
-        s.store.pool(),
-        "ip_acls",
-        ACL_COLUMNS,
-        "account",
-        &acct,
-        &paging,
-    )
-    .await?;
-    let objects = rows.iter().map(acl_object).collect::<Result<_, _>>()?;
-    Ok(list_reply(
-        &format!("/v1/Account/{acct}/SipAuth/IpAccessControlList/"),
-        &paging,
-        total,
-        objects,
-    ))
+    ACLS.list(s.store.pool(), &acct, page, acl_object).await
 }
 
 async fn get_one(
@@ -191,14 +178,7 @@ async fn get_one(
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
     let mut tx = s.store.pool().begin().await?;
-    let row = sqlx::query(
-        "SELECT uuid, name, created_at, updated_at FROM ip_acls WHERE account = $1 AND uuid = $2",
-    )
-    .bind(&acct)
-    .bind(&uuid)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("IP ACL"))?;
+    let row = ACLS.owned(&mut tx, &acct, &uuid).await?;
     let entries = sqlx::query(
         "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
          WHERE acl = $1 ORDER BY created_at, uuid",
@@ -239,20 +219,8 @@ async fn delete(
 ) -> ApiResult {
     let mut w = s.store.write().await?;
     owned_acl(&mut w.tx, &acct, &uuid).await?;
-    let apps: Vec<String> =
-        sqlx::query("SELECT app_id FROM applications WHERE ip_acl_uuid = $1 ORDER BY app_id")
-            .bind(&uuid)
-            .fetch_all(&mut *w.tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-    if !apps.is_empty() {
-        return Err(ApiError::bad(format!(
-            "IP ACL is assigned to application(s) {}; set their sip_auth_type to \"\" first",
-            apps.join(", ")
-        )));
-    }
+    ACLS.refuse_if_assigned(&mut w.tx, "ip_acl_uuid", &uuid)
+        .await?;
     sqlx::query("DELETE FROM ip_acl_entries WHERE acl = $1")
         .bind(&uuid)
         .execute(&mut *w.tx)

@@ -14,7 +14,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, no_content, numeric_id, reply,
     time,
 };
 use crate::control::ControlState;
@@ -94,6 +94,14 @@ pub const UPDATE: &[Field] = &[
 
 const COLUMNS: &str = "app_id, app_name, answer_url, answer_method, hangup_url, hangup_method, \
                        sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at";
+
+const APPLICATIONS: Resource = Resource {
+    table: "applications",
+    key: "app_id",
+    columns: COLUMNS,
+    path: "Application/",
+    what: "application",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -263,26 +271,9 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let (total, rows) = super::page(
-        s.store.pool(),
-        "applications",
-        COLUMNS,
-        "account",
-        &acct,
-        &paging,
-    )
-    .await?;
-    let objects = rows
-        .iter()
-        .map(|r| object(r, &s.realm))
-        .collect::<Result<_, _>>()?;
-    Ok(list_reply(
-        &format!("/v1/Account/{acct}/Application/"),
-        &paging,
-        total,
-        objects,
-    ))
+    APPLICATIONS
+        .list(s.store.pool(), &acct, page, |r| object(r, &s.realm))
+        .await
 }
 
 async fn fetch(
@@ -290,14 +281,7 @@ async fn fetch(
     acct: &str,
     app_id: &str,
 ) -> Result<AnyRow, ApiError> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM applications WHERE account = $1 AND app_id = $2"
-    ))
-    .bind(acct)
-    .bind(app_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| ApiError::not_found("application"))
+    APPLICATIONS.owned(conn, acct, app_id).await
 }
 
 async fn get_one(

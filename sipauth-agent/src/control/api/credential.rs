@@ -13,14 +13,20 @@ use serde_json::{Value, json};
 use sipauth_digest::Ha1Set;
 use sqlx::Row as _;
 
-use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, reply, time,
-};
+use super::{AccountId, ApiError, ApiResult, Page, Resource, body_fields, no_content, reply, time};
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
 use crate::control::store::now;
 
 pub const MAX_PER_ACCOUNT: i64 = 200;
+
+const CREDENTIALS: Resource = Resource {
+    table: "credentials",
+    key: "uuid",
+    columns: COLUMNS,
+    path: "SipAuth/Credential/",
+    what: "credential",
+};
 
 pub const CREATE: &[Field] = &[
     field("username", Kind::Username, true, "digest username"),
@@ -119,23 +125,7 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let (total, rows) = super::page(
-        s.store.pool(),
-        "credentials",
-        COLUMNS,
-        "account",
-        &acct,
-        &paging,
-    )
-    .await?;
-    let objects = rows.iter().map(object).collect::<Result<_, _>>()?;
-    Ok(list_reply(
-        &format!("/v1/Account/{acct}/SipAuth/Credential/"),
-        &paging,
-        total,
-        objects,
-    ))
+    CREDENTIALS.list(s.store.pool(), &acct, page, object).await
 }
 
 async fn get_one(
@@ -143,14 +133,8 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM credentials WHERE account = $1 AND uuid = $2"
-    ))
-    .bind(&acct)
-    .bind(&uuid)
-    .fetch_optional(s.store.pool())
-    .await?
-    .ok_or_else(|| ApiError::not_found("credential"))?;
+    let mut conn = s.store.pool().acquire().await?;
+    let row = CREDENTIALS.owned(&mut conn, &acct, &uuid).await?;
     Ok(reply(StatusCode::OK, object(&row)?))
 }
 
@@ -165,14 +149,10 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let username: String =
-        sqlx::query("SELECT username FROM credentials WHERE account = $1 AND uuid = $2")
-            .bind(&acct)
-            .bind(&uuid)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or_else(|| ApiError::not_found("credential"))?
-            .try_get(0)?;
+    let username: String = CREDENTIALS
+        .owned(&mut w.tx, &acct, &uuid)
+        .await?
+        .try_get("username")?;
     let ha1 = Ha1Set::new(&username, &s.realm, v.str("password").unwrap_or_default());
     sqlx::query(
         "UPDATE credentials SET ha1_md5 = $1, ha1_sha256 = $2, ha1_sha512_256 = $3, updated_at = $4 \
@@ -197,28 +177,10 @@ async fn delete(
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;
-    let found = sqlx::query("SELECT 1 FROM credentials WHERE account = $1 AND uuid = $2")
-        .bind(&acct)
-        .bind(&uuid)
-        .fetch_optional(&mut *w.tx)
+    CREDENTIALS.owned(&mut w.tx, &acct, &uuid).await?;
+    CREDENTIALS
+        .refuse_if_assigned(&mut w.tx, "credential_uuid", &uuid)
         .await?;
-    if found.is_none() {
-        return Err(ApiError::not_found("credential"));
-    }
-    let apps: Vec<String> =
-        sqlx::query("SELECT app_id FROM applications WHERE credential_uuid = $1 ORDER BY app_id")
-            .bind(&uuid)
-            .fetch_all(&mut *w.tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-    if !apps.is_empty() {
-        return Err(ApiError::bad(format!(
-            "credential is assigned to application(s) {}; set their sip_auth_type to \"\" first",
-            apps.join(", ")
-        )));
-    }
     sqlx::query("DELETE FROM credentials WHERE account = $1 AND uuid = $2")
         .bind(&acct)
         .bind(&uuid)

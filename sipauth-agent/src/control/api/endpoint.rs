@@ -16,7 +16,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, list_reply, no_content, numeric_id, reply,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, no_content, numeric_id, reply,
     time,
 };
 use crate::control::ControlState;
@@ -48,6 +48,14 @@ pub const UPDATE: &[Field] = &[
 ];
 
 const COLUMNS: &str = "endpoint_id, username, alias, app_id, created_at, updated_at";
+
+const ENDPOINTS: Resource = Resource {
+    table: "endpoints",
+    key: "endpoint_id",
+    columns: COLUMNS,
+    path: "Endpoint/",
+    what: "endpoint",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -134,37 +142,13 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let (total, rows) = super::page(
-        s.store.pool(),
-        "endpoints",
-        COLUMNS,
-        "account",
-        &acct,
-        &paging,
-    )
-    .await?;
-    let objects = rows
-        .iter()
-        .map(|r| object(r, &s.realm))
-        .collect::<Result<_, _>>()?;
-    Ok(list_reply(
-        &format!("/v1/Account/{acct}/Endpoint/"),
-        &paging,
-        total,
-        objects,
-    ))
+    ENDPOINTS
+        .list(s.store.pool(), &acct, page, |r| object(r, &s.realm))
+        .await
 }
 
 async fn fetch(conn: &mut sqlx::AnyConnection, acct: &str, id: &str) -> Result<AnyRow, ApiError> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM endpoints WHERE account = $1 AND endpoint_id = $2"
-    ))
-    .bind(acct)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| ApiError::not_found("endpoint"))
+    ENDPOINTS.owned(conn, acct, id).await
 }
 
 async fn get_one(
