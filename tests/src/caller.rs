@@ -252,6 +252,63 @@ impl Caller {
         }
     }
 
+    /// Sends an INFO or UPDATE in the dialog with a body of `content_type`;
+    /// its final status and the response, raw.
+    pub fn in_dialog(
+        &mut self,
+        method: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Option<(u16, String)> {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let branch = format!("z9hG4bK{}", token());
+        let r = self
+            .request(method, &self.uri.clone(), &branch, cseq, Some(body))
+            .replace(
+                "Content-Type: application/sdp",
+                &format!("Content-Type: {content_type}"),
+            );
+        self.wire.send(r.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, _) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.cseq() == Ok((cseq, method))
+                && let Some(code) = m.status().filter(|s| *s >= 200)
+            {
+                return Some((code, String::from_utf8_lossy(&raw).into_owned()));
+            }
+        }
+    }
+
+    /// Waits for a `method` request from the edge and answers it 200 (no
+    /// body); the request, raw.
+    pub fn answer_request(&mut self, method: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (raw, src) = self.wire.recv(left)?;
+            let Ok(m) = sipauth_sip::parse(&raw) else {
+                continue;
+            };
+            if m.method() == Some(method) {
+                let ok = sipauth_sip::build::response(&m, 200, "OK", src, None, &[], b"");
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(src);
+                }
+                self.wire.send(&ok);
+                if let Wire::Udp { peer, .. } = &mut self.wire {
+                    *peer = Some(self.edge);
+                }
+                return Some(String::from_utf8_lossy(&raw).into_owned());
+            }
+        }
+    }
+
     /// Waits for a re-INVITE from the edge, answers it 200 with `sdp` and
     /// waits for its ACK; the re-INVITE and the ACK, raw.
     pub fn answer_reinvite(&mut self, sdp: &str, timeout: Duration) -> Option<(String, String)> {

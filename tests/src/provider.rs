@@ -51,6 +51,9 @@ pub struct Script {
     /// After the ACK of our 200, send a re-INVITE with a new offer
     /// ([`REOFFER`]) this much later.
     pub reinvite_after: Option<Duration>,
+    /// After the ACK of our 200, send an INFO with a DTMF digit
+    /// ([`DTMF`]) this much later.
+    pub info_after: Option<Duration>,
 }
 
 impl Script {
@@ -61,6 +64,7 @@ impl Script {
             then,
             bye_after: None,
             reinvite_after: None,
+            info_after: None,
         }
     }
 }
@@ -183,6 +187,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The body of the provider's INFO (`application/dtmf-relay`).
+pub const DTMF: &str = "Signal=5\r\nDuration=160\r\n";
 /// The offer of the provider's own re-INVITE.
 pub const REOFFER: &str = "v=0\r\no=provider 1 2 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4004 RTP/AVP 0\r\n";
 const OFFER: &str = "v=0\r\no=provider 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -203,6 +209,7 @@ struct Far {
     invite: Option<Vec<u8>>,
     bye_at: Option<Instant>,
     reinvite_at: Option<Instant>,
+    info_at: Option<Instant>,
     /// Our next CSeq in the dialog.
     cseq: u32,
 }
@@ -221,6 +228,7 @@ impl Far {
             invite: None,
             bye_at: None,
             reinvite_at: None,
+            info_at: None,
             cseq: 1,
         }
     }
@@ -234,6 +242,10 @@ impl Far {
             if self.reinvite_at.is_some_and(|t| Instant::now() >= t) {
                 self.reinvite_at = None;
                 self.send_request("INVITE", REOFFER);
+            }
+            if self.info_at.is_some_and(|t| Instant::now() >= t) {
+                self.info_at = None;
+                self.send_request("INFO", DTMF);
             }
             let Some((raw, _)) = self.wire.recv(Duration::from_millis(20)) else {
                 if self.wire.is_tcp() && !stop.load(Ordering::Relaxed) {
@@ -355,6 +367,9 @@ impl Far {
                     if let Some(after) = self.script.reinvite_after.take() {
                         self.reinvite_at = Some(Instant::now() + after);
                     }
+                    if let Some(after) = self.script.info_after.take() {
+                        self.info_at = Some(Instant::now() + after);
+                    }
                 }
             }
             "CANCEL" => {
@@ -374,6 +389,8 @@ impl Far {
                 self.respond(&m, 200, &[], "");
                 self.saw.bye = true;
             }
+            // An UPDATE with an offer gets an answer.
+            "UPDATE" if !m.body().is_empty() => self.respond(&m, 200, &[], ANSWER),
             _ => self.respond(&m, 200, &[], ""),
         }
     }
@@ -470,7 +487,12 @@ impl Far {
             let _ = write!(r, "Contact: <sip:bob@{}>\r\n", self.addr);
         }
         if !sdp.is_empty() {
-            r.push_str("Content-Type: application/sdp\r\n");
+            let ty = if method == "INFO" {
+                "application/dtmf-relay"
+            } else {
+                "application/sdp"
+            };
+            let _ = write!(r, "Content-Type: {ty}\r\n");
         }
         let _ = write!(r, "Content-Length: {}\r\n\r\n{sdp}", sdp.len());
         r

@@ -17,7 +17,7 @@ use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::caller::{ANSWER as CALLER_ANSWER, Caller, OFFER as CALLER_OFFER};
 use sipauth_tests::calls::{acl_app, hangup_hit, id, record, until_edge_has};
 use sipauth_tests::peers::Sipp;
-use sipauth_tests::provider::{PASSWORD, Provider, REOFFER, Saw, Script, Then, USER};
+use sipauth_tests::provider::{DTMF, PASSWORD, Provider, REOFFER, Saw, Script, Then, USER};
 use sipauth_tests::topo::{Link, Rig};
 
 const ANSWER_AT: &str = "127.0.0.1:8090";
@@ -521,4 +521,82 @@ fn an_in_dialog_invite_of_no_dialog_gets_481() {
         1,
         "no second answer_url fetch"
     );
+}
+
+#[test]
+fn info_and_update_cross_the_bridge_both_ways() {
+    let rig = Rig::new(2);
+    let agent = Agent::start(&rig, &Options::default());
+    let (c, p) = (rig.caller(0), rig.caller(1));
+    let (answer, xml) = answer_server(&rig);
+    let app = acl_app(&agent, &answer, c, "");
+    for tcp in [false, true] {
+        let prov = Provider::start(
+            &p.ns,
+            SocketAddr::new(p.v4, 6371 + u16::from(tcp)),
+            tcp,
+            Script {
+                info_after: Some(Duration::from_millis(300)),
+                ..Script::new(true, Then::Answer)
+            },
+        );
+        *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig"));
+        let mut call = Caller::invite(
+            &c.ns,
+            c.v4,
+            edge_of(c),
+            &app,
+            "caller",
+            tcp,
+            Some(CALLER_OFFER),
+        );
+        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        assert_eq!(fin.code, 200, "{}", fin.raw);
+        call.ack(None);
+        // The provider's DTMF INFO reaches the caller, body and type intact.
+        let info = call
+            .answer_request("INFO", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("tcp={tcp}: no INFO at the caller\n{}", agent.log()));
+        assert_eq!(Saw::body(&info), DTMF, "{info}");
+        assert_eq!(
+            Saw::header(&info, "Content-Type"),
+            Some("application/dtmf-relay")
+        );
+        // The caller's UPDATE (a new offer) and INFO reach the provider.
+        let (code, resp) = call
+            .in_dialog("UPDATE", "application/sdp", CALLER_OFFER)
+            .expect("UPDATE answered");
+        assert_eq!(code, 200, "{resp}");
+        assert!(
+            resp.contains(PROVIDER_ANSWER),
+            "the provider's answer: {resp}"
+        );
+        let (code, _) = call
+            .in_dialog(
+                "INFO",
+                "application/dtmf-relay",
+                "Signal=7\r\nDuration=100\r\n",
+            )
+            .expect("INFO answered");
+        assert_eq!(code, 200);
+        assert_eq!(call.bye(), Some(200));
+        let saw = prov.finish(Duration::from_secs(2));
+        let update = saw.of("UPDATE");
+        assert_eq!(update.len(), 1, "tcp={tcp}: {saw:?}");
+        assert!(
+            Saw::body(update[0]).contains("m=audio 5000"),
+            "{}",
+            update[0]
+        );
+        let infos = saw.of("INFO");
+        assert_eq!(infos.len(), 1, "{saw:?}");
+        assert_eq!(Saw::body(infos[0]), "Signal=7\r\nDuration=100\r\n");
+        assert!(
+            saw.responses
+                .iter()
+                .any(|r| r.starts_with("SIP/2.0 200") && r.contains(" INFO\r\n")),
+            "the provider's INFO answered: {saw:?}"
+        );
+        assert!(saw.bye);
+    }
 }

@@ -36,7 +36,7 @@ use transaction::{Key, Seen, Transactions};
 use transport::Replier;
 
 /// Methods the edge implements, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
 
 /// Digest settings.
 pub struct DigestSettings {
@@ -193,7 +193,7 @@ impl Edge {
             // Inside a dialog (a To-tag): a bridged caller's re-INVITE, or
             // a dialog we do not have (RFC 3261 12.2.2).
             "INVITE" if msg.to().ok().and_then(|t| t.tag).is_some() => {
-                if self.bridges.reinvite(&msg, data, &key, src, replier) {
+                if self.bridges.in_dialog(&msg, data, &key, src, replier) {
                     self.respond(&key, &msg, src, replier, 100, "Trying", &[]);
                 } else {
                     self.respond(
@@ -214,7 +214,10 @@ impl Edge {
             "BYE" | "CANCEL" if self.bridges.route(&msg) => {
                 self.respond(&key, &msg, src, replier, 200, "OK", &[]);
             }
-            "BYE" | "CANCEL" => self.respond(
+            // INFO and UPDATE of a bridged caller go to the far end, which
+            // answers them; outside a dialog of ours they get 481.
+            "INFO" | "UPDATE" if self.bridges.in_dialog(&msg, data, &key, src, replier) => {}
+            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond(
                 &key,
                 &msg,
                 src,

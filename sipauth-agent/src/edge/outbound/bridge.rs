@@ -50,28 +50,32 @@ pub enum Event {
     /// CANCEL of the INVITE (already answered 200).
     Cancel,
     /// A re-INVITE of the caller (already registered as a transaction).
-    Reinvite(Reinvite),
+    Reinvite(InDialog),
+    /// An INFO or UPDATE of the caller (already registered as a
+    /// transaction).
+    Request(InDialog),
     /// A response to a request the edge sent the caller (a re-INVITE or
     /// the BYE).
     Response {
         code: u16,
         method: String,
         cseq: u32,
+        content_type: Option<String>,
         body: Vec<u8>,
     },
 }
 
-/// A caller's re-INVITE and how to answer it.
-pub struct Reinvite {
+/// A caller's request inside its dialog and how to answer it.
+pub struct InDialog {
     raw: Vec<u8>,
     key: Key,
     src: SocketAddr,
     replier: Replier,
 }
 
-impl std::fmt::Debug for Reinvite {
+impl std::fmt::Debug for InDialog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reinvite")
+        f.debug_struct("InDialog")
             .field("src", &self.src)
             .finish_non_exhaustive()
     }
@@ -112,9 +116,10 @@ impl Bridges {
             .remove(&(call_id.to_owned(), from_tag.to_owned()));
     }
 
-    /// Hands a re-INVITE of a bridged caller to its bridge; true when one
-    /// took it (false: no dialog of ours, 481).
-    pub fn reinvite(
+    /// Hands a request of a bridged caller inside its dialog (re-INVITE,
+    /// INFO, UPDATE) to its bridge; true when one took it (false: no dialog
+    /// of ours, 481).
+    pub fn in_dialog(
         &self,
         msg: &Message<'_>,
         raw: &[u8],
@@ -133,13 +138,18 @@ impl Bridges {
         if to.tag != Some(e.to_tag.as_str()) {
             return false;
         }
-        e.tx.send(Event::Reinvite(Reinvite {
+        let r = InDialog {
             raw: raw.to_vec(),
             key: key.clone(),
             src,
             replier: replier.clone(),
-        }))
-        .is_ok()
+        };
+        let event = if msg.method() == Some("INVITE") {
+            Event::Reinvite(r)
+        } else {
+            Event::Request(r)
+        };
+        e.tx.send(event).is_ok()
     }
 
     /// Hands a message of a bridged caller (ACK, BYE, CANCEL, or a response
@@ -170,6 +180,7 @@ impl Bridges {
                     code,
                     method: method.to_owned(),
                     cseq,
+                    content_type: msg.header("Content-Type").map(str::to_owned),
                     body: msg.body().to_vec(),
                 }
             }
@@ -467,6 +478,19 @@ impl Edge {
                         }
                     }
                 }
+                Turn::Far(Held::Request(raw)) => {
+                    match self.request_caller(&mut toward, &raw, events).await {
+                        Ok((code, ct, body)) => {
+                            dialog.respond_with(&raw, code, ct.as_deref(), &body).await;
+                        }
+                        Err(Some(code)) => dialog.respond_with(&raw, code, None, b"").await,
+                        Err(None) => {
+                            dialog.respond_with(&raw, 481, None, b"").await;
+                            dialog.bye().await;
+                            return;
+                        }
+                    }
+                }
                 Turn::Far(held) => {
                     if matches!(held, Held::Elapsed) {
                         dialog.bye().await;
@@ -486,6 +510,9 @@ impl Edge {
                     if (200..300).contains(&code.0) && !reliable {
                         pending = Some(Pending::new(code.1, r.replier.clone()));
                     }
+                }
+                Turn::Caller(Some(Event::Request(r))) => {
+                    self.caller_request(caller, &mut dialog, &r).await;
                 }
                 Turn::Caller(Some(Event::Bye) | None) => {
                     dialog.bye().await;
@@ -514,7 +541,7 @@ impl Edge {
         &self,
         caller: &Caller<'_>,
         dialog: &mut Dialog,
-        r: &Reinvite,
+        r: &InDialog,
     ) -> (u16, Vec<u8>) {
         let Ok(m) = sipauth_sip::parse(&r.raw) else {
             return (0, Vec::new());
@@ -579,7 +606,7 @@ impl Edge {
                     interval = (interval * 2).min(T2);
                 }
                 ev = events.recv() => match ev {
-                    Some(Event::Response { code, method, body, cseq: c }) if method == "INVITE" && c == cseq => {
+                    Some(Event::Response { code, method, body, cseq: c, .. }) if method == "INVITE" && c == cseq => {
                         if code < 200 {
                             provisional = true;
                             continue;
@@ -599,8 +626,90 @@ impl Edge {
         }
     }
 
+    /// An INFO or UPDATE of the caller: passed to the far end in the leg's
+    /// dialog, its answer back.
+    async fn caller_request(&self, caller: &Caller<'_>, dialog: &mut Dialog, r: &InDialog) {
+        let Ok(m) = sipauth_sip::parse(&r.raw) else {
+            return;
+        };
+        let method = m.method().unwrap_or("INFO");
+        let (code, ct, body) = match dialog
+            .request(method, m.header("Content-Type"), m.body())
+            .await
+        {
+            Ok(answer) => answer,
+            Err(code) => (code, None, Vec::new()),
+        };
+        let mut extra = Vec::new();
+        if method == "UPDATE" && (200..300).contains(&code) {
+            extra.push(("Contact", caller.contact.as_str()));
+        }
+        if !body.is_empty() {
+            extra.push((
+                "Content-Type",
+                ct.as_deref().unwrap_or("application/octet-stream"),
+            ));
+        }
+        let bytes = build::response(
+            &m,
+            code,
+            build::reason_phrase(code),
+            r.src,
+            None,
+            &extra,
+            &body,
+        );
+        self.metrics.response(code);
+        self.txns.respond(&r.key, code, bytes, &r.replier);
+    }
+
+    /// Passes the far end's INFO or UPDATE (raw) to the caller inside the
+    /// inbound dialog and returns the caller's final answer: status, body
+    /// type and body. `Err(Some(408))` when the caller never answered,
+    /// `Err(None)` when it hung up meanwhile.
+    async fn request_caller(
+        &self,
+        toward: &mut Toward,
+        far_request: &[u8],
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
+        let m = sipauth_sip::parse(far_request).map_err(|_| Some(400))?;
+        let method = m.method().unwrap_or("INFO").to_owned();
+        let branch = message::branch();
+        let cseq = toward.next_cseq();
+        let request =
+            toward.request_with(&method, &branch, cseq, m.header("Content-Type"), m.body());
+        toward.replier.send(request.clone());
+        // Timer E from T1 doubling to T2, Timer F at 64*T1 (RFC 3261 17.1.2).
+        let give_up = Instant::now() + LIFETIME;
+        let mut interval = T1;
+        loop {
+            let resend = (!toward.replier.is_reliable()).then(|| Instant::now() + interval);
+            let wake = resend.unwrap_or(give_up).min(give_up);
+            tokio::select! {
+                () = sleep_until(wake) => {
+                    if Instant::now() >= give_up {
+                        return Err(Some(408));
+                    }
+                    toward.replier.send(request.clone());
+                    interval = (interval * 2).min(T2);
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Response { code, method: m, cseq: c, content_type, body })
+                        if m == method && c == cseq && code >= 200 =>
+                    {
+                        return Ok((code, content_type, body));
+                    }
+                    Some(Event::Bye) | None => return Err(None),
+                    Some(Event::Reinvite(r)) => self.glare(&r),
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+
     /// A caller's re-INVITE while ours is pending: 491 (RFC 3261 14.2).
-    fn glare(&self, r: &Reinvite) {
+    fn glare(&self, r: &InDialog) {
         let Ok(m) = sipauth_sip::parse(&r.raw) else {
             return;
         };
@@ -742,6 +851,19 @@ impl Toward {
     }
 
     fn request(&self, method: &str, branch: &str, cseq: u32, sdp: &[u8]) -> Vec<u8> {
+        self.request_with(method, branch, cseq, Some("application/sdp"), sdp)
+    }
+
+    /// A request with a body of `content_type`.
+    fn request_with(
+        &self,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let sdp = body;
         let transport = if self.replier.is_reliable() {
             "TCP"
         } else {
@@ -757,13 +879,15 @@ impl Toward {
             out.push_str(r);
             out.push_str("\r\n");
         }
-        if method == "INVITE" {
+        if method == "INVITE" || method == "UPDATE" {
             out.push_str("Contact: ");
             out.push_str(&self.contact);
             out.push_str("\r\n");
         }
         if !sdp.is_empty() {
-            out.push_str("Content-Type: application/sdp\r\n");
+            out.push_str("Content-Type: ");
+            out.push_str(content_type.unwrap_or("application/octet-stream"));
+            out.push_str("\r\n");
         }
         let _ = write!(
             out,

@@ -105,6 +105,9 @@ pub struct Dialog {
     credentials: Option<Credentials>,
     /// Our 2xx to the far end's re-INVITE, until its ACK.
     answered: Option<Answered>,
+    /// The branch of the far end's last request we answered, and the
+    /// answer: a retransmission of it gets the answer again.
+    last_answer: Option<(String, Vec<u8>)>,
     /// The 2xx status.
     pub code: u16,
     /// The far end's session description: from its 2xx, then from the
@@ -122,6 +125,9 @@ pub enum Held {
     /// The far end sent a re-INVITE (raw); answer it with
     /// [`Dialog::respond`].
     Reinvite(Vec<u8>),
+    /// The far end sent an INFO or UPDATE (raw) to pass on; answer it with
+    /// [`Dialog::respond_with`].
+    Request(Vec<u8>),
 }
 
 /// A 2xx we sent to a re-INVITE, retransmitted over UDP until its ACK.
@@ -483,6 +489,7 @@ impl Dialog {
             ack: None,
             credentials: leg.credentials.clone(),
             answered: None,
+            last_answer: None,
             code: resp.status().unwrap_or(200),
             sdp: resp.body().to_vec(),
         }
@@ -648,16 +655,31 @@ impl Dialog {
         let _ = self.conn.send(&bytes).await;
     }
 
-    /// Answers a request the far end sent in the dialog (a re-INVITE handed
-    /// out by [`Dialog::hold`]) with `code` and, for a 2xx, `sdp`.
+    /// Answers a re-INVITE the far end sent (handed out by
+    /// [`Dialog::hold`]) with `code` and, for a 2xx, `sdp`.
     pub async fn respond(&mut self, request: &[u8], code: u16, sdp: &[u8]) {
+        self.respond_with(request, code, Some("application/sdp"), sdp)
+            .await;
+    }
+
+    /// Answers a request the far end sent in the dialog with `code` and a
+    /// body of `content_type`. A 2xx to a re-INVITE is sent again over UDP
+    /// until its ACK; every answer is sent again to a retransmission of its
+    /// request.
+    pub async fn respond_with(
+        &mut self,
+        request: &[u8],
+        code: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) {
         let Ok(m) = sipauth_sip::parse(request) else {
             return;
         };
         let contact = self.contact.clone();
         let mut extra = vec![("Contact", contact.as_str())];
-        if !sdp.is_empty() {
-            extra.push(("Content-Type", "application/sdp"));
+        if !body.is_empty() {
+            extra.push(("Content-Type", content_type.unwrap_or("application/sdp")));
         }
         let bytes = build::response(
             &m,
@@ -666,10 +688,13 @@ impl Dialog {
             self.peer,
             None,
             &extra,
-            sdp,
+            body,
         );
         let _ = self.conn.send(&bytes).await;
-        if (200..300).contains(&code) && !self.conn.reliable() {
+        if let Some(b) = m.top_via().ok().and_then(|v| v.branch) {
+            self.last_answer = Some((b.to_owned(), bytes.clone()));
+        }
+        if (200..300).contains(&code) && m.method() == Some("INVITE") && !self.conn.reliable() {
             let now = Instant::now();
             self.answered = Some(Answered {
                 bytes,
@@ -681,10 +706,72 @@ impl Dialog {
         }
     }
 
+    /// Sends an INFO or UPDATE in the dialog with a body of
+    /// `content_type`; the far end's final status, its body's type and the
+    /// body, or `Err(408)` / `Err(503)` when it never answered or the
+    /// connection failed.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, Option<String>, Vec<u8>), u16> {
+        self.cseq += 1;
+        let branch = branch();
+        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
+        let contact = self.contact.clone();
+        let req = message::build(&Request {
+            method,
+            uri: &self.remote_target,
+            transport: self.conn.transport.via_name(),
+            local: self.conn.local,
+            branch: &branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq: self.cseq,
+            // UPDATE refreshes the target (RFC 3311); INFO does not.
+            contact: (method == "UPDATE").then_some(contact.as_str()),
+            extra: &routes,
+            body: (!body.is_empty())
+                .then(|| (content_type.unwrap_or("application/octet-stream"), body)),
+        });
+        match txn::non_invite(
+            &mut self.conn,
+            &req,
+            &branch,
+            method,
+            &self.timers,
+            &self.acks,
+        )
+        .await
+        {
+            End::Final(raw) => {
+                let m = sipauth_sip::parse(&raw).map_err(|_| 500u16)?;
+                Ok((
+                    m.status().unwrap_or(500),
+                    m.header("Content-Type").map(str::to_owned),
+                    m.body().to_vec(),
+                ))
+            }
+            End::Timeout { .. } | End::Cancelled { .. } => Err(408),
+            End::Transport(_) => Err(503),
+        }
+    }
+
     /// Handles one message inside the dialog: `Some` when the caller must
     /// act (a BYE ended the call; a re-INVITE wants an answer).
     async fn incoming(&mut self, raw: &[u8]) -> Option<Held> {
         let m = sipauth_sip::parse(raw).ok()?;
+        if m.method().is_some_and(|x| x != "ACK")
+            && let Some((branch, answer)) = &self.last_answer
+            && m.top_via().ok().and_then(|v| v.branch) == Some(branch.as_str())
+        {
+            // A retransmission of a request we answered.
+            let answer = answer.clone();
+            let _ = self.conn.send(&answer).await;
+            return None;
+        }
         match m.method() {
             None => {
                 // A retransmitted 2xx: the ACK did not arrive.
@@ -710,8 +797,11 @@ impl Dialog {
                 let ours = m.call_id().is_ok_and(|c| c == self.call_id);
                 let (code, reason) = match method {
                     "INVITE" if ours => return Some(Held::Reinvite(raw.to_vec())),
+                    "INFO" | "UPDATE" if ours => return Some(Held::Request(raw.to_vec())),
                     "BYE" if ours => (200, "OK"),
-                    "BYE" | "INVITE" => (481, "Call/Transaction Does Not Exist"),
+                    "BYE" | "INVITE" | "INFO" | "UPDATE" => {
+                        (481, "Call/Transaction Does Not Exist")
+                    }
                     "OPTIONS" => (200, "OK"),
                     _ => (405, "Method Not Allowed"),
                 };

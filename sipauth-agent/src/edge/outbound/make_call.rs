@@ -208,8 +208,9 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
                     match dialog.hold(left).await {
                         Held::Elapsed => break,
                         Held::HungUp => return completed(cause::NORMAL),
-                        // Nothing is bridged: the session stays ours.
-                        Held::Reinvite(raw) => dialog.respond(&raw, 200, OFFER).await,
+                        Held::Reinvite(raw) | Held::Request(raw) => {
+                            answer_alone(&mut dialog, &raw).await;
+                        }
                     }
                 }
             }
@@ -308,7 +309,7 @@ async fn connect(
                 }
             },
             held = a.hold(MAX_BRIDGE) => match held {
-                Held::Reinvite(raw) => a.respond(&raw, 200, OFFER).await,
+                Held::Reinvite(raw) | Held::Request(raw) => answer_alone(a, &raw).await,
                 Held::Elapsed => {
                     a.bye().await;
                     return (Dialed::AHungUp, alerted);
@@ -339,6 +340,7 @@ async fn connect(
         tokio::select! {
             held = a.hold(left) => match held {
                 Held::Reinvite(raw) => relay(a, &mut b, &raw).await,
+                Held::Request(raw) => relay_request(a, &mut b, &raw).await,
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
@@ -351,6 +353,7 @@ async fn connect(
             },
             held = b.hold(left) => match held {
                 Held::Reinvite(raw) => relay(&mut b, a, &raw).await,
+                Held::Request(raw) => relay_request(&mut b, a, &raw).await,
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
@@ -359,6 +362,34 @@ async fn connect(
                 Held::HungUp => return (Dialed::BHungUp, alerted),
             },
         }
+    }
+}
+
+/// Answers a request of A while it is connected to nothing: the session
+/// stays ours (an offer gets [`OFFER`] as its answer), INFO is taken.
+async fn answer_alone(a: &mut Dialog, raw: &[u8]) {
+    let Ok(m) = sipauth_sip::parse(raw) else {
+        return;
+    };
+    let sdp: &[u8] = match m.method() {
+        Some("INVITE") => OFFER,
+        Some("UPDATE") if !m.body().is_empty() => OFFER,
+        _ => b"",
+    };
+    a.respond(raw, 200, sdp).await;
+}
+
+/// Passes an INFO or UPDATE of one party to the other and its answer
+/// back.
+async fn relay_request(from: &mut Dialog, to: &mut Dialog, raw: &[u8]) {
+    let Ok(m) = sipauth_sip::parse(raw) else {
+        return;
+    };
+    let method = m.method().unwrap_or("INFO").to_owned();
+    let content_type = m.header("Content-Type").map(str::to_owned);
+    match to.request(&method, content_type.as_deref(), m.body()).await {
+        Ok((code, ct, body)) => from.respond_with(raw, code, ct.as_deref(), &body).await,
+        Err(code) => from.respond_with(raw, code, None, b"").await,
     }
 }
 
