@@ -56,11 +56,14 @@ pub enum Action {
     Speak { text: String },
 }
 
-/// `<Dial timeout=".." callerId=".." action=".." method=".." redirect="..">`
+/// `<Dial timeout=".." timeLimit=".." callerId=".." action=".." method=".."
+/// redirect="..">`
 /// and its targets, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dial {
     pub timeout_secs: Option<u32>,
+    /// `timeLimit`: the longest the bridged call may last, in seconds.
+    pub time_limit_secs: Option<u32>,
     pub caller_id: Option<String>,
     /// Told how the Dial ended; with `redirect` its XML replaces what
     /// follows the Dial.
@@ -171,6 +174,7 @@ fn parse_dial(node: roxmltree::Node<'_, '_>) -> Result<Dial, XmlError> {
     }
     Ok(Dial {
         timeout_secs: u32_attr(node, "timeout")?,
+        time_limit_secs: u32_attr(node, "timeLimit")?.filter(|t| *t > 0),
         caller_id: attr(node, "callerId"),
         action_url: attr(node, "action").filter(|u| !u.trim().is_empty()),
         action_method: attr(node, "method"),

@@ -49,7 +49,7 @@ fn dial_user_and_number_with_whitespace() {
 <Response>
   <!-- route to the PBX first, then the mobile -->
   <Speak voice="WOMAN">Connecting you</Speak>
-  <Dial timeout="25" callerId="+15550001111" action="https://cb.example/dial" method="GET" redirect="False"
+  <Dial timeout="25" timeLimit="600" callerId="+15550001111" action="https://cb.example/dial" method="GET" redirect="False"
         dialMusic="real">
     <User sipAuthUsername="pbx" sipAuthPassword="hunter2"
           sipHeaders="Tenant=acme,PH-Internal=x,Ref=42">
@@ -70,6 +70,7 @@ fn dial_user_and_number_with_whitespace() {
             },
             Action::Dial(Dial {
                 timeout_secs: Some(25),
+                time_limit_secs: Some(600),
                 caller_id: Some("+15550001111".into()),
                 action_url: Some("https://cb.example/dial".into()),
                 action_method: Some("GET".into()),
@@ -100,6 +101,7 @@ fn dial_minimal() {
         got,
         vec![Action::Dial(Dial {
             timeout_secs: None,
+            time_limit_secs: None,
             caller_id: None,
             action_url: None,
             action_method: None,

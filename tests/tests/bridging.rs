@@ -600,3 +600,89 @@ fn info_and_update_cross_the_bridge_both_ways() {
         assert!(saw.bye);
     }
 }
+
+#[test]
+fn make_call_to_a_number_ring_timeout_and_time_limit() {
+    let rig = Rig::new(2);
+    let p = rig.caller(1);
+    let mut opts = Options::default();
+    opts.sip_extra = format!(
+        "{}number_gateway = \"sip:{{number}}@{}:6381\"\n",
+        opts.sip_extra, p.v4
+    );
+    let agent = Agent::start(&rig, &opts);
+    let (answer, xml) = answer_server(&rig);
+    // A number goes to the gateway; the answered call ends at its
+    // time_limit although the XML waits 30 s.
+    let gateway = Provider::start(
+        &p.ns,
+        SocketAddr::new(p.v4, 6381),
+        false,
+        Script::new(false, Then::Answer),
+    );
+    *xml.lock().unwrap() = r#"<Response><Wait length="30"/></Response>"#.to_owned();
+    let t = std::time::Instant::now();
+    let v = agent.create(
+        "Call/",
+        &json!({
+            "from": "15550001111",
+            "to": "+15550001234",
+            "answer_url": answer.url("/answer"),
+            "hangup_url": answer.url("/hangup"),
+            "time_limit": 1,
+        }),
+    );
+    let rec = record(&agent, &id(&v, "request_uuid"));
+    assert_eq!(
+        rec["hangup_cause_name"],
+        "normal_hangup",
+        "{rec}\n{}",
+        agent.log()
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let saw = gateway.finish(Duration::from_secs(2));
+    assert!(
+        saw.of("INVITE")[0].starts_with("INVITE sip:+15550001234@"),
+        "{saw:?}"
+    );
+    assert!(saw.bye, "hung up at the time limit: {saw:?}");
+    // ring_timeout: a far end that only rings is cancelled after it.
+    let ringing = Provider::start(
+        &p.ns,
+        SocketAddr::new(p.v4, 6382),
+        false,
+        Script::new(true, Then::Ring),
+    );
+    let t = std::time::Instant::now();
+    let v = agent.create(
+        "Call/",
+        &json!({
+            "from": "15550001111",
+            "to": ringing.uri(),
+            "answer_url": answer.url("/answer"),
+            "sip_auth_username": USER,
+            "sip_auth_password": PASSWORD,
+            "ring_timeout": 1,
+        }),
+    );
+    let rec = record(&agent, &id(&v, "request_uuid"));
+    assert_eq!(rec["hangup_cause_name"], "no_answer", "{rec}");
+    assert_eq!(rec["call_status"], "no-answer");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let saw = ringing.finish(Duration::from_secs(2));
+    assert_eq!(saw.of("CANCEL").len(), 1, "{saw:?}");
+    // Without a gateway for it, a number is not dialled at all.
+    let (s, v) = agent.api(
+        "POST",
+        "Call/",
+        Some(&json!({"from": "1", "to": "12", "answer_url": answer.url("/answer"), "ring_timeout": 0})),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ring_timeout"),
+        "{v}"
+    );
+}

@@ -56,6 +56,21 @@ pub const CREATE: &[Field] = &[
         false,
         "key=value,key2=value2",
     ),
+    field(
+        "ring_timeout",
+        Kind::Int { min: 1, max: 300 },
+        false,
+        "seconds the far end may ring; default 60",
+    ),
+    field(
+        "time_limit",
+        Kind::Int {
+            min: 1,
+            max: 14_400,
+        },
+        false,
+        "the longest the answered call may last, in seconds; default 14400",
+    ),
 ];
 
 pub fn routes() -> Router<Arc<ControlState>> {
@@ -161,6 +176,14 @@ async fn create(
             hangup_url: v.str("hangup_url").unwrap_or(answer_url).to_owned(),
             credentials,
             sip_headers,
+            ring_timeout: v
+                .int("ring_timeout")
+                .map(|t| std::time::Duration::from_secs(t.unsigned_abs())),
+            time_limit: v
+                .int("time_limit")
+                .map_or(crate::edge::outbound::make_call::DEFAULT_TIME_LIMIT, |t| {
+                    std::time::Duration::from_secs(t.unsigned_abs())
+                }),
             created_at,
         });
     }

@@ -344,7 +344,10 @@ impl Edge {
             }
             Rung::Failed(outcome) => Bridged::Failed { outcome, alerted },
             Rung::Answered(dialog) => {
-                self.talk(&caller, dialog, &mut events).await;
+                let limit = dial.time_limit_secs.map_or(MAX_CALL, |t| {
+                    Duration::from_secs(u64::from(t)).min(MAX_CALL)
+                });
+                self.talk(&caller, dialog, &mut events, limit).await;
                 Bridged::Over {
                     end: Ending {
                         code: 200,
@@ -421,13 +424,15 @@ impl Edge {
     }
 
     /// The leg answered: 200 to the caller, then both legs stay up until
-    /// a BYE on either side (or [`MAX_CALL`]). Re-INVITEs of either side
-    /// are passed to the other and their answers back.
+    /// a BYE on either side or `limit` (`<Dial timeLimit>`, at most
+    /// [`MAX_CALL`]). Re-INVITEs, UPDATEs and INFOs of either side are
+    /// passed to the other and their answers back.
     async fn talk(
         &self,
         caller: &Caller<'_>,
         mut dialog: Box<Dialog>,
         events: &mut mpsc::UnboundedReceiver<Event>,
+        limit: Duration,
     ) {
         enum Turn {
             Far(Held),
@@ -451,7 +456,7 @@ impl Edge {
         self.txns
             .respond(caller.key, 200, ok.clone(), caller.replier);
         let mut toward = Toward::new(caller);
-        let end_by = Instant::now() + MAX_CALL;
+        let end_by = Instant::now() + limit;
         // RFC 3261 13.3.1.4: a 2xx is retransmitted (over UDP) until the
         // ACK, which may carry the answer to an offer in the 2xx.
         let reliable = caller.replier.is_reliable();

@@ -49,6 +49,18 @@ fn number_uri(gateway: &str, number: &str) -> Option<String> {
     Some(gateway.replace("{number}", number))
 }
 
+/// Where a number goes: the gateway's URI for it, or why it cannot be
+/// dialled (no gateway: `dial_not_available`; not a number:
+/// `invalid_destination`).
+pub fn number_target(settings: &Settings, number: &str) -> Result<Target, Outcome> {
+    let Some(gateway) = settings.number_gateway.as_deref() else {
+        tracing::info!("a number to dial without a number gateway configured");
+        return Err(Outcome::DIAL_UNAVAILABLE);
+    };
+    let uri = number_uri(gateway, number.trim()).ok_or(Outcome::INVALID_DESTINATION)?;
+    Target::parse(&uri).map_err(|_| Outcome::INVALID_DESTINATION)
+}
+
 /// The legs of `dial`, and the outcomes of targets that cannot be dialled
 /// at all (they count as failed legs).
 #[must_use]
@@ -80,19 +92,13 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
             DialTarget::Number {
                 number,
                 sip_headers,
-            } => {
-                let Some(gateway) = plan.settings.number_gateway.as_deref() else {
-                    tracing::info!("<Number> in Dial without a number gateway configured");
-                    failed.push(Outcome::DIAL_UNAVAILABLE);
+            } => match number_target(plan.settings, &number) {
+                Ok(target) => (target.uri, None, sip_headers),
+                Err(o) => {
+                    failed.push(o);
                     continue;
-                };
-                let Some(uri) = number_uri(gateway, &number) else {
-                    tracing::info!("<Number> is not a phone number");
-                    failed.push(Outcome::INVALID_DESTINATION);
-                    continue;
-                };
-                (uri, None, sip_headers)
-            }
+                }
+            },
         };
         let target = match Target::parse(&uri) {
             Ok(t) => t,
@@ -243,6 +249,7 @@ mod tests {
     fn dial(targets: Vec<DialTarget>) -> Dial {
         Dial {
             timeout_secs: Some(7),
+            time_limit_secs: None,
             caller_id: None,
             action_url: None,
             action_method: None,

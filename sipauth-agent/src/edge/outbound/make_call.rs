@@ -26,8 +26,9 @@ use crate::edge::call::{CallRecord, Calls, DialEnd, cause, dial_action, method_o
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
-/// A call bridged by `<Dial>` is ended by the edge after this long.
-const MAX_BRIDGE: Duration = Duration::from_hours(4);
+/// An answered call is ended by the edge after this long unless the
+/// request's `time_limit` says otherwise.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_hours(4);
 /// The offer of an API call: the edge carries no media.
 const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
 
@@ -45,6 +46,11 @@ pub struct MakeCall {
     pub credentials: Option<Credentials>,
     /// Parsed `sip_headers` (rendered `X-PH-{key}` on the INVITE).
     pub sip_headers: Vec<(String, String)>,
+    /// How long the far end may ring (`ring_timeout`); `None`: the edge's
+    /// default.
+    pub ring_timeout: Option<Duration>,
+    /// The longest the answered call may last (`time_limit`).
+    pub time_limit: Duration,
     pub created_at: i64,
 }
 
@@ -110,22 +116,32 @@ impl MakeCall {
 }
 
 async fn run(call: MakeCall, calls: &Calls) {
-    let end = match Target::parse(&call.to) {
-        Err(e) => {
+    // A SIP URI is dialled as it is; a number through the number gateway.
+    let target = if call.to.trim_start().starts_with("sip") {
+        Target::parse(&call.to).map_err(|e| {
             tracing::info!(call = %call.call_uuid, error = %e, "outbound call cannot be dialled");
-            End {
-                status: "failed",
-                cause: cause::INVALID_DESTINATION,
-            }
-        }
+            Outcome::INVALID_DESTINATION
+        })
+    } else {
+        fork::number_target(&calls.outbound, &call.to)
+    };
+    let end = match target {
+        Err(o) => End {
+            status: o.status,
+            cause: o.cause,
+        },
         Ok(target) => {
+            let mut timers = calls.outbound.timers;
+            if let Some(t) = call.ring_timeout {
+                timers.ring_timeout = t;
+            }
             let leg = Leg {
                 target,
                 from_user: call.from.clone(),
                 credentials: call.credentials.clone(),
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),
                 sdp: Some(OFFER.to_vec()),
-                timers: calls.outbound.timers,
+                timers,
                 hooks: super::txn::Hooks::default(),
             };
             match leg.place().await {
@@ -133,7 +149,10 @@ async fn run(call: MakeCall, calls: &Calls) {
                     status: o.status,
                     cause: o.cause,
                 },
-                LegEnd::Answered(dialog) => answered(&call, calls, dialog).await,
+                LegEnd::Answered(dialog) => {
+                    let until = tokio::time::Instant::now() + call.time_limit;
+                    answered(&call, calls, dialog, until).await
+                }
             }
         }
     };
@@ -157,7 +176,14 @@ async fn run(call: MakeCall, calls: &Calls) {
 }
 
 /// The far end answered: the answer_url says what happens next.
-async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> End {
+/// The far end answered: the answer_url says what happens next, until
+/// `until` (the call's time limit).
+async fn answered(
+    call: &MakeCall,
+    calls: &Calls,
+    mut dialog: Box<Dialog>,
+    until: tokio::time::Instant,
+) -> End {
     let cb = Callback {
         url: &call.answer_url,
         method: method_of(&call.answer_method),
@@ -194,6 +220,11 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
     let mut unreached: Option<Outcome> = None;
     let mut actions = actions.into_iter();
     while let Some(action) = actions.next() {
+        if tokio::time::Instant::now() >= until {
+            // The call's time limit.
+            dialog.bye().await;
+            return completed(cause::NORMAL);
+        }
         match action {
             Action::Hangup { .. } => {
                 dialog.bye().await;
@@ -201,10 +232,11 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
             }
             Action::Wait { length_secs } => {
                 unreached = None;
-                let until = tokio::time::Instant::now()
-                    + Duration::from_secs(u64::from(length_secs.min(3600)));
+                let wait_until = (tokio::time::Instant::now()
+                    + Duration::from_secs(u64::from(length_secs.min(3600))))
+                .min(until);
                 loop {
-                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
                     match dialog.hold(left).await {
                         Held::Elapsed => break,
                         Held::HungUp => return completed(cause::NORMAL),
@@ -213,10 +245,15 @@ async fn answered(call: &MakeCall, calls: &Calls, mut dialog: Box<Dialog>) -> En
                         }
                     }
                 }
+                if tokio::time::Instant::now() >= until {
+                    // The call's time limit.
+                    dialog.bye().await;
+                    return completed(cause::NORMAL);
+                }
             }
             Action::Speak { .. } => unreached = None,
             Action::Dial(dial) => {
-                let (dialed, alerted) = connect(call, calls, &mut dialog, &dial).await;
+                let (dialed, alerted) = connect(call, calls, &mut dialog, &dial, until).await;
                 let told = match dialed {
                     Dialed::AHungUp | Dialed::BHungUp => DialEnd {
                         status: "completed",
@@ -281,12 +318,15 @@ enum Dialed {
     Unreached(Outcome),
 }
 
-/// Rings the `<Dial>` targets and bridges A to the first that answers.
+/// Rings the `<Dial>` targets and bridges A to the first that answers,
+/// until `until` (the call's time limit, or the Dial's `timeLimit` once
+/// bridged if that comes first).
 async fn connect(
     call: &MakeCall,
     calls: &Calls,
     a: &mut Dialog,
     dial: &sipauth_callback::Dial,
+    until: tokio::time::Instant,
 ) -> (Dialed, bool) {
     let plan = fork::Plan {
         from_user: &call.from,
@@ -308,7 +348,7 @@ async fn connect(
                     return (Dialed::Unreached(o), alerted);
                 }
             },
-            held = a.hold(MAX_BRIDGE) => match held {
+            held = a.hold(until.saturating_duration_since(tokio::time::Instant::now())) => match held {
                 Held::Reinvite(raw) | Held::Request(raw) => answer_alone(a, &raw).await,
                 Held::Elapsed => {
                     a.bye().await;
@@ -334,7 +374,9 @@ async fn connect(
         }
     }
     tracing::debug!(call = %call.call_uuid, "Dial connected");
-    let end_by = tokio::time::Instant::now() + MAX_BRIDGE;
+    let end_by = dial.time_limit_secs.map_or(until, |t| {
+        until.min(tokio::time::Instant::now() + Duration::from_secs(u64::from(t)))
+    });
     loop {
         let left = end_by.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
