@@ -286,7 +286,7 @@ fn non_sip_traffic_from_a_locked_out_source_is_untouched() {
 }
 
 #[test]
-fn malformed_sip_gets_400_or_is_dropped_and_the_edge_keeps_serving() {
+fn malformed_sip_gets_400_or_is_dropped_unknown_extensions_420_and_the_edge_keeps_serving() {
     let rig = Rig::new(1);
     let c = rig.caller(0);
     let agent = Agent::start(&rig, &Options::default());
@@ -305,6 +305,15 @@ fn malformed_sip_gets_400_or_is_dropped_and_the_edge_keeps_serving() {
     assert!(udp_exchange(&c.ns, c.v4, edge, no_via.as_bytes(), wait).is_none());
     // Garbage.
     assert!(udp_exchange(&c.ns, c.v4, edge, &[0xff; 300], wait).is_none());
+    // An extension the edge does not support: 420 naming it.
+    let requires = invite("app1", SocketAddr::new(c.v4, 5093), edge, "m2").replacen(
+        "Max-Forwards:",
+        "Require: 100rel, timer\r\nMax-Forwards:",
+        1,
+    );
+    let r = udp_exchange(&c.ns, c.v4, edge, requires.as_bytes(), wait).expect("an answer");
+    assert_eq!(status(&r), 420, "{r}");
+    assert!(r.contains("Unsupported: 100rel, timer\r\n"), "{r}");
     // Still serving.
     let r = udp_exchange(&c.ns, c.v4, edge, good.as_bytes(), wait).expect("an answer");
     assert_eq!(status(&r), 404, "{r}");

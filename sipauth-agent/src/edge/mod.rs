@@ -180,6 +180,31 @@ impl Edge {
             }
             Seen::Ack => return,
         }
+        // RFC 3261 8.2.2.3: the edge supports no extension, so every
+        // option-tag a request requires is unsupported (not for ACK and
+        // CANCEL, which cannot carry one). A locked-out source gets its
+        // 403 from the method's handler instead.
+        if method != "CANCEL" && !self.lockouts.is_locked(src.ip()) {
+            let required: Vec<&str> = msg
+                .headers("Require")
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            if !required.is_empty() {
+                let unsupported = required.join(", ");
+                self.respond(
+                    &key,
+                    &msg,
+                    src,
+                    replier,
+                    420,
+                    "Bad Extension",
+                    &[("Unsupported", &unsupported)],
+                );
+                return;
+            }
+        }
         match method {
             "OPTIONS" => self.respond(
                 &key,
