@@ -243,8 +243,20 @@ impl Edge {
         let Ok(msg) = sipauth_sip::parse(&raw) else {
             return;
         };
+        // The caller's CANCEL, ACK, BYE and in-dialog requests come to this
+        // bridge from now on, between Dials too.
+        let call_id = msg.call_id().unwrap_or_default();
+        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
+        let mut events = self.bridges.insert(call_id, from_tag, &self.to_tag(&msg));
+        let cancelled = |events: &mut mpsc::UnboundedReceiver<Event>| {
+            std::iter::from_fn(|| events.try_recv().ok())
+                .any(|ev| matches!(ev, Event::Cancel | Event::Bye))
+        };
         let end = loop {
-            match self.bridged(&call, &dial, &key, &msg, src, &replier).await {
+            let rung = self
+                .bridged(&call, &dial, &key, &msg, src, &replier, &mut events)
+                .await;
+            match rung {
                 Bridged::Over { end, alerted } => {
                     // Answered and over, or cancelled: the action URL is
                     // only told.
@@ -275,6 +287,16 @@ impl Edge {
                         }
                         None => std::mem::take(&mut rest),
                     };
+                    if cancelled(&mut events) {
+                        // The caller gave up while the action URL answered.
+                        self.respond(&key, &msg, src, &replier, 487, "Request Terminated", &[]);
+                        break Ending {
+                            code: 487,
+                            reason: "Request Terminated",
+                            status: "cancel",
+                            cause: cause::CANCELLED,
+                        };
+                    }
                     match call.follow(actions, Some(outcome)).await {
                         Next::End(end) => {
                             self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
@@ -288,6 +310,7 @@ impl Edge {
                 }
             }
         };
+        self.bridges.remove(call_id, from_tag);
         tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "bridged call ended");
         self.calls.record(call.record(created, &end));
         call.hangup(&self.calls, &end).await;
@@ -296,6 +319,7 @@ impl Edge {
     /// Rings `dial`'s targets for the caller: answered and over (the
     /// caller's INVITE has its 200, or 487 when it cancelled), or failed
     /// (no final response sent yet).
+    #[expect(clippy::too_many_arguments, reason = "the INVITE, all of its parts")]
     async fn bridged(
         &self,
         call: &Inbound,
@@ -304,6 +328,7 @@ impl Edge {
         msg: &Message<'_>,
         src: SocketAddr,
         replier: &Replier,
+        events: &mut mpsc::UnboundedReceiver<Event>,
     ) -> Bridged {
         let body = msg.body();
         let plan = fork::Plan {
@@ -314,8 +339,6 @@ impl Edge {
             settings: &self.calls.outbound,
         };
         let (legs, failed) = fork::legs(dial.clone(), &plan);
-        let call_id = msg.call_id().unwrap_or_default();
-        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
         let caller = Caller {
             key,
             msg,
@@ -325,11 +348,8 @@ impl Edge {
             contact: edge_contact(msg, replier.is_reliable()),
             sent_by: edge_sent_by(msg),
         };
-        let mut events = self.bridges.insert(call_id, from_tag, &caller.to_tag);
-        let (rung, alerted) = self
-            .ring(&caller, Fork::start(legs, failed), &mut events)
-            .await;
-        let result = match rung {
+        let (rung, alerted) = self.ring(&caller, Fork::start(legs, failed), events).await;
+        match rung {
             Rung::Cancelled => {
                 self.respond(key, msg, src, replier, 487, "Request Terminated", &[]);
                 Bridged::Over {
@@ -347,7 +367,7 @@ impl Edge {
                 let limit = dial.time_limit_secs.map_or(MAX_CALL, |t| {
                     Duration::from_secs(u64::from(t)).min(MAX_CALL)
                 });
-                self.talk(&caller, dialog, &mut events, limit).await;
+                self.talk(&caller, dialog, events, limit).await;
                 Bridged::Over {
                     end: Ending {
                         code: 200,
@@ -358,9 +378,7 @@ impl Edge {
                     alerted: true,
                 }
             }
-        };
-        self.bridges.remove(call_id, from_tag);
-        result
+        }
     }
 
     /// Rings the legs, relaying their provisional responses, until one is

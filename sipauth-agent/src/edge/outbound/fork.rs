@@ -216,7 +216,11 @@ impl Drop for Fork {
         }
         let _ = self.cancel.send(true);
         let mut legs = std::mem::take(&mut self.legs);
-        tokio::spawn(async move {
+        // Outside a runtime (it is going away) the legs go with it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             while let Some(end) = legs.join_next().await {
                 if let Ok(LegEnd::Answered(mut dialog)) = end {
                     dialog.bye().await;
