@@ -544,18 +544,41 @@ impl Inbound {
         let Some(url) = self.app.hangup_url.as_deref().filter(|u| !u.is_empty()) else {
             return;
         };
-        let mut params = self.params(end.status);
-        params.push(("HangupCauseName".to_owned(), end.cause.0.to_owned()));
-        params.push(("HangupCauseCode".to_owned(), end.cause.1.to_string()));
-        let cb = Callback {
+        notify_hangup(
+            calls,
             url,
-            method: method_of(&self.app.hangup_method),
-            params,
-            auth_token: &self.auth_token,
-        };
-        if let Err(e) = calls.client.notify(&cb).await {
-            tracing::info!(call = %self.call_uuid, error = %e, "hangup_url failed");
-        }
+            method_of(&self.app.hangup_method),
+            self.params(end.status),
+            &self.auth_token,
+            &self.call_uuid,
+            end.cause,
+        )
+        .await;
+    }
+}
+
+/// Tells a hangup_url how call `call_uuid` ended (signed with
+/// `auth_token`): the call's `params` with HangupCauseName and
+/// HangupCauseCode. A failure is logged.
+pub async fn notify_hangup(
+    calls: &Calls,
+    url: &str,
+    method: Method,
+    mut params: Vec<(String, String)>,
+    auth_token: &str,
+    call_uuid: &str,
+    cause: (&str, i64),
+) {
+    params.push(("HangupCauseName".to_owned(), cause.0.to_owned()));
+    params.push(("HangupCauseCode".to_owned(), cause.1.to_string()));
+    let cb = Callback {
+        url,
+        method,
+        params,
+        auth_token,
+    };
+    if let Err(e) = calls.client.notify(&cb).await {
+        tracing::info!(call = %call_uuid, error = %e, "hangup_url failed");
     }
 }
 
@@ -590,6 +613,8 @@ pub type SharedCalls = Arc<Calls>;
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
 
     fn rec(uuid: &str, status: &str, cause: (&str, i64)) -> CallRecord {
@@ -643,12 +668,6 @@ mod tests {
         assert_eq!(get("c8"), ("c8".to_owned(), "failed".to_owned(), 4020));
         assert_eq!(get("c9").1, "completed");
     }
-}
-
-#[cfg(test)]
-mod remote_tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A control plane that answers 503 `failures` times, then 204; it
     /// hands over the bodies it took.
@@ -703,24 +722,6 @@ mod remote_tests {
         (url, rx)
     }
 
-    fn rec(uuid: &str) -> CallRecord {
-        CallRecord {
-            call_uuid: uuid.to_owned(),
-            account: "MA0001".to_owned(),
-            direction: "inbound".to_owned(),
-            from_number: "alice".to_owned(),
-            to_number: "app".to_owned(),
-            answer_url: None,
-            call_status: "completed".to_owned(),
-            hangup_cause_name: Some("normal_hangup".to_owned()),
-            hangup_cause_code: Some(4000),
-            sip_auth_type: None,
-            source_ip: None,
-            created_at: 1,
-            ended_at: Some(2),
-        }
-    }
-
     #[tokio::test]
     async fn remote_records_go_as_one_batch_and_are_sent_again_after_a_failure() {
         let (url, mut bodies) = control(2).await;
@@ -729,10 +730,14 @@ mod remote_tests {
             token: "edge-token".to_owned(),
             http: reqwest::Client::new(),
         };
-        sink.write(&[rec("a"), rec("b")]).await;
+        let batch = [
+            rec("a", "completed", cause::NORMAL),
+            rec("b", "busy", cause::BUSY),
+        ];
+        sink.write(&batch).await;
         let body = bodies.try_recv().expect("taken on the third attempt");
         let sent: Vec<CallRecord> = serde_json::from_str(&body).unwrap();
-        assert_eq!(sent, vec![rec("a"), rec("b")]);
+        assert_eq!(sent, batch);
         assert!(bodies.try_recv().is_err(), "taken once");
     }
 }

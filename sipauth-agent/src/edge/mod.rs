@@ -184,14 +184,15 @@ impl Edge {
         // option-tag a request requires is unsupported (not for ACK and
         // CANCEL, which cannot carry one). A locked-out source gets its
         // 403 from the method's handler instead.
-        if method != "CANCEL" && !self.lockouts.is_locked(src.ip()) {
+        if method != "CANCEL" {
             let required: Vec<&str> = msg
                 .headers("Require")
                 .flat_map(|v| v.split(','))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .collect();
-            if !required.is_empty() {
+            // The lockout map is only asked when it matters.
+            if !required.is_empty() && !self.lockouts.is_locked(src.ip()) {
                 let unsupported = required.join(", ");
                 self.respond(
                     &key,
@@ -432,11 +433,11 @@ impl Edge {
             .unwrap_or_default();
         let to_user = ruri_user.unwrap_or_default();
         let src_ip = src.ip().to_canonical().to_string();
-        // A locked-out source learns nothing, not even whether the
-        // application exists; a call to a known one leaves its record.
-        if self.lockouts.is_locked(src.ip()) {
+        // A denial: counted, recorded against the application when there is
+        // one (sip_auth_failed, 4210), and 403.
+        let deny = |app: Option<&Application>| {
             self.metrics.denied.fetch_add(1, Relaxed);
-            if let Some(app) = &app {
+            if let Some(app) = app {
                 self.calls.record(call::denied(
                     app,
                     &from_user,
@@ -447,6 +448,11 @@ impl Edge {
                 ));
             }
             self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+        };
+        // A locked-out source learns nothing, not even whether the
+        // application exists; a call to a known one leaves its record.
+        if self.lockouts.is_locked(src.ip()) {
+            deny(app.as_ref());
             return;
         }
         let Some(app) = app else {
@@ -458,19 +464,10 @@ impl Edge {
                 self.respond(key, msg, src, replier, code, reason, &[]);
             }
             Decision::Deny => {
-                self.metrics.denied.fetch_add(1, Relaxed);
                 if self.lockouts.record_failure(src.ip()) {
                     tracing::info!(src = %src_ip, app = %app.app_id, "source locked out after repeated failures");
                 }
-                self.calls.record(call::denied(
-                    &app,
-                    &from_user,
-                    &to_user,
-                    &src_ip,
-                    "failed",
-                    cause::SIP_AUTH_FAILED,
-                ));
-                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+                deny(Some(&app));
             }
             Decision::Challenge { stale } => {
                 let values = self.challenges(stale);

@@ -612,40 +612,12 @@ impl Edge {
         let branch = message::branch();
         let cseq = toward.next_cseq();
         let invite = toward.request("INVITE", &branch, cseq, &offer);
-        toward.replier.send(invite.clone());
-        let give_up = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        let mut provisional = false;
-        loop {
-            let resend =
-                (!toward.replier.is_reliable() && !provisional).then(|| Instant::now() + interval);
-            let wake = resend.unwrap_or(give_up).min(give_up);
-            tokio::select! {
-                () = sleep_until(wake) => {
-                    if Instant::now() >= give_up {
-                        return Err(Some(408));
-                    }
-                    toward.replier.send(invite.clone());
-                    interval = (interval * 2).min(T2);
-                }
-                ev = events.recv() => match ev {
-                    Some(Event::Response { code, method, body, cseq: c, .. }) if method == "INVITE" && c == cseq => {
-                        if code < 200 {
-                            provisional = true;
-                            continue;
-                        }
-                        // ACK: for a 2xx a new transaction, for a failure
-                        // the INVITE's own branch (RFC 3261 17.1.1.3).
-                        let ack_branch = if code < 300 { message::branch() } else { branch.clone() };
-                        let ack = toward.request("ACK", &ack_branch, cseq, b"");
-                        toward.replier.send(ack);
-                        return if code < 300 { Ok(body) } else { Err(Some(code)) };
-                    }
-                    Some(Event::Bye) | None => return Err(None),
-                    Some(Event::Reinvite(r)) => self.glare(&r),
-                    Some(_) => {}
-                },
-            }
+        match self
+            .transact(toward, invite, "INVITE", &branch, cseq, events)
+            .await?
+        {
+            (200..=299, _, answer) => Ok(answer),
+            (code, _, _) => Err(Some(code)),
         }
     }
 
@@ -697,17 +669,41 @@ impl Edge {
         events: &mut mpsc::UnboundedReceiver<Event>,
     ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
         let m = sipauth_sip::parse(far_request).map_err(|_| Some(400))?;
-        let method = m.method().unwrap_or("INFO").to_owned();
+        let method = m.method().unwrap_or("INFO");
         let branch = message::branch();
         let cseq = toward.next_cseq();
         let request =
-            toward.request_with(&method, &branch, cseq, m.header("Content-Type"), m.body());
+            toward.request_with(method, &branch, cseq, m.header("Content-Type"), m.body());
+        self.transact(toward, request, method, &branch, cseq, events)
+            .await
+    }
+
+    /// One client transaction of ours towards the caller (RFC 3261 17.1):
+    /// `request` is sent, and over UDP again from T1 doubling up to T2 (an
+    /// INVITE stops once a provisional response came) until its final
+    /// response, which an INVITE ACKs (a 2xx in a new transaction, a
+    /// failure on the INVITE's branch). The final status, body type and
+    /// body; `Err(Some(408))` after 64*T1 without one, `Err(None)` when
+    /// the caller hung up meanwhile. A re-INVITE of the caller meanwhile
+    /// gets 491.
+    async fn transact(
+        &self,
+        toward: &Toward,
+        request: Vec<u8>,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
+        let invite = method == "INVITE";
         toward.replier.send(request.clone());
-        // Timer E from T1 doubling to T2, Timer F at 64*T1 (RFC 3261 17.1.2).
         let give_up = Instant::now() + LIFETIME;
         let mut interval = T1;
+        let mut provisional = false;
         loop {
-            let resend = (!toward.replier.is_reliable()).then(|| Instant::now() + interval);
+            // TCP retransmits by itself; an INVITE waits once it rings.
+            let quiet = toward.replier.is_reliable() || (invite && provisional);
+            let resend = (!quiet).then(|| Instant::now() + interval);
             let wake = resend.unwrap_or(give_up).min(give_up);
             tokio::select! {
                 () = sleep_until(wake) => {
@@ -719,8 +715,17 @@ impl Edge {
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Response { code, method: m, cseq: c, content_type, body })
-                        if m == method && c == cseq && code >= 200 =>
+                        if m == method && c == cseq =>
                     {
+                        if code < 200 {
+                            provisional = true;
+                            continue;
+                        }
+                        if invite {
+                            let fresh = message::branch();
+                            let ack_branch = if code < 300 { fresh.as_str() } else { branch };
+                            toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
+                        }
                         return Ok((code, content_type, body));
                     }
                     Some(Event::Bye) | None => return Err(None),
@@ -747,27 +752,12 @@ impl Edge {
         let branch = message::branch();
         let cseq = toward.next_cseq();
         let bye = toward.request("BYE", &branch, cseq, b"");
-        toward.replier.send(bye.clone());
-        let give_up = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        loop {
-            let retransmit = (!toward.replier.is_reliable()).then(|| Instant::now() + interval);
-            let wake = retransmit.unwrap_or(give_up).min(give_up);
-            tokio::select! {
-                () = sleep_until(wake) => {
-                    if Instant::now() >= give_up {
-                        tracing::debug!("bridged caller did not answer the BYE");
-                        return;
-                    }
-                    toward.replier.send(bye.clone());
-                    interval = (interval * 2).min(T2);
-                }
-                ev = events.recv() => match ev {
-                    Some(Event::Response { code, method, .. }) if method == "BYE" && code >= 200 => return,
-                    None => return,
-                    Some(_) => {}
-                },
-            }
+        if self
+            .transact(toward, bye, "BYE", &branch, cseq, events)
+            .await
+            .is_err()
+        {
+            tracing::debug!("bridged caller did not answer the BYE");
         }
     }
 }

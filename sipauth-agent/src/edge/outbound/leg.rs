@@ -495,6 +495,37 @@ impl Dialog {
         }
     }
 
+    /// A request of ours inside the dialog (RFC 3261 12.2.1.1): the remote
+    /// target as Request-URI, the route set, our tags and Call-ID; our
+    /// Contact when `contact`, `extra` after the Route headers.
+    fn in_dialog(
+        &self,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        contact: bool,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        let mut headers: Vec<(&str, &str)> =
+            self.route.iter().map(|r| ("Route", r.as_str())).collect();
+        headers.extend_from_slice(extra);
+        message::build(&Request {
+            method,
+            uri: &self.remote_target,
+            transport: self.conn.transport.via_name(),
+            local: self.conn.local,
+            branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq,
+            contact: contact.then_some(self.contact.as_str()),
+            extra: &headers,
+            body,
+        })
+    }
+
     /// Whether the 2xx still waits for its ACK (the far end made the offer).
     #[must_use]
     pub fn ack_pending(&self) -> bool {
@@ -504,24 +535,16 @@ impl Dialog {
     /// ACKs the last 2xx, with `answer` when the 2xx carried the offer
     /// (RFC 3261 13.2.2.4: a new branch, the INVITE's CSeq number).
     pub async fn ack(&mut self, answer: Option<&[u8]>) {
-        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
-        let branch = branch();
-        let ack = message::build(&Request {
-            method: "ACK",
-            uri: &self.remote_target,
-            transport: self.conn.transport.via_name(),
-            local: self.conn.local,
-            branch: &branch,
-            from: &self.from,
-            to: &self.to,
-            call_id: &self.call_id,
-            cseq: self.invite_cseq,
-            contact: None,
-            extra: &routes,
-            body: answer
+        let ack = self.in_dialog(
+            "ACK",
+            &branch(),
+            self.invite_cseq,
+            false,
+            &[],
+            answer
                 .filter(|a| !a.is_empty())
                 .map(|a| ("application/sdp", a)),
-        });
+        );
         if let Err(e) = self.conn.send(&ack).await {
             tracing::info!(call_id = %self.call_id, error = %e, "outbound leg: ACK of the 2xx failed");
         }
@@ -536,26 +559,19 @@ impl Dialog {
         loop {
             self.cseq += 1;
             let branch = branch();
-            let mut extra: Vec<(&str, &str)> =
-                self.route.iter().map(|r| ("Route", r.as_str())).collect();
-            if let Some((name, value)) = &auth.header {
-                extra.push((name, value.as_str()));
-            }
-            let req = Request {
-                method: "INVITE",
-                uri: &self.remote_target,
-                transport: self.conn.transport.via_name(),
-                local: self.conn.local,
-                branch: &branch,
-                from: &self.from,
-                to: &self.to,
-                call_id: &self.call_id,
-                cseq: self.cseq,
-                contact: Some(&self.contact),
-                extra: &extra,
-                body: Some(("application/sdp", offer)),
-            };
-            let bytes = message::build(&req);
+            let credentials: Vec<(&str, &str)> = auth
+                .header
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            let bytes = self.in_dialog(
+                "INVITE",
+                &branch,
+                self.cseq,
+                true,
+                &credentials,
+                Some(("application/sdp", offer)),
+            );
             let end = txn::invite(
                 &mut self.conn,
                 &bytes,
@@ -575,13 +591,8 @@ impl Dialog {
             };
             let code = resp.status().unwrap_or(500);
             if code >= 300 {
-                let ack = message::build(&Request {
-                    method: "ACK",
-                    contact: None,
-                    extra: &[],
-                    body: None,
-                    ..req
-                });
+                // RFC 3261 17.1.1.3: the INVITE's branch and route set.
+                let ack = self.in_dialog("ACK", &branch, self.cseq, false, &[], None);
                 let _ = self.conn.send(&ack).await;
                 self.acks.push(branch.clone(), ack);
             }
@@ -718,24 +729,15 @@ impl Dialog {
     ) -> Result<(u16, Option<String>, Vec<u8>), u16> {
         self.cseq += 1;
         let branch = branch();
-        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
-        let contact = self.contact.clone();
-        let req = message::build(&Request {
+        // UPDATE refreshes the target (RFC 3311); INFO does not.
+        let req = self.in_dialog(
             method,
-            uri: &self.remote_target,
-            transport: self.conn.transport.via_name(),
-            local: self.conn.local,
-            branch: &branch,
-            from: &self.from,
-            to: &self.to,
-            call_id: &self.call_id,
-            cseq: self.cseq,
-            // UPDATE refreshes the target (RFC 3311); INFO does not.
-            contact: (method == "UPDATE").then_some(contact.as_str()),
-            extra: &routes,
-            body: (!body.is_empty())
-                .then(|| (content_type.unwrap_or("application/octet-stream"), body)),
-        });
+            &branch,
+            self.cseq,
+            method == "UPDATE",
+            &[],
+            (!body.is_empty()).then(|| (content_type.unwrap_or("application/octet-stream"), body)),
+        );
         match txn::non_invite(
             &mut self.conn,
             &req,
@@ -820,21 +822,7 @@ impl Dialog {
         }
         self.cseq += 1;
         let branch = branch();
-        let routes: Vec<(&str, &str)> = self.route.iter().map(|r| ("Route", r.as_str())).collect();
-        let req = message::build(&Request {
-            method: "BYE",
-            uri: &self.remote_target,
-            transport: self.conn.transport.via_name(),
-            local: self.conn.local,
-            branch: &branch,
-            from: &self.from,
-            to: &self.to,
-            call_id: &self.call_id,
-            cseq: self.cseq,
-            contact: None,
-            extra: &routes,
-            body: None,
-        });
+        let req = self.in_dialog("BYE", &branch, self.cseq, false, &[], None);
         match txn::non_invite(
             &mut self.conn,
             &req,

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::fork::{self, Fork, Ring};
 use super::{Credentials, Dialog, Held, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
-use crate::edge::call::{CallRecord, Calls, DialEnd, cause, dial_action, method_of};
+use crate::edge::call::{CallRecord, Calls, DialEnd, cause, dial_action, method_of, notify_hangup};
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
@@ -158,24 +158,20 @@ async fn run(call: MakeCall, calls: &Calls) {
     };
     tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "outbound call ended");
     calls.record(call.record(&end));
-    if call.hangup_url.is_empty() {
-        return;
-    }
-    let mut params = call.params(end.status);
-    params.push(("HangupCauseName".to_owned(), end.cause.0.to_owned()));
-    params.push(("HangupCauseCode".to_owned(), end.cause.1.to_string()));
-    let cb = Callback {
-        url: &call.hangup_url,
-        method: Method::Post,
-        params,
-        auth_token: &call.auth_token,
-    };
-    if let Err(e) = calls.client.notify(&cb).await {
-        tracing::info!(call = %call.call_uuid, error = %e, "hangup_url failed");
+    if !call.hangup_url.is_empty() {
+        notify_hangup(
+            calls,
+            &call.hangup_url,
+            Method::Post,
+            call.params(end.status),
+            &call.auth_token,
+            &call.call_uuid,
+            end.cause,
+        )
+        .await;
     }
 }
 
-/// The far end answered: the answer_url says what happens next.
 /// The far end answered: the answer_url says what happens next, until
 /// `until` (the call's time limit).
 async fn answered(
