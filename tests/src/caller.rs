@@ -26,7 +26,6 @@ pub struct Final {
 
 pub struct Caller {
     wire: Wire,
-    edge: SocketAddr,
     uri: String,
     from: String,
     to: String,
@@ -65,7 +64,6 @@ impl Caller {
         let uri = format!("sip:{app}@{}:{}", host(edge.ip()), edge.port());
         let mut c = Self {
             wire,
-            edge,
             from: format!("<sip:{from_user}@{}>;tag={}", host(local_ip), token()),
             to: format!("<{uri}>"),
             uri,
@@ -297,13 +295,7 @@ impl Caller {
             };
             if m.method() == Some(method) {
                 let ok = sipauth_sip::build::response(&m, 200, "OK", src, None, &[], b"");
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(src);
-                }
-                self.wire.send(&ok);
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(self.edge);
-                }
+                self.wire.send_to(&ok, src);
                 return Some(String::from_utf8_lossy(&raw).into_owned());
             }
         }
@@ -330,10 +322,7 @@ impl Caller {
                     &[("Contact", &contact), ("Content-Type", "application/sdp")],
                     sdp.as_bytes(),
                 );
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(src);
-                }
-                self.wire.send(&ok);
+                self.wire.send_to(&ok, src);
                 break String::from_utf8_lossy(&raw).into_owned();
             }
         };
@@ -341,9 +330,6 @@ impl Caller {
             let left = deadline.saturating_duration_since(Instant::now());
             let (raw, _) = self.wire.recv(left)?;
             if raw.starts_with(b"ACK ") {
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(self.edge);
-                }
                 return Some((invite, String::from_utf8_lossy(&raw).into_owned()));
             }
         }
@@ -360,13 +346,7 @@ impl Caller {
             };
             if m.method() == Some("BYE") {
                 let ok = sipauth_sip::build::response(&m, 200, "OK", src, None, &[], b"");
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(src);
-                }
-                self.wire.send(&ok);
-                if let Wire::Udp { peer, .. } = &mut self.wire {
-                    *peer = Some(self.edge);
-                }
+                self.wire.send_to(&ok, src);
                 return Some(String::from_utf8_lossy(&raw).into_owned());
             }
         }

@@ -101,6 +101,19 @@ impl Wire {
         }
     }
 
+    /// Sends to `dst` over UDP (a response to whoever sent the request);
+    /// over TCP, on the stream.
+    pub fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {
+        match self {
+            Self::Udp { sock, .. } => {
+                let _ = sock.send_to(bytes, dst);
+            }
+            Self::Tcp { stream, .. } => {
+                let _ = stream.write_all(bytes);
+            }
+        }
+    }
+
     /// The next whole message and who sent it, or `None` after `timeout`
     /// (or when the stream closed).
     pub fn recv(&mut self, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
-use sipauth_tests::caller::{ANSWER as CALLER_ANSWER, Caller, OFFER as CALLER_OFFER};
+use sipauth_tests::caller::{ANSWER as CALLER_ANSWER, Caller, Final, OFFER as CALLER_OFFER};
 use sipauth_tests::calls::{acl_app, hangup_hit, id, record, until_edge_has};
 use sipauth_tests::peers::Sipp;
 use sipauth_tests::provider::{DTMF, PASSWORD, Provider, REOFFER, Saw, Script, Then, USER};
@@ -73,6 +73,14 @@ fn edge_of(c: &Link) -> SocketAddr {
     SocketAddr::new(c.edge_v4, 5060)
 }
 
+/// Caller 1 calls `app` as `from` (over TCP when `tcp`, offering `sdp`):
+/// the call and its final response.
+fn call_app(c: &Link, app: &str, from: &str, tcp: bool, sdp: Option<&str>) -> (Caller, Final) {
+    let mut call = Caller::invite(&c.ns, c.v4, edge_of(c), app, from, tcp, sdp);
+    let fin = call.final_response(Duration::from_secs(5)).expect("final");
+    (call, fin)
+}
+
 /// Answers the call's 200, talks briefly and hangs up.
 fn talk_and_hang_up(call: &mut Caller, answer: Option<&str>) {
     call.ack(answer);
@@ -120,16 +128,7 @@ fn sip_headers_are_x_ph_for_a_registered_endpoint_and_raw_after_sip_auth() {
             Script::new(true, Then::Answer),
         );
         *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig,PH-Secret=no,ClientRegion=no"));
-        let mut call = Caller::invite(
-            &c.ns,
-            c.v4,
-            edge_of(c),
-            app_id,
-            from,
-            false,
-            Some(CALLER_OFFER),
-        );
-        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        let (mut call, fin) = call_app(c, app_id, from, false, Some(CALLER_OFFER));
         assert_eq!(fin.code, 200, "{}\n{}", fin.raw, agent.log());
         talk_and_hang_up(&mut call, None);
         let saw = prov.finish(Duration::from_secs(2));
@@ -162,8 +161,7 @@ fn a_caller_without_an_offer_gets_the_far_ends_and_its_answer_goes_on_in_the_ack
             Script::new(true, Then::Answer),
         );
         *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig"));
-        let mut call = Caller::invite(&c.ns, c.v4, edge_of(c), &app, "caller", tcp, None);
-        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        let (mut call, fin) = call_app(c, &app, "caller", tcp, None);
         assert_eq!(fin.code, 200, "{}", fin.raw);
         assert!(
             fin.raw.contains(PROVIDER_OFFER),
@@ -224,16 +222,7 @@ fn dial_rings_every_target_and_the_first_answer_wins() {
         user(&busy.uri(), "Team=rig"),
         user(&ringing.uri(), "Team=rig")
     ));
-    let mut call = Caller::invite(
-        &c.ns,
-        c.v4,
-        edge_of(c),
-        &app,
-        "caller",
-        false,
-        Some(CALLER_OFFER),
-    );
-    let fin = call.final_response(Duration::from_secs(5)).expect("final");
+    let (mut call, fin) = call_app(c, &app, "caller", false, Some(CALLER_OFFER));
     assert_eq!(fin.code, 200, "{}\n{}", fin.raw, agent.log());
     assert!(fin.raw.contains(PROVIDER_ANSWER), "{}", fin.raw);
     talk_and_hang_up(&mut call, None);
@@ -439,16 +428,7 @@ fn reinvites_cross_the_bridge_both_ways() {
             },
         );
         *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig"));
-        let mut call = Caller::invite(
-            &c.ns,
-            c.v4,
-            edge_of(c),
-            &app,
-            "caller",
-            tcp,
-            Some(CALLER_OFFER),
-        );
-        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        let (mut call, fin) = call_app(c, &app, "caller", tcp, Some(CALLER_OFFER));
         assert_eq!(fin.code, 200, "{}", fin.raw);
         call.ack(None);
         // The provider's re-INVITE reaches the caller with its new offer;
@@ -541,16 +521,7 @@ fn info_and_update_cross_the_bridge_both_ways() {
             },
         );
         *xml.lock().unwrap() = dial(&user(&prov.uri(), "Team=rig"));
-        let mut call = Caller::invite(
-            &c.ns,
-            c.v4,
-            edge_of(c),
-            &app,
-            "caller",
-            tcp,
-            Some(CALLER_OFFER),
-        );
-        let fin = call.final_response(Duration::from_secs(5)).expect("final");
+        let (mut call, fin) = call_app(c, &app, "caller", tcp, Some(CALLER_OFFER));
         assert_eq!(fin.code, 200, "{}", fin.raw);
         call.ack(None);
         // The provider's DTMF INFO reaches the caller, body and type intact.
