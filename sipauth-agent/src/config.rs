@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub sip: Sip,
+    pub tcp: Tcp,
     pub http: Http,
     pub admin: Admin,
     pub xdp: Xdp,
@@ -129,6 +130,52 @@ impl Default for Sip {
             callback_timeout_ms: 5000,
             outbound_timer_b_ms: 32_000,
             number_gateway: String::new(),
+        }
+    }
+}
+
+/// Bounds on SIP over TCP. A source is an IPv4 address or an IPv6 /64.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tcp {
+    /// Connections open at once from one source; more are closed at accept.
+    pub max_per_source: u32,
+    /// Connections open at once, all sources together; more are closed at
+    /// accept. Lowered at start to what the file descriptor limit allows.
+    pub max_total: u32,
+    /// A connection that carries no complete message and no keep-alive for
+    /// this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A new connection whose first complete message has not arrived within
+    /// this is closed.
+    pub first_message_secs: u64,
+    /// Bytes of a message's header section (start line to the empty line);
+    /// a longer one closes the connection. At most 65536.
+    pub max_header_bytes: u32,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Self {
+            max_per_source: 32,
+            max_total: 10_000,
+            idle_timeout_secs: 180,
+            first_message_secs: 10,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl Tcp {
+    /// The limits a listener enforces; `max_total` as given.
+    #[must_use]
+    pub fn limits(&self) -> crate::edge::conn::Limits {
+        crate::edge::conn::Limits {
+            per_source: self.max_per_source,
+            total: self.max_total,
+            idle: Duration::from_secs(self.idle_timeout_secs),
+            first_message: Duration::from_secs(self.first_message_secs),
+            max_header: self.max_header_bytes as usize,
         }
     }
 }
@@ -335,6 +382,26 @@ impl Config {
                 rule: "a sip: URI with an IP host and {number} in it",
             });
         }
+        let t = &self.tcp;
+        for (field, value) in [
+            ("tcp.max_per_source", u64::from(t.max_per_source)),
+            ("tcp.max_total", u64::from(t.max_total)),
+            ("tcp.idle_timeout_secs", t.idle_timeout_secs),
+            ("tcp.first_message_secs", t.first_message_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    rule: "must be at least 1",
+                });
+            }
+        }
+        if !(1024..=sipauth_sip::MAX_HEADER_SECTION).contains(&(t.max_header_bytes as usize)) {
+            return Err(ConfigError::Invalid {
+                field: "tcp.max_header_bytes",
+                rule: "from 1024 to 65536",
+            });
+        }
         if let Some(path) = self.control.edge_token_file.take() {
             self.control.edge_token = first_line(path)?;
         }
@@ -400,6 +467,21 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Config>("[xdp]\nbudget = 3\n").is_err());
+    }
+
+    #[test]
+    fn tcp_limits_are_checked() {
+        let mut c = Config::default();
+        c.tcp.max_per_source = 0;
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("tcp.max_per_source"), "{e}");
+        let mut c = Config::default();
+        c.tcp.max_header_bytes = 128 * 1024;
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("tcp.max_header_bytes"), "{e}");
+        let c: Config = toml::from_str("[tcp]\nidle_timeout_secs = 3\n").unwrap();
+        assert_eq!(c.tcp.limits().idle, Duration::from_secs(3));
+        assert_eq!(c.tcp.limits().per_source, 32);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::edge::conn::{Closure, Refusal};
 
 /// Request methods counted by name; the rest are `other`.
 const METHODS: [&str; 7] = [
@@ -31,6 +34,71 @@ pub struct Metrics {
     pub allowed: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
+    /// TCP connections: open, refused and closed.
+    pub tcp: Arc<ConnCounters>,
+}
+
+/// Stream connections of one transport: open now, refused and closed by
+/// reason.
+#[derive(Default)]
+pub struct ConnCounters {
+    pub open: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+    closed: [AtomicU64; Closure::ALL.len()],
+}
+
+// === impl ConnCounters ===
+
+impl ConnCounters {
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn closed(&self, why: Closure) {
+        self.closed[why as usize].fetch_add(1, Relaxed);
+    }
+
+    #[must_use]
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        self.refused[why as usize].load(Relaxed)
+    }
+
+    #[must_use]
+    pub fn closed_count(&self, why: Closure) -> u64 {
+        self.closed[why as usize].load(Relaxed)
+    }
+
+    fn render(&self, transport: &str, out: &mut String) {
+        out.push_str(
+            "# HELP sipauth_connections_open Stream connections open now, by transport.\n",
+        );
+        out.push_str("# TYPE sipauth_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "sipauth_connections_open{{transport=\"{transport}\"}} {}",
+            self.open.load(Relaxed)
+        );
+        out.push_str("# HELP sipauth_connections_refused_total Stream connections closed at accept, by transport and reason.\n");
+        out.push_str("# TYPE sipauth_connections_refused_total counter\n");
+        for why in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "sipauth_connections_refused_total{{transport=\"{transport}\",reason=\"{}\"}} {}",
+                why.name(),
+                self.refused_count(why)
+            );
+        }
+        out.push_str("# HELP sipauth_connections_closed_total Stream connections ended, by transport and reason.\n");
+        out.push_str("# TYPE sipauth_connections_closed_total counter\n");
+        for why in Closure::ALL {
+            let _ = writeln!(
+                out,
+                "sipauth_connections_closed_total{{transport=\"{transport}\",reason=\"{}\"}} {}",
+                why.name(),
+                self.closed_count(why)
+            );
+        }
+    }
 }
 
 impl Metrics {
@@ -128,6 +196,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.tcp.render("tcp", &mut out);
         if let Some(xdp) = xdp {
             out.push_str("# HELP sipauth_xdp_packets_total Packets judged by the XDP program, by verdict and reason.\n");
             out.push_str("# TYPE sipauth_xdp_packets_total counter\n");
@@ -157,10 +226,22 @@ mod tests {
         m.response(403);
         m.response(99);
         m.response(700);
+        m.tcp.refused(Refusal::PerSource);
+        m.tcp.closed(Closure::Idle);
+        m.tcp.open.fetch_add(2, Relaxed);
         let text = m.render(Some(&[(Reason::LockedDrop, 5)]));
         assert!(text.contains("sipauth_sip_requests_total{method=\"INVITE\"} 1\n"));
         assert!(text.contains("sipauth_sip_requests_total{method=\"other\"} 1\n"));
         assert!(text.contains("sipauth_sip_responses_total{code=\"403\"} 1\n"));
+        assert!(text.contains("sipauth_connections_open{transport=\"tcp\"} 2\n"));
+        assert!(text.contains(
+            "sipauth_connections_refused_total{transport=\"tcp\",reason=\"per_source\"} 1\n"
+        ));
+        assert!(
+            text.contains(
+                "sipauth_connections_closed_total{transport=\"tcp\",reason=\"idle\"} 1\n"
+            )
+        );
         assert!(
             text.contains("sipauth_xdp_packets_total{verdict=\"drop\",reason=\"locked_out\"} 5\n")
         );

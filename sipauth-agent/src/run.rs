@@ -16,7 +16,7 @@ use crate::control::{self, ControlState, store::Store};
 use crate::edge::call::{Calls, Sink};
 use crate::edge::outbound::{self, MakeCall, Timers};
 use crate::edge::view::{self, Views};
-use crate::edge::{DigestSettings, Edge, lockout::Lockouts, transport};
+use crate::edge::{DigestSettings, Edge, conn::ConnLimits, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
 use crate::maps::Xdp;
 use crate::metrics::Metrics;
@@ -182,11 +182,29 @@ fn start_edge(
         digest,
         calls,
     );
+    // Every listener shares one set of TCP bounds; the total has to fit in
+    // the open-file limit.
+    let nofile = transport::raise_fd_limit();
+    let mut tcp_limits = cfg.tcp.limits();
+    tcp_limits.total = transport::total_within(tcp_limits.total, nofile);
+    if tcp_limits.total < cfg.tcp.max_total {
+        tracing::warn!(
+            configured = cfg.tcp.max_total,
+            nofile,
+            total = tcp_limits.total,
+            "tcp.max_total lowered to fit the open-file limit"
+        );
+    }
+    let conn_limits = ConnLimits::new(tcp_limits, metrics.tcp.clone());
+    tokio::spawn(transport::close_locked_out(
+        conn_limits.clone(),
+        Arc::downgrade(&edge),
+    ));
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TCP {addr}"))?;
         tokio::spawn(transport::serve_udp(udp, edge.clone()));
-        tokio::spawn(transport::serve_tcp(tcp, edge.clone()));
+        tokio::spawn(transport::serve_tcp(tcp, edge.clone(), conn_limits.clone()));
         tracing::info!(%addr, "SIP listening (UDP, TCP)");
     }
     if cfg.admin.token.is_empty() {

@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+mod check;
+pub mod conn;
 pub mod lockout;
 pub mod outbound;
 pub mod registrar;
@@ -127,14 +129,18 @@ impl Edge {
         let msg = match sipauth_sip::parse(data) {
             Ok(msg) => msg,
             Err(e) => {
-                // Without a parsed message there is no Via to answer to.
-                self.metrics.malformed.fetch_add(1, Relaxed);
-                self.metrics.dropped.fetch_add(1, Relaxed);
-                tracing::debug!(%src, error = %e, "unparseable SIP message dropped");
+                self.refuse_unparseable(data, e, src, replier);
                 return;
             }
         };
         let Some(method) = msg.method() else {
+            if let Err(e) = msg.validate() {
+                // A malformed response is never answered nor acted on.
+                self.metrics.malformed.fetch_add(1, Relaxed);
+                self.metrics.dropped.fetch_add(1, Relaxed);
+                tracing::debug!(%src, error = %e, "malformed SIP response dropped");
+                return;
+            }
             // A bridged caller's answer to the edge's BYE, or nothing of ours.
             if !self.bridges.route(&msg) {
                 self.metrics.stray_responses.fetch_add(1, Relaxed);
@@ -142,26 +148,8 @@ impl Edge {
             return;
         };
         self.metrics.request(method);
-        if let Err(e) = check_request(&msg) {
-            self.metrics.malformed.fetch_add(1, Relaxed);
-            if msg.top_via().is_err() || method == "ACK" {
-                self.metrics.dropped.fetch_add(1, Relaxed);
-                tracing::debug!(%src, error = %e, "malformed request dropped");
-                return;
-            }
-            tracing::debug!(%src, error = %e, "malformed request");
-            let reason = format!("Bad Request ({e})");
-            self.metrics.response(400);
-            let tag = self.to_tag(&msg);
-            replier.send(build::response(
-                &msg,
-                400,
-                &reason,
-                src,
-                Some(&tag),
-                &[],
-                b"",
-            ));
+        if let Err(why) = check_request(&msg) {
+            self.refuse(&msg, why, src, replier);
             return;
         }
         let Some(key) = Key::of(&msg) else {
@@ -657,17 +645,8 @@ impl Edge {
     }
 }
 
-/// What RFC 3261 (8.1.1) requires of every request before it is judged.
-fn check_request(msg: &Message<'_>) -> Result<(), sipauth_sip::ParseError> {
-    msg.top_via()?;
-    msg.from()?;
-    msg.to()?;
-    msg.call_id()?;
-    let (_, cseq_method) = msg.cseq()?;
-    msg.max_forwards()?;
-    let method = msg.method();
-    if Some(cseq_method) != method && !(method == Some("ACK") && cseq_method == "ACK") {
-        return Err(sipauth_sip::ParseError::CSeqMethodMismatch);
-    }
-    Ok(())
+/// What RFC 3261 (8.1.1, 8.2.1, 8.2.2.1) requires of every request before
+/// it is judged; see [`check`].
+fn check_request(msg: &Message<'_>) -> Result<(), check::Refusal> {
+    check::request(msg)
 }

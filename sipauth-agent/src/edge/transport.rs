@@ -1,5 +1,6 @@
 //! SIP over UDP and TCP, IPv4 and IPv6, and the [`Replier`] that carries
-//! responses back the way the request came.
+//! responses back the way the request came. TCP connections are taken
+//! within [`ConnLimits`] and framed by Content-Length (RFC 3261 18.3).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -9,15 +10,13 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::Edge;
-
-/// A TCP stream that carries nothing for this long is closed.
-const TCP_IDLE: Duration = Duration::from_mins(5);
-/// Bytes buffered per TCP connection before a message must be complete.
-const TCP_MAX_BUFFER: usize = 128 * 1024;
+use super::conn::{Closure, ConnLimits, Frame, Framer, Limits, Refusal, Slot};
 
 /// Where responses to one request go. Responses over UDP go to the
 /// packet's source address and port (RFC 3581 behaviour, so callers behind
@@ -133,18 +132,38 @@ pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
     }
 }
 
-pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>) {
+/// Takes TCP connections within `limits`: a locked-out source's or one
+/// over a cap is closed at once, before anything is read.
+pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>, limits: Arc<ConnLimits>) {
     loop {
         match listener.accept().await {
             Ok((stream, src)) => {
-                let edge = edge.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, src, &edge).await {
-                        tracing::debug!(%src, error = %e, "TCP connection ended");
+                let slot = if edge.lockouts.is_locked(src.ip()) {
+                    limits.refuse(Refusal::LockedOut);
+                    Err(Refusal::LockedOut)
+                } else {
+                    limits.admit(src.ip())
+                };
+                let mut slot = match slot {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        tracing::debug!(%src, reason = why.name(), "TCP connection refused");
+                        // A reset instead of a close: no TIME_WAIT left here.
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                        continue;
                     }
+                };
+                let edge = edge.clone();
+                let bounds = *limits.limits();
+                tokio::spawn(async move {
+                    let why = connection(stream, src, &edge, &bounds, &mut slot).await;
+                    tracing::debug!(%src, reason = why.name(), "TCP connection closed");
+                    slot.close(why);
                 });
             }
             Err(e) => {
+                // Out of file descriptors or memory: let some close.
                 tracing::warn!(error = %e, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -152,48 +171,399 @@ pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
-/// Reads messages framed by Content-Length; responses go through a writer
-/// task so that late ones (after a callback) reach the same connection.
-async fn connection(stream: TcpStream, src: SocketAddr, edge: &Arc<Edge>) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    });
-    let replier = Replier::Stream { tx, reliable: true };
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
+/// Closes the stream connections of sources as they are locked out
+/// (checked every second).
+pub async fn close_locked_out(limits: Arc<ConnLimits>, edge: std::sync::Weak<Edge>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        tick.tick().await;
+        let Some(edge) = edge.upgrade() else { return };
+        let n = limits.close_where(|ip| edge.lockouts.is_locked(ip));
+        if n > 0 {
+            tracing::info!(
+                sources = n,
+                "closing the TCP connections of locked-out sources"
+            );
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, so that
+/// `tcp.max_total` connections fit; the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// File descriptors kept for everything that is not a SIP connection
+/// (listeners, the database, HTTP, callbacks, outbound legs).
+const FD_RESERVE: u64 = 1024;
+
+/// `total` lowered to what an open-file limit of `nofile` leaves for
+/// connections.
+#[must_use]
+pub fn total_within(total: u32, nofile: u64) -> u32 {
+    u32::try_from(nofile.saturating_sub(FD_RESERVE))
+        .unwrap_or(u32::MAX)
+        .clamp(1, total.max(1))
+}
+
+/// How long a response may take to leave before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a last response (a 400 before closing), how long the rest of what
+/// the peer sent is read and discarded, so that closing does not reset the
+/// connection before the response is read.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads messages framed by Content-Length within the limits; responses go
+/// through a writer task so that late ones (after a callback) reach the
+/// same connection. Returns why the connection ended.
+async fn connection(
+    stream: TcpStream,
+    src: SocketAddr,
+    edge: &Arc<Edge>,
+    limits: &Limits,
+    slot: &mut Slot,
+) -> Closure {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (done, done_rx) = oneshot::channel::<()>();
+    let writer = tokio::spawn(write_responses(wr, rx, done_rx));
+    let replier = Replier::Stream { tx, reliable: true };
+    let mut framer = Framer::new(limits.max_header);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut first = true;
+    let mut deadline = Instant::now() + limits.first_message;
+    let why = 'conn: loop {
         loop {
-            match sipauth_sip::frame(&buf) {
-                Ok(Some(n)) => {
-                    edge.handle(&buf[..n], src, &replier);
-                    buf.drain(..n);
+            match framer.next() {
+                Frame::Message(n) => {
+                    edge.handle(&framer.bytes()[..n], src, &replier);
+                    framer.consume(n);
+                    first = false;
+                    deadline = Instant::now() + limits.idle;
                 }
-                Ok(None) => break,
-                Err(e) => {
+                Frame::Ping => {
+                    replier.send(b"\r\n".to_vec());
+                    if !first {
+                        deadline = Instant::now() + limits.idle;
+                    }
+                }
+                Frame::Incomplete => break,
+                Frame::TooLarge => {
                     edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(%src, error = %e, "TCP stream cannot be framed; closing");
-                    return Ok(());
+                    break 'conn Closure::TooLarge;
+                }
+                Frame::Unframeable { head, error } => {
+                    edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%src, %error, "TCP stream cannot be framed; closing");
+                    // RFC 3261 18.3: Content-Length is mandatory on a stream;
+                    // the request is answered (400) before the close.
+                    edge.refuse_unparseable(&framer.bytes()[..head], error, src, &replier);
+                    break 'conn Closure::Framing;
                 }
             }
         }
-        if buf.len() > TCP_MAX_BUFFER {
-            edge.metrics.tcp_framing_errors.fetch_add(1, Relaxed);
-            return Ok(());
+        tokio::select! {
+            r = rd.read(&mut chunk) => match r {
+                Ok(0) => break Closure::Peer,
+                Ok(n) => framer.push(&chunk[..n]),
+                Err(_) => break Closure::Error,
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                break if first { Closure::FirstMessage } else { Closure::Idle };
+            }
+            () = slot.locked_out() => break Closure::LockedOut,
         }
-        let n = match tokio::time::timeout(TCP_IDLE, rd.read(&mut chunk)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
+    };
+    let _ = done.send(());
+    drop(replier);
+    if why == Closure::Framing {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer).await;
+        let until = Instant::now() + LINGER;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(until, rd.read(&mut chunk)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    why
+}
+
+/// Writes what the edge sends on a connection; once the reader is done,
+/// what is queued still goes out, then the write side is shut down.
+async fn write_responses(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut done: oneshot::Receiver<()>,
+) {
+    let mut closing = false;
+    loop {
+        let bytes = if closing {
+            match rx.try_recv() {
+                Ok(b) => b,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = &mut done => {
+                    // Nothing new is taken once the reader is gone.
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
+            }
         };
-        if n == 0 {
-            return Ok(());
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
-        buf.extend_from_slice(&chunk[..n]);
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::edge::call::{Calls, Sink};
+    use crate::edge::lockout::{Lockouts, Policy};
+    use crate::edge::{DigestSettings, outbound, view};
+    use crate::metrics::Metrics;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// A real edge (no applications) serving TCP on loopback within `limits`.
+    async fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
+        let metrics = Arc::new(Metrics::new());
+        let calls = Calls::new(
+            sipauth_callback::Client::new(Duration::from_secs(1)),
+            Sink::Remote {
+                url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+                token: String::new(),
+                http: reqwest::Client::new(),
+            },
+            metrics.clone(),
+            outbound::Settings {
+                timers: outbound::Timers::default(),
+                number_gateway: None,
+            },
+        );
+        let views = view::Views::new();
+        let edge = Edge::new(
+            Arc::new(Lockouts::memory(Policy::default())),
+            metrics.clone(),
+            views.subscribe(),
+            DigestSettings {
+                realm: "example.com".to_owned(),
+                algorithms: vec![sipauth_digest::Algorithm::Md5],
+                nonce_ttl_secs: 300,
+                key: sipauth_digest::NonceKey::random(),
+                min_expires: 60,
+                max_expires: 3600,
+            },
+            calls,
+        );
+        let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnLimits::new(limits, metrics.tcp.clone());
+        tokio::spawn(serve_tcp(listener, edge.clone(), limits.clone()));
+        tokio::spawn(close_locked_out(limits.clone(), Arc::downgrade(&edge)));
+        (addr, edge, limits)
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            per_source: 2,
+            total: 100,
+            idle: Duration::from_secs(30),
+            first_message: Duration::from_secs(5),
+            max_header: 2048,
+        }
+    }
+
+    fn options(headers: &str) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{}\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: {}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{headers}\r\n",
+            rand::random::<u32>(),
+            rand::random::<u32>(),
+        )
+        .into_bytes()
+    }
+
+    /// Everything the edge sends until it closes, and how long that took.
+    async fn until_closed(s: &mut TcpStream) -> (Vec<u8>, Duration) {
+        let started = Instant::now();
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return (all, started.elapsed()),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_past_the_per_source_cap_are_closed_unread() {
+        let (addr, edge, limits) = serve(limits()).await;
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            kept.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let _ = third.write_all(&options("Content-Length: 0\r\n")).await;
+        let (got, _) = until_closed(&mut third).await;
+        assert!(got.is_empty());
+        let c = &edge.metrics.tcp;
+        assert_eq!(c.refused_count(Refusal::PerSource), 1);
+        assert_eq!(limits.open(), 2);
+        assert_eq!(c.open.load(Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_close_at_the_first_message_deadline_and_idle_ones_later() {
+        let (addr, edge, limits) = serve(limits()).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut talker = TcpStream::connect(addr).await.unwrap();
+        talker
+            .write_all(&options("Content-Length: 0\r\n"))
+            .await
+            .unwrap();
+        let (got, took) = until_closed(&mut silent).await;
+        assert!(got.is_empty());
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        // The other connection brought a message: it lives to its idle
+        // timeout, 30 s after that message.
+        let (got, took) = until_closed(&mut talker).await;
+        assert!(
+            got.starts_with(b"SIP/2.0 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            took >= Duration::from_secs(24) && took < Duration::from_secs(26),
+            "{took:?}"
+        );
+        // The slot is freed (and the reason counted) as the task ends.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let c = &edge.metrics.tcp;
+        assert_eq!(c.closed_count(Closure::FirstMessage), 1);
+        assert_eq!(c.closed_count(Closure::Idle), 1);
+        assert_eq!(limits.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_keep_a_connection_but_do_not_count_as_a_first_message() {
+        let (addr, edge, _) = serve(limits()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        s.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        let (_, took) = until_closed(&mut s).await;
+        assert!(took < Duration::from_secs(6), "{took:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(edge.metrics.tcp.closed_count(Closure::FirstMessage), 1);
+        // After a message, pings hold it open past the idle timeout.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&options("Content-Length: 0\r\n"))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            s.write_all(b"\r\n\r\n").await.unwrap();
+            s.read_exact(&mut pong).await.unwrap();
+            assert_eq!(&pong, b"\r\n");
+        }
+        assert_eq!(edge.metrics.tcp.closed_count(Closure::Idle), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_content_length_gets_400_before_the_close() {
+        let (addr, edge, _) = serve(limits()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&options("")).await.unwrap();
+        let (got, _) = until_closed(&mut s).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(
+                "SIP/2.0 400 Bad Request (missing Content-Length on a stream transport)\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("CSeq: 1 OPTIONS\r\n"), "{text}");
+        // The edge reads what else comes for a second before it lets go.
+        tokio::time::sleep(LINGER * 2).await;
+        assert_eq!(edge.metrics.tcp.closed_count(Closure::Framing), 1);
+        assert_eq!(edge.metrics.tcp_framing_errors.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overlong_header_section_closes_the_connection() {
+        let (addr, edge, _) = serve(limits()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut big = b"OPTIONS sip:a@example.com SIP/2.0\r\nX: ".to_vec();
+        big.extend_from_slice(&[b'a'; 4096]);
+        let _ = s.write_all(&big).await;
+        let (got, took) = until_closed(&mut s).await;
+        assert!(got.is_empty());
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(edge.metrics.tcp.closed_count(Closure::TooLarge), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_locked_out_source_is_closed_and_refused() {
+        let (addr, edge, limits) = serve(limits()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&options("Content-Length: 0\r\n"))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        edge.lockouts.lock(LOCAL, Duration::from_secs(60)).unwrap();
+        let (_, took) = until_closed(&mut s).await;
+        assert!(took <= Duration::from_secs(2), "{took:?}");
+        let mut again = TcpStream::connect(addr).await.unwrap();
+        let (got, _) = until_closed(&mut again).await;
+        assert!(got.is_empty());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let c = &edge.metrics.tcp;
+        assert_eq!(c.closed_count(Closure::LockedOut), 1);
+        assert_eq!(c.refused_count(Refusal::LockedOut), 1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(limits.open(), 0);
+    }
+
+    #[test]
+    fn the_total_fits_the_open_file_limit() {
+        assert_eq!(total_within(10_000, 1_048_576), 10_000);
+        assert_eq!(total_within(10_000, 4096), 3072);
+        assert_eq!(total_within(10_000, 100), 1);
+        assert!(raise_fd_limit() >= 1024);
     }
 }
