@@ -113,7 +113,7 @@ impl Closure {
 pub fn source_of(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
@@ -348,7 +348,7 @@ impl Framer {
     }
 
     /// What the front of the buffer is.
-    pub fn next(&mut self) -> Frame {
+    pub fn next_frame(&mut self) -> Frame {
         if self.head_end.is_none() {
             // Keep-alives between messages (RFC 5626 3.5.1); a lone CRLF
             // (a pong, or a CRLF before a start line) is skipped.
@@ -367,17 +367,15 @@ impl Framer {
                 break;
             }
             let from = self.scanned.saturating_sub(3);
-            match find_blank_line(&self.buf[from..]) {
-                Some(i) => self.head_end = Some(from + i + 4),
-                None => {
-                    self.scanned = self.buf.len();
-                    return if self.buf.len() > self.max_header {
-                        Frame::TooLarge
-                    } else {
-                        Frame::Incomplete
-                    };
-                }
-            }
+            let Some(i) = find_blank_line(&self.buf[from..]) else {
+                self.scanned = self.buf.len();
+                return if self.buf.len() > self.max_header {
+                    Frame::TooLarge
+                } else {
+                    Frame::Incomplete
+                };
+            };
+            self.head_end = Some(from + i + 4);
         }
         let head = self.head_end.unwrap_or(self.buf.len());
         if head > self.max_header {
@@ -405,7 +403,7 @@ mod tests {
         Limits {
             per_source,
             total,
-            idle: Duration::from_secs(180),
+            idle: Duration::from_mins(3),
             first_message: Duration::from_secs(10),
             max_header: 1024,
         }
@@ -510,7 +508,7 @@ mod tests {
         let mut found = Vec::new();
         for b in &stream {
             f.push(&[*b]);
-            while let Frame::Message(n) = f.next() {
+            while let Frame::Message(n) = f.next_frame() {
                 found.push(f.bytes()[..n].to_vec());
                 f.consume(n);
             }
@@ -523,11 +521,11 @@ mod tests {
     fn pings_are_told_apart_from_messages() {
         let mut f = framer();
         f.push(b"\r\n\r\n\r\n");
-        assert_eq!(f.next(), Frame::Ping);
-        assert_eq!(f.next(), Frame::Incomplete);
+        assert_eq!(f.next_frame(), Frame::Ping);
+        assert_eq!(f.next_frame(), Frame::Incomplete);
         f.push(MSG);
         // The lone CRLF is skipped: the message follows.
-        assert_eq!(f.next(), Frame::Message(MSG.len()));
+        assert_eq!(f.next_frame(), Frame::Message(MSG.len()));
     }
 
     #[test]
@@ -535,9 +533,9 @@ mod tests {
         let mut f = framer();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nX: ");
         f.push(&[b'a'; 200]);
-        assert_eq!(f.next(), Frame::Incomplete);
+        assert_eq!(f.next_frame(), Frame::Incomplete);
         f.push(&[b'a'; 100]);
-        assert_eq!(f.next(), Frame::TooLarge);
+        assert_eq!(f.next_frame(), Frame::TooLarge);
         // A complete header section over the limit, in one piece.
         let mut f = framer();
         let big = format!(
@@ -545,16 +543,16 @@ mod tests {
             "a".repeat(300)
         );
         f.push(big.as_bytes());
-        assert_eq!(f.next(), Frame::TooLarge);
+        assert_eq!(f.next_frame(), Frame::TooLarge);
     }
 
     #[test]
     fn a_body_over_the_limit_closes() {
         let mut f = framer();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999999\r\n\r\n");
-        assert_eq!(f.next(), Frame::Incomplete);
+        assert_eq!(f.next_frame(), Frame::Incomplete);
         f.push(&vec![0u8; MAX_BODY + 1]);
-        assert_eq!(f.next(), Frame::TooLarge);
+        assert_eq!(f.next_frame(), Frame::TooLarge);
     }
 
     #[test]
@@ -562,10 +560,10 @@ mod tests {
         let mut f = framer();
         let head = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\r\n";
         f.push(&head[..20]);
-        assert_eq!(f.next(), Frame::Incomplete);
+        assert_eq!(f.next_frame(), Frame::Incomplete);
         f.push(&head[20..]);
         assert_eq!(
-            f.next(),
+            f.next_frame(),
             Frame::Unframeable {
                 head: head.len(),
                 error: ParseError::MissingContentLength

@@ -244,7 +244,7 @@ async fn connection(
     let mut deadline = Instant::now() + limits.first_message;
     let why = 'conn: loop {
         loop {
-            match framer.next() {
+            match framer.next_frame() {
                 Frame::Message(n) => {
                     edge.handle(&framer.bytes()[..n], src, &replier);
                     framer.consume(n);
@@ -350,7 +350,7 @@ mod tests {
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     /// A real edge (no applications) serving TCP on loopback within `limits`.
-    async fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
+    fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
         let metrics = Arc::new(Metrics::new());
         let calls = Calls::new(
             sipauth_callback::Client::new(Duration::from_secs(1)),
@@ -424,7 +424,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connections_past_the_per_source_cap_are_closed_unread() {
-        let (addr, edge, limits) = serve(limits()).await;
+        let (addr, edge, limits) = serve(limits());
         let mut kept = Vec::new();
         for _ in 0..2 {
             kept.push(TcpStream::connect(addr).await.unwrap());
@@ -441,7 +441,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silent_connections_close_at_the_first_message_deadline_and_idle_ones_later() {
-        let (addr, edge, limits) = serve(limits()).await;
+        let (addr, edge, limits) = serve(limits());
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut talker = TcpStream::connect(addr).await.unwrap();
         talker
@@ -476,7 +476,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keep_alives_keep_a_connection_but_do_not_count_as_a_first_message() {
-        let (addr, edge, _) = serve(limits()).await;
+        let (addr, edge, _) = serve(limits());
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"\r\n\r\n").await.unwrap();
         let mut pong = [0u8; 2];
@@ -504,7 +504,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_without_content_length_gets_400_before_the_close() {
-        let (addr, edge, _) = serve(limits()).await;
+        let (addr, edge, _) = serve(limits());
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&options("")).await.unwrap();
         let (got, _) = until_closed(&mut s).await;
@@ -524,7 +524,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_overlong_header_section_closes_the_connection() {
-        let (addr, edge, _) = serve(limits()).await;
+        let (addr, edge, _) = serve(limits());
         let mut s = TcpStream::connect(addr).await.unwrap();
         let mut big = b"OPTIONS sip:a@example.com SIP/2.0\r\nX: ".to_vec();
         big.extend_from_slice(&[b'a'; 4096]);
@@ -538,14 +538,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_locked_out_source_is_closed_and_refused() {
-        let (addr, edge, limits) = serve(limits()).await;
+        let (addr, edge, limits) = serve(limits());
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&options("Content-Length: 0\r\n"))
             .await
             .unwrap();
         let mut buf = vec![0u8; 4096];
         assert!(s.read(&mut buf).await.unwrap() > 0);
-        edge.lockouts.lock(LOCAL, Duration::from_secs(60)).unwrap();
+        edge.lockouts.lock(LOCAL, Duration::from_mins(1)).unwrap();
         let (_, took) = until_closed(&mut s).await;
         assert!(took <= Duration::from_secs(2), "{took:?}");
         let mut again = TcpStream::connect(addr).await.unwrap();
