@@ -196,9 +196,116 @@ impl Edge {
     }
 }
 
+/// A real edge with no applications and in-memory lockouts, for tests.
+#[cfg(test)]
+pub(super) fn test_edge() -> Arc<Edge> {
+    use super::call::{Calls, Sink};
+    use super::lockout::{Lockouts, Policy};
+    use super::{DigestSettings, outbound, view};
+    use std::time::Duration;
+
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let calls = Calls::new(
+        sipauth_callback::Client::new(Duration::from_secs(1)),
+        Sink::Remote {
+            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        },
+        metrics.clone(),
+        outbound::Settings {
+            timers: outbound::Timers::default(),
+            number_gateway: None,
+        },
+    );
+    Edge::new(
+        Arc::new(Lockouts::memory(Policy::default())),
+        metrics,
+        view::Views::new().subscribe(),
+        DigestSettings {
+            realm: "example.com".to_owned(),
+            algorithms: vec![sipauth_digest::Algorithm::Md5],
+            nonce_ttl_secs: 300,
+            key: sipauth_digest::NonceKey::random(),
+            min_expires: 60,
+            max_expires: 3600,
+        },
+        calls,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the edge sends back to one datagram.
+    fn answer(data: &[u8]) -> (Option<String>, Arc<Edge>) {
+        let edge = test_edge();
+        let (replier, mut rx) = Replier::channel();
+        edge.handle(data, "192.0.2.1:5060".parse().unwrap(), &replier);
+        let got = rx
+            .try_recv()
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        (got, edge)
+    }
+
+    #[tokio::test]
+    async fn the_edge_answers_refusals_once_and_drops_what_it_cannot_answer() {
+        let ok = req(
+            "OPTIONS sip:b@example.com SIP/2.0",
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n",
+        );
+        let (got, _) = answer(&ok);
+        assert!(got.unwrap().starts_with("SIP/2.0 200 OK\r\n"));
+
+        let v7 = req("OPTIONS sip:b@example.com SIP/7.0", "CSeq: 1 OPTIONS\r\n");
+        let (got, edge) = answer(&v7);
+        assert!(
+            got.unwrap()
+                .starts_with("SIP/2.0 505 Version Not Supported\r\n")
+        );
+        assert_eq!(edge.metrics.malformed.load(Relaxed), 0);
+
+        let twice = req(
+            "INVITE sip:b@example.com SIP/2.0",
+            "CSeq: 1 INVITE\r\nCall-ID: c2\r\n",
+        );
+        let (got, edge) = answer(&twice);
+        let got = got.unwrap();
+        assert!(
+            got.starts_with("SIP/2.0 400 Bad Request (Call-ID header appears more than once)\r\n"),
+            "{got}"
+        );
+        assert!(got.contains(";tag="), "{got}");
+        assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
+
+        // Content-Length beyond the datagram (RFC 3261 18.3): 400.
+        let long = req(
+            "INVITE sip:b@example.com SIP/2.0",
+            "CSeq: 1 INVITE\r\nContent-Length: 500\r\n",
+        );
+        let (got, _) = answer(&long);
+        let got = got.unwrap();
+        assert!(
+            got.starts_with("SIP/2.0 400 Bad Request (Content-Length 500"),
+            "{got}"
+        );
+        assert!(got.contains("CSeq: 1 INVITE\r\n"), "{got}");
+
+        // No answer: a malformed response, an ACK, a request without Via.
+        for data in [
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 99999999999 INVITE\r\n\r\n".to_vec(),
+            req("ACK sip:b@example.com SIP/2.0", "CSeq: 1 INVITE\r\n"),
+            b"OPTIONS sip:b@example.com SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_vec(),
+            b"\xff\xfe\x00junk".to_vec(),
+        ] {
+            let (got, edge) = answer(&data);
+            assert_eq!(got, None, "{}", String::from_utf8_lossy(&data));
+            assert_eq!(edge.metrics.dropped.load(Relaxed), 1);
+            assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
+        }
+    }
 
     fn req(start: &str, headers: &str) -> Vec<u8> {
         format!(

@@ -342,44 +342,13 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::edge::call::{Calls, Sink};
-    use crate::edge::lockout::{Lockouts, Policy};
-    use crate::edge::{DigestSettings, outbound, view};
-    use crate::metrics::Metrics;
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     /// A real edge (no applications) serving TCP on loopback within `limits`.
     fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
-        let metrics = Arc::new(Metrics::new());
-        let calls = Calls::new(
-            sipauth_callback::Client::new(Duration::from_secs(1)),
-            Sink::Remote {
-                url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
-                token: String::new(),
-                http: reqwest::Client::new(),
-            },
-            metrics.clone(),
-            outbound::Settings {
-                timers: outbound::Timers::default(),
-                number_gateway: None,
-            },
-        );
-        let views = view::Views::new();
-        let edge = Edge::new(
-            Arc::new(Lockouts::memory(Policy::default())),
-            metrics.clone(),
-            views.subscribe(),
-            DigestSettings {
-                realm: "example.com".to_owned(),
-                algorithms: vec![sipauth_digest::Algorithm::Md5],
-                nonce_ttl_secs: 300,
-                key: sipauth_digest::NonceKey::random(),
-                min_expires: 60,
-                max_expires: 3600,
-            },
-            calls,
-        );
+        let edge = crate::edge::check::test_edge();
+        let metrics = edge.metrics.clone();
         let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ConnLimits::new(limits, metrics.tcp.clone());
