@@ -111,6 +111,11 @@ pub struct Sip {
     /// `sip:{number}@192.0.2.7:5060;transport=tcp`. Empty: a `<Number>`
     /// ends with `dial_not_available`.
     pub number_gateway: String,
+    /// Responses per second over UDP, all together, to sources that have
+    /// not passed admission (an INVITE let in, a REGISTER accepted, within
+    /// the last hour): the most a flood from forged sources can reflect.
+    /// Each such request gets one response at most; 0 answers none of them.
+    pub unproven_replies_per_sec: u32,
 }
 
 impl Default for Sip {
@@ -129,6 +134,7 @@ impl Default for Sip {
             callback_timeout_ms: 5000,
             outbound_timer_b_ms: 32_000,
             number_gateway: String::new(),
+            unproven_replies_per_sec: 1000,
         }
     }
 }

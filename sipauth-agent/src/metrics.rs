@@ -31,6 +31,10 @@ pub struct Metrics {
     pub allowed: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
+    /// Replies over UDP to unproven sources sent within the budget.
+    pub unproven_replies: AtomicU64,
+    /// Replies over UDP to unproven sources not sent: the budget was spent.
+    pub unproven_suppressed: AtomicU64,
 }
 
 impl Metrics {
@@ -72,7 +76,7 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
-        out.push_str("# HELP sipauth_sip_responses_total SIP responses sent, by status code.\n");
+        out.push_str("# HELP sipauth_sip_responses_total SIP responses sent (every datagram or stream write, retransmissions included), by status code.\n");
         out.push_str("# TYPE sipauth_sip_responses_total counter\n");
         for (code, c) in (100u16..).zip(&self.responses) {
             let n = c.load(Relaxed);
@@ -120,6 +124,16 @@ impl Metrics {
                 "sipauth_call_records_dropped_total",
                 "Call records dropped because the writer fell too far behind.",
                 &self.records_dropped,
+            ),
+            (
+                "sipauth_sip_unproven_replies_total",
+                "Responses sent over UDP to sources that have not passed admission, within sip.unproven_replies_per_sec.",
+                &self.unproven_replies,
+            ),
+            (
+                "sipauth_sip_unproven_suppressed_total",
+                "Responses to sources that have not passed admission left unsent: the budget was spent.",
+                &self.unproven_suppressed,
             ),
         ] {
             let _ = writeln!(

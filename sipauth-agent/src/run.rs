@@ -181,6 +181,7 @@ fn start_edge(
         views.subscribe(),
         digest,
         calls,
+        cfg.sip.unproven_replies_per_sec,
     );
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;

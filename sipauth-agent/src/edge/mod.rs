@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod egress;
 pub mod lockout;
 pub mod outbound;
 pub mod registrar;
@@ -30,6 +31,7 @@ use sipauth_sip::{Message, build};
 use crate::metrics::Metrics;
 use crate::snapshot::{Application, AuthType, Index};
 use call::{Calls, Inbound, Next, cause};
+use egress::Egress;
 use lockout::Lockouts;
 use registrar::Registrar;
 use transaction::{Key, Seen, Transactions};
@@ -52,6 +54,8 @@ pub struct DigestSettings {
 pub struct Edge {
     pub lockouts: Arc<Lockouts>,
     pub metrics: Arc<Metrics>,
+    /// Where responses leave: counted, and metered to unproven sources.
+    pub egress: Arc<Egress>,
     /// The snapshot requests are judged against.
     pub view: view::View,
     pub registrar: Registrar,
@@ -96,9 +100,11 @@ impl Edge {
         view: view::View,
         digest: DigestSettings,
         calls: Arc<Calls>,
+        unproven_replies_per_sec: u32,
     ) -> Arc<Self> {
         let edge = Arc::new(Self {
             lockouts,
+            egress: Arc::new(Egress::new(metrics.clone(), unproven_replies_per_sec)),
             metrics,
             view,
             registrar: Registrar::default(),
@@ -117,6 +123,7 @@ impl Edge {
                 let Some(edge) = weak.upgrade() else { return };
                 edge.txns.sweep();
                 edge.registrar.sweep();
+                edge.egress.sweep();
             }
         });
         edge
@@ -151,7 +158,6 @@ impl Edge {
             }
             tracing::debug!(%src, error = %e, "malformed request");
             let reason = format!("Bad Request ({e})");
-            self.metrics.response(400);
             let tag = self.to_tag(&msg);
             replier.send(build::response(
                 &msg,
@@ -194,7 +200,7 @@ impl Edge {
             // The lockout map is only asked when it matters.
             if !required.is_empty() && !self.lockouts.is_locked(src.ip()) {
                 let unsupported = required.join(", ");
-                self.respond(
+                self.respond_stateless(
                     &key,
                     &msg,
                     src,
@@ -207,7 +213,7 @@ impl Edge {
             }
         }
         match method {
-            "OPTIONS" => self.respond(
+            "OPTIONS" => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -222,7 +228,7 @@ impl Edge {
                 if self.bridges.in_dialog(&msg, data, &key, src, replier) {
                     self.respond(&key, &msg, src, replier, 100, "Trying", &[]);
                 } else {
-                    self.respond(
+                    self.respond_stateless(
                         &key,
                         &msg,
                         src,
@@ -243,7 +249,7 @@ impl Edge {
             // INFO and UPDATE of a bridged caller go to the far end, which
             // answers them; outside a dialog of ours they get 481.
             "INFO" | "UPDATE" if self.bridges.in_dialog(&msg, data, &key, src, replier) => {}
-            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond(
+            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -252,7 +258,7 @@ impl Edge {
                 "Call/Transaction Does Not Exist",
                 &[],
             ),
-            _ => self.respond(
+            _ => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -275,10 +281,28 @@ impl Edge {
         reason: &str,
         extra: &[(&str, &str)],
     ) {
-        self.metrics.response(code);
         let tag = (code > 100).then(|| self.to_tag(msg));
         let bytes = build::response(msg, code, reason, src, tag.as_deref(), extra, b"");
         self.txns.respond(key, code, bytes, replier);
+    }
+
+    /// A final answer with no effect but itself (a challenge, 404, 405):
+    /// sent once, the transaction forgotten (RFC 3261 8.2.7). A
+    /// retransmission of the request is judged again, to the same effect.
+    #[expect(clippy::too_many_arguments, reason = "one response, all of its parts")]
+    fn respond_stateless(
+        &self,
+        key: &Key,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        replier: &Replier,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = self.to_tag(msg);
+        let bytes = build::response(msg, code, reason, src, Some(&tag), extra, b"");
+        self.txns.respond_stateless(key, bytes, replier);
     }
 
     fn to_tag(&self, msg: &Message<'_>) -> String {
@@ -456,12 +480,12 @@ impl Edge {
             return;
         }
         let Some(app) = app else {
-            self.respond(key, msg, src, replier, 404, "Not Found", &[]);
+            self.respond_stateless(key, msg, src, replier, 404, "Not Found", &[]);
             return;
         };
         match self.decide(&view, &app, msg, src) {
             Decision::Respond(code, reason) => {
-                self.respond(key, msg, src, replier, code, reason, &[]);
+                self.respond_stateless(key, msg, src, replier, code, reason, &[]);
             }
             Decision::Deny => {
                 if self.lockouts.record_failure(src.ip()) {
@@ -475,7 +499,7 @@ impl Edge {
                     .iter()
                     .map(|v| ("Proxy-Authenticate", v.as_str()))
                     .collect();
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -503,6 +527,7 @@ impl Edge {
                     return;
                 };
                 self.metrics.allowed.fetch_add(1, Relaxed);
+                self.egress.prove(src.ip());
                 self.respond(key, msg, src, replier, 100, "Trying", &[]);
                 let call = Inbound {
                     call_uuid: uuid::Uuid::new_v4().to_string(),
@@ -554,7 +579,7 @@ impl Edge {
     /// binding is added, refreshed or removed.
     fn register(&self, key: &Key, msg: &Message<'_>, src: SocketAddr, replier: &Replier) {
         if self.lockouts.is_locked(src.ip()) {
-            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+            self.respond_stateless(key, msg, src, replier, 403, "Forbidden", &[]);
             return;
         }
         let view = self.view.borrow().clone();
@@ -567,7 +592,7 @@ impl Edge {
                 .iter()
                 .map(|v| ("WWW-Authenticate", v.as_str()))
                 .collect();
-            self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
+            self.respond_stateless(key, msg, src, replier, 401, "Unauthorized", &extra);
         };
         let Some((verdict, user)) = checked else {
             challenge(false);
@@ -590,7 +615,7 @@ impl Edge {
                 return;
             }
             Verdict::BadRequest(_) => {
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -610,7 +635,7 @@ impl Edge {
             msg.contacts().filter_map(Result::ok).collect();
         if msg.header("Contact").is_some_and(|c| c.trim() == "*") {
             if default_expires != 0 {
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -631,7 +656,7 @@ impl Edge {
                 .unwrap_or(default_expires);
             if asked != 0 && asked < self.digest.min_expires {
                 let min = self.digest.min_expires.to_string();
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -653,6 +678,7 @@ impl Edge {
             .collect();
         let extra: Vec<(&str, &str)> = bound.iter().map(|b| ("Contact", b.as_str())).collect();
         tracing::debug!(user = %username, bindings = bound.len(), "registered");
+        self.egress.prove(src.ip());
         self.respond(key, msg, src, replier, 200, "OK", &extra);
     }
 }

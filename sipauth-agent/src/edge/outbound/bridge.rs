@@ -437,7 +437,6 @@ impl Edge {
             &extra,
             body,
         );
-        self.metrics.response(code);
         self.txns.respond(caller.key, code, bytes, caller.replier);
     }
 
@@ -470,7 +469,6 @@ impl Edge {
             &extra,
             &dialog.sdp,
         );
-        self.metrics.response(200);
         self.txns
             .respond(caller.key, 200, ok.clone(), caller.replier);
         let mut toward = Toward::new(caller);
@@ -591,7 +589,6 @@ impl Edge {
             &extra,
             &sdp,
         );
-        self.metrics.response(code);
         self.txns.respond(&r.key, code, bytes.clone(), &r.replier);
         (code, bytes)
     }
@@ -654,7 +651,6 @@ impl Edge {
             &extra,
             &body,
         );
-        self.metrics.response(code);
         self.txns.respond(&r.key, code, bytes, &r.replier);
     }
 
@@ -742,7 +738,6 @@ impl Edge {
             return;
         };
         let bytes = build::response(&m, 491, "Request Pending", r.src, None, &[], b"");
-        self.metrics.response(491);
         self.txns.respond(&r.key, 491, bytes, &r.replier);
     }
 
