@@ -618,7 +618,7 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up() {
-        assert_eq!(retry_secs(Duration::from_secs(60)), 60);
+        assert_eq!(retry_secs(Duration::from_mins(1)), 60);
         assert_eq!(retry_secs(Duration::from_millis(59_001)), 60);
         assert_eq!(retry_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_secs(Duration::ZERO), 1);
@@ -635,7 +635,7 @@ mod tests {
         }
         assert_eq!(l.blocked_for(IP), None, "nine failures in 45 s");
         l.failed(IP);
-        assert_eq!(l.blocked_for(IP), Some(Duration::from_secs(60)));
+        assert_eq!(l.blocked_for(IP), Some(Duration::from_mins(1)));
         tokio::time::advance(Duration::from_millis(20_500)).await;
         let left = l.blocked_for(IP).unwrap();
         assert_eq!(left, Duration::from_millis(39_500));
