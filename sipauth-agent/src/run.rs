@@ -204,13 +204,13 @@ fn start_edge(
 }
 
 /// Serves `app` on `http.listen` until SIGINT or SIGTERM. Paths are taken
-/// with or without their trailing slash.
+/// with or without their trailing slash; every error answer is JSON.
 async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
     tracing::info!(addr = %cfg.http.listen, "HTTP listening");
-    let app = NormalizePathLayer::trim_trailing_slash().layer(app);
+    let app = NormalizePathLayer::trim_trailing_slash().layer(http::errors::json_errors(app));
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),

@@ -26,6 +26,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::errors::error_response as error;
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -33,10 +34,6 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/lockouts/{address}", delete(lift))
         .route("/snapshot", get(snapshot))
         .route_layer(middleware::from_fn_with_state(state, authorize))
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -53,12 +50,15 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-        return (
+        let mut r = error(
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "a valid admin bearer token is required" })),
-        )
-            .into_response();
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     }
     next.run(req).await
 }
@@ -83,7 +83,7 @@ async fn add(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return super::errors::json_rejection(&e),
     };
     let Ok(address) = body.address.parse::<IpAddr>() else {
         return error(
