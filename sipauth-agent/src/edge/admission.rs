@@ -23,7 +23,7 @@
 
 use sipauth_digest::Verdict;
 
-use super::call::cause;
+use super::call::Cause;
 use crate::snapshot::{Application, AuthType};
 
 /// What the digest check made of a request's credentials.
@@ -64,10 +64,10 @@ impl Decision {
     }
 
     /// The cause a call record of this refusal carries, if it leaves one.
-    pub fn cause(&self) -> Option<(&'static str, i64)> {
+    pub fn cause(&self) -> Option<Cause> {
         match self {
-            Self::LockedOut | Self::Denied => Some(cause::SIP_AUTH_FAILED),
-            Self::NotRegistered => Some(cause::NOT_REGISTERED),
+            Self::LockedOut | Self::Denied => Some(Cause::InboundAuthFailed),
+            Self::NotRegistered => Some(Cause::NotRegistered),
             _ => None,
         }
     }
@@ -209,7 +209,7 @@ mod tests {
             let (d, digest, reg) = invite(true, t, true, ok, true);
             assert_eq!(d, Decision::LockedOut, "{t:?}");
             assert!(!d.counts() && !digest && !reg);
-            assert_eq!(d.cause(), Some(cause::SIP_AUTH_FAILED));
+            assert_eq!(d.cause(), Some(Cause::InboundAuthFailed));
         }
     }
 
@@ -225,7 +225,7 @@ mod tests {
         let (d, digest, _) = invite(false, Some(AuthType::IpAcl), false, ok, false);
         assert_eq!(d, Decision::Denied);
         assert!(d.counts() && !digest && !d.is_stateless());
-        assert_eq!(d.cause(), Some(cause::SIP_AUTH_FAILED));
+        assert_eq!(d.cause(), Some(Cause::InboundAuthFailed));
         let (d, digest, reg) = invite(false, Some(AuthType::IpAcl), true, ok, false);
         assert_eq!(
             d,
@@ -321,7 +321,7 @@ mod tests {
         let (d, digest, reg) = invite(false, t, false, ok, false);
         assert_eq!(d, Decision::NotRegistered);
         assert!(reg && !digest && !d.counts());
-        assert_eq!(d.cause(), Some(cause::NOT_REGISTERED));
+        assert_eq!(d.cause(), Some(Cause::NotRegistered));
         let (d, _, _) = invite(false, t, false, ok, true);
         assert_eq!(
             d,
