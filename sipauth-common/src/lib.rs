@@ -25,6 +25,10 @@ pub mod addr {
 
     /// The two big-endian halves of a key.
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
     #[inline(always)]
     const fn halves(key: &Key) -> (u64, u64) {
         (
@@ -39,6 +43,10 @@ pub mod addr {
 
     /// Whether `key` is an IPv4 source (IPv4-mapped).
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
     #[inline(always)]
     pub const fn is_v4(key: &Key) -> bool {
         let (hi, lo) = halves(key);
@@ -52,6 +60,10 @@ pub mod addr {
     /// Kernel and user space share this rule; it has no loop and two
     /// branches, which keeps the verifier's work small.
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
     #[inline(always)]
     pub const fn lockout_key(key: Key, v6_prefix: u32) -> Key {
         if is_v4(&key) || v6_prefix == 0 || v6_prefix >= 128 {

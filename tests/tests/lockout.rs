@@ -395,7 +395,7 @@ fn ipv6_sources_of_one_64_are_counted_and_locked_out_together() {
     assert_eq!(call(c2, c2.v6, "caller2"), Some(603));
     assert_eq!(answer.wait_for(2).len(), 2);
     let m = agent.metrics();
-    assert_eq!(metric(&m, r#"sipauth_invites_denied_total"#), 11, "{m}");
+    assert_eq!(metric(&m, "sipauth_invites_denied_total"), 11, "{m}");
 
     // An operator lockout of an IPv6 address locks its prefix.
     let (s, body) = agent.admin(

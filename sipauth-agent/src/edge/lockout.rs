@@ -402,25 +402,24 @@ impl Lockouts {
     /// never-lock list at run time and lifts the lockouts inside it. A
     /// prefix on the list already keeps its origin.
     pub fn never_lock_add(&self, cidr: IpNet) -> Result<Added, LockoutError> {
-        let (entry, created) = match self.never_lock.get(cidr) {
-            Some(e) => (e, false),
-            None => {
-                if self.never_lock.len() >= knever::MAX_ENTRIES as usize {
-                    return Err(LockoutError::Full {
-                        max: knever::MAX_ENTRIES,
-                    });
-                }
-                let e = Entry {
-                    cidr,
-                    origin: Origin::Runtime,
-                };
-                if let Store::Kernel(xdp) = &self.store {
-                    xdp.never_lock_insert(cidr, e.origin.wire())?;
-                }
-                self.never_lock.put(e);
-                tracing::info!(cidr = %cidr, "added to the never-lock list");
-                (e, true)
+        let (entry, created) = if let Some(e) = self.never_lock.get(cidr) {
+            (e, false)
+        } else {
+            if self.never_lock.len() >= knever::MAX_ENTRIES as usize {
+                return Err(LockoutError::Full {
+                    max: knever::MAX_ENTRIES,
+                });
             }
+            let e = Entry {
+                cidr,
+                origin: Origin::Runtime,
+            };
+            if let Store::Kernel(xdp) = &self.store {
+                xdp.never_lock_insert(cidr, e.origin.wire())?;
+            }
+            self.never_lock.put(e);
+            tracing::info!(cidr = %cidr, "added to the never-lock list");
+            (e, true)
         };
         let lifted = self.lift_inside(&[cidr])?;
         Ok(Added {
