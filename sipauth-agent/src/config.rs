@@ -214,6 +214,13 @@ pub struct Lockout {
     /// How long a lockout lasts (also an operator lockout without a
     /// duration). Attempts during a lockout get 403 and do not extend it.
     pub duration_secs: u64,
+    /// IPv6 sources are counted and locked out per prefix of this many
+    /// bits (1..=128; 128: per address). IPv4 sources per address.
+    pub ipv6_prefix: u8,
+    /// CIDRs (IPv4 or IPv6; a bare address is a /32 or /128) whose sources
+    /// are never locked out: still judged, their failures counted in
+    /// metrics only.
+    pub never_lock: Vec<String>,
 }
 
 impl Default for Lockout {
@@ -222,6 +229,8 @@ impl Default for Lockout {
             threshold: 10,
             window_secs: 60,
             duration_secs: 60,
+            ipv6_prefix: 64,
+            never_lock: Vec::new(),
         }
     }
 }
@@ -235,10 +244,31 @@ impl Lockout {
     #[must_use]
     pub fn policy(&self) -> crate::edge::lockout::Policy {
         crate::edge::lockout::Policy {
-            threshold: self.threshold.max(1),
+            threshold: self.threshold,
             window: Duration::from_secs(self.window_secs),
             duration: self.duration(),
+            ipv6_prefix: self.ipv6_prefix,
         }
+    }
+
+    /// The same policy for the XDP program.
+    #[must_use]
+    pub fn xdp_policy(&self) -> crate::maps::LockoutPolicy {
+        crate::maps::LockoutPolicy {
+            threshold: self.threshold,
+            window_secs: u32::try_from(self.window_secs).unwrap_or(u32::MAX),
+            duration_secs: self.duration_secs,
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+
+    /// `never_lock` parsed (checked by [`Config::finish`]).
+    #[must_use]
+    pub fn never_lock_nets(&self) -> Vec<ipnet::IpNet> {
+        self.never_lock
+            .iter()
+            .filter_map(|c| crate::edge::lockout::never_lock::parse(c).ok())
+            .collect()
     }
 }
 
@@ -273,6 +303,11 @@ pub enum ConfigError {
     Invalid {
         field: &'static str,
         rule: &'static str,
+    },
+    #[error("{field}: {source}")]
+    Cidr {
+        field: &'static str,
+        source: crate::edge::lockout::never_lock::CidrError,
     },
 }
 
@@ -341,6 +376,24 @@ impl Config {
                 rule: "a sip: URI with an IP host and {number} in it",
             });
         }
+        if !(1..=128).contains(&self.lockout.ipv6_prefix) {
+            return Err(ConfigError::Invalid {
+                field: "lockout.ipv6_prefix",
+                rule: "a prefix length from 1 to 128 (64: one customer network; 128: per address)",
+            });
+        }
+        if self.lockout.never_lock.len() > sipauth_common::never_lock::MAX_ENTRIES as usize {
+            return Err(ConfigError::Invalid {
+                field: "lockout.never_lock",
+                rule: "at most 4096 prefixes",
+            });
+        }
+        for cidr in &self.lockout.never_lock {
+            crate::edge::lockout::never_lock::parse(cidr).map_err(|source| ConfigError::Cidr {
+                field: "lockout.never_lock",
+                source,
+            })?;
+        }
         if let Some(path) = self.control.edge_token_file.take() {
             self.control.edge_token = first_line(path)?;
         }
@@ -406,6 +459,56 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Config>("[xdp]\nbudget = 3\n").is_err());
+    }
+
+    #[test]
+    fn ipv6_prefix_outside_1_to_128_is_refused_at_load() {
+        for bad in [0, 129, 255] {
+            let mut c = Config::default();
+            c.lockout.ipv6_prefix = bad;
+            let e = c.finish().unwrap_err().to_string();
+            assert!(
+                e.contains("lockout.ipv6_prefix") && e.contains("1 to 128"),
+                "{e}"
+            );
+        }
+        for good in [1, 48, 64, 128] {
+            let mut c = Config::default();
+            c.lockout.ipv6_prefix = good;
+            assert!(c.finish().is_ok());
+        }
+    }
+
+    #[test]
+    fn never_lock_entries_are_checked_at_load() {
+        let c: Config = toml::from_str(
+            "[lockout]\nnever_lock = [\"203.0.113.0/24\", \"2001:db8::/32\", \"198.51.100.7\"]\n",
+        )
+        .unwrap();
+        let c = c.finish().unwrap();
+        let nets: Vec<String> = c
+            .lockout
+            .never_lock_nets()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]);
+        for bad in ["203.0.113.7/24", "not-a-net", "10.0.0.0/40"] {
+            let mut c = Config::default();
+            c.lockout.never_lock = vec![bad.to_owned()];
+            let e = c.finish().unwrap_err().to_string();
+            assert!(e.starts_with("lockout.never_lock: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn threshold_zero_means_never_everywhere() {
+        let l = Lockout {
+            threshold: 0,
+            ..Lockout::default()
+        };
+        assert_eq!(l.policy().threshold, 0);
+        assert_eq!(l.xdp_policy().threshold, 0);
     }
 
     #[test]

@@ -158,6 +158,15 @@ impl Metrics {
     }
 }
 
+/// Appends one counter that lives outside [`Metrics`] (the lockout
+/// table's), in the same format.
+pub fn render_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,21 +117,19 @@ fn start_edge(
                 "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
             );
         }
-        let xdp = Arc::new(Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?);
-        let p = &cfg.lockout;
-        xdp.set_lockout_policy(
-            p.threshold,
-            u32::try_from(p.window_secs).unwrap_or(u32::MAX),
-            p.duration_secs,
-        )
-        .context("writing the lockout policy to the XDP program")?;
+        let xdp = Arc::new(
+            Xdp::start(&cfg.xdp, &cfg.sip_ports(), cfg.lockout.xdp_policy())
+                .context("starting XDP")?,
+        );
         tokio::spawn(sync_maps(xdp.clone(), views.subscribe()));
         Some(xdp)
     };
     let policy = cfg.lockout.policy();
+    let never_lock = cfg.lockout.never_lock_nets();
     let lockouts = Arc::new(match &xdp {
-        Some(xdp) => Lockouts::kernel(xdp.clone(), policy),
-        None => Lockouts::memory(policy),
+        Some(xdp) => Lockouts::kernel(xdp.clone(), policy, &never_lock)
+            .context("writing the never-lock list to the XDP program")?,
+        None => Lockouts::memory(policy, &never_lock),
     });
     let metrics = Arc::new(Metrics::new());
     let key = if cfg.sip.nonce_secret.is_empty() {
