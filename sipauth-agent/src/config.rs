@@ -112,6 +112,11 @@ pub struct Sip {
     /// `sip:{number}@192.0.2.7:5060;transport=tcp`. Empty: a `<Number>`
     /// ends with `dial_not_available`.
     pub number_gateway: String,
+    /// Responses per second over UDP, all together, to sources that have
+    /// not passed admission (an INVITE let in, a REGISTER accepted, within
+    /// the last hour): the most a flood from forged sources can reflect.
+    /// Each such request gets one response at most; 0 answers none of them.
+    pub unproven_replies_per_sec: u32,
 }
 
 impl Default for Sip {
@@ -130,6 +135,7 @@ impl Default for Sip {
             callback_timeout_ms: 5000,
             outbound_timer_b_ms: 32_000,
             number_gateway: String::new(),
+            unproven_replies_per_sec: 1000,
         }
     }
 }
@@ -255,6 +261,13 @@ pub struct Lockout {
     /// How long a lockout lasts (also an operator lockout without a
     /// duration). Attempts during a lockout get 403 and do not extend it.
     pub duration_secs: u64,
+    /// IPv6 sources are counted and locked out per prefix of this many
+    /// bits (1..=128; 128: per address). IPv4 sources per address.
+    pub ipv6_prefix: u8,
+    /// CIDRs (IPv4 or IPv6; a bare address is a /32 or /128) whose sources
+    /// are never locked out: still judged, their failures counted in
+    /// metrics only.
+    pub never_lock: Vec<String>,
 }
 
 impl Default for Lockout {
@@ -263,6 +276,8 @@ impl Default for Lockout {
             threshold: 10,
             window_secs: 60,
             duration_secs: 60,
+            ipv6_prefix: 64,
+            never_lock: Vec::new(),
         }
     }
 }
@@ -276,10 +291,31 @@ impl Lockout {
     #[must_use]
     pub fn policy(&self) -> crate::edge::lockout::Policy {
         crate::edge::lockout::Policy {
-            threshold: self.threshold.max(1),
+            threshold: self.threshold,
             window: Duration::from_secs(self.window_secs),
             duration: self.duration(),
+            ipv6_prefix: self.ipv6_prefix,
         }
+    }
+
+    /// The same policy for the XDP program.
+    #[must_use]
+    pub fn xdp_policy(&self) -> crate::maps::LockoutPolicy {
+        crate::maps::LockoutPolicy {
+            threshold: self.threshold,
+            window_secs: u32::try_from(self.window_secs).unwrap_or(u32::MAX),
+            duration_secs: self.duration_secs,
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+
+    /// `never_lock` parsed (checked by [`Config::finish`]).
+    #[must_use]
+    pub fn never_lock_nets(&self) -> Vec<ipnet::IpNet> {
+        self.never_lock
+            .iter()
+            .filter_map(|c| crate::edge::lockout::never_lock::parse(c).ok())
+            .collect()
     }
 }
 
@@ -314,6 +350,11 @@ pub enum ConfigError {
     Invalid {
         field: &'static str,
         rule: &'static str,
+    },
+    #[error("{field}: {source}")]
+    Cidr {
+        field: &'static str,
+        source: crate::edge::lockout::never_lock::CidrError,
     },
 }
 
@@ -402,6 +443,24 @@ impl Config {
                 rule: "from 1024 to 65536",
             });
         }
+        if !(1..=128).contains(&self.lockout.ipv6_prefix) {
+            return Err(ConfigError::Invalid {
+                field: "lockout.ipv6_prefix",
+                rule: "a prefix length from 1 to 128 (64: one customer network; 128: per address)",
+            });
+        }
+        if self.lockout.never_lock.len() > sipauth_common::never_lock::MAX_ENTRIES as usize {
+            return Err(ConfigError::Invalid {
+                field: "lockout.never_lock",
+                rule: "at most 4096 prefixes",
+            });
+        }
+        for cidr in &self.lockout.never_lock {
+            crate::edge::lockout::never_lock::parse(cidr).map_err(|source| ConfigError::Cidr {
+                field: "lockout.never_lock",
+                source,
+            })?;
+        }
         if let Some(path) = self.control.edge_token_file.take() {
             self.control.edge_token = first_line(path)?;
         }
@@ -482,6 +541,56 @@ mod tests {
         let c: Config = toml::from_str("[tcp]\nidle_timeout_secs = 3\n").unwrap();
         assert_eq!(c.tcp.limits().idle, Duration::from_secs(3));
         assert_eq!(c.tcp.limits().per_source, 32);
+    }
+
+    #[test]
+    fn ipv6_prefix_outside_1_to_128_is_refused_at_load() {
+        for bad in [0, 129, 255] {
+            let mut c = Config::default();
+            c.lockout.ipv6_prefix = bad;
+            let e = c.finish().unwrap_err().to_string();
+            assert!(
+                e.contains("lockout.ipv6_prefix") && e.contains("1 to 128"),
+                "{e}"
+            );
+        }
+        for good in [1, 48, 64, 128] {
+            let mut c = Config::default();
+            c.lockout.ipv6_prefix = good;
+            assert!(c.finish().is_ok());
+        }
+    }
+
+    #[test]
+    fn never_lock_entries_are_checked_at_load() {
+        let c: Config = toml::from_str(
+            "[lockout]\nnever_lock = [\"203.0.113.0/24\", \"2001:db8::/32\", \"198.51.100.7\"]\n",
+        )
+        .unwrap();
+        let c = c.finish().unwrap();
+        let nets: Vec<String> = c
+            .lockout
+            .never_lock_nets()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]);
+        for bad in ["203.0.113.7/24", "not-a-net", "10.0.0.0/40"] {
+            let mut c = Config::default();
+            c.lockout.never_lock = vec![bad.to_owned()];
+            let e = c.finish().unwrap_err().to_string();
+            assert!(e.starts_with("lockout.never_lock: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn threshold_zero_means_never_everywhere() {
+        let l = Lockout {
+            threshold: 0,
+            ..Lockout::default()
+        };
+        assert_eq!(l.policy().threshold, 0);
+        assert_eq!(l.xdp_policy().threshold, 0);
     }
 
     #[test]

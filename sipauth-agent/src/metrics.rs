@@ -34,6 +34,10 @@ pub struct Metrics {
     pub allowed: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
+    /// Replies over UDP to unproven sources sent within the budget.
+    pub unproven_replies: AtomicU64,
+    /// Replies over UDP to unproven sources not sent: the budget was spent.
+    pub unproven_suppressed: AtomicU64,
     /// TCP connections: open, refused and closed.
     pub tcp: Arc<ConnCounters>,
 }
@@ -140,7 +144,7 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
-        out.push_str("# HELP sipauth_sip_responses_total SIP responses sent, by status code.\n");
+        out.push_str("# HELP sipauth_sip_responses_total SIP responses sent (every datagram or stream write, retransmissions included), by status code.\n");
         out.push_str("# TYPE sipauth_sip_responses_total counter\n");
         for (code, c) in (100u16..).zip(&self.responses) {
             let n = c.load(Relaxed);
@@ -189,6 +193,16 @@ impl Metrics {
                 "Call records dropped because the writer fell too far behind.",
                 &self.records_dropped,
             ),
+            (
+                "sipauth_sip_unproven_replies_total",
+                "Responses sent over UDP to sources that have not passed admission, within sip.unproven_replies_per_sec.",
+                &self.unproven_replies,
+            ),
+            (
+                "sipauth_sip_unproven_suppressed_total",
+                "Responses to sources that have not passed admission left unsent: the budget was spent.",
+                &self.unproven_suppressed,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -211,6 +225,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Appends one counter that lives outside [`Metrics`] (the lockout
+/// table's), in the same format.
+pub fn render_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

@@ -117,21 +117,19 @@ fn start_edge(
                 "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
             );
         }
-        let xdp = Arc::new(Xdp::start(&cfg.xdp, &cfg.sip_ports()).context("starting XDP")?);
-        let p = &cfg.lockout;
-        xdp.set_lockout_policy(
-            p.threshold,
-            u32::try_from(p.window_secs).unwrap_or(u32::MAX),
-            p.duration_secs,
-        )
-        .context("writing the lockout policy to the XDP program")?;
+        let xdp = Arc::new(
+            Xdp::start(&cfg.xdp, &cfg.sip_ports(), cfg.lockout.xdp_policy())
+                .context("starting XDP")?,
+        );
         tokio::spawn(sync_maps(xdp.clone(), views.subscribe()));
         Some(xdp)
     };
     let policy = cfg.lockout.policy();
+    let never_lock = cfg.lockout.never_lock_nets();
     let lockouts = Arc::new(match &xdp {
-        Some(xdp) => Lockouts::kernel(xdp.clone(), policy),
-        None => Lockouts::memory(policy),
+        Some(xdp) => Lockouts::kernel(xdp.clone(), policy, &never_lock)
+            .context("writing the never-lock list to the XDP program")?,
+        None => Lockouts::memory(policy, &never_lock),
     });
     let metrics = Arc::new(Metrics::new());
     let key = if cfg.sip.nonce_secret.is_empty() {
@@ -181,6 +179,7 @@ fn start_edge(
         views.subscribe(),
         digest,
         calls,
+        cfg.sip.unproven_replies_per_sec,
     );
     // Every listener shares one set of TCP bounds; the total has to fit in
     // the open-file limit.
@@ -221,13 +220,13 @@ fn start_edge(
 }
 
 /// Serves `app` on `http.listen` until SIGINT or SIGTERM. Paths are taken
-/// with or without their trailing slash.
+/// with or without their trailing slash; every error answer is JSON.
 async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
     tracing::info!(addr = %cfg.http.listen, "HTTP listening");
-    let app = NormalizePathLayer::trim_trailing_slash().layer(app);
+    let app = NormalizePathLayer::trim_trailing_slash().layer(http::errors::json_errors(app));
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),

@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Part of the pin path (`<pin_dir>/v<LAYOUT_VERSION>/`).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Source addresses, IPv4 and IPv6 alike, as 16 bytes in network order.
 /// IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so one map and one key
@@ -22,6 +22,90 @@ pub mod addr {
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
         ]
     }
+
+    /// The two big-endian halves of a key.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
+    #[inline(always)]
+    const fn halves(key: &Key) -> (u64, u64) {
+        (
+            u64::from_be_bytes([
+                key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+            ]),
+            u64::from_be_bytes([
+                key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15],
+            ]),
+        )
+    }
+
+    /// Whether `key` is an IPv4 source (IPv4-mapped).
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
+    #[inline(always)]
+    pub const fn is_v4(key: &Key) -> bool {
+        let (hi, lo) = halves(key);
+        hi == 0 && (lo >> 32) == 0xffff
+    }
+
+    /// The key under which a source is counted and locked out: an IPv4
+    /// source as it is (one /32), an IPv6 source masked to its first
+    /// `v6_prefix` bits, so that one /64 (by default) is one source. A
+    /// prefix of 0 (settings not written yet) or above 128 means 128.
+    /// Kernel and user space share this rule; it has no loop and two
+    /// branches, which keeps the verifier's work small.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "part of the XDP program's per-packet path"
+    )]
+    #[inline(always)]
+    pub const fn lockout_key(key: Key, v6_prefix: u32) -> Key {
+        if is_v4(&key) || v6_prefix == 0 || v6_prefix >= 128 {
+            return key;
+        }
+        let (hi, lo) = halves(&key);
+        let (hi_mask, lo_mask) = if v6_prefix >= 64 {
+            let lo_mask = if v6_prefix == 64 {
+                0
+            } else {
+                u64::MAX << (128 - v6_prefix)
+            };
+            (u64::MAX, lo_mask)
+        } else {
+            (u64::MAX << (64 - v6_prefix), 0)
+        };
+        let h = (hi & hi_mask).to_be_bytes();
+        let l = (lo & lo_mask).to_be_bytes();
+        [
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+            l[6], l[7],
+        ]
+    }
+}
+
+/// Sources that are never locked out, whatever their failures: an LPM trie
+/// of prefixes over [`addr::Key`] (an IPv4 CIDR `a.b.c.d/n` is the mapped
+/// address with prefix length `96 + n`). The program consults it before it
+/// counts a failure or drops a locked-out source; the agent writes it from
+/// `lockout.never_lock` and `/admin/never-lock`.
+pub mod never_lock {
+    pub const NAME: &str = "SIPAUTH_NEVER_LOCK";
+    pub const MAX_ENTRIES: u32 = 4096;
+
+    pub type Key = super::addr::Key;
+    /// Where the entry comes from: [`ORIGIN_CONFIG`] or [`ORIGIN_RUNTIME`].
+    pub type Value = u32;
+
+    /// Written from `lockout.never_lock` at start-up.
+    pub const ORIGIN_CONFIG: Value = 1;
+    /// Added through `/admin/never-lock`; kept across agent restarts.
+    pub const ORIGIN_RUNTIME: Value = 2;
 }
 
 /// Sources that are locked out, with the instant the lockout ends.
@@ -53,6 +137,7 @@ pub mod config {
     pub const DEFAULT_LOCKOUT_THRESHOLD: u32 = 10;
     pub const DEFAULT_FAILURE_WINDOW_SECS: u32 = 60;
     pub const DEFAULT_LOCKOUT_SECS: u64 = 60;
+    pub const DEFAULT_IPV6_PREFIX: u32 = 64;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,8 +158,13 @@ pub mod config {
         pub failure_window_secs: u32,
         /// How long a lockout lasts, in nanoseconds.
         pub lockout_ns: u64,
+        /// IPv6 sources are counted and locked out per prefix of this
+        /// length (see [`super::addr::lockout_key`]); IPv4 per address.
+        pub ipv6_prefix: u32,
+        /// Always 0.
+        pub pad: u32,
     }
-    const _: () = assert!(core::mem::size_of::<Config>() == 40);
+    const _: () = assert!(core::mem::size_of::<Config>() == 48);
 
     impl Config {
         #[must_use]
@@ -355,7 +445,7 @@ pub mod failures {
 ///
 /// ```text
 /// 0..14   Ethernet header, ethertype ETHERTYPE (other bytes 0)
-/// 14..30  source address (addr::Key)
+/// 14..30  source address (addr::Key, unmasked: the program masks it)
 /// 30      out: Outcome
 /// 31..38  0
 /// 38..46  out: lockout end (until_ns, little-endian) with Outcome::Locked
@@ -386,6 +476,9 @@ pub mod record {
         /// The word kept changing under the compare-exchange (more than
         /// `CXCHG_TRIES` concurrent updates of one source).
         Contended = 4,
+        /// The source is on the never-lock list: not counted, never locked
+        /// out.
+        NeverLock = 5,
     }
 
     /// Compare-exchange attempts on a failure word.
@@ -399,6 +492,7 @@ pub mod record {
                 2 => Self::Locked,
                 3 => Self::AlreadyLocked,
                 4 => Self::Contended,
+                5 => Self::NeverLock,
                 _ => Self::Invalid,
             }
         }
@@ -431,9 +525,12 @@ pub mod stats {
         AclDeniedBudget = 6,
         /// The same, dropped and counted as a failure of the source.
         AclDenied = 7,
+        /// The same from a never-lock source: dropped, not counted towards
+        /// a lockout.
+        AclDeniedNeverLock = 8,
     }
 
-    pub const REASONS: [Reason; 8] = [
+    pub const REASONS: [Reason; 9] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Malformed,
@@ -442,8 +539,9 @@ pub mod stats {
         Reason::LockedDrop,
         Reason::AclDeniedBudget,
         Reason::AclDenied,
+        Reason::AclDeniedNeverLock,
     ];
-    #[expect(clippy::cast_possible_truncation, reason = "eight reasons")]
+    #[expect(clippy::cast_possible_truncation, reason = "nine reasons")]
     pub const MAX_ENTRIES: u32 = REASONS.len() as u32;
 
     impl Reason {
@@ -458,13 +556,17 @@ pub mod stats {
                 Reason::LockedDrop => "locked_out",
                 Reason::AclDeniedBudget => "acl_denied_budget",
                 Reason::AclDenied => "acl_denied",
+                Reason::AclDeniedNeverLock => "acl_denied_never_lock",
             }
         }
 
         /// Whether the program drops packets given this reason.
         #[must_use]
         pub const fn drops(self) -> bool {
-            matches!(self, Reason::LockedDrop | Reason::AclDenied)
+            matches!(
+                self,
+                Reason::LockedDrop | Reason::AclDenied | Reason::AclDeniedNeverLock
+            )
         }
 
         #[must_use]
@@ -577,6 +679,39 @@ mod tests {
         // Threshold 0 never locks; threshold 1 locks on the first failure.
         assert!(!failures::record(w, 110, 60, 0).locks);
         assert!(failures::record(0, 5, 60, 1).locks);
+    }
+
+    #[test]
+    fn ipv6_sources_are_masked_to_their_prefix_and_ipv4_never() {
+        let v6 = |s: &str| s.parse::<core::net::Ipv6Addr>().unwrap().octets();
+        let a = v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd");
+        assert_eq!(addr::lockout_key(a, 64), v6("2001:db8:1:2::"));
+        assert_eq!(
+            addr::lockout_key(v6("2001:db8:1:2::9"), 64),
+            addr::lockout_key(a, 64)
+        );
+        assert_ne!(
+            addr::lockout_key(v6("2001:db8:1:3::9"), 64),
+            addr::lockout_key(a, 64)
+        );
+        assert_eq!(addr::lockout_key(a, 128), a);
+        assert_eq!(addr::lockout_key(a, 0), a);
+        assert_eq!(addr::lockout_key(a, 48), v6("2001:db8:1::"));
+        // A prefix that ends inside a byte keeps its top bits only.
+        assert_eq!(addr::lockout_key(a, 60), v6("2001:db8:1::"));
+        assert_eq!(addr::lockout_key(a, 68), v6("2001:db8:1:2:a000::"));
+        assert_eq!(addr::lockout_key(a, 1), v6("::"));
+        assert_eq!(addr::lockout_key(v6("8001::"), 1), v6("8000::"));
+        assert_eq!(
+            addr::lockout_key(a, 127),
+            v6("2001:db8:1:2:aaaa:bbbb:cccc:dddc")
+        );
+        // IPv4 (mapped) stays a /32 whatever the IPv6 prefix.
+        let v4 = addr::from_v4([192, 0, 2, 77]);
+        assert!(addr::is_v4(&v4));
+        assert!(!addr::is_v4(&a));
+        assert_eq!(addr::lockout_key(v4, 64), v4);
+        assert_eq!(addr::lockout_key(v4, 1), v4);
     }
 
     #[test]

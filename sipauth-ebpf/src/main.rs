@@ -14,6 +14,15 @@
 //! the threshold within the window writes a lockout. Each denial is thus
 //! counted once, by whoever saw it last.
 //!
+//! IPv4 sources are counted and locked out per address, IPv6 sources per
+//! prefix (`Config::ipv6_prefix`, see `sipauth_common::addr::lockout_key`):
+//! the lockout and failure maps are keyed by the masked address.
+//!
+//! Sources in `SIPAUTH_NEVER_LOCK` are judged like any other, but their
+//! denials are never counted towards a lockout (they are counted in
+//! `stats`), and a lockout entry that covers them (an IPv6 prefix locked
+//! out because of a neighbour) does not drop them.
+//!
 //! Everything else passes: user space decides, and re-checks what was let
 //! through.
 //!
@@ -45,7 +54,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use sipauth_common::{acl, addr, apps, budget, config, failures, lockout, record, stats};
+use sipauth_common::{
+    acl, addr, apps, budget, config, failures, lockout, never_lock, record, stats,
+};
 
 use crate::parse::{Flow, Malformed, Packet};
 
@@ -73,6 +84,10 @@ static ACL_V6: LpmTrie<acl::V6Key, acl::Value> = LpmTrie::pinned(acl::MAX_ENTRIE
 
 #[map(name = "SIPAUTH_FAILURES")]
 static FAILURES: LruHashMap<failures::Key, u64> = LruHashMap::pinned(failures::MAX_ENTRIES, 0);
+
+#[map(name = "SIPAUTH_NEVER_LOCK")]
+static NEVER_LOCK: LpmTrie<never_lock::Key, never_lock::Value> =
+    LpmTrie::pinned(never_lock::MAX_ENTRIES, 0);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -103,9 +118,10 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
         return Ok(stats::Reason::NotSip);
     }
 
-    if let Some(until) = locked_until(&pkt.src) {
+    let key = addr::lockout_key(pkt.src, cfg.ipv6_prefix);
+    if let Some(until) = locked_until(&key) {
         let now = unsafe { bpf_ktime_get_ns() };
-        if until > now {
+        if until > now && !never_locked(&pkt.src) {
             return Ok(if take_budget(now, cfg.budget_per_sec) {
                 stats::Reason::LockedBudget
             } else {
@@ -123,18 +139,28 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
         // User space re-checks the ACL, answers 403 and counts the failure.
         return Ok(stats::Reason::AclDeniedBudget);
     }
-    if let record::Outcome::Locked = record_failure(&pkt.src, now, cfg).outcome {
+    if never_locked(&pkt.src) {
+        return Ok(stats::Reason::AclDeniedNeverLock);
+    }
+    if let record::Outcome::Locked = record_failure(&key, now, cfg).outcome {
         debug!(ctx, "lockout: ACL denials, port {}", pkt.dst_port);
     }
     Ok(stats::Reason::AclDenied)
 }
 
-/// When the source's lockout ends, if it has an entry.
+/// When the lockout of a source's key (see [`addr::lockout_key`]) ends, if
+/// it has an entry.
 #[inline(always)]
-fn locked_until(src: &addr::Key) -> Option<u64> {
+fn locked_until(key: &lockout::Key) -> Option<u64> {
     // SAFETY: the value is only read, and a concurrent update of a 64-bit
     // aligned field is a single store.
-    unsafe { LOCKOUT.get(src) }.map(|v| v.until_ns)
+    unsafe { LOCKOUT.get(key) }.map(|v| v.until_ns)
+}
+
+/// Whether the (unmasked) source address is on the never-lock list.
+#[inline(always)]
+fn never_locked(src: &addr::Key) -> bool {
+    NEVER_LOCK.get(LpmKey::new(128, *src)).is_some()
 }
 
 /// Whether this is a UDP INVITE to an application with an IP ACL from a
@@ -193,13 +219,15 @@ impl Recorded {
     }
 }
 
-/// Counts one failure of `src` at `now_ns` in `SIPAUTH_FAILURES`, and
-/// writes a lockout when it reaches the threshold.
+/// Counts one failure under `key` (the source's lockout key) at `now_ns`
+/// in `SIPAUTH_FAILURES`, and writes a lockout when it reaches the
+/// threshold.
 ///
-/// The caller has checked that the source is not locked out (the packet
-/// path handles locked-out sources first; `sipauth_record` checks).
+/// The caller has checked that the source is neither locked out nor on the
+/// never-lock list (the packet path handles locked-out sources first;
+/// `sipauth_record` checks both).
 #[inline(always)]
-fn record_failure(src: &addr::Key, now_ns: u64, cfg: &config::Config) -> Recorded {
+fn record_failure(src: &lockout::Key, now_ns: u64, cfg: &config::Config) -> Recorded {
     #[expect(
         clippy::cast_possible_truncation,
         reason = "seconds of uptime fit in 32 bits"
@@ -277,13 +305,18 @@ fn try_record(ctx: &XdpContext) -> Result<(), Malformed> {
         return Err(Malformed);
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let done = match locked_until(&src) {
-        Some(until_ns) if until_ns > now => Recorded {
-            outcome: record::Outcome::AlreadyLocked,
-            until_ns,
-            word: 0,
-        },
-        _ => record_failure(&src, now, cfg),
+    let key = addr::lockout_key(src, cfg.ipv6_prefix);
+    let done = if never_locked(&src) {
+        Recorded::failed(record::Outcome::NeverLock)
+    } else {
+        match locked_until(&key) {
+            Some(until_ns) if until_ns > now => Recorded {
+                outcome: record::Outcome::AlreadyLocked,
+                until_ns,
+                word: 0,
+            },
+            _ => record_failure(&key, now, cfg),
+        }
     };
     // SAFETY: FRAME_LEN bytes were checked above; unaligned byte stores.
     unsafe {

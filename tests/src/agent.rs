@@ -23,6 +23,8 @@ pub struct Options {
     pub sip_extra: String,
     /// `[lockout]` threshold, window and duration in seconds.
     pub lockout: (u32, u64, u64),
+    /// Lines added to `[lockout]`.
+    pub lockout_extra: String,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             // sipp answers only the first challenge and only MD5.
             sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
             lockout: (10, 60, 60),
+            lockout_extra: String::new(),
         }
     }
 }
@@ -69,7 +72,7 @@ impl<'r> Agent<'r> {
             .collect();
         let config = format!(
             "[sip]\nlisten = [\"0.0.0.0:5060\", \"[::]:5060\"]\n{}\
-             [lockout]\nthreshold = {}\nwindow_secs = {}\nduration_secs = {}\n\
+             [lockout]\nthreshold = {}\nwindow_secs = {}\nduration_secs = {}\n{}\
              [http]\nlisten = \"{HTTP}\"\n\
              [admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
              [xdp]\nmode = \"{}\"\ninterfaces = [{}]\nbudget_per_sec = {}\npin_dir = \"{}\"\n\
@@ -81,6 +84,7 @@ impl<'r> Agent<'r> {
             opts.lockout.0,
             opts.lockout.1,
             opts.lockout.2,
+            opts.lockout_extra,
             opts.xdp_mode,
             interfaces.join(", "),
             opts.budget_per_sec,

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod control;
 pub mod http;
 pub mod netns;
+pub mod openapi;
 pub mod peers;
 pub mod pg;
 pub mod provider;

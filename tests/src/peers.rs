@@ -289,3 +289,68 @@ pub fn tx_packets(link: &Link) -> u64 {
         .as_u64()
         .expect("tx packets")
 }
+
+/// An iptables rule in a namespace's OUTPUT chain counting the UDP
+/// datagrams (and bytes) that leave it from port 5060 towards `dst` (an
+/// address or a network): what the edge really sent, not what it says.
+pub struct SentCounter<'a> {
+    ns: &'a Netns,
+    rule: Vec<String>,
+}
+
+impl<'a> SentCounter<'a> {
+    #[must_use]
+    pub fn new(ns: &'a Netns, dst: &str) -> Self {
+        let rule: Vec<String> = [
+            "-p",
+            "udp",
+            "--sport",
+            "5060",
+            "-d",
+            dst,
+            "-m",
+            "comment",
+            "--comment",
+            "sipauth-sent",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        crate::netns::sh(ns.cmd("iptables").args(["-w", "-A", "OUTPUT"]).args(&rule));
+        Self { ns, rule }
+    }
+
+    /// Datagrams and bytes (IP headers included) counted so far.
+    #[must_use]
+    pub fn read(&self) -> (u64, u64) {
+        let out = crate::netns::sh(
+            self.ns
+                .cmd("iptables")
+                .args(["-w", "-L", "OUTPUT", "-v", "-x", "-n"]),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("sipauth-sent"))
+            .and_then(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+            })
+            .expect("the counting rule")
+    }
+
+    /// Datagrams counted so far.
+    #[must_use]
+    pub fn packets(&self) -> u64 {
+        self.read().0
+    }
+}
+
+impl Drop for SentCounter<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .cmd("iptables")
+            .args(["-w", "-D", "OUTPUT"])
+            .args(&self.rule)
+            .output();
+    }
+}

@@ -99,6 +99,12 @@ impl Postgres {
 
     /// A new, empty database and its URL.
     pub fn database(&self, name: &str) -> String {
+        self.execute("postgres", &format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs one SQL statement in database `db` with psql.
+    pub fn execute(&self, db: &str, sql: &str) {
         sh(Command::new(bin("psql"))
             .args([
                 "-h",
@@ -107,11 +113,14 @@ impl Postgres {
                 &self.port.to_string(),
                 "-U",
                 "postgres",
+                "-d",
+                db,
                 "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
                 "-c",
             ])
-            .arg(format!("CREATE DATABASE {name}")));
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+            .arg(sql));
     }
 
     /// Everything in a database, as text (for secret scans).

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use sipauth_tests::control::{Account, Control};
+use sipauth_tests::control::{Account, Control, EDGE_ADMIN_TOKEN, EdgeProc};
+use sipauth_tests::netns::sh;
 use sipauth_tests::pg::Postgres;
 
 #[derive(Clone, Copy)]
@@ -120,6 +122,7 @@ both!(
     authentication,
     snapshots_follow_writes,
     edge_call_records_one_or_many,
+    error_answers_are_json,
 );
 
 fn walkthrough(b: Backend) {
@@ -625,19 +628,16 @@ fn authentication(b: Backend) {
     let http = Client::new();
     let a = &c.accounts[0];
     let url = format!("{}/v1/Account/{}/SipAuth/Credential/", c.base, a.auth_id);
-    assert_eq!(http.get(&url).send().unwrap().status().as_u16(), 401);
+    let (s, h, v) = raw(http.get(&url));
+    assert_eq!(s, 401);
+    assert!(error_of(&h, &v).contains("HTTP Basic"), "{v}");
+    assert_eq!(h["www-authenticate"], "Basic realm=\"sipauth\"");
     // Another account's id in the path with these credentials.
     let b2 = &c.accounts[1];
     let other = format!("{}/v1/Account/{}/SipAuth/Credential/", c.base, b2.auth_id);
-    assert_eq!(
-        http.get(&other)
-            .basic_auth(&a.auth_id, Some(&a.auth_token))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16(),
-        401
-    );
+    let (s, h, v) = raw(http.get(&other).basic_auth(&a.auth_id, Some(&a.auth_token)));
+    assert_eq!(s, 401);
+    error_of(&h, &v);
     assert_eq!(
         http.get(&url)
             .basic_auth(&a.auth_id, Some(&a.auth_token))
@@ -647,28 +647,36 @@ fn authentication(b: Backend) {
             .as_u16(),
         200
     );
+    // The tenth failure blocks the address for 60 s: 429 with Retry-After.
     let mut codes = Vec::new();
+    let mut last = None;
     for _ in 0..12 {
-        codes.push(
-            http.get(&url)
-                .basic_auth(&a.auth_id, Some("wrong-token"))
-                .send()
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        let r = raw(http.get(&url).basic_auth(&a.auth_id, Some("wrong-token")));
+        codes.push(r.0);
+        last = Some(r);
     }
+    // The failure with another account's id above was the first.
     assert!(codes[..9].iter().all(|&c| c == 401), "{codes:?}");
-    assert_eq!(*codes.last().unwrap(), 429, "{codes:?}");
-    // Blocked even with the right token, for this address.
-    assert_eq!(
-        http.get(&url)
-            .basic_auth(&a.auth_id, Some(&a.auth_token))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16(),
-        429
+    assert_eq!(codes[9..], [429, 429, 429], "{codes:?}");
+    let blocked_at = Instant::now();
+    let (_, h, v) = last.unwrap();
+    let first = retry_after(&h);
+    assert!((59..=60).contains(&first), "Retry-After {first}");
+    assert!(
+        error_of(&h, &v).contains(&format!("try again in {first} s")),
+        "{v}"
+    );
+    // Blocked even with the right token, for this address; the wait told
+    // counts down with the clock.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (s, h, v) = raw(http.get(&url).basic_auth(&a.auth_id, Some(&a.auth_token)));
+    assert_eq!(s, 429, "{v}");
+    error_of(&h, &v);
+    let later = retry_after(&h);
+    let waited = blocked_at.elapsed().as_secs();
+    assert!(
+        (first - later).abs_diff(waited) <= 1,
+        "Retry-After {first} then {later} after {waited} s"
     );
     // The OpenAPI document is public and lists every resource.
     let doc: Value = http
@@ -843,4 +851,281 @@ fn edge_call_records_one_or_many(b: Backend) {
         assert_eq!(v["call_status"], status, "{v}");
         assert_eq!(v["hangup_cause_code"], code, "{v}");
     }
+}
+
+// === error answers ===
+
+/// One request: the status, the headers, and the body as JSON (`Null`
+/// when empty, a string when not JSON).
+fn raw(r: RequestBuilder) -> (u16, HeaderMap, Value) {
+    let resp = r.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().unwrap_or_default();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, headers, v)
+}
+
+/// The `error` of an error answer, which must be JSON with exactly
+/// `api_id` (a UUID) and `error` (not empty).
+fn error_of(h: &HeaderMap, v: &Value) -> String {
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{h:?} {v}"
+    );
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {v}"));
+    assert_eq!(o.len(), 2, "{v}");
+    let id = v["api_id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 36, "api_id: {v}");
+    assert_eq!(id.matches('-').count(), 4, "api_id: {v}");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(!e.is_empty(), "error: {v}");
+    e.to_owned()
+}
+
+fn retry_after(h: &HeaderMap) -> u64 {
+    h.get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {h:?}"))
+}
+
+/// One SQL statement on the control plane's store, from outside it.
+fn store_sql(c: &Control, pg: Option<&Postgres>, sql: &str) {
+    match pg {
+        Some(pg) => pg.execute("sipauth", sql),
+        None => {
+            sh(std::process::Command::new("sqlite3")
+                .arg(c.sqlite_file())
+                .arg(sql));
+        }
+    }
+}
+
+/// Every error status the API answers, from its handlers, its extractors
+/// and its router, is JSON with `api_id` and `error`.
+fn error_answers_are_json(b: Backend) {
+    let (c, pg) = start(b, "");
+    let api = Api::new(&c, 0);
+    let http = Client::new();
+    let authed = |method: &str, path: &str| {
+        http.request(method.parse().unwrap(), api.url(path))
+            .basic_auth(&api.acct.auth_id, Some(&api.acct.auth_token))
+    };
+    let edge = |r: RequestBuilder| r.bearer_auth(&c.edge_token);
+
+    // 404: paths that are not routes, inside an account and outside, and
+    // ids that do not exist.
+    for (url, path) in [
+        (
+            api.url("Nothing/Here/"),
+            format!("/v1/Account/{}/Nothing/Here", api.acct.auth_id),
+        ),
+        (format!("{}/v2/Call", c.base), "/v2/Call".to_owned()),
+        (format!("{}/", c.base), "/".to_owned()),
+    ] {
+        let (s, h, v) = raw(http.get(&url));
+        assert_eq!(s, 404, "{url}: {v}");
+        assert_eq!(error_of(&h, &v), format!("no such path: GET {path}"));
+    }
+    let (s, h, v) = raw(authed("GET", "Application/1234567890/"));
+    assert_eq!(s, 404);
+    assert_eq!(error_of(&h, &v), "application not found");
+
+    // 405: a path that takes other methods; Allow says which.
+    let (s, h, v) = raw(authed("GET", "Call/"));
+    assert_eq!(s, 405, "{v}");
+    assert_eq!(h["allow"], "POST");
+    assert_eq!(
+        error_of(&h, &v),
+        format!(
+            "GET is not allowed on /v1/Account/{}/Call; allowed: POST",
+            api.acct.auth_id
+        )
+    );
+    let (s, h, v) = raw(authed("PUT", "SipAuth/Credential/"));
+    assert_eq!(s, 405, "{v}");
+    let allow = h["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert!(error_of(&h, &v).starts_with("PUT is not allowed"), "{v}");
+    let (s, h, v) = raw(http.delete(format!("{}/v1/openapi.json", c.base)));
+    assert_eq!(s, 405);
+    error_of(&h, &v);
+
+    // 400: a field, JSON that does not parse, query strings that do not.
+    let (s, h, v) = raw(authed("POST", "SipAuth/Credential/").json(&json!({"username": "ab"})));
+    assert_eq!(s, 400);
+    assert!(error_of(&h, &v).starts_with("username:"), "{v}");
+    let (s, h, v) = raw(authed("POST", "SipAuth/Credential/")
+        .header("Content-Type", "application/json")
+        .body("{not json"));
+    assert_eq!(s, 400);
+    assert!(error_of(&h, &v).starts_with("body: not valid JSON"), "{v}");
+    let (s, h, v) = raw(authed("GET", "SipAuth/Credential/?limit=1&limit=2"));
+    assert_eq!(s, 400);
+    assert!(error_of(&h, &v).contains("query string"), "{v}");
+    let (s, h, v) = raw(edge(
+        http.get(format!("{}/v1/Edge/Snapshot?after=soon", c.base)),
+    ));
+    assert_eq!(s, 400);
+    assert!(error_of(&h, &v).contains("query string"), "{v}");
+    let (s, h, v) = raw(edge(http.post(format!("{}/v1/Edge/Calls", c.base)))
+        .header("Content-Type", "application/json")
+        .body("[{"));
+    assert_eq!(s, 400);
+    error_of(&h, &v);
+
+    // 401 on the edge endpoints too.
+    let (s, h, v) = raw(http.get(format!("{}/v1/Edge/Snapshot", c.base)));
+    assert_eq!(s, 401);
+    assert_eq!(error_of(&h, &v), "edge token required");
+    assert_eq!(h["www-authenticate"], "Bearer");
+
+    // 415: a body neither JSON nor a form; the answer names both.
+    let types = "application/json, application/x-www-form-urlencoded";
+    for ctype in [
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ] {
+        let (s, h, v) = raw(authed("POST", "SipAuth/IpAccessControlList/")
+            .header("Content-Type", ctype)
+            .body("name=x"));
+        assert_eq!(s, 415, "{ctype}: {v}");
+        assert!(error_of(&h, &v).ends_with(&format!("send {types}")), "{v}");
+        assert_eq!(h["accept-post"], types);
+    }
+    let (s, h, v) = raw(edge(http.post(format!("{}/v1/Edge/Calls", c.base))).body("[]"));
+    assert_eq!(s, 415);
+    assert!(error_of(&h, &v).contains("application/json"), "{v}");
+    // Without Content-Type, a form is read as a form and JSON as JSON.
+    let (s, _, v) = raw(authed("POST", "SipAuth/IpAccessControlList/").body("name=untyped+form"));
+    assert_eq!(s, 201, "{v}");
+    let (s, _, v) =
+        raw(authed("POST", "SipAuth/IpAccessControlList/").body(r#"{"name": "untyped json"}"#));
+    assert_eq!(s, 201, "{v}");
+    let mut names: Vec<String> = api.get("SipAuth/IpAccessControlList/").1["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["untyped form", "untyped json"],
+        "no 415 made anything"
+    );
+
+    // 500 and 503: the store loses tables under the running server.
+    let call = api.ok(
+        "Call/",
+        &json!({"from": "+1", "to": "+14155551234", "answer_url": "https://198.51.100.9/"}),
+        201,
+    )["request_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    store_sql(&c, pg.as_ref(), "ALTER TABLE calls RENAME TO calls_away");
+    let (s, h, v) = raw(authed("GET", &format!("Call/{call}/")));
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(error_of(&h, &v), "internal error; nothing was changed");
+    store_sql(
+        &c,
+        pg.as_ref(),
+        "ALTER TABLE endpoints RENAME TO endpoints_away",
+    );
+    let (s, h, v) = raw(edge(http.get(format!("{}/v1/Edge/Snapshot", c.base))));
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(error_of(&h, &v), "the store cannot be read; try again");
+    store_sql(&c, pg.as_ref(), "ALTER TABLE calls_away RENAME TO calls");
+    store_sql(
+        &c,
+        pg.as_ref(),
+        "ALTER TABLE endpoints_away RENAME TO endpoints",
+    );
+    assert_eq!(api.get(&format!("Call/{call}/")).0, 200);
+    let (s, _, v) = raw(edge(http.get(format!("{}/v1/Edge/Snapshot", c.base))));
+    assert_eq!(s, 200, "{v}");
+}
+
+/// The edge's own HTTP surface (`/metrics`, `/admin`) answers errors in
+/// the same shape.
+#[test]
+fn edge_http_errors_are_json() {
+    let c = Control::start(None, "");
+    let state = tempfile::tempdir().unwrap();
+    let e = EdgeProc::start(&c.base, &c.edge_token, state.path());
+    let http = Client::new();
+    let (s, h, v) = raw(http.get(format!("{}/nothing", e.http)));
+    assert_eq!(s, 404);
+    assert_eq!(error_of(&h, &v), "no such path: GET /nothing");
+    let (s, h, v) = raw(http.post(format!("{}/metrics", e.http)));
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "GET,HEAD");
+    assert_eq!(
+        error_of(&h, &v),
+        "POST is not allowed on /metrics; allowed: GET, HEAD"
+    );
+    let admin = format!("{}/admin/lockouts", e.http);
+    let (s, h, v) = raw(http.get(&admin).bearer_auth("wrong"));
+    assert_eq!(s, 401);
+    assert_eq!(h["www-authenticate"], "Bearer");
+    error_of(&h, &v);
+    let (s, h, v) = raw(http
+        .post(&admin)
+        .bearer_auth(EDGE_ADMIN_TOKEN)
+        .header("Content-Type", "text/plain")
+        .body("203.0.113.9"));
+    assert_eq!(s, 415);
+    assert!(error_of(&h, &v).contains("application/json"), "{v}");
+    let (s, h, v) = raw(http
+        .post(&admin)
+        .bearer_auth(EDGE_ADMIN_TOKEN)
+        .json(&json!({"address": "203.0.113.9", "until": 1})));
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&h, &v).contains("until"), "{v}");
+    let (s, h, v) = raw(http
+        .delete(format!("{admin}/not-an-address"))
+        .bearer_auth(EDGE_ADMIN_TOKEN));
+    assert_eq!(s, 400);
+    assert!(error_of(&h, &v).starts_with("address:"), "{v}");
+    let (s, h, v) = raw(http
+        .get(format!("{admin}/203.0.113.9"))
+        .bearer_auth(EDGE_ADMIN_TOKEN));
+    assert_eq!(s, 405);
+    error_of(&h, &v);
+}
+
+/// `/v1/openapi.json` as the binary serves it passes
+/// openapi-spec-validator, which does reject the document with an empty
+/// `required` list.
+#[test]
+fn openapi_document_passes_the_validator() {
+    let validator =
+        sipauth_tests::openapi::validator(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let (c, _pg) = start(Backend::Sqlite, "");
+    let mut doc: Value = Client::new()
+        .get(format!("{}/v1/openapi.json", c.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let said = sipauth_tests::openapi::validate(&validator, &doc)
+        .unwrap_or_else(|e| panic!("openapi-spec-validator rejects /v1/openapi.json:\n{e}"));
+    assert!(said.contains("OK"), "{said}");
+    let schema = &mut doc["paths"]["/v1/Account/{auth_id}/Application/{app_id}/"]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"];
+    assert!(schema.get("required").is_none(), "{schema}");
+    schema["required"] = json!([]);
+    let said = sipauth_tests::openapi::validate(&validator, &doc)
+        .expect_err("the validator takes an empty required list");
+    assert!(said.contains("'required': []"), "{said}");
 }

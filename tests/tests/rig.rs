@@ -5,6 +5,7 @@ use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use sipauth_agent::edge::lockout::{show, source_key};
 use sipauth_tests::agent::{Agent, Options};
 use sipauth_tests::metric;
 use sipauth_tests::peers::{Sipp, flood, invite, status, tx_packets, udp_exchange};
@@ -98,8 +99,11 @@ fn invites_get_404_until_locked_out_then_403() {
     agent.lock_out(c.v6, 300);
     let (status, list) = agent.admin("GET", "/admin/lockouts", None);
     assert_eq!(status, 200);
+    // IPv6 sources are locked out per /64, and listed so.
+    let v6_prefix = show(source_key(c.v6, 64), 64);
+    assert_eq!(v6_prefix, "fd00:201:1::/64");
     assert!(
-        list.contains(&c.v4.to_string()) && list.contains(&c.v6.to_string()),
+        list.contains(&c.v4.to_string()) && list.contains(&v6_prefix),
         "{list}"
     );
     for v6 in [false, true] {

@@ -830,3 +830,170 @@ fn acl_gated_invite_cost_is_reported() {
         info.verified_instruction_count()
     );
 }
+
+#[test]
+fn ipv6_sources_are_looked_up_and_counted_per_prefix() {
+    let mut l = load_with_acls(0);
+    // The default policy keys IPv6 sources by their /64.
+    assert_eq!(l.xdp.settings().ipv6_prefix, 64);
+    lock(&l, "2001:db8:1:2::5");
+    assert_eq!(
+        l.xdp.lockout_list().unwrap(),
+        vec![(
+            "2001:db8:1:2::".parse().unwrap(),
+            l.xdp
+                .lockout_get("2001:db8:1:2::5".parse().unwrap())
+                .unwrap()
+                .unwrap()
+        )]
+    );
+    for src in [
+        "2001:db8:1:2::5",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        "2001:db8:1:2::",
+    ] {
+        assert_eq!(run(&mut l, &frame6(src, 17, SIP)), XDP_DROP, "{src}");
+    }
+    for src in ["2001:db8:1:3::5", "2001:db8:1:1:ffff::5"] {
+        assert_eq!(run(&mut l, &frame6(src, 17, SIP)), XDP_PASS, "{src}");
+    }
+    assert_eq!(count(&l, Reason::LockedDrop), 3);
+
+    // Denials from two addresses of one /64 add up: 5 + 4 dropped in the
+    // kernel, then the 10th, from a third address, counted by user space.
+    let (a, b, c) = (
+        "2001:db8:ff:1::a",
+        "2001:db8:ff:1:8000::b",
+        "2001:db8:ff:1::c",
+    );
+    for _ in 0..5 {
+        assert_eq!(run(&mut l, &invite_from(a, APP_OFFICE)), XDP_DROP);
+    }
+    for _ in 0..4 {
+        assert_eq!(run(&mut l, &invite_from(b, APP_OFFICE)), XDP_DROP);
+    }
+    let ip_c: IpAddr = c.parse().unwrap();
+    assert_eq!(l.xdp.failure_count(ip_c).unwrap(), 9);
+    assert_eq!(l.xdp.lockout_get(ip_c).unwrap(), None);
+    // Another /64 of the same /48 has its own count.
+    let other: IpAddr = "2001:db8:ff:2::a".parse().unwrap();
+    assert_eq!(l.xdp.failure_count(other).unwrap(), 0);
+    assert!(
+        l.xdp.record_failure(ip_c).unwrap().is_some(),
+        "the 10th locks"
+    );
+    // Now a fourth address of the /64 is dropped even towards an open app.
+    assert_eq!(
+        run(&mut l, &invite_from("2001:db8:ff:1::d", APP_OPEN)),
+        XDP_DROP
+    );
+    assert_eq!(
+        run(&mut l, &invite_from("2001:db8:ff:2::a", APP_OPEN)),
+        XDP_PASS
+    );
+    assert_eq!(count(&l, Reason::LockedDrop), 4);
+    // IPv4 stays per address.
+    lock(&l, "192.0.2.77");
+    assert_eq!(run(&mut l, &frame4("192.0.2.77", 17, SIP)), XDP_DROP);
+    assert_eq!(run(&mut l, &frame4("192.0.2.78", 17, SIP)), XDP_PASS);
+
+    // Per address (/128): the IPv6 entries keyed by /64 are dropped.
+    l.xdp.set_ipv6_prefix(128).unwrap();
+    assert_eq!(l.xdp.settings().ipv6_prefix, 128);
+    let left = l.xdp.lockout_list().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, "192.0.2.77".parse::<IpAddr>().unwrap());
+    for _ in 0..10 {
+        assert_eq!(run(&mut l, &invite_from(a, APP_OFFICE)), XDP_DROP);
+    }
+    assert!(l.xdp.lockout_get(a.parse().unwrap()).unwrap().is_some());
+    assert_eq!(l.xdp.lockout_get(ip_c).unwrap(), None);
+    assert_eq!(
+        run(&mut l, &invite_from(c, APP_OPEN)),
+        XDP_PASS,
+        "a neighbour is not locked out per address"
+    );
+}
+
+#[test]
+fn never_lock_sources_are_judged_but_never_counted_or_locked_out() {
+    use sipauth_common::never_lock::ORIGIN_RUNTIME;
+    let mut l = load_with_acls(0);
+    for cidr in ["203.0.113.0/24", "2001:db8:ee::/48", "2001:db8:dd:1::5/128"] {
+        l.xdp
+            .never_lock_insert(cidr.parse().unwrap(), ORIGIN_RUNTIME)
+            .unwrap();
+    }
+    let mut listed: Vec<String> = l
+        .xdp
+        .never_lock_list()
+        .unwrap()
+        .iter()
+        .map(|(n, o)| format!("{n} {o}"))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "2001:db8:dd:1::5/128 2",
+            "2001:db8:ee::/48 2",
+            "203.0.113.0/24 2"
+        ]
+    );
+    // 20 denied INVITEs each from never-lock sources, IPv4 and IPv6: all
+    // dropped (the ACL still says no), none counted towards a lockout.
+    for src in ["203.0.113.5", "2001:db8:ee:4::1"] {
+        for _ in 0..20 {
+            assert_eq!(run(&mut l, &invite_from(src, APP_OFFICE)), XDP_DROP);
+        }
+        let ip: IpAddr = src.parse().unwrap();
+        assert_eq!(l.xdp.failure_count(ip).unwrap(), 0, "{src}");
+        assert_eq!(l.xdp.lockout_get(ip).unwrap(), None, "{src}");
+        // Failures judged by user space are refused by the kernel too.
+        assert_eq!(l.xdp.record_failure(ip).unwrap(), None);
+        assert_eq!(l.xdp.failure_count(ip).unwrap(), 0);
+        // Its other traffic passes.
+        assert_eq!(run(&mut l, &invite_from(src, APP_OPEN)), XDP_PASS);
+    }
+    assert_eq!(count(&l, Reason::AclDeniedNeverLock), 40);
+    assert_eq!(count(&l, Reason::AclDenied), 0);
+    // The same attack from a source next door locks it out at the 10th.
+    let next = "203.0.114.5";
+    for _ in 0..10 {
+        assert_eq!(run(&mut l, &invite_from(next, APP_OFFICE)), XDP_DROP);
+    }
+    assert!(l.xdp.lockout_get(next.parse().unwrap()).unwrap().is_some());
+    assert_eq!(count(&l, Reason::AclDenied), 10);
+    assert_eq!(run(&mut l, &invite_from(next, APP_OPEN)), XDP_DROP);
+
+    // A locked /64 holding a never-lock /128: the /128 passes, its
+    // neighbours are dropped.
+    lock(&l, "2001:db8:dd:1::9");
+    assert_eq!(run(&mut l, &frame6("2001:db8:dd:1::5", 17, SIP)), XDP_PASS);
+    assert_eq!(run(&mut l, &frame6("2001:db8:dd:1::9", 17, SIP)), XDP_DROP);
+    assert_eq!(run(&mut l, &frame6("2001:db8:dd:1::6", 17, SIP)), XDP_DROP);
+
+    // Off the list, the source is counted again.
+    assert!(
+        l.xdp
+            .never_lock_remove("203.0.113.0/24".parse().unwrap())
+            .unwrap()
+    );
+    assert!(
+        !l.xdp
+            .never_lock_remove("203.0.113.0/24".parse().unwrap())
+            .unwrap()
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            run(&mut l, &invite_from("203.0.113.5", APP_OFFICE)),
+            XDP_DROP
+        );
+    }
+    assert!(
+        l.xdp
+            .lockout_get("203.0.113.5".parse().unwrap())
+            .unwrap()
+            .is_some()
+    );
+}

@@ -10,8 +10,11 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages: Debian's Rust for BPF (rustc 1.96 on LLVM 22, with a
 /// prebuilt `core` for bpfel-unknown-none), what bpf-linker builds against,
-/// the rig's peers and tools, and PostgreSQL (the store's tests start
-/// private servers of their own; the packaged cluster is not used).
+/// the rig's peers and tools, PostgreSQL (the store's tests start
+/// private servers of their own; the packaged cluster is not used), the
+/// sqlite3 shell (the API tests change a live store under the server) and
+/// python3-venv (the API tests install openapi-spec-validator from PyPI
+/// into a virtualenv of their own).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -28,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "procps",
     "curl",
     "postgresql",
+    "sqlite3",
+    "python3-venv",
 ];
 
 /// The rustup name of Debian's toolchain (see sipauth-agent/build.rs).

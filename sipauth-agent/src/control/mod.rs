@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use sqlx::Row as _;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
+use crate::http::errors::error_response;
 use crate::snapshot::{Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot};
 use store::{Store, StoreError, WriteTx};
 
@@ -337,12 +339,15 @@ struct After {
 async fn edge_snapshot(
     State(state): State<Arc<ControlState>>,
     headers: HeaderMap,
-    Query(q): Query<After>,
+    q: Result<Query<After>, QueryRejection>,
 ) -> Response {
     if !edge_authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
+        return edge_unauthorized();
     }
-    let after = q.after.unwrap_or(0);
+    let after = match q {
+        Ok(Query(q)) => q.after.unwrap_or(0),
+        Err(e) => return error_response(e.status(), e.body_text()),
+    };
     let mut rx = state.versions();
     let wait = rx.wait_for(|v| *v > after);
     if after > 0 && tokio::time::timeout(LONG_POLL, wait).await.is_err() {
@@ -352,7 +357,10 @@ async fn edge_snapshot(
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s.1.clone()).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "building a snapshot failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be read; try again",
+            )
         }
     }
 }
@@ -364,6 +372,15 @@ fn edge_authorized(state: &ControlState, headers: &HeaderMap) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     !state.edge_token.is_empty() && bool::from(given.as_bytes().ct_eq(state.edge_token.as_bytes()))
+}
+
+fn edge_unauthorized() -> Response {
+    let mut r = error_response(StatusCode::UNAUTHORIZED, "edge token required");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 /// One call record or several.
@@ -380,11 +397,15 @@ enum Records {
 async fn edge_call(
     State(state): State<Arc<ControlState>>,
     headers: HeaderMap,
-    axum::Json(records): axum::Json<Records>,
+    records: Result<axum::Json<Records>, JsonRejection>,
 ) -> Response {
     if !edge_authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "edge token required").into_response();
+        return edge_unauthorized();
     }
+    let records = match records {
+        Ok(axum::Json(r)) => r,
+        Err(e) => return crate::http::errors::json_rejection(&e),
+    };
     let records = match records {
         Records::Many(v) => v,
         Records::One(r) => vec![*r],
@@ -393,7 +414,10 @@ async fn edge_call(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::warn!(error = %e, records = records.len(), "storing call records failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store cannot be written; send the records again",
+            )
         }
     }
 }

@@ -37,35 +37,91 @@ pub struct CallRecord {
 }
 
 /// Hangup causes the edge produces.
-pub mod cause {
-    /// Inbound caller failed the IP ACL or credential check.
-    pub const SIP_AUTH_FAILED: (&str, i64) = ("sip_auth_failed", 4210);
-    pub const NOT_REGISTERED: (&str, i64) = ("endpoint_not_registered", 4220);
-    pub const NORMAL: (&str, i64) = ("normal_hangup", 4000);
-    pub const BUSY: (&str, i64) = ("busy_line", 4010);
-    pub const REJECTED: (&str, i64) = ("rejected", 4020);
-    pub const END_OF_XML: (&str, i64) = ("end_of_xml_instructions", 4030);
-    pub const ANSWER_URL_FAILED: (&str, i64) = ("answer_url_unreachable", 4060);
-    pub const INVALID_XML: (&str, i64) = ("invalid_answer_xml", 4070);
-    pub const DIAL_UNAVAILABLE: (&str, i64) = ("dial_not_available", 4080);
+/// How a call ended, as call records and callbacks name it
+/// (HangupCauseName, HangupCauseCode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Answered, then hung up.
+    NormalHangup,
+    /// 486 or 600.
+    BusyLine,
+    /// 603, or `<Hangup reason="rejected">`.
+    Rejected,
+    /// The XML ran out.
+    EndOfXml,
+    AnswerUrlUnreachable,
+    InvalidAnswerXml,
+    /// `<Number>` without `sip.number_gateway`.
+    DialNotAvailable,
     /// Outbound leg: the far end did not answer (408, 480, or rang out).
-    pub const NO_ANSWER: (&str, i64) = ("no_answer", 4090);
+    NoAnswer,
     /// Outbound leg: no response at all before Timer B (no credentials sent).
-    pub const REQUEST_TIMEOUT: (&str, i64) = ("request_timeout", 4100);
+    RequestTimeout,
     /// Outbound leg: a final failure other than busy, decline or auth.
-    pub const DESTINATION_FAILED: (&str, i64) = ("destination_failed", 4110);
+    DestinationFailed,
     /// Outbound leg: the target is not a dialable SIP URI with an IP host.
-    pub const INVALID_DESTINATION: (&str, i64) = ("invalid_destination", 4120);
+    InvalidDestination,
     /// Outbound leg: the socket or TCP connection failed.
-    pub const NETWORK_ERROR: (&str, i64) = ("network_error", 4130);
+    NetworkError,
     /// Outbound leg: cancelled before it was answered.
-    pub const CANCELLED: (&str, i64) = ("cancelled", 4140);
+    Cancelled,
+    /// Inbound caller failed the IP ACL or credential check.
+    InboundAuthFailed,
+    /// Non-auth application, caller not a registered endpoint.
+    NotRegistered,
     /// Outbound leg: the far end rejected our credentials (a new challenge
     /// without stale, a 403 after credentials, or a challenge we cannot
     /// answer).
-    pub const OUTBOUND_AUTH_FAILED: (&str, i64) = ("sip_auth_failed", 4240);
+    OutboundAuthFailed,
     /// Outbound leg: no final answer to the authenticated INVITE in time.
-    pub const OUTBOUND_AUTH_TIMEOUT: (&str, i64) = ("sip_auth_timeout", 4250);
+    OutboundAuthTimeout,
+}
+
+impl Cause {
+    /// HangupCauseName.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NormalHangup => "normal_hangup",
+            Self::BusyLine => "busy_line",
+            Self::Rejected => "rejected",
+            Self::EndOfXml => "end_of_xml_instructions",
+            Self::AnswerUrlUnreachable => "answer_url_unreachable",
+            Self::InvalidAnswerXml => "invalid_answer_xml",
+            Self::DialNotAvailable => "dial_not_available",
+            Self::NoAnswer => "no_answer",
+            Self::RequestTimeout => "request_timeout",
+            Self::DestinationFailed => "destination_failed",
+            Self::InvalidDestination => "invalid_destination",
+            Self::NetworkError => "network_error",
+            Self::Cancelled => "cancelled",
+            Self::InboundAuthFailed | Self::OutboundAuthFailed => "sip_auth_failed",
+            Self::NotRegistered => "endpoint_not_registered",
+            Self::OutboundAuthTimeout => "sip_auth_timeout",
+        }
+    }
+
+    /// HangupCauseCode.
+    pub const fn code(self) -> i64 {
+        match self {
+            Self::NormalHangup => 4000,
+            Self::BusyLine => 4010,
+            Self::Rejected => 4020,
+            Self::EndOfXml => 4030,
+            Self::AnswerUrlUnreachable => 4060,
+            Self::InvalidAnswerXml => 4070,
+            Self::DialNotAvailable => 4080,
+            Self::NoAnswer => 4090,
+            Self::RequestTimeout => 4100,
+            Self::DestinationFailed => 4110,
+            Self::InvalidDestination => 4120,
+            Self::NetworkError => 4130,
+            Self::Cancelled => 4140,
+            Self::InboundAuthFailed => 4210,
+            Self::NotRegistered => 4220,
+            Self::OutboundAuthFailed => 4240,
+            Self::OutboundAuthTimeout => 4250,
+        }
+    }
 }
 
 /// Where call records go: the store (`sipauth run`) or the control plane
@@ -289,7 +345,7 @@ pub struct Ending {
     pub code: u16,
     pub reason: &'static str,
     pub status: &'static str,
-    pub cause: (&'static str, i64),
+    pub cause: Cause,
 }
 
 /// What the answer_url's XML leaves the edge to do.
@@ -304,7 +360,7 @@ pub enum Next {
 pub struct DialEnd {
     /// DialStatus: completed, busy, failed, timeout, no-answer, cancel.
     pub status: &'static str,
-    pub cause: (&'static str, i64),
+    pub cause: Cause,
     /// Whether a target rang (a 180 / 183) or answered.
     pub alerted: bool,
 }
@@ -323,12 +379,15 @@ pub async fn dial_action(
     call_uuid: &str,
     end: &DialEnd,
     redirect: bool,
-) -> Option<Result<Vec<Action>, (&'static str, i64)>> {
+) -> Option<Result<Vec<Action>, Cause>> {
     let url = dial.action_url.as_deref()?;
     params.extend([
         ("DialStatus".to_owned(), end.status.to_owned()),
-        ("DialHangupCause".to_owned(), end.cause.0.to_owned()),
-        ("DialHangupCauseCode".to_owned(), end.cause.1.to_string()),
+        ("DialHangupCause".to_owned(), end.cause.name().to_owned()),
+        (
+            "DialHangupCauseCode".to_owned(),
+            end.cause.code().to_string(),
+        ),
         ("DialRingStatus".to_owned(), end.alerted.to_string()),
         ("DialALegUUID".to_owned(), call_uuid.to_owned()),
     ]);
@@ -347,11 +406,11 @@ pub async fn dial_action(
     Some(match calls.client.fetch(&cb).await {
         Err(e) => {
             tracing::warn!(call = %call_uuid, error = %e, "Dial action URL failed");
-            Err(cause::ANSWER_URL_FAILED)
+            Err(Cause::AnswerUrlUnreachable)
         }
         Ok(body) => sipauth_callback::parse_response_xml(&body).map_err(|e| {
             tracing::warn!(call = %call_uuid, error = %e, "Dial action URL returned invalid XML");
-            cause::INVALID_XML
+            Cause::InvalidAnswerXml
         }),
     })
 }
@@ -374,7 +433,7 @@ impl Ending {
             code: 480,
             reason: "Invalid Answer XML",
             status: "failed",
-            cause: cause::INVALID_XML,
+            cause: Cause::InvalidAnswerXml,
         }
     }
 
@@ -385,7 +444,7 @@ impl Ending {
             code: 480,
             reason: "Answer URL Unreachable",
             status: "failed",
-            cause: cause::ANSWER_URL_FAILED,
+            cause: Cause::AnswerUrlUnreachable,
         }
     }
 
@@ -460,19 +519,19 @@ impl Inbound {
                             code: 486,
                             reason: "Busy Here",
                             status: "busy",
-                            cause: cause::BUSY,
+                            cause: Cause::BusyLine,
                         },
                         Some("rejected") => Ending {
                             code: 603,
                             reason: "Decline",
                             status: "failed",
-                            cause: cause::REJECTED,
+                            cause: Cause::Rejected,
                         },
                         _ => Ending {
                             code: 480,
                             reason: "Temporarily Unavailable",
                             status: "completed",
-                            cause: cause::NORMAL,
+                            cause: Cause::NormalHangup,
                         },
                     });
                 }
@@ -495,7 +554,7 @@ impl Inbound {
                 code: 480,
                 reason: "Temporarily Unavailable",
                 status: "completed",
-                cause: cause::END_OF_XML,
+                cause: Cause::EndOfXml,
             },
         })
     }
@@ -507,7 +566,7 @@ impl Inbound {
         dial: &Dial,
         end: &DialEnd,
         redirect: bool,
-    ) -> Option<Result<Vec<Action>, (&'static str, i64)>> {
+    ) -> Option<Result<Vec<Action>, Cause>> {
         dial_action(
             calls,
             dial,
@@ -530,8 +589,8 @@ impl Inbound {
             to_number: self.to_user.clone(),
             answer_url: Some(self.app.answer_url.clone()),
             call_status: end.status.to_owned(),
-            hangup_cause_name: Some(end.cause.0.to_owned()),
-            hangup_cause_code: Some(end.cause.1),
+            hangup_cause_name: Some(end.cause.name().to_owned()),
+            hangup_cause_code: Some(end.cause.code()),
             sip_auth_type: Some(self.auth_type.as_str().to_owned()),
             source_ip: Some(self.source_ip.clone()),
             created_at,
@@ -567,10 +626,10 @@ pub async fn notify_hangup(
     mut params: Vec<(String, String)>,
     auth_token: &str,
     call_uuid: &str,
-    cause: (&str, i64),
+    cause: Cause,
 ) {
-    params.push(("HangupCauseName".to_owned(), cause.0.to_owned()));
-    params.push(("HangupCauseCode".to_owned(), cause.1.to_string()));
+    params.push(("HangupCauseName".to_owned(), cause.name().to_owned()));
+    params.push(("HangupCauseCode".to_owned(), cause.code().to_string()));
     let cb = Callback {
         url,
         method,
@@ -589,7 +648,7 @@ pub fn denied(
     to: &str,
     src: &str,
     status: &str,
-    c: (&str, i64),
+    c: Cause,
 ) -> CallRecord {
     let t = now();
     CallRecord {
@@ -600,8 +659,8 @@ pub fn denied(
         to_number: to.to_owned(),
         answer_url: Some(app.answer_url.clone()),
         call_status: status.to_owned(),
-        hangup_cause_name: Some(c.0.to_owned()),
-        hangup_cause_code: Some(c.1),
+        hangup_cause_name: Some(c.name().to_owned()),
+        hangup_cause_code: Some(c.code()),
         sip_auth_type: Some(app.sip_auth_type.as_str().to_owned()),
         source_ip: Some(src.to_owned()),
         created_at: t,
@@ -617,7 +676,7 @@ mod tests {
 
     use super::*;
 
-    fn rec(uuid: &str, status: &str, cause: (&str, i64)) -> CallRecord {
+    fn rec(uuid: &str, status: &str, cause: Cause) -> CallRecord {
         CallRecord {
             call_uuid: uuid.to_owned(),
             account: "MA0001".to_owned(),
@@ -626,8 +685,8 @@ mod tests {
             to_number: "app".to_owned(),
             answer_url: Some("http://127.0.0.1/answer".to_owned()),
             call_status: status.to_owned(),
-            hangup_cause_name: Some(cause.0.to_owned()),
-            hangup_cause_code: Some(cause.1),
+            hangup_cause_name: Some(cause.name().to_owned()),
+            hangup_cause_code: Some(cause.code()),
             sip_auth_type: Some("ip_acl".to_owned()),
             source_ip: Some("192.0.2.1".to_owned()),
             created_at: 1,
@@ -647,13 +706,13 @@ mod tests {
         .await
         .unwrap();
         let mut batch: Vec<CallRecord> = (0..600)
-            .map(|i| rec(&format!("c{i}"), "completed", cause::NORMAL))
+            .map(|i| rec(&format!("c{i}"), "completed", Cause::NormalHangup))
             .collect();
         // The same call twice in a batch: its last record counts.
-        batch.push(rec("c7", "busy", cause::BUSY));
+        batch.push(rec("c7", "busy", Cause::BusyLine));
         insert_many(&store, &batch).await.unwrap();
         // A later record of a call updates its outcome.
-        insert(&store, &rec("c8", "failed", cause::REJECTED))
+        insert(&store, &rec("c8", "failed", Cause::Rejected))
             .await
             .unwrap();
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
@@ -731,8 +790,8 @@ mod tests {
             http: reqwest::Client::new(),
         };
         let batch = [
-            rec("a", "completed", cause::NORMAL),
-            rec("b", "busy", cause::BUSY),
+            rec("a", "completed", Cause::NormalHangup),
+            rec("b", "busy", Cause::BusyLine),
         ];
         sink.write(&batch).await;
         let body = bodies.try_recv().expect("taken on the third attempt");

@@ -181,7 +181,6 @@ impl Edge {
 
     fn send_refusal(&self, msg: &Message<'_>, why: Refusal, src: SocketAddr, replier: &Replier) {
         let code = why.code();
-        self.metrics.response(code);
         let tag = self.to_tag(msg);
         let reason = why.to_string();
         replier.send(build::response(
@@ -219,7 +218,7 @@ pub(super) fn test_edge() -> Arc<Edge> {
         },
     );
     Edge::new(
-        Arc::new(Lockouts::memory(Policy::default())),
+        Arc::new(Lockouts::memory(Policy::default(), &[])),
         metrics,
         view::Views::new().subscribe(),
         DigestSettings {
@@ -231,6 +230,7 @@ pub(super) fn test_edge() -> Arc<Edge> {
             max_expires: 3600,
         },
         calls,
+        u32::MAX,
     )
 }
 

@@ -5,29 +5,48 @@
 //! survive an agent restart. With XDP off, the table lives in this process.
 //! Either way an entry is a `CLOCK_MONOTONIC` deadline in nanoseconds, the
 //! clock `bpf_ktime_get_ns` reads.
+//!
+//! A source is an IPv4 address or an IPv6 prefix (`lockout.ipv6_prefix`,
+//! /64 by default: one customer's network, where an attacker has 2^64
+//! addresses to move between). Sources on the never-lock list
+//! ([`never_lock`]) are judged as always, but their failures are
+//! only counted in metrics and no lockout ever stops them; an operator
+//! cannot lock them out either ([`LockoutError::NeverLock`]).
 #![forbid(unsafe_code)]
+
+pub mod never_lock;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::maps::{Xdp, XdpError};
+use ipnet::{IpNet, Ipv6Net};
+use sipauth_common::{addr, never_lock as knever};
+
+use self::never_lock::{Entry, NeverLock, Origin};
+use crate::maps::{self, Xdp, XdpError};
 
 pub struct Lockouts {
     store: Store,
     policy: Policy,
-    /// Failures per source within the current window.
+    /// Failures per source key within the current window.
     failures: Mutex<HashMap<IpAddr, Window>>,
+    never_lock: NeverLock,
+    /// Failures of never-lock sources judged in user space.
+    never_lock_failures: AtomicU64,
 }
 
 /// When failures lock a source out: `threshold` of them within `window`
-/// lock it out for `duration`.
+/// lock it out for `duration` (a threshold of 0 never locks). IPv6
+/// sources are counted per prefix of `ipv6_prefix` bits.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub threshold: u32,
     pub window: Duration,
     pub duration: Duration,
+    pub ipv6_prefix: u8,
 }
 
 impl Default for Policy {
@@ -36,8 +55,33 @@ impl Default for Policy {
             threshold: 10,
             window: Duration::from_mins(1),
             duration: Duration::from_mins(1),
+            ipv6_prefix: 64,
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockoutError {
+    #[error("{address} is on the never-lock list ({cidr}): remove it there first")]
+    NeverLock { address: IpAddr, cidr: IpNet },
+    #[error("{cidr} is not on the never-lock list")]
+    NotListed { cidr: IpNet },
+    #[error("{cidr} comes from lockout.never_lock in the config: remove it there")]
+    FromConfig { cidr: IpNet },
+    #[error("the never-lock list is full ({max} entries)")]
+    Full { max: u32 },
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+}
+
+/// What adding a never-lock prefix did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    pub entry: Entry,
+    /// False when the prefix was on the list already.
+    pub created: bool,
+    /// Lockouts inside the prefix that were lifted.
+    pub lifted: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +101,7 @@ fn count_failure(w: Option<Window>, now: tokio::time::Instant, p: &Policy) -> (W
         },
     };
     w.count += 1;
-    if w.count >= p.threshold {
+    if p.threshold != 0 && w.count >= p.threshold {
         (
             Window {
                 start: now,
@@ -78,7 +122,8 @@ enum Store {
 /// One active lockout.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Lockout {
-    pub address: IpAddr,
+    /// An IPv4 address, or an IPv6 prefix (`2001:db8:1:2::/64`).
+    pub address: String,
     /// Whole seconds left, rounded up.
     pub remaining_secs: u64,
 }
@@ -90,38 +135,123 @@ pub fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
+/// The key `ip` is counted and locked out under: an IPv4 address, or an
+/// IPv6 address masked to `v6_prefix` bits (the kernel's rule).
+#[must_use]
+pub fn source_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    maps::ip_of(addr::lockout_key(maps::key(ip), u32::from(v6_prefix)))
+}
+
+/// How a source key is shown: an IPv4 address, or an IPv6 prefix.
+#[must_use]
+pub fn show(key: IpAddr, v6_prefix: u8) -> String {
+    match key {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/{v6_prefix}"),
+    }
+}
+
+/// The source key as a prefix, for containment tests.
+fn key_net(key: IpAddr, v6_prefix: u8) -> IpNet {
+    match key {
+        IpAddr::V4(_) => IpNet::from(key),
+        IpAddr::V6(v6) => {
+            IpNet::V6(ipnet::Ipv6Net::new(v6, v6_prefix).unwrap_or_else(|_| Ipv6Net::from(v6)))
+        }
+    }
 }
 
 // === impl Lockouts ===
 
 impl Lockouts {
-    #[must_use]
-    pub fn kernel(xdp: Arc<Xdp>, policy: Policy) -> Self {
-        Self {
+    /// The table in the XDP program's maps. The never-lock trie gets the
+    /// config's prefixes; prefixes added at run time before a restart are
+    /// kept, prefixes the config no longer names are removed.
+    pub fn kernel(xdp: Arc<Xdp>, policy: Policy, never_lock: &[IpNet]) -> Result<Self, XdpError> {
+        let list = NeverLock::default();
+        // Entries the config names are overwritten in place (never absent
+        // from the trie); other config entries go, runtime ones stay.
+        for (cidr, origin) in xdp.never_lock_list()? {
+            if never_lock.contains(&cidr) {
+                continue;
+            }
+            if Origin::from_wire(origin) == Some(Origin::Runtime) {
+                list.put(Entry {
+                    cidr,
+                    origin: Origin::Runtime,
+                });
+            } else {
+                xdp.never_lock_remove(cidr)?;
+            }
+        }
+        for &cidr in never_lock {
+            xdp.never_lock_insert(cidr, knever::ORIGIN_CONFIG)?;
+            list.put(Entry {
+                cidr,
+                origin: Origin::Config,
+            });
+        }
+        let t = Self {
             store: Store::Kernel(xdp),
             policy,
             failures: Mutex::new(HashMap::new()),
+            never_lock: list,
+            never_lock_failures: AtomicU64::new(0),
+        };
+        let cidrs: Vec<IpNet> = t.never_lock.list().iter().map(|e| e.cidr).collect();
+        t.lift_inside(&cidrs)?;
+        if !t.never_lock.is_empty() {
+            tracing::info!(
+                prefixes = t.never_lock.len(),
+                "never-lock list loaded (config and kept runtime additions)"
+            );
         }
+        Ok(t)
     }
 
+    /// The table in this process; the never-lock list is the config's.
     #[must_use]
-    pub fn memory(policy: Policy) -> Self {
+    pub fn memory(policy: Policy, never_lock: &[IpNet]) -> Self {
+        let list = NeverLock::default();
+        for &cidr in never_lock {
+            list.put(Entry {
+                cidr,
+                origin: Origin::Config,
+            });
+        }
         Self {
             store: Store::Memory(Mutex::new(HashMap::new())),
             policy,
             failures: Mutex::new(HashMap::new()),
+            never_lock: list,
+            never_lock_failures: AtomicU64::new(0),
         }
+    }
+
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        source_key(ip, self.policy.ipv6_prefix)
+    }
+
+    /// Failures of never-lock sources judged in user space (each would
+    /// have counted towards a lockout).
+    #[must_use]
+    pub fn never_lock_failures(&self) -> u64 {
+        self.never_lock_failures.load(Relaxed)
     }
 
     /// Counts a denied request from `ip` (an ACL or credential denial, once
     /// per request); the threshold-th within the window locks it out for the
     /// policy's duration. Attempts during a lockout are not failures: the
     /// caller checks [`Lockouts::is_locked`] first. Returns true when this
-    /// failure locked the source out.
+    /// failure locked the source out. A never-lock source is only counted
+    /// in [`Lockouts::never_lock_failures`].
     pub fn record_failure(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
+        if let Some(e) = self.never_lock.find(ip) {
+            self.never_lock_failures.fetch_add(1, Relaxed);
+            tracing::debug!(src = %ip, never_lock = %e.cidr, "failure of a never-lock source: not counted towards a lockout");
+            return false;
+        }
         if let Store::Kernel(xdp) = &self.store {
             // One counter per source, shared with the XDP program's own
             // denials, updated in the kernel.
@@ -138,37 +268,40 @@ impl Lockouts {
                 }
             };
         }
+        let key = self.key(ip);
         let now = tokio::time::Instant::now();
         let locked = {
             let mut m = self.failures.lock().expect("failure table");
             if m.len() > 1_000_000 {
                 m.retain(|_, w| now.duration_since(w.start) < self.policy.window);
             }
-            let (w, locked) = count_failure(m.get(&ip).copied(), now, &self.policy);
-            m.insert(ip, w);
+            let (w, locked) = count_failure(m.get(&key).copied(), now, &self.policy);
+            m.insert(key, w);
             locked
         };
-        if locked && let Err(e) = self.lock(ip, self.policy.duration) {
+        if locked && let Err(e) = self.set(key, self.policy.duration) {
             tracing::error!(src = %ip, error = %e, "locking out failed");
         }
         locked
     }
 
-    fn deadline(&self, ip: IpAddr) -> Result<Option<u64>, XdpError> {
+    /// The lockout end of a source key.
+    fn deadline(&self, key: IpAddr) -> Result<Option<u64>, XdpError> {
         match &self.store {
-            Store::Kernel(xdp) => xdp.lockout_get(ip),
-            Store::Memory(m) => Ok(m.lock().expect("lockout table").get(&ip).copied()),
+            Store::Kernel(xdp) => xdp.lockout_get(key),
+            Store::Memory(m) => Ok(m.lock().expect("lockout table").get(&key).copied()),
         }
     }
 
-    /// Whether `ip` is locked out now. A map that cannot be read is logged
-    /// and treated as "not locked out": user space never refuses a caller on
-    /// a failure of its own.
+    /// Whether `ip` is locked out now (its own lockout, or its IPv6
+    /// prefix's), and not on the never-lock list. A map that cannot be
+    /// read is logged and treated as "not locked out": user space never
+    /// refuses a caller on a failure of its own.
     #[must_use]
     pub fn is_locked(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match self.deadline(ip) {
-            Ok(Some(until)) => until > now_ns(),
+        let ip = ip.to_canonical();
+        match self.deadline(self.key(ip)) {
+            Ok(Some(until)) => until > now_ns() && !self.never_lock.contains(ip),
             Ok(None) => false,
             Err(e) => {
                 tracing::error!(src = %ip, error = %e, "lockout lookup failed");
@@ -177,57 +310,168 @@ impl Lockouts {
         }
     }
 
-    /// Locks `ip` out for `duration` from now, replacing any earlier entry.
-    pub fn lock(&self, ip: IpAddr, duration: Duration) -> Result<(), XdpError> {
-        let ip = canonical(ip);
+    /// Locks `ip` out (its prefix, for IPv6) for `duration` from now,
+    /// replacing any earlier entry; returns the source as listed. A
+    /// never-lock address is refused. Never-lock addresses inside a locked
+    /// IPv6 prefix stay exempt.
+    pub fn lock(&self, ip: IpAddr, duration: Duration) -> Result<String, LockoutError> {
+        let ip = ip.to_canonical();
+        if let Some(e) = self.never_lock.find(ip) {
+            return Err(LockoutError::NeverLock {
+                address: ip,
+                cidr: e.cidr,
+            });
+        }
+        let key = self.key(ip);
+        self.set(key, duration)?;
+        Ok(show(key, self.policy.ipv6_prefix))
+    }
+
+    fn set(&self, key: IpAddr, duration: Duration) -> Result<(), XdpError> {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let until = now_ns().saturating_add(nanos);
         match &self.store {
-            Store::Kernel(xdp) => xdp.lockout_set(ip, until)?,
+            Store::Kernel(xdp) => xdp.lockout_set(key, until)?,
             Store::Memory(m) => {
-                m.lock().expect("lockout table").insert(ip, until);
+                m.lock().expect("lockout table").insert(key, until);
             }
         }
-        tracing::info!(src = %ip, secs = duration.as_secs(), "locked out");
+        let src = show(key, self.policy.ipv6_prefix);
+        tracing::info!(src = %src, secs = duration.as_secs(), "locked out");
         Ok(())
     }
 
-    /// Lifts the lockout of `ip`; false when it had none that was active.
+    /// Lifts the lockout of `ip` (its prefix, for IPv6); false when it had
+    /// none that was active.
     pub fn lift(&self, ip: IpAddr) -> Result<bool, XdpError> {
-        let ip = canonical(ip);
-        let active = self.deadline(ip)?.is_some_and(|until| until > now_ns());
+        let key = self.key(ip.to_canonical());
+        let active = self.deadline(key)?.is_some_and(|until| until > now_ns());
         let removed = match &self.store {
-            Store::Kernel(xdp) => xdp.lockout_remove(ip)?,
-            Store::Memory(m) => m.lock().expect("lockout table").remove(&ip).is_some(),
+            Store::Kernel(xdp) => xdp.lockout_remove(key)?,
+            Store::Memory(m) => m.lock().expect("lockout table").remove(&key).is_some(),
         };
         if removed && active {
-            tracing::info!(src = %ip, "lockout lifted");
+            let src = show(key, self.policy.ipv6_prefix);
+            tracing::info!(src = %src, "lockout lifted");
         }
         Ok(removed && active)
+    }
+
+    /// Every lockout entry, expired ones included.
+    fn entries(&self) -> Result<Vec<(IpAddr, u64)>, XdpError> {
+        Ok(match &self.store {
+            Store::Kernel(xdp) => xdp.lockout_list()?,
+            Store::Memory(m) => {
+                let now = now_ns();
+                let mut m = m.lock().expect("lockout table");
+                m.retain(|_, until| *until > now);
+                m.iter().map(|(ip, until)| (*ip, *until)).collect()
+            }
+        })
     }
 
     /// Active lockouts, soonest to end first. Expired entries are left for
     /// the LRU (kernel) or dropped here (memory).
     pub fn list(&self) -> Result<Vec<Lockout>, XdpError> {
         let now = now_ns();
-        let entries = match &self.store {
-            Store::Kernel(xdp) => xdp.lockout_list()?,
-            Store::Memory(m) => {
-                let mut m = m.lock().expect("lockout table");
-                m.retain(|_, until| *until > now);
-                m.iter().map(|(ip, until)| (*ip, *until)).collect()
-            }
-        };
-        let mut active: Vec<Lockout> = entries
+        let mut active: Vec<(u64, IpAddr)> = self
+            .entries()?
             .into_iter()
             .filter(|&(_, until)| until > now)
-            .map(|(address, until)| Lockout {
-                address,
-                remaining_secs: (until - now).div_ceil(1_000_000_000),
-            })
+            .map(|(key, until)| ((until - now).div_ceil(1_000_000_000), key))
             .collect();
-        active.sort_by_key(|l| (l.remaining_secs, l.address));
-        Ok(active)
+        active.sort_unstable();
+        Ok(active
+            .into_iter()
+            .map(|(remaining_secs, key)| Lockout {
+                address: show(key, self.policy.ipv6_prefix),
+                remaining_secs,
+            })
+            .collect())
+    }
+
+    // --- never-lock list ---
+
+    /// The never-lock list, IPv4 first.
+    #[must_use]
+    pub fn never_lock(&self) -> Vec<Entry> {
+        self.never_lock.list()
+    }
+
+    /// Adds `cidr` (host bits 0, see [`never_lock::parse`]) to the
+    /// never-lock list at run time and lifts the lockouts inside it. A
+    /// prefix on the list already keeps its origin.
+    pub fn never_lock_add(&self, cidr: IpNet) -> Result<Added, LockoutError> {
+        let (entry, created) = if let Some(e) = self.never_lock.get(cidr) {
+            (e, false)
+        } else {
+            if self.never_lock.len() >= knever::MAX_ENTRIES as usize {
+                return Err(LockoutError::Full {
+                    max: knever::MAX_ENTRIES,
+                });
+            }
+            let e = Entry {
+                cidr,
+                origin: Origin::Runtime,
+            };
+            if let Store::Kernel(xdp) = &self.store {
+                xdp.never_lock_insert(cidr, e.origin.wire())?;
+            }
+            self.never_lock.put(e);
+            tracing::info!(cidr = %cidr, "added to the never-lock list");
+            (e, true)
+        };
+        let lifted = self.lift_inside(&[cidr])?;
+        Ok(Added {
+            entry,
+            created,
+            lifted,
+        })
+    }
+
+    /// Removes a prefix added at run time; those of the config stay.
+    pub fn never_lock_remove(&self, cidr: IpNet) -> Result<(), LockoutError> {
+        match self.never_lock.get(cidr) {
+            None => return Err(LockoutError::NotListed { cidr }),
+            Some(e) if e.origin == Origin::Config => {
+                return Err(LockoutError::FromConfig { cidr });
+            }
+            Some(_) => {}
+        }
+        if let Store::Kernel(xdp) = &self.store {
+            xdp.never_lock_remove(cidr)?;
+        }
+        self.never_lock.remove(cidr);
+        tracing::info!(cidr = %cidr, "removed from the never-lock list");
+        Ok(())
+    }
+
+    /// Lifts every lockout whose source lies inside one of `cidrs`; the
+    /// number of active ones lifted. A locked IPv6 prefix wider than a
+    /// never-lock prefix stays: the never-lock sources in it are exempt at
+    /// lookup.
+    fn lift_inside(&self, cidrs: &[IpNet]) -> Result<usize, XdpError> {
+        if cidrs.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ns();
+        let p = self.policy.ipv6_prefix;
+        let mut lifted = 0;
+        for (key, until) in self.entries()? {
+            let source = key_net(key, p);
+            let Some(&cidr) = cidrs.iter().find(|c| never_lock::covers(**c, source)) else {
+                continue;
+            };
+            let removed = match &self.store {
+                Store::Kernel(xdp) => xdp.lockout_remove(key)?,
+                Store::Memory(m) => m.lock().expect("lockout table").remove(&key).is_some(),
+            };
+            if removed && until > now {
+                lifted += 1;
+                tracing::info!(src = %show(key, p), never_lock = %cidr, "lockout lifted: inside a never-lock prefix");
+            }
+        }
+        Ok(lifted)
     }
 }
 
@@ -237,7 +481,7 @@ mod tests {
 
     #[test]
     fn lock_list_lift() {
-        let t = Lockouts::memory(Policy::default());
+        let t = Lockouts::memory(Policy::default(), &[]);
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         let b: IpAddr = "2001:db8::7".parse().unwrap();
         assert!(!t.is_locked(a));
@@ -247,7 +491,8 @@ mod tests {
         assert!(t.is_locked(b));
         let l = t.list().unwrap();
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0].address, b);
+        assert_eq!(l[0].address, "2001:db8::/64");
+        assert_eq!(l[1].address, "192.0.2.7");
         assert!(l[0].remaining_secs <= 30 && l[0].remaining_secs >= 29);
         assert!(t.lift(a).unwrap());
         assert!(!t.lift(a).unwrap());
@@ -257,7 +502,7 @@ mod tests {
 
     #[test]
     fn v4_mapped_source_is_the_v4_source() {
-        let t = Lockouts::memory(Policy::default());
+        let t = Lockouts::memory(Policy::default(), &[]);
         t.lock("192.0.2.9".parse().unwrap(), Duration::from_secs(5))
             .unwrap();
         assert!(t.is_locked("::ffff:192.0.2.9".parse().unwrap()));
@@ -266,7 +511,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tenth_failure_in_the_window_locks_out() {
         let p = Policy::default();
-        let t = Lockouts::memory(p);
+        let t = Lockouts::memory(p, &[]);
         let a: IpAddr = "192.0.2.50".parse().unwrap();
         for _ in 0..9 {
             assert!(!t.record_failure(a));
@@ -278,7 +523,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failures_spread_beyond_the_window_do_not_lock() {
-        let t = Lockouts::memory(Policy::default());
+        let t = Lockouts::memory(Policy::default(), &[]);
         let a: IpAddr = "192.0.2.51".parse().unwrap();
         for _ in 0..9 {
             t.record_failure(a);
@@ -299,6 +544,7 @@ mod tests {
             threshold: 3,
             window: Duration::from_secs(10),
             duration: Duration::from_secs(5),
+            ipv6_prefix: 64,
         };
         let t0 = tokio::time::Instant::now();
         let (w, l) = count_failure(None, t0, &p);
@@ -315,11 +561,170 @@ mod tests {
 
     #[test]
     fn zero_duration_is_not_locked() {
-        let t = Lockouts::memory(Policy::default());
+        let t = Lockouts::memory(Policy::default(), &[]);
         let a: IpAddr = "192.0.2.8".parse().unwrap();
         t.lock(a, Duration::ZERO).unwrap();
         assert!(!t.is_locked(a));
         assert!(t.list().unwrap().is_empty());
         assert!(!t.lift(a).unwrap());
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn threshold_zero_counts_but_never_locks() {
+        let p = Policy {
+            threshold: 0,
+            ..Policy::default()
+        };
+        let t = Lockouts::memory(p, &[]);
+        let a = ip("192.0.2.60");
+        for _ in 0..1000 {
+            assert!(!t.record_failure(a));
+        }
+        assert!(!t.is_locked(a));
+        assert!(t.list().unwrap().is_empty());
+        // The same rule as the kernel's counter.
+        assert!(!sipauth_common::failures::record(0, 1, 60, 0).locks);
+    }
+
+    #[test]
+    fn ipv6_sources_are_keyed_by_their_prefix() {
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:aaaa::1"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:aaaa::1"), 128),
+            ip("2001:db8:1:2:aaaa::1")
+        );
+        assert_eq!(source_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(source_key(ip("::ffff:192.0.2.1"), 1), ip("192.0.2.1"));
+        assert_eq!(show(ip("2001:db8:1:2::"), 64), "2001:db8:1:2::/64");
+        assert_eq!(show(ip("192.0.2.1"), 64), "192.0.2.1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_within_one_ipv6_prefix_add_up() {
+        let t = Lockouts::memory(Policy::default(), &[]);
+        for i in 0..9u16 {
+            let a = IpAddr::from([0x2001, 0xdb8, 1, 2, i, 0, 0, 1]);
+            assert!(!t.record_failure(a));
+        }
+        // Another /64 has its own counter.
+        assert!(!t.record_failure(ip("2001:db8:1:3::1")));
+        assert!(!t.is_locked(ip("2001:db8:1:2::77")));
+        assert!(t.record_failure(ip("2001:db8:1:2:ffff::1")));
+        assert!(t.is_locked(ip("2001:db8:1:2::77")));
+        assert!(!t.is_locked(ip("2001:db8:1:3::1")));
+        let l = t.list().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].address, "2001:db8:1:2::/64");
+        // Lifting any address of the prefix lifts the prefix.
+        assert!(t.lift(ip("2001:db8:1:2::99")).unwrap());
+        assert!(!t.is_locked(ip("2001:db8:1:2:aaaa::1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_address_with_prefix_128() {
+        let p = Policy {
+            ipv6_prefix: 128,
+            ..Policy::default()
+        };
+        let t = Lockouts::memory(p, &[]);
+        for _ in 0..10 {
+            t.record_failure(ip("2001:db8::1"));
+        }
+        assert!(t.is_locked(ip("2001:db8::1")));
+        assert!(!t.is_locked(ip("2001:db8::2")));
+        assert_eq!(t.list().unwrap()[0].address, "2001:db8::1/128");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_lock_sources_are_counted_but_never_locked() {
+        let t = Lockouts::memory(
+            Policy::default(),
+            &[net("203.0.113.0/24"), net("2001:db8:5::/48")],
+        );
+        for _ in 0..50 {
+            assert!(!t.record_failure(ip("203.0.113.9")));
+            assert!(!t.record_failure(ip("2001:db8:5:1::9")));
+        }
+        assert_eq!(t.never_lock_failures(), 100);
+        assert!(!t.is_locked(ip("203.0.113.9")));
+        assert!(t.list().unwrap().is_empty());
+        // A neighbour outside the list is locked out by the same attack.
+        for _ in 0..10 {
+            t.record_failure(ip("203.0.114.9"));
+        }
+        assert!(t.is_locked(ip("203.0.114.9")));
+        assert_eq!(t.never_lock_failures(), 100);
+        // The operator cannot lock a never-lock address out.
+        let e = t
+            .lock(ip("203.0.113.9"), Duration::from_mins(1))
+            .unwrap_err();
+        assert!(
+            matches!(e, LockoutError::NeverLock { cidr, .. } if cidr == net("203.0.113.0/24")),
+            "{e}"
+        );
+        assert!(!t.is_locked(ip("203.0.113.9")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adding_a_prefix_lifts_the_lockouts_inside_it() {
+        let t = Lockouts::memory(Policy::default(), &[net("192.0.2.0/24")]);
+        for a in [
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.101.1",
+            "2001:db8:7:1::1",
+        ] {
+            for _ in 0..10 {
+                t.record_failure(ip(a));
+            }
+            assert!(t.is_locked(ip(a)), "{a}");
+        }
+        let added = t.never_lock_add(net("198.51.100.0/24")).unwrap();
+        assert!(added.created);
+        assert_eq!(added.lifted, 2);
+        assert_eq!(added.entry.origin, Origin::Runtime);
+        assert!(!t.is_locked(ip("198.51.100.1")));
+        assert!(t.is_locked(ip("198.51.101.1")));
+        // Adding it again changes nothing.
+        let again = t.never_lock_add(net("198.51.100.0/24")).unwrap();
+        assert_eq!((again.created, again.lifted), (false, 0));
+        // A /128 inside a locked /64: the prefix stays locked out, the
+        // never-lock address is let through.
+        let added = t.never_lock_add(net("2001:db8:7:1::5/128")).unwrap();
+        assert_eq!(added.lifted, 0);
+        assert!(t.is_locked(ip("2001:db8:7:1::1")));
+        assert!(!t.is_locked(ip("2001:db8:7:1::5")));
+        // Config entries stay; runtime ones go.
+        assert!(matches!(
+            t.never_lock_remove(net("192.0.2.0/24")),
+            Err(LockoutError::FromConfig { .. })
+        ));
+        assert!(matches!(
+            t.never_lock_remove(net("192.0.3.0/24")),
+            Err(LockoutError::NotListed { .. })
+        ));
+        t.never_lock_remove(net("198.51.100.0/24")).unwrap();
+        let cidrs: Vec<String> = t.never_lock().iter().map(|e| e.cidr.to_string()).collect();
+        assert_eq!(cidrs, ["192.0.2.0/24", "2001:db8:7:1::5/128"]);
+        // Off the list, the source is counted afresh.
+        for _ in 0..9 {
+            assert!(!t.record_failure(ip("198.51.100.1")));
+        }
+        assert!(t.record_failure(ip("198.51.100.1")));
     }
 }

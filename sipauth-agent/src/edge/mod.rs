@@ -10,9 +10,11 @@
 //! Trying and then what its answer_url says.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod call;
 mod check;
 pub mod conn;
+pub mod egress;
 pub mod lockout;
 pub mod outbound;
 pub mod registrar;
@@ -26,12 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sipauth_digest::{Algorithm, NcTracker, NonceKey, Verdict};
+use sipauth_digest::{Algorithm, NcTracker, NonceKey};
 use sipauth_sip::{Message, build};
 
 use crate::metrics::Metrics;
-use crate::snapshot::{Application, AuthType, Index};
-use call::{Calls, Inbound, Next, cause};
+use admission::{Decision, Digest};
+use call::{Calls, Inbound, Next};
+use egress::Egress;
 use lockout::Lockouts;
 use registrar::Registrar;
 use transaction::{Key, Seen, Transactions};
@@ -54,6 +57,8 @@ pub struct DigestSettings {
 pub struct Edge {
     pub lockouts: Arc<Lockouts>,
     pub metrics: Arc<Metrics>,
+    /// Where responses leave: counted, and metered to unproven sources.
+    pub egress: Arc<Egress>,
     /// The snapshot requests are judged against.
     pub view: view::View,
     pub registrar: Registrar,
@@ -65,21 +70,6 @@ pub struct Edge {
     bridges: outbound::bridge::Bridges,
     /// Keys the To-tags: the same request gets the same tag.
     tag_key: std::hash::RandomState,
-}
-
-/// The verdict on an INVITE.
-enum Decision {
-    Respond(u16, &'static str),
-    /// A denial that counts towards the lockout.
-    Deny,
-    Challenge {
-        stale: bool,
-    },
-    Busy,
-    Allow {
-        auth_type: AuthType,
-        user: Option<String>,
-    },
 }
 
 fn unix_now() -> u64 {
@@ -98,9 +88,11 @@ impl Edge {
         view: view::View,
         digest: DigestSettings,
         calls: Arc<Calls>,
+        unproven_replies_per_sec: u32,
     ) -> Arc<Self> {
         let edge = Arc::new(Self {
             lockouts,
+            egress: Arc::new(Egress::new(metrics.clone(), unproven_replies_per_sec)),
             metrics,
             view,
             registrar: Registrar::default(),
@@ -119,6 +111,7 @@ impl Edge {
                 let Some(edge) = weak.upgrade() else { return };
                 edge.txns.sweep();
                 edge.registrar.sweep();
+                edge.egress.sweep();
             }
         });
         edge
@@ -182,7 +175,7 @@ impl Edge {
             // The lockout map is only asked when it matters.
             if !required.is_empty() && !self.lockouts.is_locked(src.ip()) {
                 let unsupported = required.join(", ");
-                self.respond(
+                self.respond_stateless(
                     &key,
                     &msg,
                     src,
@@ -195,7 +188,7 @@ impl Edge {
             }
         }
         match method {
-            "OPTIONS" => self.respond(
+            "OPTIONS" => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -210,7 +203,7 @@ impl Edge {
                 if self.bridges.in_dialog(&msg, data, &key, src, replier) {
                     self.respond(&key, &msg, src, replier, 100, "Trying", &[]);
                 } else {
-                    self.respond(
+                    self.respond_stateless(
                         &key,
                         &msg,
                         src,
@@ -231,7 +224,7 @@ impl Edge {
             // INFO and UPDATE of a bridged caller go to the far end, which
             // answers them; outside a dialog of ours they get 481.
             "INFO" | "UPDATE" if self.bridges.in_dialog(&msg, data, &key, src, replier) => {}
-            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond(
+            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -240,7 +233,7 @@ impl Edge {
                 "Call/Transaction Does Not Exist",
                 &[],
             ),
-            _ => self.respond(
+            _ => self.respond_stateless(
                 &key,
                 &msg,
                 src,
@@ -263,10 +256,28 @@ impl Edge {
         reason: &str,
         extra: &[(&str, &str)],
     ) {
-        self.metrics.response(code);
         let tag = (code > 100).then(|| self.to_tag(msg));
         let bytes = build::response(msg, code, reason, src, tag.as_deref(), extra, b"");
         self.txns.respond(key, code, bytes, replier);
+    }
+
+    /// A final answer with no effect but itself (a challenge, 404, 405):
+    /// sent once, the transaction forgotten (RFC 3261 8.2.7). A
+    /// retransmission of the request is judged again, to the same effect.
+    #[expect(clippy::too_many_arguments, reason = "one response, all of its parts")]
+    fn respond_stateless(
+        &self,
+        key: &Key,
+        msg: &Message<'_>,
+        src: SocketAddr,
+        replier: &Replier,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = self.to_tag(msg);
+        let bytes = build::response(msg, code, reason, src, Some(&tag), extra, b"");
+        self.txns.respond_stateless(key, bytes, replier);
     }
 
     fn to_tag(&self, msg: &Message<'_>) -> String {
@@ -289,19 +300,23 @@ impl Edge {
 
     /// Checks the digest credentials in `header` (Proxy-Authorization for
     /// INVITE, Authorization for REGISTER) against `lookup`: the verdict
-    /// and the username, or `None` when the request has no credentials for
-    /// our realm (it gets a challenge, like a request without any).
+    /// and the username, or [`Digest::Absent`] when the request has no
+    /// credentials for our realm (it gets a challenge, like a request
+    /// without any).
     fn digest(
         &self,
         msg: &Message<'_>,
         header: &str,
         lookup: impl FnOnce(&str) -> Option<sipauth_digest::Ha1Set>,
-    ) -> Option<(Verdict, String)> {
+    ) -> Digest {
         let realm = &self.digest.realm;
-        let c = msg
+        let Some(c) = msg
             .headers(header)
             .filter_map(|v| sipauth_sip::parse_credentials(v).ok())
-            .find(|c| c.realm == realm.as_str())?;
+            .find(|c| c.realm == realm.as_str())
+        else {
+            return Digest::Absent;
+        };
         let input = sipauth_digest::Credentials {
             username: c.username,
             realm: c.realm,
@@ -324,76 +339,7 @@ impl Edge {
             self.digest.nonce_ttl_secs,
             lookup,
         );
-        Some((v, c.username.to_owned()))
-    }
-
-    fn decide(
-        &self,
-        view: &Index,
-        app: &Application,
-        msg: &Message<'_>,
-        src: SocketAddr,
-    ) -> Decision {
-        let t = app.sip_auth_type;
-        if t.uses_acl() {
-            let allowed = app
-                .ip_acl_uuid
-                .as_deref()
-                .and_then(|u| view.acl(u))
-                .is_some_and(|acl| acl.allows(src.ip()));
-            if !allowed {
-                return Decision::Deny;
-            }
-        }
-        if t.uses_credential() {
-            let cred = app
-                .credential_uuid
-                .as_deref()
-                .and_then(|u| view.credential(u));
-            let has_header = msg.headers("Proxy-Authorization").next().is_some();
-            if !has_header {
-                return Decision::Challenge { stale: false };
-            }
-            let Some((verdict, user)) = self.digest(msg, "Proxy-Authorization", |u| {
-                cred.filter(|c| c.username == u).map(|c| c.ha1.clone())
-            }) else {
-                return Decision::Challenge { stale: false };
-            };
-            return match verdict {
-                Verdict::Ok => Decision::Allow {
-                    auth_type: t,
-                    user: Some(user),
-                },
-                Verdict::Stale => Decision::Challenge { stale: true },
-                Verdict::InvalidNonce => Decision::Challenge { stale: false },
-                Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => Decision::Deny,
-                Verdict::BadRequest(_) => {
-                    Decision::Respond(400, "Bad Request (digest credentials)")
-                }
-            };
-        }
-        if t == AuthType::None {
-            let from_user = msg
-                .from()
-                .ok()
-                .and_then(|f| sipauth_sip::parse_uri(f.uri).ok())
-                .and_then(|u| u.user.map(str::to_owned));
-            let registered = from_user
-                .as_deref()
-                .and_then(|u| view.endpoint(u))
-                .is_some_and(|e| e.account == app.account && self.registrar.is_live(&e.username));
-            if !registered {
-                return Decision::Busy;
-            }
-            return Decision::Allow {
-                auth_type: t,
-                user: None,
-            };
-        }
-        Decision::Allow {
-            auth_type: t,
-            user: None,
-        }
+        Digest::Checked(v, c.username.to_owned())
     }
 
     fn invite(
@@ -419,43 +365,57 @@ impl Edge {
             .and_then(|f| sipauth_sip::parse_uri(f.uri).ok())
             .and_then(|u| u.user.map(str::to_owned))
             .unwrap_or_default();
+        let decision = admission::admit_invite(
+            self.lockouts.is_locked(src.ip()),
+            app.as_ref(),
+            |app| {
+                app.ip_acl_uuid
+                    .as_deref()
+                    .and_then(|u| view.acl(u))
+                    .is_some_and(|acl| acl.allows(src.ip()))
+            },
+            |app| {
+                let cred = app
+                    .credential_uuid
+                    .as_deref()
+                    .and_then(|u| view.credential(u));
+                self.digest(msg, "Proxy-Authorization", |u| {
+                    cred.filter(|c| c.username == u).map(|c| c.ha1.clone())
+                })
+            },
+            |app| {
+                view.endpoint(&from_user).is_some_and(|e| {
+                    e.account == app.account && self.registrar.is_live(&e.username)
+                })
+            },
+        );
         let to_user = ruri_user.unwrap_or_default();
         let src_ip = src.ip().to_canonical().to_string();
-        // A denial: counted, recorded against the application when there is
-        // one (sip_auth_failed, 4210), and 403.
-        let deny = |app: Option<&Application>| {
-            self.metrics.denied.fetch_add(1, Relaxed);
-            if let Some(app) = app {
-                self.calls.record(call::denied(
-                    app,
-                    &from_user,
-                    &to_user,
-                    &src_ip,
-                    "failed",
-                    cause::SIP_AUTH_FAILED,
-                ));
-            }
-            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
-        };
-        // A locked-out source learns nothing, not even whether the
-        // application exists; a call to a known one leaves its record.
-        if self.lockouts.is_locked(src.ip()) {
-            deny(app.as_ref());
-            return;
+        if decision.counts() && self.lockouts.record_failure(src.ip()) {
+            tracing::info!(src = %src_ip, app = ?app.as_ref().map(|a| &a.app_id), "source locked out after repeated failures");
         }
-        let Some(app) = app else {
-            self.respond(key, msg, src, replier, 404, "Not Found", &[]);
-            return;
-        };
-        match self.decide(&view, &app, msg, src) {
-            Decision::Respond(code, reason) => {
-                self.respond(key, msg, src, replier, code, reason, &[]);
+        // A refusal leaves a call record against a known application; a
+        // locked-out source learns nothing, not even whether it exists.
+        if let (Some(cause), Some(app)) = (decision.cause(), app.as_ref()) {
+            let status = if decision == Decision::NotRegistered {
+                "busy"
+            } else {
+                "failed"
+            };
+            self.calls.record(call::denied(
+                app, &from_user, &to_user, &src_ip, status, cause,
+            ));
+        }
+        match decision {
+            Decision::LockedOut | Decision::Denied => {
+                self.metrics.denied.fetch_add(1, Relaxed);
+                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
             }
-            Decision::Deny => {
-                if self.lockouts.record_failure(src.ip()) {
-                    tracing::info!(src = %src_ip, app = %app.app_id, "source locked out after repeated failures");
-                }
-                deny(Some(&app));
+            Decision::NotFound => {
+                self.respond_stateless(key, msg, src, replier, 404, "Not Found", &[]);
+            }
+            Decision::BadRequest(reason) => {
+                self.respond_stateless(key, msg, src, replier, 400, reason, &[]);
             }
             Decision::Challenge { stale } => {
                 let values = self.challenges(stale);
@@ -463,7 +423,7 @@ impl Edge {
                     .iter()
                     .map(|v| ("Proxy-Authenticate", v.as_str()))
                     .collect();
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -473,24 +433,18 @@ impl Edge {
                     &extra,
                 );
             }
-            Decision::Busy => {
-                self.calls.record(call::denied(
-                    &app,
-                    &from_user,
-                    &to_user,
-                    &src_ip,
-                    "busy",
-                    cause::NOT_REGISTERED,
-                ));
+            Decision::NotRegistered => {
                 self.respond(key, msg, src, replier, 486, "Busy Here", &[]);
             }
             Decision::Allow { auth_type, user } => {
+                let Some(app) = app else { return };
                 let Some(auth_token) = view.account(&app.account).map(|a| a.auth_token.clone())
                 else {
                     self.respond(key, msg, src, replier, 500, "Server Internal Error", &[]);
                     return;
                 };
                 self.metrics.allowed.fetch_add(1, Relaxed);
+                self.egress.prove(src.ip());
                 self.respond(key, msg, src, replier, 100, "Trying", &[]);
                 let call = Inbound {
                     call_uuid: uuid::Uuid::new_v4().to_string(),
@@ -541,52 +495,33 @@ impl Edge {
     /// REGISTER: digest against the endpoint's credentials (401), then the
     /// binding is added, refreshed or removed.
     fn register(&self, key: &Key, msg: &Message<'_>, src: SocketAddr, replier: &Replier) {
-        if self.lockouts.is_locked(src.ip()) {
-            self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
-            return;
-        }
         let view = self.view.borrow().clone();
-        let checked = self.digest(msg, "Authorization", |u| {
-            view.endpoint(u).map(|e| e.ha1.clone())
+        let admitted = admission::admit_register(self.lockouts.is_locked(src.ip()), || {
+            self.digest(msg, "Authorization", |u| {
+                view.endpoint(u).map(|e| e.ha1.clone())
+            })
         });
-        let challenge = |stale: bool| {
-            let values = self.challenges(stale);
-            let extra: Vec<(&str, &str)> = values
-                .iter()
-                .map(|v| ("WWW-Authenticate", v.as_str()))
-                .collect();
-            self.respond(key, msg, src, replier, 401, "Unauthorized", &extra);
-        };
-        let Some((verdict, user)) = checked else {
-            challenge(false);
-            return;
-        };
-        let username = match verdict {
-            Verdict::Ok => user,
-            Verdict::Stale => {
-                challenge(true);
+        let username = match admitted {
+            Ok(username) => username,
+            Err(Decision::Challenge { stale }) => {
+                let values = self.challenges(stale);
+                let extra: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|v| ("WWW-Authenticate", v.as_str()))
+                    .collect();
+                self.respond_stateless(key, msg, src, replier, 401, "Unauthorized", &extra);
                 return;
             }
-            Verdict::InvalidNonce => {
-                challenge(false);
+            Err(Decision::BadRequest(reason)) => {
+                self.respond_stateless(key, msg, src, replier, 400, reason, &[]);
                 return;
             }
-            Verdict::WrongResponse | Verdict::UnknownUser | Verdict::Replay => {
-                self.metrics.denied.fetch_add(1, Relaxed);
-                self.lockouts.record_failure(src.ip());
+            Err(d) => {
+                if d.counts() {
+                    self.metrics.denied.fetch_add(1, Relaxed);
+                    self.lockouts.record_failure(src.ip());
+                }
                 self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
-                return;
-            }
-            Verdict::BadRequest(_) => {
-                self.respond(
-                    key,
-                    msg,
-                    src,
-                    replier,
-                    400,
-                    "Bad Request (digest credentials)",
-                    &[],
-                );
                 return;
             }
         };
@@ -598,7 +533,7 @@ impl Edge {
             msg.contacts().filter_map(Result::ok).collect();
         if msg.header("Contact").is_some_and(|c| c.trim() == "*") {
             if default_expires != 0 {
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -619,7 +554,7 @@ impl Edge {
                 .unwrap_or(default_expires);
             if asked != 0 && asked < self.digest.min_expires {
                 let min = self.digest.min_expires.to_string();
-                self.respond(
+                self.respond_stateless(
                     key,
                     msg,
                     src,
@@ -641,6 +576,7 @@ impl Edge {
             .collect();
         let extra: Vec<(&str, &str)> = bound.iter().map(|b| ("Contact", b.as_str())).collect();
         tracing::debug!(user = %username, bindings = bound.len(), "registered");
+        self.egress.prove(src.ip());
         self.respond(key, msg, src, replier, 200, "OK", &extra);
     }
 }

@@ -2,11 +2,23 @@
 //! branch and sent-by and the method (ACK and CANCEL match the INVITE).
 //!
 //! A retransmitted request finds its transaction and gets the last response
-//! again: it is never judged (or counted) twice. A final non-2xx response to
-//! an INVITE over UDP is retransmitted (Timer G, doubling from T1 to T2)
-//! until the ACK arrives or Timer H (64*T1) fires; the ACK is absorbed.
-//! Transactions are forgotten 64*T1 after they start (Timer J/H bound), and
-//! at once when their final response went over TCP.
+//! again: it is never judged (or counted) twice. The transaction moves to
+//! Completed before its final response leaves, so an ACK that comes back at
+//! once always finds it there.
+//!
+//! A final response sent straight away (no provisional response before it:
+//! a challenge, a denial) is not retransmitted: the client is still
+//! retransmitting its request and each retransmission is answered from the
+//! transaction, so the answer cannot be lost, and a request from a forged
+//! source costs one reply, not eleven (RFC 3261 8.2.7, 26.1.5). Answers with
+//! no effect beyond the response itself (challenges, 404, 405) need no
+//! transaction at all: [`Transactions::respond_stateless`] forgets it, and a
+//! retransmission is judged again to the same effect. A final non-2xx
+//! response to an INVITE over UDP that follows a provisional one (the
+//! client has stopped retransmitting) is retransmitted (Timer G, doubling
+//! from T1 to T2) until the ACK arrives or Timer H (64*T1) fires; the ACK is
+//! absorbed. Transactions are forgotten 64*T1 after they start (Timer J/H
+//! bound); at most [`MAX_TRANSACTIONS`] are remembered.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -20,6 +32,11 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 /// Timer H and Timer J: 64*T1.
 pub const LIFETIME: Duration = Duration::from_secs(32);
+/// Transactions remembered at most. Past it a new request is still judged
+/// and answered, but not remembered: a retransmission of it is judged
+/// again. Only a flood of denied requests fills the table (challenges are
+/// not remembered), and it costs about 1 KiB per entry.
+pub const MAX_TRANSACTIONS: usize = 262_144;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -102,45 +119,65 @@ impl Transactions {
             return Seen::Ack;
         }
         if let Some(t) = map.get(key) {
-            if let Some(last) = &t.last {
+            let last = t.last.clone();
+            drop(map);
+            if let Some(last) = last {
                 replier.send(last.as_ref().clone());
             }
             return Seen::Retransmission;
         }
-        map.insert(
-            key.clone(),
-            Txn {
-                state: State::Proceeding,
-                last: None,
-                started: Instant::now(),
-            },
-        );
+        if map.len() < MAX_TRANSACTIONS {
+            map.insert(
+                key.clone(),
+                Txn {
+                    state: State::Proceeding,
+                    last: None,
+                    started: Instant::now(),
+                },
+            );
+        }
         Seen::New
     }
 
     /// Sends a response within the transaction and remembers it for
-    /// retransmissions. Final non-2xx INVITE responses over UDP are
-    /// retransmitted until the ACK.
+    /// retransmissions of the request. A final non-2xx INVITE response over
+    /// UDP that follows a provisional one is retransmitted until the ACK.
     pub fn respond(self: &Arc<Self>, key: &Key, code: u16, bytes: Vec<u8>, replier: &Replier) {
         let bytes = Arc::new(bytes);
-        replier.send(bytes.as_ref().clone());
         let final_ = code >= 200;
-        {
+        // The state changes before the response leaves: an ACK that
+        // answers it at once must find the transaction Completed.
+        let after_provisional = {
             let mut map = self.map.lock().expect("transactions");
-            if let Some(t) = map.get_mut(key) {
+            map.get_mut(key).is_some_and(|t| {
+                let after = t.last.is_some();
                 t.last = Some(bytes.clone());
                 if final_ {
                     t.state = State::Completed;
                 }
-            }
-        }
-        if final_ && !(200..300).contains(&code) && key.method == "INVITE" && !replier.is_reliable()
+                after
+            })
+        };
+        replier.send(bytes.as_ref().clone());
+        if final_
+            && after_provisional
+            && !(200..300).contains(&code)
+            && key.method == "INVITE"
+            && !replier.is_reliable()
         {
             let this = self.clone();
             let key = key.clone();
             let replier = replier.clone();
             tokio::spawn(async move { this.retransmit(key, bytes, replier).await });
         }
+    }
+
+    /// Sends a final response and forgets the transaction: a
+    /// retransmission of the request is judged again. For answers with no
+    /// effect but the response (challenges, 404, 405, OPTIONS).
+    pub fn respond_stateless(&self, key: &Key, bytes: Vec<u8>, replier: &Replier) {
+        self.map.lock().expect("transactions").remove(key);
+        replier.send(bytes);
     }
 
     async fn retransmit(self: Arc<Self>, key: Key, bytes: Arc<Vec<u8>>, replier: Replier) {
@@ -197,37 +234,105 @@ mod tests {
         .into_bytes()
     }
 
+    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) -> usize {
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn retransmissions_get_the_last_response_and_ack_stops_timer_g() {
+    async fn an_immediate_final_is_sent_once_and_again_per_retransmission() {
         let (replier, mut rx) = Replier::channel();
         let t = Arc::new(Transactions::default());
         let raw = invite("z9hG4bKabc", "INVITE");
         let msg = sipauth_sip::parse(&raw).unwrap();
         let key = Key::of(&msg).unwrap();
         assert!(matches!(t.arrive(&key, false, &replier), Seen::New));
-        t.respond(&key, 407, b"407".to_vec(), &replier);
-        assert_eq!(rx.recv().await.unwrap(), b"407");
-        // The same INVITE again: no new judgement, the same answer.
+        t.respond(&key, 403, b"403".to_vec(), &replier);
+        assert_eq!(rx.recv().await.unwrap(), b"403");
+        // No Timer G: nothing more while nobody retransmits.
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(drain(&mut rx), 0);
+        // The same INVITE again: no new judgement, the same answer, once.
         assert!(matches!(
             t.arrive(&key, false, &replier),
             Seen::Retransmission
         ));
+        assert_eq!(rx.recv().await.unwrap(), b"403");
+        assert_eq!(drain(&mut rx), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stateless_answer_forgets_its_transaction() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKst", "INVITE")).unwrap()).unwrap();
+        assert!(matches!(t.arrive(&key, false, &replier), Seen::New));
+        t.respond_stateless(&key, b"407".to_vec(), &replier);
         assert_eq!(rx.recv().await.unwrap(), b"407");
+        assert!(t.is_empty());
+        // Its retransmission is a new request, judged again.
+        assert!(matches!(t.arrive(&key, false, &replier), Seen::New));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_after_a_provisional_is_retransmitted_until_the_ack() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let raw = invite("z9hG4bKdly", "INVITE");
+        let key = Key::of(&sipauth_sip::parse(&raw).unwrap()).unwrap();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 100, b"100".to_vec(), &replier);
+        t.respond(&key, 603, b"603".to_vec(), &replier);
+        assert_eq!(drain(&mut rx), 2);
         // Timer G fires after T1.
         tokio::time::advance(T1 + Duration::from_millis(1)).await;
-        assert_eq!(rx.recv().await.unwrap(), b"407");
+        tokio::task::yield_now().await;
+        assert_eq!(rx.recv().await.unwrap(), b"603");
         // The ACK (same branch) stops it.
-        let ack = invite("z9hG4bKabc", "ACK");
+        let ack = invite("z9hG4bKdly", "ACK");
         let ack_key = Key::of(&sipauth_sip::parse(&ack).unwrap()).unwrap();
         assert_eq!(ack_key, key);
         assert!(matches!(t.arrive(&ack_key, true, &replier), Seen::Ack));
         tokio::time::advance(Duration::from_secs(10)).await;
         tokio::task::yield_now().await;
-        assert!(rx.try_recv().is_err());
+        assert_eq!(drain(&mut rx), 0);
         // Forgotten after 64*T1.
         tokio::time::advance(LIFETIME).await;
         t.sweep();
         assert!(t.is_empty());
+    }
+
+    /// The ACK sent the moment the final response is seen: the
+    /// transaction is Completed before the response leaves, so the ACK
+    /// always stops Timer G.
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_racing_the_final_stops_timer_g() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKrace", "INVITE")).unwrap()).unwrap();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 100, b"100".to_vec(), &replier);
+        assert_eq!(rx.recv().await.unwrap(), b"100");
+        let acker = {
+            let (t, key, replier) = (t.clone(), key.clone(), replier.clone());
+            tokio::spawn(async move {
+                let got = rx.recv().await.unwrap();
+                t.arrive(&key, true, &replier);
+                (got, rx)
+            })
+        };
+        t.respond(&key, 603, b"603".to_vec(), &replier);
+        let (got, mut rx) = acker.await.unwrap();
+        assert_eq!(got, b"603");
+        tokio::time::advance(LIFETIME).await;
+        tokio::task::yield_now().await;
+        assert_eq!(drain(&mut rx), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -237,17 +342,16 @@ mod tests {
         let raw = invite("z9hG4bKdef", "INVITE");
         let key = Key::of(&sipauth_sip::parse(&raw).unwrap()).unwrap();
         t.arrive(&key, false, &replier);
+        t.respond(&key, 100, b"100".to_vec(), &replier);
         t.respond(&key, 403, b"403".to_vec(), &replier);
         let mut sent = 0;
         for _ in 0..400 {
             tokio::time::advance(Duration::from_millis(100)).await;
             tokio::task::yield_now().await;
-            while rx.try_recv().is_ok() {
-                sent += 1;
-            }
+            sent += drain(&mut rx);
         }
-        // Initial send plus retransmissions at 0.5, 1.5, 3.5, 7.5, 11.5, ...
-        assert!((8..=12).contains(&sent), "{sent}");
+        // Provisional, final, and retransmissions at 0.5, 1.5, 3.5, 7.5, ...
+        assert!((9..=13).contains(&sent), "{sent}");
     }
 
     #[test]

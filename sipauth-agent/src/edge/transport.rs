@@ -17,12 +17,21 @@ use tokio::time::Instant;
 
 use super::Edge;
 use super::conn::{Closure, ConnLimits, Frame, Framer, Limits, Refusal, Slot};
+use super::egress::Egress;
 
 /// Where responses to one request go. Responses over UDP go to the
 /// packet's source address and port (RFC 3581 behaviour, so callers behind
-/// NAT are reached); over TCP, back on the connection.
+/// NAT are reached); over TCP, back on the connection. Every response
+/// leaves through [`Replier::send`], which counts it and holds replies to
+/// unproven sources to their budget ([`Egress`]).
 #[derive(Clone)]
-pub enum Replier {
+pub struct Replier {
+    path: Path,
+    egress: Arc<Egress>,
+}
+
+#[derive(Clone)]
+enum Path {
     Udp {
         sock: Arc<UdpSocket>,
         dst: SocketAddr,
@@ -34,10 +43,37 @@ pub enum Replier {
     },
 }
 
+/// The status code of a response's start line (`SIP/2.0 407 ...`); `None`
+/// for a request.
+fn status_code(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"SIP/2.0 ")?;
+    std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
+}
+
 impl Replier {
+    #[must_use]
+    pub fn udp(sock: Arc<UdpSocket>, dst: SocketAddr, egress: Arc<Egress>) -> Self {
+        Self {
+            path: Path::Udp { sock, dst },
+            egress,
+        }
+    }
+
+    /// Sends `bytes`: a response is counted, and over UDP to a source that
+    /// has not passed admission it goes only while the budget lasts.
+    /// Requests (the edge's own, inside a dialog) are not metered.
     pub fn send(&self, bytes: Vec<u8>) {
-        match self {
-            Self::Udp { sock, dst } => match sock.try_send_to(&bytes, *dst) {
+        let code = status_code(&bytes);
+        if let (Some(_), Path::Udp { dst, .. }) = (code, &self.path)
+            && !self.egress.may_reply(dst.ip())
+        {
+            return;
+        }
+        if let Some(code) = code {
+            self.egress.metrics.response(code);
+        }
+        match &self.path {
+            Path::Udp { sock, dst } => match sock.try_send_to(&bytes, *dst) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let (sock, dst) = (sock.clone(), *dst);
@@ -47,7 +83,7 @@ impl Replier {
                 }
                 Err(e) => tracing::debug!(%dst, error = %e, "UDP send failed"),
             },
-            Self::Stream { tx, .. } => {
+            Path::Stream { tx, .. } => {
                 let _ = tx.send(bytes);
             }
         }
@@ -57,20 +93,23 @@ impl Replier {
     /// socket to another address; over a stream, the same connection.
     #[must_use]
     pub fn towards(&self, dst: SocketAddr) -> Self {
-        match self {
-            Self::Udp { sock, .. } => Self::Udp {
-                sock: sock.clone(),
-                dst,
+        match &self.path {
+            Path::Udp { sock, .. } => Self {
+                path: Path::Udp {
+                    sock: sock.clone(),
+                    dst,
+                },
+                egress: self.egress.clone(),
             },
-            Self::Stream { .. } => self.clone(),
+            Path::Stream { .. } => self.clone(),
         }
     }
 
     /// Whether the transport retransmits by itself (TCP).
     pub fn is_reliable(&self) -> bool {
-        match self {
-            Self::Udp { .. } => false,
-            Self::Stream { reliable, .. } => *reliable,
+        match &self.path {
+            Path::Udp { .. } => false,
+            Path::Stream { reliable, .. } => *reliable,
         }
     }
 
@@ -78,10 +117,17 @@ impl Replier {
     #[cfg(test)]
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let egress = Arc::new(Egress::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            u32::MAX,
+        ));
         (
-            Self::Stream {
-                tx,
-                reliable: false,
+            Self {
+                path: Path::Stream {
+                    tx,
+                    reliable: false,
+                },
+                egress,
             },
             rx,
         )
@@ -124,10 +170,7 @@ pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
                 continue;
             }
         };
-        let replier = Replier::Udp {
-            sock: sock.clone(),
-            dst: src,
-        };
+        let replier = Replier::udp(sock.clone(), src, edge.egress.clone());
         edge.handle(&buf[..n], src, &replier);
     }
 }
@@ -237,7 +280,10 @@ async fn connection(
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (done, done_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(write_responses(wr, rx, done_rx));
-    let replier = Replier::Stream { tx, reliable: true };
+    let replier = Replier {
+        path: Path::Stream { tx, reliable: true },
+        egress: edge.egress.clone(),
+    };
     let mut framer = Framer::new(limits.max_header);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut first = true;

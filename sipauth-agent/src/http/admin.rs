@@ -1,13 +1,26 @@
 //! Operator endpoints, guarded by their own bearer token:
 //!
-//! - `GET /admin/lockouts`: active lockouts;
+//! - `GET /admin/lockouts`: active lockouts (IPv4 addresses, IPv6 prefixes
+//!   such as `2001:db8:1:2::/64`);
 //! - `POST /admin/lockouts` `{"address": "...", "duration_secs": N}`: lock a
-//!   source out (incident response, tests);
-//! - `DELETE /admin/lockouts/{address}`: lift a lockout;
+//!   source out (incident response, tests); an IPv6 address locks its
+//!   prefix. A never-lock address gets 409 naming its never-lock prefix;
+//! - `DELETE /admin/lockouts/{address}`: lift a lockout (any address of a
+//!   locked IPv6 prefix, or the prefix as listed);
+//! - `GET /admin/never-lock`: the never-lock list, with each prefix's
+//!   origin (`config` or `runtime`);
+//! - `POST /admin/never-lock` `{"cidr": "203.0.113.0/24"}` (or a bare
+//!   address): add a prefix and lift the lockouts inside it; 201, or 200
+//!   when it was listed already;
+//! - `DELETE /admin/never-lock/{cidr}` (`/admin/never-lock/203.0.113.0/24`,
+//!   the slash as is or as `%2F`): remove a prefix added at run time; one
+//!   from the config gets 409;
 //! - `GET /admin/snapshot`: the version and content the edge enforces (no
 //!   secrets: HA1 values and tokens are left out).
 //!
-//! Writes go straight to the XDP map when XDP is on.
+//! Writes go straight to the XDP maps when XDP is on; never-lock prefixes
+//! added at run time then live in a pinned map and survive an agent
+//! restart.
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
@@ -26,17 +39,38 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::errors::error_response as error;
+use crate::edge::lockout::{LockoutError, never_lock};
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/lockouts", get(list).post(add))
-        .route("/lockouts/{address}", delete(lift))
+        .route("/lockouts/{*address}", delete(lift))
+        .route("/never-lock", get(never_lock_list).post(never_lock_add))
+        .route("/never-lock/{*cidr}", delete(never_lock_remove))
         .route("/snapshot", get(snapshot))
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+fn lockout_error(e: &LockoutError) -> Response {
+    let status = match e {
+        LockoutError::NeverLock { .. }
+        | LockoutError::FromConfig { .. }
+        | LockoutError::Full { .. } => StatusCode::CONFLICT,
+        LockoutError::NotListed { .. } => StatusCode::NOT_FOUND,
+        LockoutError::Xdp(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// An address, or an address with a prefix length (a lockout as listed):
+/// the address part.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim_start_matches('/');
+    text.split_once('/')
+        .map_or(text, |(a, _)| a)
+        .parse::<IpAddr>()
+        .ok()
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -53,12 +87,15 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-        return (
+        let mut r = error(
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "a valid admin bearer token is required" })),
-        )
-            .into_response();
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     }
     next.run(req).await
 }
@@ -83,7 +120,7 @@ async fn add(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return super::errors::json_rejection(&e),
     };
     let Ok(address) = body.address.parse::<IpAddr>() else {
         return error(
@@ -97,17 +134,17 @@ async fn add(
         None => state.lockout_duration,
     };
     match state.lockouts.lock(address, duration) {
-        Ok(()) => (
+        Ok(source) => (
             StatusCode::CREATED,
-            Json(json!({ "address": address.to_canonical(), "duration_secs": duration.as_secs() })),
+            Json(json!({ "address": source, "duration_secs": duration.as_secs() })),
         )
             .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => lockout_error(&e),
     }
 }
 
 async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -> Response {
-    let Ok(address) = address.parse::<IpAddr>() else {
+    let Some(address) = parse_address(&address) else {
         return error(
             StatusCode::BAD_REQUEST,
             "address: must be a literal IPv4 or IPv6 address",
@@ -120,6 +157,60 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
             format!("{address} is not locked out"),
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn never_lock_list(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "never_lock": state.lockouts.never_lock() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNeverLock {
+    cidr: String,
+}
+
+async fn never_lock_add(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<AddNeverLock>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return super::errors::json_rejection(&e),
+    };
+    let cidr = match never_lock::parse(&body.cidr) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cidr: {e}")),
+    };
+    match state.lockouts.never_lock_add(cidr) {
+        Ok(added) => (
+            if added.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(json!({
+                "cidr": added.entry.cidr,
+                "origin": added.entry.origin,
+                "lockouts_lifted": added.lifted,
+            })),
+        )
+            .into_response(),
+        Err(e) => lockout_error(&e),
+    }
+}
+
+async fn never_lock_remove(
+    State(state): State<Arc<AppState>>,
+    Path(cidr): Path<String>,
+) -> Response {
+    let cidr = match never_lock::parse(cidr.trim_start_matches('/')) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cidr: {e}")),
+    };
+    match state.lockouts.never_lock_remove(cidr) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => lockout_error(&e),
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod errors;
 
 use std::sync::Arc;
 
@@ -43,8 +44,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             None
         }
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(xdp_stats.as_deref()),
-    )
+    let mut body = state.metrics.render(xdp_stats.as_deref());
+    crate::metrics::render_counter(
+        &mut body,
+        "sipauth_never_lock_failures_total",
+        "Denied requests from never-lock sources judged in user space, not counted towards a lockout.",
+        state.lockouts.never_lock_failures(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

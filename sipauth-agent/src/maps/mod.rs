@@ -18,6 +18,13 @@
 //!
 //! Applications with an IP ACL and the ACLs themselves are written from a
 //! snapshot by [`Xdp::sync_snapshot`], in two generations (see [`acl`]).
+//!
+//! The lockout and failure maps are keyed by a source's lockout key: an
+//! IPv4 address, or an IPv6 address masked to the configured prefix
+//! ([`addr::lockout_key`], the rule the program applies). The never-lock
+//! trie is written by the agent only; its entries carry their origin, so a
+//! restarted agent keeps what operators added and replaces what the config
+//! said.
 
 mod acl;
 
@@ -26,11 +33,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use aya::TestRun as _;
+use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRunOptions, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use ipnet::IpNet;
 use sipauth_common::{
-    acl as kacl, addr, apps, config as kconfig, failures, lockout, record, stats,
+    acl as kacl, addr, apps, config as kconfig, failures, lockout, never_lock, record, stats,
 };
 
 pub use self::acl::AclView;
@@ -99,6 +108,9 @@ pub struct LockoutPolicy {
     pub window_secs: u32,
     /// How long the lockout lasts.
     pub duration_secs: u64,
+    /// IPv6 sources are counted and locked out per prefix of this length
+    /// (1..=128).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for LockoutPolicy {
@@ -107,6 +119,7 @@ impl Default for LockoutPolicy {
             threshold: kconfig::DEFAULT_LOCKOUT_THRESHOLD,
             window_secs: kconfig::DEFAULT_FAILURE_WINDOW_SECS,
             duration_secs: kconfig::DEFAULT_LOCKOUT_SECS,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -116,6 +129,7 @@ impl LockoutPolicy {
         c.lockout_threshold = self.threshold;
         c.failure_window_secs = self.window_secs;
         c.lockout_ns = self.duration_secs.saturating_mul(NS_PER_SEC);
+        c.ipv6_prefix = u32::from(self.ipv6_prefix);
     }
 }
 
@@ -141,7 +155,8 @@ pub struct Xdp {
     ebpf: Ebpf,
     settings: Mutex<Settings>,
     lockout: Mutex<HashMap<MapData, lockout::Key, lockout::Value>>,
-    failures: HashMap<MapData, failures::Key, u64>,
+    failures: Mutex<HashMap<MapData, failures::Key, u64>>,
+    never_lock: Mutex<LpmTrie<MapData, never_lock::Key, never_lock::Value>>,
     acl: Mutex<acl::AclMaps>,
     stats: PerCpuArray<MapData, u64>,
     pub attachments: Vec<Attachment>,
@@ -152,17 +167,14 @@ pub struct Xdp {
 impl Xdp {
     /// Loads the program with its maps pinned under `pin_dir` (reusing pins
     /// that exist), writes the settings map and attaches to every interface.
-    /// The lockout policy is the default one until
-    /// [`Xdp::set_lockout_policy`] changes it.
-    pub fn start(cfg: &config::Xdp, sip_ports: &[u16]) -> Result<Self, XdpError> {
+    pub fn start(
+        cfg: &config::Xdp,
+        sip_ports: &[u16],
+        policy: LockoutPolicy,
+    ) -> Result<Self, XdpError> {
         let dir = pin_dir(&cfg.pin_dir);
         prepare_pin_dir(&dir)?;
-        let mut xdp = Self::load(
-            &dir,
-            cfg.budget_per_sec,
-            sip_ports,
-            LockoutPolicy::default(),
-        )?;
+        let mut xdp = Self::load(&dir, cfg.budget_per_sec, sip_ports, policy)?;
         let interfaces = if cfg.interfaces.is_empty() {
             vec![default_interface()]
         } else {
@@ -182,7 +194,9 @@ impl Xdp {
     ///
     /// The ACL generation of pinned maps is kept: until the first
     /// [`Xdp::sync_snapshot`], the applications and ACLs written by the
-    /// previous agent stay enforced.
+    /// previous agent stay enforced. When the pinned maps were keyed with
+    /// another IPv6 prefix length, their IPv6 lockouts and failure counts
+    /// are dropped (their keys mean other sources now).
     pub fn load(
         dir: &Path,
         budget_per_sec: u32,
@@ -238,35 +252,86 @@ impl Xdp {
             LpmTrie::try_from(take(&mut ebpf, kacl::V6_NAME)?).map_err(map_err(kacl::V6_NAME))?;
         let stats =
             PerCpuArray::try_from(take(&mut ebpf, stats::NAME)?).map_err(map_err(stats::NAME))?;
-        Ok(Self {
+        let never_lock = LpmTrie::try_from(take(&mut ebpf, never_lock::NAME)?)
+            .map_err(map_err(never_lock::NAME))?;
+        let xdp = Self {
             ebpf,
             settings: Mutex::new(settings),
             lockout: Mutex::new(lockout),
-            failures,
+            failures: Mutex::new(failures),
+            never_lock: Mutex::new(never_lock),
             acl: Mutex::new(acl::AclMaps::new(apps, v4, v6)),
             stats,
             attachments: Vec::new(),
-        })
+        };
+        if previous.ipv6_prefix != 0 && previous.ipv6_prefix != u32::from(policy.ipv6_prefix) {
+            xdp.forget_ipv6(previous.ipv6_prefix)?;
+        }
+        Ok(xdp)
+    }
+
+    /// Sets the IPv6 prefix length of lockout keys (1..=128). Changing it
+    /// drops the IPv6 lockouts and failure counts kept under the old one.
+    pub fn set_ipv6_prefix(&self, prefix: u8) -> Result<(), XdpError> {
+        let old = self.settings().ipv6_prefix;
+        self.settings
+            .lock()
+            .expect("settings lock")
+            .update(|c| c.ipv6_prefix = u32::from(prefix))?;
+        if old != u32::from(prefix) {
+            self.forget_ipv6(old)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every IPv6 entry from the lockout and failure maps.
+    fn forget_ipv6(&self, old_prefix: u32) -> Result<(), XdpError> {
+        let mut dropped = 0usize;
+        {
+            let mut map = self.lockout.lock().expect("lockout map lock");
+            let keys: Vec<lockout::Key> = map
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(lockout::NAME))?;
+            for k in keys.iter().filter(|k| !addr::is_v4(k)) {
+                if map.remove(k).is_ok() {
+                    dropped += 1;
+                }
+            }
+        }
+        {
+            let mut map = self.failures.lock().expect("failure map lock");
+            let keys: Vec<failures::Key> = map
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(failures::NAME))?;
+            for k in keys.iter().filter(|k| !addr::is_v4(k)) {
+                let _ = map.remove(k);
+            }
+        }
+        tracing::info!(
+            old_prefix,
+            lockouts = dropped,
+            "IPv6 prefix length changed: IPv6 lockouts and failure counts dropped"
+        );
+        Ok(())
     }
 
     /// Rewrites the lockout policy the program and [`Xdp::record_failure`]
     /// apply: `threshold` failures within `window_secs` lock the source out
-    /// for `duration_secs` (0 failures: never).
+    /// for `duration_secs` (0 failures: never). The IPv6 prefix length is
+    /// [`Xdp::set_ipv6_prefix`]'s.
     pub fn set_lockout_policy(
         &self,
         threshold: u32,
         window_secs: u32,
         duration_secs: u64,
     ) -> Result<(), XdpError> {
-        let policy = LockoutPolicy {
-            threshold,
-            window_secs,
-            duration_secs,
-        };
-        self.settings
-            .lock()
-            .expect("settings lock")
-            .update(|c| policy.apply(c))
+        self.settings.lock().expect("settings lock").update(|c| {
+            c.lockout_threshold = threshold;
+            c.failure_window_secs = window_secs;
+            c.lockout_ns = duration_secs.saturating_mul(NS_PER_SEC);
+        })
     }
 
     /// The settings the program currently reads.
@@ -331,9 +396,17 @@ impl Xdp {
 
     // --- lockout map ---
 
+    /// The key `ip` is counted and locked out under (see
+    /// [`addr::lockout_key`]).
+    pub fn lockout_key(&self, ip: IpAddr) -> lockout::Key {
+        addr::lockout_key(key(ip), self.settings().ipv6_prefix)
+    }
+
+    /// When the lockout of `ip` (its prefix, for IPv6) ends, if it has one.
     pub fn lockout_get(&self, ip: IpAddr) -> Result<Option<u64>, XdpError> {
+        let k = self.lockout_key(ip);
         let map = self.lockout.lock().expect("lockout map lock");
-        match map.get(&key(ip), 0) {
+        match map.get(&k, 0) {
             Ok(v) => Ok(Some(v.until_ns)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(lockout::NAME)(e)),
@@ -341,15 +414,18 @@ impl Xdp {
     }
 
     pub fn lockout_set(&self, ip: IpAddr, until_ns: u64) -> Result<(), XdpError> {
+        let k = self.lockout_key(ip);
         let mut map = self.lockout.lock().expect("lockout map lock");
-        map.insert(key(ip), lockout::Value { until_ns }, 0)
+        map.insert(k, lockout::Value { until_ns }, 0)
             .map_err(map_err(lockout::NAME))
     }
 
-    /// Removes the entry; false when there was none.
+    /// Removes the entry of `ip` (its prefix, for IPv6); false when there
+    /// was none.
     pub fn lockout_remove(&self, ip: IpAddr) -> Result<bool, XdpError> {
+        let k = self.lockout_key(ip);
         let mut map = self.lockout.lock().expect("lockout map lock");
-        match map.remove(&key(ip)) {
+        match map.remove(&k) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
             Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
@@ -359,6 +435,8 @@ impl Xdp {
         }
     }
 
+    /// Every entry: the lockout key as an address (an IPv6 one is the
+    /// first address of its prefix) and the lockout's end.
     pub fn lockout_list(&self) -> Result<Vec<(IpAddr, u64)>, XdpError> {
         let map = self.lockout.lock().expect("lockout map lock");
         map.iter()
@@ -399,7 +477,9 @@ impl Xdp {
                 u64::from_le_bytes(b)
             };
             match record::Outcome::from_u8(out[record::OUTCOME_OFF]) {
-                record::Outcome::Counted | record::Outcome::AlreadyLocked => return Ok(None),
+                record::Outcome::Counted
+                | record::Outcome::AlreadyLocked
+                | record::Outcome::NeverLock => return Ok(None),
                 record::Outcome::Locked => return Ok(Some(le64(record::UNTIL_OFF))),
                 // Nothing was written: running again is safe.
                 record::Outcome::Contended => {}
@@ -414,10 +494,45 @@ impl Xdp {
     /// Failures of `ip` in its open window (0 when none or closed).
     pub fn failure_count(&self, ip: IpAddr) -> Result<u32, XdpError> {
         let window = self.settings().failure_window_secs;
-        match self.failures.get(&key(ip), 0) {
+        let k = self.lockout_key(ip);
+        match self.failures.lock().expect("failure map lock").get(&k, 0) {
             Ok(word) => Ok(failures::current(word, monotonic_secs(), window)),
             Err(MapError::KeyNotFound) => Ok(0),
             Err(e) => Err(map_err(failures::NAME)(e)),
+        }
+    }
+
+    // --- never-lock list ---
+
+    /// Every never-lock prefix with its origin
+    /// ([`never_lock::ORIGIN_CONFIG`] or [`never_lock::ORIGIN_RUNTIME`]).
+    pub fn never_lock_list(&self) -> Result<Vec<(IpNet, never_lock::Value)>, XdpError> {
+        let map = self.never_lock.lock().expect("never-lock map lock");
+        map.iter()
+            .map(|r| r.map(|(k, origin)| (net_of(k.prefix_len(), k.data()), origin)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(never_lock::NAME))
+    }
+
+    /// Adds or replaces `net` with its origin.
+    pub fn never_lock_insert(&self, net: IpNet, origin: never_lock::Value) -> Result<(), XdpError> {
+        let (len, k) = net_key(net);
+        let mut map = self.never_lock.lock().expect("never-lock map lock");
+        map.insert(&LpmKey::new(len, k), origin, 0)
+            .map_err(map_err(never_lock::NAME))
+    }
+
+    /// Removes `net`; false when it was not there.
+    pub fn never_lock_remove(&self, net: IpNet) -> Result<bool, XdpError> {
+        let (len, k) = net_key(net);
+        let mut map = self.never_lock.lock().expect("never-lock map lock");
+        match map.remove(&LpmKey::new(len, k)) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(never_lock::NAME)(e)),
         }
     }
 
@@ -491,6 +606,31 @@ pub fn key(ip: IpAddr) -> lockout::Key {
 #[must_use]
 pub fn ip_of(key: lockout::Key) -> IpAddr {
     std::net::Ipv6Addr::from(key).to_canonical()
+}
+
+/// The never-lock trie key of a prefix: its prefix length over the 128-bit
+/// key (96 + n for IPv4) and the address.
+#[must_use]
+pub fn net_key(net: IpNet) -> (u32, never_lock::Key) {
+    match net {
+        IpNet::V4(n) => (
+            96 + u32::from(n.prefix_len()),
+            addr::from_v4(n.network().octets()),
+        ),
+        IpNet::V6(n) => (u32::from(n.prefix_len()), n.network().octets()),
+    }
+}
+
+/// The prefix a never-lock trie key stands for.
+#[must_use]
+pub fn net_of(len: u32, key: never_lock::Key) -> IpNet {
+    let len = u8::try_from(len.min(128)).unwrap_or(128);
+    if addr::is_v4(&key) && len >= 96 {
+        let v4 = std::net::Ipv4Addr::new(key[12], key[13], key[14], key[15]);
+        IpNet::V4(ipnet::Ipv4Net::new(v4, len - 96).expect("at most 32"))
+    } else {
+        IpNet::V6(ipnet::Ipv6Net::new(key.into(), len).expect("at most 128"))
+    }
 }
 
 /// Whole seconds of `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.

@@ -10,7 +10,9 @@
 //!   under a flood with XDP on and off;
 //! - `outbound`: Make Call API requests answered by a provider that
 //!   challenges with 407, in authenticated call setups per second, with
-//!   the edge's CPU time per call.
+//!   the edge's CPU time per call;
+//! - `reflection`: replies per forged INVITE received, in datagrams and
+//!   bytes, with XDP off and on.
 
 // The crate root is `bench.rs`, not a `main.rs`: its modules live in
 // `bench/` by path.
@@ -22,6 +24,8 @@ mod inbound;
 mod outbound;
 #[path = "bench/propagation.rs"]
 mod propagation;
+#[path = "bench/reflection.rs"]
+mod reflection;
 #[path = "bench/xdp_flood.rs"]
 mod xdp_flood;
 
@@ -30,11 +34,12 @@ use std::path::{Path, PathBuf};
 /// A part: runs, writes its file under the given directory, prints.
 type Part = fn(&Path) -> anyhow::Result<()>;
 
-const PARTS: [(&str, Part); 4] = [
+const PARTS: [(&str, Part); 5] = [
     ("propagation", propagation::run),
     ("xdp-flood", xdp_flood::run),
     ("inbound", inbound::run),
     ("outbound", outbound::run),
+    ("reflection", reflection::run),
 ];
 
 /// The CPU the edge is pinned to in the rate benchmarks, and the one

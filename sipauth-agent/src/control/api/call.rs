@@ -128,9 +128,11 @@ async fn create(
     // A place in the edge's queue first: a call the edge cannot take is
     // refused now rather than stored as queued for ever.
     let permit = match s.originate.get() {
-        Some(tx) => Some(tx.try_reserve().map_err(|_| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the edge has too many calls waiting; try again shortly".to_owned(),
+        Some(tx) => Some(tx.try_reserve().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the edge has too many calls waiting; try again shortly",
+            )
         })?),
         None => None,
     };

@@ -14,17 +14,18 @@ pub mod openapi;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
-use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
+use tokio::time::Instant;
 
 use super::ControlState;
 use super::store::StoreError;
@@ -47,39 +48,40 @@ pub fn router() -> Router<Arc<ControlState>> {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (RFC 9110 10.2.3), in whole seconds.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// 400 naming the field and the rule.
     pub fn field(name: &str, rule: &str) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("{name}: {rule}"),
-        }
+        Self::new(StatusCode::BAD_REQUEST, format!("{name}: {rule}"))
     }
 
     pub fn bad(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: format!("{what} not found"),
-        }
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "internal error; nothing was changed".to_owned(),
-        }
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; nothing was changed",
+        )
     }
 }
 
@@ -91,27 +93,40 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            axum::Json(json!({ "api_id": api_id(), "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"sipauth\""),
-            );
+        let mut r = crate::http::errors::error_response(self.status, self.message);
+        let h = r.headers_mut();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"sipauth\""),
+                );
+            }
+            // What a POST takes (the Accept-Post field registered by W3C LDP).
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                h.insert(
+                    HeaderName::from_static("accept-post"),
+                    HeaderValue::from_static(ACCEPTED_TYPES),
+                );
+            }
+            _ => {}
+        }
+        if let Some(after) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
         }
         r
     }
 }
 
+/// `d` in whole seconds, rounded up: a client that waits that long is not
+/// early. At least 1.
+fn retry_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 pub type ApiResult = Result<Response, ApiError>;
 
-#[must_use]
-pub fn api_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+pub use crate::http::errors::api_id;
 
 /// A JSON response with `api_id` added.
 pub fn reply(status: StatusCode, mut body: Value) -> Response {
@@ -128,28 +143,62 @@ pub fn no_content() -> Response {
 
 // === request bodies ===
 
+/// The media types a request body may have, as a 415 names them.
+pub const ACCEPTED_TYPES: &str = "application/json, application/x-www-form-urlencoded";
+
+/// How a request body is read.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyType {
+    Json,
+    Form,
+}
+
+/// The body type its Content-Type names (RFC 9110 8.3.1: type and subtype
+/// compare case-insensitively; parameters such as charset follow `;`), or
+/// 415 for any other. A body without Content-Type is JSON when it starts
+/// with `{` or `[` and a form otherwise (curl's `-d` and the Plivo SDKs
+/// always say which they send).
+fn body_type(headers: &HeaderMap, body: &[u8]) -> Result<BodyType, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => BodyType::Json,
+            _ => BodyType::Form,
+        });
+    };
+    let given = v.to_str().unwrap_or("(not text)");
+    let essence = given.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(BodyType::Json)
+    } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyType::Form)
+    } else {
+        let shown: String = given.chars().take(80).collect();
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {shown:?} is not accepted; send {ACCEPTED_TYPES}"),
+        ))
+    }
+}
+
 /// The fields of a JSON object or form-encoded body.
 pub fn body_fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_ascii_lowercase();
-    if ctype.starts_with("application/x-www-form-urlencoded") {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|e| ApiError::bad(format!("body: not a valid form: {e}")))?;
-        return Ok(pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::from(v)))
-            .collect());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad("body: must be a JSON object")),
-        Err(e) => Err(ApiError::bad(format!("body: not valid JSON: {e}"))),
+    match body_type(headers, body)? {
+        BodyType::Form => {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|e| ApiError::bad(format!("body: not a valid form: {e}")))?;
+            Ok(pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect())
+        }
+        BodyType::Json => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(ApiError::bad("body: must be a JSON object")),
+            Err(e) => Err(ApiError::bad(format!("body: not valid JSON: {e}"))),
+        },
     }
 }
 
@@ -169,13 +218,16 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        if let Some(ip) = client
-            && state.auth_limiter.is_blocked(ip)
-        {
-            return Err(ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: "too many failed authentications from this address; try later".to_owned(),
-            });
+        if let Some(left) = client.and_then(|ip| state.auth_limiter.blocked_for(ip)) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed authentications from this address; try again in {} s",
+                    retry_secs(left)
+                ),
+            );
+            e.retry_after = Some(left);
+            return Err(e);
         }
         let path_id = parts
             .uri
@@ -184,11 +236,11 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
             .and_then(|r| r.split('/').next())
             .unwrap_or_default()
             .to_owned();
-        let unauthorized = || ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message:
-                "authentication required: HTTP Basic with the account's auth_id and auth_token"
-                    .to_owned(),
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: HTTP Basic with the account's auth_id and auth_token",
+            )
         };
         let Some((user, token)) = basic(&parts.headers) else {
             return Err(unauthorized());
@@ -231,35 +283,71 @@ pub(crate) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
-/// Failed API authentications per client address: `LIMIT` within
-/// `WINDOW` blocks the address for `WINDOW`.
+/// Failed API authentications per client address: the `LIMIT`th failure
+/// within `WINDOW` of the first blocks the address for `BLOCK` from then
+/// on. Blocked requests are not judged, so they do not lengthen the block.
 #[derive(Default)]
 pub struct AuthLimiter {
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
 }
+
+/// One address's failures in its current window.
+struct Failures {
+    since: Instant,
+    count: u32,
+    blocked_until: Option<Instant>,
+}
+
+// === impl AuthLimiter ===
 
 impl AuthLimiter {
     const LIMIT: u32 = 10;
     const WINDOW: Duration = Duration::from_mins(1);
+    const BLOCK: Duration = Duration::from_mins(1);
+    /// Addresses remembered before the stale ones are dropped.
+    const MAX_TRACKED: usize = 100_000;
 
     pub fn failed(&self, ip: IpAddr) {
         let mut m = self.failures.lock().expect("limiter");
         let now = Instant::now();
-        if m.len() > 100_000 {
-            m.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
+        if m.len() > Self::MAX_TRACKED {
+            m.retain(|_, f| f.live(now));
         }
-        let e = m.entry(ip).or_insert((now, 0));
-        if now.duration_since(e.0) >= Self::WINDOW {
-            *e = (now, 0);
+        let f = m.entry(ip).or_insert(Failures {
+            since: now,
+            count: 0,
+            blocked_until: None,
+        });
+        if !f.live(now) {
+            *f = Failures {
+                since: now,
+                count: 0,
+                blocked_until: None,
+            };
         }
-        e.1 += 1;
+        f.count += 1;
+        if f.count >= Self::LIMIT && f.blocked_until.is_none() {
+            f.blocked_until = Some(now + Self::BLOCK);
+            tracing::warn!(client = %ip, failures = f.count, block_secs = Self::BLOCK.as_secs(), "API authentication blocked");
+        }
     }
 
-    pub fn is_blocked(&self, ip: IpAddr) -> bool {
+    /// How long `ip` stays blocked, `None` when it is not.
+    pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
         let m = self.failures.lock().expect("limiter");
-        m.get(&ip).is_some_and(|(since, n)| {
-            *n >= Self::LIMIT && Instant::now().duration_since(*since) < Self::WINDOW
-        })
+        let until = m.get(&ip)?.blocked_until?;
+        let now = Instant::now();
+        (now < until).then(|| until - now)
+    }
+}
+
+impl Failures {
+    /// Still counting or still blocking at `now`.
+    fn live(&self, now: Instant) -> bool {
+        match self.blocked_until {
+            Some(until) => now < until,
+            None => now.duration_since(self.since) < AuthLimiter::WINDOW,
+        }
     }
 }
 
@@ -450,4 +538,264 @@ pub fn numeric_id(n: usize) -> String {
         s.push(char::from(b'0' + rng.random_range(0..10u8)));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use axum::body::Body;
+    use axum::extract::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn ctype(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn body_types_by_content_type() {
+        let b = b"{}";
+        for (t, want) in [
+            ("application/json", BodyType::Json),
+            ("Application/JSON; charset=utf-8", BodyType::Json),
+            ("application/x-www-form-urlencoded", BodyType::Form),
+            (
+                " application/x-www-form-urlencoded ;charset=UTF-8",
+                BodyType::Form,
+            ),
+        ] {
+            assert_eq!(body_type(&ctype(t), b).unwrap(), want, "{t}");
+        }
+        for t in [
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "application/x-www-form-urlencodedx",
+            "",
+        ] {
+            let e = body_type(&ctype(t), b).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{t}");
+            assert!(
+                e.message.ends_with(
+                    "is not accepted; send application/json, application/x-www-form-urlencoded"
+                ),
+                "{}",
+                e.message
+            );
+        }
+        // Without Content-Type: JSON when it looks like JSON, else a form.
+        let none = HeaderMap::new();
+        assert_eq!(body_type(&none, b" \n{\"a\":1}").unwrap(), BodyType::Json);
+        assert_eq!(body_type(&none, b"[1]").unwrap(), BodyType::Json);
+        assert_eq!(body_type(&none, b"name=x&y=1").unwrap(), BodyType::Form);
+    }
+
+    #[test]
+    fn body_fields_read_both_and_refuse_others() {
+        let none = HeaderMap::new();
+        let f = body_fields(&none, &Bytes::from_static(b"name=a+b&n=1")).unwrap();
+        assert_eq!(f["name"], "a b");
+        let f = body_fields(&none, &Bytes::from_static(b"{\"n\": 1}")).unwrap();
+        assert_eq!(f["n"], 1);
+        let e = body_fields(&ctype("text/xml"), &Bytes::from_static(b"<a/>")).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(
+            e.message.starts_with("Content-Type \"text/xml\""),
+            "{}",
+            e.message
+        );
+        // No body: nothing to refuse.
+        assert!(
+            body_fields(&ctype("text/xml"), &Bytes::new())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_secs(Duration::from_mins(1)), 60);
+        assert_eq!(retry_secs(Duration::from_millis(59_001)), 60);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+    }
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_blocks_for_a_minute_from_the_tenth_failure() {
+        let l = AuthLimiter::default();
+        for _ in 0..9 {
+            l.failed(IP);
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
+        assert_eq!(l.blocked_for(IP), None, "nine failures in 45 s");
+        l.failed(IP);
+        assert_eq!(l.blocked_for(IP), Some(Duration::from_mins(1)));
+        tokio::time::advance(Duration::from_millis(20_500)).await;
+        let left = l.blocked_for(IP).unwrap();
+        assert_eq!(left, Duration::from_millis(39_500));
+        assert_eq!(retry_secs(left), 40);
+        // Blocked until exactly then, not a moment longer.
+        tokio::time::advance(Duration::from_millis(39_499)).await;
+        assert!(l.blocked_for(IP).is_some());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(l.blocked_for(IP), None);
+        // A new window: one failure does not block again.
+        l.failed(IP);
+        assert_eq!(l.blocked_for(IP), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_counts_within_the_window_only() {
+        let l = AuthLimiter::default();
+        for _ in 0..9 {
+            l.failed(IP);
+        }
+        tokio::time::advance(AuthLimiter::WINDOW).await;
+        l.failed(IP);
+        assert_eq!(l.blocked_for(IP), None, "the first nine are a minute old");
+        assert_eq!(
+            l.blocked_for(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            None,
+            "another address"
+        );
+    }
+
+    // === the router with a real SQLite store ===
+
+    const ACCT: &str = "MATEST00000000000001";
+    const TOKEN: &str = "token01-abcdefghijklmnopqrstuvwxyz";
+
+    async fn app(dir: &tempfile::TempDir) -> Router {
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = super::super::store::Store::open(&url).await.unwrap();
+        let state = ControlState::new(store, "example.com".into(), String::new())
+            .await
+            .unwrap();
+        super::super::create_account(&state, "t", Some((ACCT, TOKEN)))
+            .await
+            .unwrap()
+            .unwrap();
+        crate::http::errors::json_errors(super::super::router(state))
+    }
+
+    async fn send(
+        app: &Router,
+        method: &str,
+        path: &str,
+        token: &str,
+        ctype: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{ACCT}:{token}"));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/v1/Account/{ACCT}/{path}"))
+            .header(header::AUTHORIZATION, format!("Basic {auth}"));
+        if let Some(c) = ctype {
+            req = req.header(header::CONTENT_TYPE, c);
+        }
+        let mut req = req.body(Body::from(body.to_owned())).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(IP, 40000)));
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn is_error(v: &Value) -> &str {
+        assert!(v["api_id"].is_string(), "{v}");
+        v["error"].as_str().expect("error")
+    }
+
+    #[tokio::test]
+    async fn unsupported_body_is_415_naming_the_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir).await;
+        let (s, h, v) = send(
+            &app,
+            "POST",
+            "SipAuth/IpAccessControlList",
+            TOKEN,
+            Some("text/plain"),
+            "name=x",
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(h["accept-post"], ACCEPTED_TYPES);
+        assert!(is_error(&v).contains(ACCEPTED_TYPES), "{v}");
+        // Nothing was made; a form without Content-Type is taken.
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "SipAuth/IpAccessControlList",
+            TOKEN,
+            None,
+            "name=x",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (_, _, v) = send(&app, "GET", "SipAuth/IpAccessControlList", TOKEN, None, "").await;
+        assert_eq!(v["meta"]["total_count"], 1);
+    }
+
+    #[tokio::test]
+    async fn errors_of_the_router_are_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir).await;
+        let (s, h, v) = send(&app, "GET", "Call", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(h[header::ALLOW], "POST");
+        assert!(is_error(&v).contains("allowed: POST"), "{v}");
+        let (s, _, v) = send(&app, "GET", "Nothing/Here", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(
+            is_error(&v),
+            format!("no such path: GET /v1/Account/{ACCT}/Nothing/Here")
+        );
+        let (s, _, v) = send(&app, "GET", "Application?limit=1&limit=2", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(is_error(&v).contains("query string"), "{v}");
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "Application",
+            TOKEN,
+            Some("application/json"),
+            "{x",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(is_error(&v).starts_with("body: not valid JSON"), "{v}");
+    }
+
+    #[tokio::test]
+    async fn blocked_address_gets_429_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir).await;
+        for _ in 0..AuthLimiter::LIMIT {
+            let (s, h, v) = send(&app, "GET", "Application", "wrong", None, "").await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+            assert!(h.contains_key(header::WWW_AUTHENTICATE));
+            is_error(&v);
+        }
+        let (s, h, v) = send(&app, "GET", "Application", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        let secs: u64 = h[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((59..=60).contains(&secs), "{secs}");
+        assert!(
+            is_error(&v).contains(&format!("try again in {secs} s")),
+            "{v}"
+        );
+    }
 }

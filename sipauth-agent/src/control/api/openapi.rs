@@ -168,7 +168,12 @@ fn request_body(fields: &[Field]) -> Value {
             required.push(f.name);
         }
     }
-    let s = json!({ "type": "object", "properties": props, "required": required });
+    let mut s = json!({ "type": "object", "properties": props });
+    // OpenAPI 3.0 (JSON Schema draft 4's `required`) wants at least one
+    // name when the keyword is there.
+    if !required.is_empty() {
+        s["required"] = json!(required);
+    }
     json!({
         "required": true,
         "content": {
@@ -194,7 +199,7 @@ fn parameters(path: &str, list: bool) -> Vec<Value> {
 /// The whole document.
 #[must_use]
 pub fn document() -> Value {
-    let error = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let answer = |name: &str| json!({ "$ref": format!("#/components/responses/{name}") });
     let mut paths = Map::new();
     for o in OPS {
         let mut responses = Map::new();
@@ -204,8 +209,15 @@ pub fn document() -> Value {
             json!({ "description": "success", "content": { "application/json": { "schema": { "type": "object", "required": ["api_id"] } } } })
         };
         responses.insert(o.ok.to_string(), ok);
-        for code in ["400", "401", "404", "429"] {
-            responses.insert(code.to_owned(), error.clone());
+        for code in ["400", "401", "404", "500"] {
+            responses.insert(code.to_owned(), answer("Error"));
+        }
+        responses.insert("429".to_owned(), answer("TooManyRequests"));
+        if o.body.is_some() {
+            responses.insert("415".to_owned(), answer("UnsupportedMediaType"));
+        }
+        if o.path == CALL && o.method == "post" {
+            responses.insert("503".to_owned(), answer("Error"));
         }
         let mut operation = json!({
             "summary": o.summary,
@@ -222,16 +234,37 @@ pub fn document() -> Value {
             .expect("path item")
             .insert(o.method.to_owned(), operation);
     }
+    let error_body =
+        json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } });
     json!({
         "openapi": "3.0.3",
         "info": { "title": "sipauth API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "SIP credentials, IP ACLs, applications, endpoints and calls. Trailing slashes are optional." },
+                  "description": "SIP credentials, IP ACLs, applications, endpoints and calls. Trailing slashes are optional. \
+                  Every error answer, also 404 for an unknown path and 405 for a method a path does not take, \
+                  is JSON: {\"api_id\": \"...\", \"error\": \"...\"}." },
         "servers": [{ "url": "/" }],
         "security": [{ "basic": [] }],
         "components": {
             "securitySchemes": { "basic": { "type": "http", "scheme": "basic" } },
             "schemas": { "Error": { "type": "object", "required": ["api_id", "error"],
-                "properties": { "api_id": { "type": "string" }, "error": { "type": "string" } } } }
+                "properties": { "api_id": { "type": "string" }, "error": { "type": "string" } } } },
+            "responses": {
+                "Error": { "description": "error", "content": error_body.clone() },
+                "TooManyRequests": {
+                    "description": "too many failed authentications from this address",
+                    "headers": { "Retry-After": {
+                        "description": "seconds until the address is let in again",
+                        "schema": { "type": "integer", "minimum": 1 } } },
+                    "content": error_body.clone(),
+                },
+                "UnsupportedMediaType": {
+                    "description": format!("the body is neither of {}", super::ACCEPTED_TYPES),
+                    "headers": { "Accept-Post": {
+                        "description": "the media types accepted",
+                        "schema": { "type": "string" } } },
+                    "content": error_body,
+                },
+            }
         },
         "paths": paths,
     })
@@ -252,5 +285,58 @@ mod tests {
         assert_eq!(s["required"], serde_json::json!(["ip"]));
         assert_eq!(s["properties"]["cidr_prefix"]["maximum"], 128);
         assert_eq!(d["paths"].as_object().unwrap().len(), 12);
+    }
+
+    /// Where `"required": []` is, which OpenAPI 3.0 forbids.
+    fn empty_required(v: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "required" && v.as_array().is_some_and(Vec::is_empty) {
+                        found.push(at.to_owned());
+                    }
+                    empty_required(v, &format!("{at}/{k}"), found);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    empty_required(v, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_empty_required_lists() {
+        let d = super::document();
+        let mut found = Vec::new();
+        empty_required(&d, "", &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        // An update whose fields are all optional says none is required.
+        let s = &d["paths"]["/v1/Account/{auth_id}/Application/{app_id}/"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"];
+        assert!(s["properties"]["app_name"].is_object(), "{s}");
+        assert!(s.get("required").is_none(), "{s}");
+    }
+
+    #[test]
+    fn error_answers_are_described() {
+        let d = super::document();
+        let call = &d["paths"]["/v1/Account/{auth_id}/Call/"]["post"]["responses"];
+        for code in ["400", "401", "404", "415", "429", "500", "503"] {
+            assert!(call[code]["$ref"].is_string(), "{code}: {call}");
+        }
+        let get = &d["paths"]["/v1/Account/{auth_id}/Call/{call_uuid}/"]["get"]["responses"];
+        assert!(
+            get.get("415").is_none() && get.get("503").is_none(),
+            "{get}"
+        );
+        let r = &d["components"]["responses"];
+        assert_eq!(
+            r["TooManyRequests"]["headers"]["Retry-After"]["schema"]["type"],
+            "integer"
+        );
+        assert!(r["UnsupportedMediaType"]["headers"]["Accept-Post"].is_object());
     }
 }

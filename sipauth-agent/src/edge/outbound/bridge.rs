@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
 use crate::edge::Edge;
-use crate::edge::call::{DialEnd, Ending, Inbound, Next, cause};
+use crate::edge::call::{Cause, DialEnd, Ending, Inbound, Next};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
 use crate::edge::transport::Replier;
 use crate::snapshot::AuthType;
@@ -277,7 +277,7 @@ impl Edge {
                     let actions = match call.after_dial(&self.calls, &dial, &told, true).await {
                         Some(Ok(actions)) => actions,
                         Some(Err(c)) => {
-                            let end = if c == cause::INVALID_XML {
+                            let end = if c == Cause::InvalidAnswerXml {
                                 Ending::invalid_xml()
                             } else {
                                 Ending::answer_url_failed()
@@ -294,7 +294,7 @@ impl Edge {
                             code: 487,
                             reason: "Request Terminated",
                             status: "cancel",
-                            cause: cause::CANCELLED,
+                            cause: Cause::Cancelled,
                         };
                     }
                     match call.follow(actions, Some(outcome)).await {
@@ -311,7 +311,7 @@ impl Edge {
             }
         };
         self.bridges.remove(call_id, from_tag);
-        tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "bridged call ended");
+        tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         self.calls.record(call.record(created, &end));
         call.hangup(&self.calls, &end).await;
     }
@@ -357,7 +357,7 @@ impl Edge {
                         code: 487,
                         reason: "Request Terminated",
                         status: "cancel",
-                        cause: cause::CANCELLED,
+                        cause: Cause::Cancelled,
                     },
                     alerted,
                 }
@@ -373,7 +373,7 @@ impl Edge {
                         code: 200,
                         reason: "OK",
                         status: "completed",
-                        cause: cause::NORMAL,
+                        cause: Cause::NormalHangup,
                     },
                     alerted: true,
                 }
@@ -437,7 +437,6 @@ impl Edge {
             &extra,
             body,
         );
-        self.metrics.response(code);
         self.txns.respond(caller.key, code, bytes, caller.replier);
     }
 
@@ -470,7 +469,6 @@ impl Edge {
             &extra,
             &dialog.sdp,
         );
-        self.metrics.response(200);
         self.txns
             .respond(caller.key, 200, ok.clone(), caller.replier);
         let mut toward = Toward::new(caller);
@@ -591,7 +589,6 @@ impl Edge {
             &extra,
             &sdp,
         );
-        self.metrics.response(code);
         self.txns.respond(&r.key, code, bytes.clone(), &r.replier);
         (code, bytes)
     }
@@ -654,7 +651,6 @@ impl Edge {
             &extra,
             &body,
         );
-        self.metrics.response(code);
         self.txns.respond(&r.key, code, bytes, &r.replier);
     }
 
@@ -742,7 +738,6 @@ impl Edge {
             return;
         };
         let bytes = build::response(&m, 491, "Request Pending", r.src, None, &[], b"");
-        self.metrics.response(491);
         self.txns.respond(&r.key, 491, bytes, &r.replier);
     }
 

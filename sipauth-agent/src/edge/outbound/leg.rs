@@ -14,7 +14,7 @@ use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
-use crate::edge::call::cause;
+use crate::edge::call::Cause;
 
 /// What to dial.
 #[derive(Debug)]
@@ -39,11 +39,11 @@ pub struct Outcome {
     pub code: u16,
     /// CallStatus.
     pub status: &'static str,
-    pub cause: (&'static str, i64),
+    pub cause: Cause,
 }
 
 impl Outcome {
-    const fn new(code: u16, status: &'static str, cause: (&'static str, i64)) -> Self {
+    const fn new(code: u16, status: &'static str, cause: Cause) -> Self {
         Self {
             code,
             status,
@@ -51,22 +51,22 @@ impl Outcome {
         }
     }
 
-    pub const AUTH_FAILED: Self = Self::new(403, "failed", cause::OUTBOUND_AUTH_FAILED);
-    pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", cause::OUTBOUND_AUTH_TIMEOUT);
-    pub const INVALID_DESTINATION: Self = Self::new(404, "failed", cause::INVALID_DESTINATION);
-    pub const NETWORK_ERROR: Self = Self::new(503, "failed", cause::NETWORK_ERROR);
-    pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", cause::DIAL_UNAVAILABLE);
+    pub const AUTH_FAILED: Self = Self::new(403, "failed", Cause::OutboundAuthFailed);
+    pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", Cause::OutboundAuthTimeout);
+    pub const INVALID_DESTINATION: Self = Self::new(404, "failed", Cause::InvalidDestination);
+    pub const NETWORK_ERROR: Self = Self::new(503, "failed", Cause::NetworkError);
+    pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", Cause::DialNotAvailable);
 
     /// The outcome of a final failure response `code` to an INVITE that
     /// carried no credentials, or carried them and was not rejected for them.
     #[must_use]
     pub fn of_status(code: u16) -> Self {
         match code {
-            486 | 600 => Self::new(code, "busy", cause::BUSY),
-            408 | 480 => Self::new(code, "no-answer", cause::NO_ANSWER),
-            487 => Self::new(code, "cancel", cause::CANCELLED),
-            603 => Self::new(code, "failed", cause::REJECTED),
-            _ => Self::new(code, "failed", cause::DESTINATION_FAILED),
+            486 | 600 => Self::new(code, "busy", Cause::BusyLine),
+            408 | 480 => Self::new(code, "no-answer", Cause::NoAnswer),
+            487 => Self::new(code, "cancel", Cause::Cancelled),
+            603 => Self::new(code, "failed", Cause::Rejected),
+            _ => Self::new(code, "failed", Cause::DestinationFailed),
         }
     }
 }
@@ -255,8 +255,8 @@ impl Leg {
                     }
                     return LegEnd::Failed(match provisional {
                         0 | 100 if auth.sent => Outcome::AUTH_TIMEOUT,
-                        0 => Outcome::new(408, "timeout", cause::REQUEST_TIMEOUT),
-                        _ => Outcome::new(480, "no-answer", cause::NO_ANSWER),
+                        0 => Outcome::new(408, "timeout", Cause::RequestTimeout),
+                        _ => Outcome::new(480, "no-answer", Cause::NoAnswer),
                     });
                 }
             };

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::fork::{self, Fork, Ring};
 use super::{Credentials, Dialog, Held, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
-use crate::edge::call::{CallRecord, Calls, DialEnd, cause, dial_action, method_of, notify_hangup};
+use crate::edge::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
@@ -66,7 +66,7 @@ impl std::fmt::Debug for MakeCall {
 /// How the call ended.
 struct End {
     status: &'static str,
-    cause: (&'static str, i64),
+    cause: Cause,
 }
 
 /// Takes Make Call requests until the control plane goes away.
@@ -105,8 +105,8 @@ impl MakeCall {
             to_number: self.to.clone(),
             answer_url: Some(self.answer_url.clone()),
             call_status: end.status.to_owned(),
-            hangup_cause_name: Some(end.cause.0.to_owned()),
-            hangup_cause_code: Some(end.cause.1),
+            hangup_cause_name: Some(end.cause.name().to_owned()),
+            hangup_cause_code: Some(end.cause.code()),
             sip_auth_type: None,
             source_ip: None,
             created_at: self.created_at,
@@ -156,7 +156,7 @@ async fn run(call: MakeCall, calls: &Calls) {
             }
         }
     };
-    tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.0, "outbound call ended");
+    tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
     calls.record(call.record(&end));
     if !call.hangup_url.is_empty() {
         notify_hangup(
@@ -194,7 +194,7 @@ async fn answered(
                 dialog.bye().await;
                 return End {
                     status: "failed",
-                    cause: cause::INVALID_XML,
+                    cause: Cause::InvalidAnswerXml,
                 };
             }
         },
@@ -203,7 +203,7 @@ async fn answered(
             dialog.bye().await;
             return End {
                 status: "failed",
-                cause: cause::ANSWER_URL_FAILED,
+                cause: Cause::AnswerUrlUnreachable,
             };
         }
     };
@@ -219,12 +219,12 @@ async fn answered(
         if tokio::time::Instant::now() >= until {
             // The call's time limit.
             dialog.bye().await;
-            return completed(cause::NORMAL);
+            return completed(Cause::NormalHangup);
         }
         match action {
             Action::Hangup { .. } => {
                 dialog.bye().await;
-                return completed(cause::NORMAL);
+                return completed(Cause::NormalHangup);
             }
             Action::Wait { length_secs } => {
                 unreached = None;
@@ -235,7 +235,7 @@ async fn answered(
                     let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
                     match dialog.hold(left).await {
                         Held::Elapsed => break,
-                        Held::HungUp => return completed(cause::NORMAL),
+                        Held::HungUp => return completed(Cause::NormalHangup),
                         Held::Reinvite(raw) | Held::Request(raw) => {
                             answer_alone(&mut dialog, &raw).await;
                         }
@@ -244,7 +244,7 @@ async fn answered(
                 if tokio::time::Instant::now() >= until {
                     // The call's time limit.
                     dialog.bye().await;
-                    return completed(cause::NORMAL);
+                    return completed(Cause::NormalHangup);
                 }
             }
             Action::Speak { .. } => unreached = None,
@@ -253,7 +253,7 @@ async fn answered(
                 let told = match dialed {
                     Dialed::AHungUp | Dialed::BHungUp => DialEnd {
                         status: "completed",
-                        cause: cause::NORMAL,
+                        cause: Cause::NormalHangup,
                         alerted,
                     },
                     Dialed::Unreached(o) => DialEnd {
@@ -276,7 +276,7 @@ async fn answered(
                 )
                 .await;
                 match dialed {
-                    Dialed::AHungUp => return completed(cause::NORMAL),
+                    Dialed::AHungUp => return completed(Cause::NormalHangup),
                     Dialed::BHungUp => unreached = None,
                     Dialed::Unreached(o) => unreached = Some(o),
                 }
@@ -300,7 +300,7 @@ async fn answered(
             status: o.status,
             cause: o.cause,
         },
-        None => completed(cause::END_OF_XML),
+        None => completed(Cause::EndOfXml),
     }
 }
 
@@ -340,7 +340,7 @@ async fn connect(
                 Ring::Progress(_) => alerted = true,
                 Ring::Answered(b) => break b,
                 Ring::Failed(o) => {
-                    tracing::info!(call = %call.call_uuid, cause = o.cause.0, "Dial reached nobody");
+                    tracing::info!(call = %call.call_uuid, cause = o.cause.name(), "Dial reached nobody");
                     return (Dialed::Unreached(o), alerted);
                 }
             },
