@@ -25,10 +25,12 @@ const IDLE: Duration = Duration::from_secs(4);
 /// the last one is made.
 const FIRST_MESSAGE: Duration = Duration::from_secs(20);
 
-/// Enough open files for the flood in this process.
+/// Enough open files for the flood in this process: the soft limit up to
+/// the hard one, and the hard one (root may) to at least 65,536.
 fn raise_nofile() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut l = getrlimit(Resource::Nofile);
+    l.maximum = l.maximum.map(|m| m.max(65_536));
     l.current = l.maximum;
     setrlimit(Resource::Nofile, l).expect("raise RLIMIT_NOFILE");
     let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
