@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, run, test and bench orchestration. No product
 //! logic lives here.
 
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -35,13 +36,24 @@ enum Cmd {
     },
     /// Benchmarks in the netns rig; figures go to bench-results/.
     Bench,
+    /// Fuzz sipauth-sip (cargo-fuzz, installed on first use): by default
+    /// the TCP stream framing and the digest header targets, one after the
+    /// other, over their corpora in fuzz/corpus/ (minimized afterwards).
+    /// Crashes go to fuzz/artifacts/ and fail the command. Needs no root.
+    Fuzz {
+        /// One target: frame_stream, digest_header or parse_message.
+        target: Option<String>,
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
-    if !matches!(cli.command, Cmd::Setup) {
+    if !matches!(cli.command, Cmd::Setup | Cmd::Fuzz { .. }) {
         // Setup says the same in its own words.
         setup::require_root()?;
     }
@@ -86,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             println!("xtask: XDP and rig tests passed in {:.0?}", t.elapsed());
             Ok(())
         }
+        Cmd::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
         Cmd::Bench => {
             setup::ensure()?;
             cargo(&["build", "--release", "-p", "sipauth-agent"])?;

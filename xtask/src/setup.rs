@@ -38,6 +38,9 @@ const PACKAGES: &[&str] = &[
 /// The rustup name of Debian's toolchain (see sipauth-agent/build.rs).
 const TOOLCHAIN: &str = "sipauth-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz for `cargo xtask fuzz`; installed on its first use, not by
+/// `setup` (neither the build nor the tests need it).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> anyhow::Result<()> {
     require_root()?;
@@ -162,6 +165,72 @@ fn bpf_linker() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
             .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
     )
+}
+
+/// The toolchain `cargo fuzz` runs with: rustup's nightly when installed,
+/// else stable with `RUSTC_BOOTSTRAP=1` (cargo-fuzz passes `-Z` flags).
+pub struct FuzzToolchain {
+    pub name: &'static str,
+    pub bootstrap: bool,
+}
+
+fn toolchain_runs(name: &str) -> bool {
+    Command::new("rustup")
+        .args(["run", name, "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn cargo_fuzz_ok() -> bool {
+    Command::new(cargo_home_bin().join("cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if cargo_fuzz_ok() {
+        println!("  cargo-fuzz {CARGO_FUZZ_VERSION} present");
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_cmd(Command::new(cargo).args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+}
+
+/// Installs cargo-fuzz when missing and picks the toolchain to run it with.
+pub fn fuzz_toolchain() -> anyhow::Result<FuzzToolchain> {
+    step("cargo-fuzz", cargo_fuzz)?;
+    let toolchain = if toolchain_runs("nightly") {
+        FuzzToolchain {
+            name: "nightly",
+            bootstrap: false,
+        }
+    } else if toolchain_runs("stable") {
+        FuzzToolchain {
+            name: "stable",
+            bootstrap: true,
+        }
+    } else {
+        bail!(
+            "neither a nightly nor a stable rustup toolchain runs; `rustup toolchain install nightly`"
+        );
+    };
+    println!(
+        "xtask: fuzzing with rustup's {}{}",
+        toolchain.name,
+        if toolchain.bootstrap {
+            " (RUSTC_BOOTSTRAP=1)"
+        } else {
+            ""
+        }
+    );
+    Ok(toolchain)
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
