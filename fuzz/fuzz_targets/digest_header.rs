@@ -7,8 +7,9 @@
 //! - borrow every field from the input, and satisfy the grammar the parser
 //!   promises (algorithm and qop are tokens, qop brings cnonce and nc, a
 //!   value is a valid quoted-string interior or a bare value);
-//! - parse the same when rendered back (canonically, and again with
-//!   upper-case names, folded lines and empty list elements);
+//! - parse the same when rendered back in another order (values spelled as
+//!   in the input), and again with every value quoted, upper-case names,
+//!   folded lines and empty list elements;
 //! - parse the same when carried in a SIP message and read back with
 //!   `Message::headers`, the way the edge and its outbound legs read them;
 //! - agree between the two parsers on the parameters both read.
@@ -70,27 +71,34 @@ struct Style {
     upper: bool,
     /// Separator between parameters.
     sep: &'static str,
+    /// Values bare in the input stay bare (so only the order of the
+    /// parameters changes); otherwise every value that can be is quoted.
+    keep_bare: bool,
 }
 
 const PLAIN: Style = Style {
     upper: false,
     sep: ", ",
+    keep_bare: true,
 };
 const ODD: Style = Style {
     upper: true,
     sep: " ,\r\n\t, ,",
+    keep_bare: false,
 };
 
-struct Render {
+struct Render<'i> {
+    input: &'i str,
     out: String,
     style: Style,
     first: bool,
 }
 
-impl Render {
-    fn new(style: Style) -> Self {
+impl<'i> Render<'i> {
+    fn new(input: &'i str, style: Style) -> Self {
         let scheme = if style.upper { "DIGEST" } else { "Digest" };
         Render {
+            input,
             out: format!("{scheme} "),
             style,
             first: true,
@@ -110,10 +118,13 @@ impl Render {
         self.out.push('=');
     }
 
-    /// Quoted when the raw value can be, bare otherwise.
+    /// Quoted when the raw value can be (and, with `keep_bare`, was in the
+    /// input), bare otherwise.
     fn value(&mut self, name: &str, v: &str) {
         self.name(name);
-        if is_quoted_interior(v) {
+        let at = v.as_ptr() as usize - self.input.as_ptr() as usize;
+        let was_bare = at == 0 || self.input.as_bytes()[at - 1] != b'"';
+        if is_quoted_interior(v) && !(self.style.keep_bare && was_bare) {
             let _ = write!(self.out, "\"{v}\"");
         } else {
             self.out.push_str(v);
@@ -126,8 +137,8 @@ impl Render {
     }
 }
 
-fn render_credentials(c: &DigestCredentials<'_>, style: Style) -> String {
-    let mut r = Render::new(style);
+fn render_credentials(input: &str, c: &DigestCredentials<'_>, style: Style) -> String {
+    let mut r = Render::new(input, style);
     r.value("username", c.username);
     r.value("realm", c.realm);
     r.value("nonce", c.nonce);
@@ -154,8 +165,8 @@ fn render_credentials(c: &DigestCredentials<'_>, style: Style) -> String {
     r.out
 }
 
-fn render_challenge(c: &DigestChallenge<'_>, style: Style) -> String {
-    let mut r = Render::new(style);
+fn render_challenge(input: &str, c: &DigestChallenge<'_>, style: Style) -> String {
+    let mut r = Render::new(input, style);
     r.value("realm", c.realm);
     r.value("nonce", c.nonce);
     if let Some(v) = c.opaque {
@@ -165,7 +176,8 @@ fn render_challenge(c: &DigestChallenge<'_>, style: Style) -> String {
         r.bare("algorithm", a);
     }
     if !c.qop.is_empty() {
-        r.value("qop", &c.qop.join(","));
+        r.name("qop");
+        let _ = write!(r.out, "\"{}\"", c.qop.join(","));
     }
     if c.stale {
         r.bare("stale", "true");
@@ -217,7 +229,7 @@ fn check_credentials(input: &str, c: &DigestCredentials<'_>) {
         );
     }
     for style in [PLAIN, ODD] {
-        let text = render_credentials(c, style);
+        let text = render_credentials(input, c, style);
         assert_eq!(
             parse_credentials(&text).as_ref(),
             Ok(c),
@@ -252,7 +264,7 @@ fn check_challenge(input: &str, c: &DigestChallenge<'_>) {
         assert!(is_token(q), "qop {q:?} not a token");
     }
     for style in [PLAIN, ODD] {
-        let text = render_challenge(c, style);
+        let text = render_challenge(input, c, style);
         assert_eq!(
             parse_challenge(&text).as_ref(),
             Ok(c),

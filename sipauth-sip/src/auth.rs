@@ -5,10 +5,11 @@
 //! `Proxy-Authenticate` with [`parse_challenge`].
 //!
 //! The scheme name and parameter names are case-insensitive. Values may be
-//! quoted strings or tokens; a quoted value is returned as the raw text
-//! between the quotes (backslash escapes are not removed — they are rare in
-//! Digest parameters, and the `uri` in particular must be the exact string
-//! the client hashed). Unknown parameters are ignored; a known parameter
+//! quoted strings or bare values (tokens; leniently, anything without white
+//! space, control characters, `"` or `<`); a quoted value is returned as
+//! the raw text between the quotes (backslash escapes are not removed —
+//! they are rare in Digest parameters, and the `uri` in particular must be
+//! the exact string the client hashed). Unknown parameters are ignored; a known parameter
 //! given twice is an error.
 
 use crate::ParseError;
@@ -110,7 +111,10 @@ fn auth_param(item: &str) -> Result<(&str, &str), ParseError> {
     } else if value.is_empty()
         || value
             .bytes()
-            .any(|b| is_lws(b) || b == b'"' || b < 0x20 || b == 0x7f)
+            // `<` would open an angle bracket for the list splitter and take
+            // the parameters after it along, so the same list would parse
+            // or not depending on the order of its parameters.
+            .any(|b| is_lws(b) || b == b'"' || b == b'<' || b < 0x20 || b == 0x7f)
     {
         Err(invalid("-", "invalid token value"))
     } else {
