@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -172,20 +171,6 @@ impl Default for Tcp {
     }
 }
 
-impl Tcp {
-    /// The limits a listener enforces; `max_total` as given.
-    #[must_use]
-    pub fn limits(&self) -> crate::edge::conn::Limits {
-        crate::edge::conn::Limits {
-            per_source: self.max_per_source,
-            total: self.max_total,
-            idle: Duration::from_secs(self.idle_timeout_secs),
-            first_message: Duration::from_secs(self.first_message_secs),
-            max_header: self.max_header_bytes as usize,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Http {
@@ -255,11 +240,14 @@ impl Default for Xdp {
 #[serde(default, deny_unknown_fields)]
 pub struct Lockout {
     /// Denied requests (ACL or credential) from one source within
-    /// `window_secs` that lock it out.
+    /// `window_secs` that lock it out; at least 1 (a source that must never
+    /// be locked out belongs in `never_lock`).
     pub threshold: u32,
+    /// At least 1.
     pub window_secs: u64,
     /// How long a lockout lasts (also an operator lockout without a
-    /// duration). Attempts during a lockout get 403 and do not extend it.
+    /// duration); at least 1. Attempts during a lockout get 403 and do not
+    /// extend it.
     pub duration_secs: u64,
     /// IPv6 sources are counted and locked out per prefix of this many
     /// bits (1..=128; 128: per address). IPv4 sources per address.
@@ -279,43 +267,6 @@ impl Default for Lockout {
             ipv6_prefix: 64,
             never_lock: Vec::new(),
         }
-    }
-}
-
-impl Lockout {
-    #[must_use]
-    pub fn duration(&self) -> Duration {
-        Duration::from_secs(self.duration_secs)
-    }
-
-    #[must_use]
-    pub fn policy(&self) -> crate::edge::lockout::Policy {
-        crate::edge::lockout::Policy {
-            threshold: self.threshold,
-            window: Duration::from_secs(self.window_secs),
-            duration: self.duration(),
-            ipv6_prefix: self.ipv6_prefix,
-        }
-    }
-
-    /// The same policy for the XDP program.
-    #[must_use]
-    pub fn xdp_policy(&self) -> crate::maps::LockoutPolicy {
-        crate::maps::LockoutPolicy {
-            threshold: self.threshold,
-            window_secs: u32::try_from(self.window_secs).unwrap_or(u32::MAX),
-            duration_secs: self.duration_secs,
-            ipv6_prefix: self.ipv6_prefix,
-        }
-    }
-
-    /// `never_lock` parsed (checked by [`Config::finish`]).
-    #[must_use]
-    pub fn never_lock_nets(&self) -> Vec<ipnet::IpNet> {
-        self.never_lock
-            .iter()
-            .filter_map(|c| crate::edge::lockout::never_lock::parse(c).ok())
-            .collect()
     }
 }
 
@@ -350,11 +301,6 @@ pub enum ConfigError {
     Invalid {
         field: &'static str,
         rule: &'static str,
-    },
-    #[error("{field}: {source}")]
-    Cidr {
-        field: &'static str,
-        source: crate::edge::lockout::never_lock::CidrError,
     },
 }
 
@@ -411,18 +357,6 @@ impl Config {
                 rule: "must not be empty",
             });
         }
-        if !self.sip.number_gateway.is_empty()
-            && (!self.sip.number_gateway.contains("{number}")
-                || crate::edge::outbound::Target::parse(
-                    &self.sip.number_gateway.replace("{number}", "15550100"),
-                )
-                .is_err())
-        {
-            return Err(ConfigError::Invalid {
-                field: "sip.number_gateway",
-                rule: "a sip: URI with an IP host and {number} in it",
-            });
-        }
         let t = &self.tcp;
         for (field, value) in [
             ("tcp.max_per_source", u64::from(t.max_per_source)),
@@ -443,23 +377,11 @@ impl Config {
                 rule: "from 1024 to 65536",
             });
         }
-        if !(1..=128).contains(&self.lockout.ipv6_prefix) {
-            return Err(ConfigError::Invalid {
-                field: "lockout.ipv6_prefix",
-                rule: "a prefix length from 1 to 128 (64: one customer network; 128: per address)",
-            });
-        }
         if self.lockout.never_lock.len() > sipauth_common::never_lock::MAX_ENTRIES as usize {
             return Err(ConfigError::Invalid {
                 field: "lockout.never_lock",
                 rule: "at most 4096 prefixes",
             });
-        }
-        for cidr in &self.lockout.never_lock {
-            crate::edge::lockout::never_lock::parse(cidr).map_err(|source| ConfigError::Cidr {
-                field: "lockout.never_lock",
-                source,
-            })?;
         }
         if let Some(path) = self.control.edge_token_file.take() {
             self.control.edge_token = first_line(path)?;
@@ -538,59 +460,6 @@ mod tests {
         c.tcp.max_header_bytes = 128 * 1024;
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("tcp.max_header_bytes"), "{e}");
-        let c: Config = toml::from_str("[tcp]\nidle_timeout_secs = 3\n").unwrap();
-        assert_eq!(c.tcp.limits().idle, Duration::from_secs(3));
-        assert_eq!(c.tcp.limits().per_source, 32);
-    }
-
-    #[test]
-    fn ipv6_prefix_outside_1_to_128_is_refused_at_load() {
-        for bad in [0, 129, 255] {
-            let mut c = Config::default();
-            c.lockout.ipv6_prefix = bad;
-            let e = c.finish().unwrap_err().to_string();
-            assert!(
-                e.contains("lockout.ipv6_prefix") && e.contains("1 to 128"),
-                "{e}"
-            );
-        }
-        for good in [1, 48, 64, 128] {
-            let mut c = Config::default();
-            c.lockout.ipv6_prefix = good;
-            assert!(c.finish().is_ok());
-        }
-    }
-
-    #[test]
-    fn never_lock_entries_are_checked_at_load() {
-        let c: Config = toml::from_str(
-            "[lockout]\nnever_lock = [\"203.0.113.0/24\", \"2001:db8::/32\", \"198.51.100.7\"]\n",
-        )
-        .unwrap();
-        let c = c.finish().unwrap();
-        let nets: Vec<String> = c
-            .lockout
-            .never_lock_nets()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(nets, ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]);
-        for bad in ["203.0.113.7/24", "not-a-net", "10.0.0.0/40"] {
-            let mut c = Config::default();
-            c.lockout.never_lock = vec![bad.to_owned()];
-            let e = c.finish().unwrap_err().to_string();
-            assert!(e.starts_with("lockout.never_lock: "), "{e}");
-        }
-    }
-
-    #[test]
-    fn threshold_zero_means_never_everywhere() {
-        let l = Lockout {
-            threshold: 0,
-            ..Lockout::default()
-        };
-        assert_eq!(l.policy().threshold, 0);
-        assert_eq!(l.xdp_policy().threshold, 0);
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn load(budget: u32) -> Loaded {
     ));
     prepare_pin_dir(&dir).expect("pin dir");
     let xdp =
-        Xdp::load(&dir, budget, &[SIP, 5080], LockoutPolicy::default()).expect("load XDP program");
+        Xdp::load(&dir, budget, &[SIP, 5080], &LockoutPolicy::default()).expect("load XDP program");
     Loaded { xdp, dir }
 }
 
@@ -478,7 +478,9 @@ fn ten_denials_within_the_window_lock_the_source_out() {
 #[test]
 fn lockout_policy_comes_from_the_settings_map() {
     let mut l = load_with_acls(0);
-    l.xdp.set_lockout_policy(3, 60, 5).unwrap();
+    l.xdp
+        .set_lockout_policy(&LockoutPolicy::new(3, 60, 5, 64).unwrap())
+        .unwrap();
     let src = "203.0.113.51";
     let ip: IpAddr = src.parse().unwrap();
     for _ in 0..3 {
@@ -486,8 +488,10 @@ fn lockout_policy_comes_from_the_settings_map() {
     }
     let until = l.xdp.lockout_get(ip).unwrap().expect("locked out");
     assert!(until - now_ns() <= 5_000_000_000);
-    // Threshold 0 counts but never locks.
-    l.xdp.set_lockout_policy(0, 60, 60).unwrap();
+    // A threshold out of reach counts but does not lock.
+    l.xdp
+        .set_lockout_policy(&LockoutPolicy::new(u32::MAX, 60, 60, 64).unwrap())
+        .unwrap();
     let src = "203.0.113.52";
     for _ in 0..20 {
         assert_eq!(run(&mut l, &invite_from(src, APP_OFFICE)), XDP_DROP);
@@ -626,7 +630,9 @@ fn user_space_failures_share_the_counter() {
 fn concurrent_failures_from_both_sides_are_all_counted() {
     let l = load_with_acls(0);
     // No lockout, so every failure stays in the count.
-    l.xdp.set_lockout_policy(0, 3600, 60).unwrap();
+    l.xdp
+        .set_lockout_policy(&LockoutPolicy::new(u32::MAX, 3600, 60, 64).unwrap())
+        .unwrap();
     let src = "203.0.113.80";
     let ip: IpAddr = src.parse().unwrap();
     let frame = invite_from(src, APP_OFFICE);
@@ -745,7 +751,7 @@ fn a_reloaded_agent_keeps_enforcing_the_pinned_generation() {
     let mut l = load_with_acls(0);
     l.xdp.sync_snapshot(&snapshot(OFFICE)).unwrap();
     let generation = l.xdp.settings().generation;
-    let mut again = Xdp::load(&l.dir, 0, &[SIP], LockoutPolicy::default()).unwrap();
+    let mut again = Xdp::load(&l.dir, 0, &[SIP], &LockoutPolicy::default()).unwrap();
     assert_eq!(again.settings().generation, generation);
     let frame = invite_from("203.0.113.90", APP_OFFICE);
     let r = again
@@ -898,7 +904,9 @@ fn ipv6_sources_are_looked_up_and_counted_per_prefix() {
     assert_eq!(run(&mut l, &frame4("192.0.2.78", 17, SIP)), XDP_PASS);
 
     // Per address (/128): the IPv6 entries keyed by /64 are dropped.
-    l.xdp.set_ipv6_prefix(128).unwrap();
+    l.xdp
+        .set_lockout_policy(&LockoutPolicy::new(10, 60, 60, 128).unwrap())
+        .unwrap();
     assert_eq!(l.xdp.settings().ipv6_prefix, 128);
     let left = l.xdp.lockout_list().unwrap();
     assert_eq!(left.len(), 1, "{left:?}");

@@ -26,7 +26,7 @@ use ipnet::{IpNet, Ipv6Net};
 use sipauth_common::{addr, never_lock as knever};
 
 use self::never_lock::{Entry, NeverLock, Origin};
-use crate::maps::{self, Xdp, XdpError};
+use crate::maps::{self, LockoutPolicy as Policy, Xdp, XdpError};
 
 pub struct Lockouts {
     store: Store,
@@ -36,28 +36,6 @@ pub struct Lockouts {
     never_lock: NeverLock,
     /// Failures of never-lock sources judged in user space.
     never_lock_failures: AtomicU64,
-}
-
-/// When failures lock a source out: `threshold` of them within `window`
-/// lock it out for `duration` (a threshold of 0 never locks). IPv6
-/// sources are counted per prefix of `ipv6_prefix` bits.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub threshold: u32,
-    pub window: Duration,
-    pub duration: Duration,
-    pub ipv6_prefix: u8,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            threshold: 10,
-            window: Duration::from_mins(1),
-            duration: Duration::from_mins(1),
-            ipv6_prefix: 64,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,14 +72,14 @@ struct Window {
 /// reached the threshold (which starts a fresh window).
 fn count_failure(w: Option<Window>, now: tokio::time::Instant, p: &Policy) -> (Window, bool) {
     let mut w = match w {
-        Some(w) if now.duration_since(w.start) < p.window => w,
+        Some(w) if now.duration_since(w.start) < p.window() => w,
         _ => Window {
             start: now,
             count: 0,
         },
     };
     w.count += 1;
-    if p.threshold != 0 && w.count >= p.threshold {
+    if w.count >= p.threshold() {
         (
             Window {
                 start: now,
@@ -229,7 +207,7 @@ impl Lockouts {
     }
 
     fn key(&self, ip: IpAddr) -> IpAddr {
-        source_key(ip, self.policy.ipv6_prefix)
+        source_key(ip, self.policy.ipv6_prefix())
     }
 
     /// Failures of never-lock sources judged in user space (each would
@@ -258,7 +236,7 @@ impl Lockouts {
             return match xdp.record_failure(ip) {
                 Ok(locked) => {
                     if locked.is_some() {
-                        tracing::info!(src = %ip, secs = self.policy.duration.as_secs(), "locked out");
+                        tracing::info!(src = %ip, secs = self.policy.duration().as_secs(), "locked out");
                     }
                     locked.is_some()
                 }
@@ -273,13 +251,13 @@ impl Lockouts {
         let locked = {
             let mut m = self.failures.lock().expect("failure table");
             if m.len() > 1_000_000 {
-                m.retain(|_, w| now.duration_since(w.start) < self.policy.window);
+                m.retain(|_, w| now.duration_since(w.start) < self.policy.window());
             }
             let (w, locked) = count_failure(m.get(&key).copied(), now, &self.policy);
             m.insert(key, w);
             locked
         };
-        if locked && let Err(e) = self.set(key, self.policy.duration) {
+        if locked && let Err(e) = self.set(key, self.policy.duration()) {
             tracing::error!(src = %ip, error = %e, "locking out failed");
         }
         locked
@@ -324,7 +302,7 @@ impl Lockouts {
         }
         let key = self.key(ip);
         self.set(key, duration)?;
-        Ok(show(key, self.policy.ipv6_prefix))
+        Ok(show(key, self.policy.ipv6_prefix()))
     }
 
     fn set(&self, key: IpAddr, duration: Duration) -> Result<(), XdpError> {
@@ -336,7 +314,7 @@ impl Lockouts {
                 m.lock().expect("lockout table").insert(key, until);
             }
         }
-        let src = show(key, self.policy.ipv6_prefix);
+        let src = show(key, self.policy.ipv6_prefix());
         tracing::info!(src = %src, secs = duration.as_secs(), "locked out");
         Ok(())
     }
@@ -351,7 +329,7 @@ impl Lockouts {
             Store::Memory(m) => m.lock().expect("lockout table").remove(&key).is_some(),
         };
         if removed && active {
-            let src = show(key, self.policy.ipv6_prefix);
+            let src = show(key, self.policy.ipv6_prefix());
             tracing::info!(src = %src, "lockout lifted");
         }
         Ok(removed && active)
@@ -384,7 +362,7 @@ impl Lockouts {
         Ok(active
             .into_iter()
             .map(|(remaining_secs, key)| Lockout {
-                address: show(key, self.policy.ipv6_prefix),
+                address: show(key, self.policy.ipv6_prefix()),
                 remaining_secs,
             })
             .collect())
@@ -455,7 +433,7 @@ impl Lockouts {
             return Ok(0);
         }
         let now = now_ns();
-        let p = self.policy.ipv6_prefix;
+        let p = self.policy.ipv6_prefix();
         let mut lifted = 0;
         for (key, until) in self.entries()? {
             let source = key_net(key, p);
@@ -540,12 +518,7 @@ mod tests {
 
     #[test]
     fn counter_state_machine() {
-        let p = Policy {
-            threshold: 3,
-            window: Duration::from_secs(10),
-            duration: Duration::from_secs(5),
-            ipv6_prefix: 64,
-        };
+        let p = Policy::new(3, 10, 5, 64).unwrap();
         let t0 = tokio::time::Instant::now();
         let (w, l) = count_failure(None, t0, &p);
         assert_eq!((w.count, l), (1, false));
@@ -575,23 +548,6 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn threshold_zero_counts_but_never_locks() {
-        let p = Policy {
-            threshold: 0,
-            ..Policy::default()
-        };
-        let t = Lockouts::memory(p, &[]);
-        let a = ip("192.0.2.60");
-        for _ in 0..1000 {
-            assert!(!t.record_failure(a));
-        }
-        assert!(!t.is_locked(a));
-        assert!(t.list().unwrap().is_empty());
-        // The same rule as the kernel's counter.
-        assert!(!sipauth_common::failures::record(0, 1, 60, 0).locks);
     }
 
     #[test]
@@ -637,10 +593,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn per_address_with_prefix_128() {
-        let p = Policy {
-            ipv6_prefix: 128,
-            ..Policy::default()
-        };
+        let p = Policy::new(10, 60, 60, 128).unwrap();
         let t = Lockouts::memory(p, &[]);
         for _ in 0..10 {
             t.record_failure(ip("2001:db8::1"));

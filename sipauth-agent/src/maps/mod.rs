@@ -27,6 +27,7 @@
 //! said.
 
 mod acl;
+mod policy;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ use sipauth_common::{
 };
 
 pub use self::acl::AclView;
-use crate::config::{self, XdpMode as Mode};
+pub use self::policy::{LockoutPolicy, PolicyError};
 use crate::snapshot::Snapshot;
 
 /// The XDP object built by build.rs.
@@ -57,7 +58,6 @@ const RECORD_PROGRAM: &str = "sipauth_record";
 const XDP_PASS: u32 = 2;
 /// Runs of `sipauth_record` when the failure word keeps changing under it.
 const RECORD_RUNS: usize = 4;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
@@ -93,44 +93,35 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> XdpError {
     move |source| XdpError::Map { map, source }
 }
 
+/// How to attach the program to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Native (driver) mode, falling back to generic mode with a log line.
+    Auto,
+    /// Native mode only.
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
+}
+
+/// Where and how the program runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Interfaces to attach to; empty: the default route's.
+    pub interfaces: Vec<String>,
+    /// Packets per second from denied sources still passed up to user
+    /// space, all sources together.
+    pub budget_per_sec: u32,
+    /// bpffs directory of the pins; the layout version is appended.
+    pub pin_dir: PathBuf,
+}
+
 /// Where the program ended up.
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub interface: String,
     pub mode: &'static str,
-}
-
-/// When repeated failures lock a source out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    /// Failures within the window that lock the source out; 0 never locks.
-    pub threshold: u32,
-    pub window_secs: u32,
-    /// How long the lockout lasts.
-    pub duration_secs: u64,
-    /// IPv6 sources are counted and locked out per prefix of this length
-    /// (1..=128).
-    pub ipv6_prefix: u8,
-}
-
-impl Default for LockoutPolicy {
-    fn default() -> Self {
-        Self {
-            threshold: kconfig::DEFAULT_LOCKOUT_THRESHOLD,
-            window_secs: kconfig::DEFAULT_FAILURE_WINDOW_SECS,
-            duration_secs: kconfig::DEFAULT_LOCKOUT_SECS,
-            ipv6_prefix: 64,
-        }
-    }
-}
-
-impl LockoutPolicy {
-    fn apply(self, c: &mut kconfig::Config) {
-        c.lockout_threshold = self.threshold;
-        c.failure_window_secs = self.window_secs;
-        c.lockout_ns = self.duration_secs.saturating_mul(NS_PER_SEC);
-        c.ipv6_prefix = u32::from(self.ipv6_prefix);
-    }
 }
 
 /// The settings map and the value last written to it.
@@ -168,20 +159,20 @@ impl Xdp {
     /// Loads the program with its maps pinned under `pin_dir` (reusing pins
     /// that exist), writes the settings map and attaches to every interface.
     pub fn start(
-        cfg: &config::Xdp,
+        options: &Options,
         sip_ports: &[u16],
-        policy: LockoutPolicy,
+        policy: &LockoutPolicy,
     ) -> Result<Self, XdpError> {
-        let dir = pin_dir(&cfg.pin_dir);
+        let dir = pin_dir(&options.pin_dir);
         prepare_pin_dir(&dir)?;
-        let mut xdp = Self::load(&dir, cfg.budget_per_sec, sip_ports, policy)?;
-        let interfaces = if cfg.interfaces.is_empty() {
+        let mut xdp = Self::load(&dir, options.budget_per_sec, sip_ports, policy)?;
+        let interfaces = if options.interfaces.is_empty() {
             vec![default_interface()]
         } else {
-            cfg.interfaces.clone()
+            options.interfaces.clone()
         };
         for interface in interfaces {
-            let mode = xdp.attach(&interface, cfg.mode)?;
+            let mode = xdp.attach(&interface, options.mode)?;
             tracing::info!(interface = %interface, mode, "XDP program attached");
             xdp.attachments.push(Attachment { interface, mode });
         }
@@ -201,7 +192,7 @@ impl Xdp {
         dir: &Path,
         budget_per_sec: u32,
         sip_ports: &[u16],
-        policy: LockoutPolicy,
+        policy: &LockoutPolicy,
     ) -> Result<Self, XdpError> {
         let level = log_level();
         let mut ebpf = EbpfLoader::new()
@@ -264,21 +255,23 @@ impl Xdp {
             stats,
             attachments: Vec::new(),
         };
-        if previous.ipv6_prefix != 0 && previous.ipv6_prefix != u32::from(policy.ipv6_prefix) {
+        if previous.ipv6_prefix != 0 && previous.ipv6_prefix != u32::from(policy.ipv6_prefix()) {
             xdp.forget_ipv6(previous.ipv6_prefix)?;
         }
         Ok(xdp)
     }
 
-    /// Sets the IPv6 prefix length of lockout keys (1..=128). Changing it
-    /// drops the IPv6 lockouts and failure counts kept under the old one.
-    pub fn set_ipv6_prefix(&self, prefix: u8) -> Result<(), XdpError> {
+    /// Rewrites the lockout policy the program and [`Xdp::record_failure`]
+    /// apply. Changing the IPv6 prefix length drops the IPv6 lockouts and
+    /// failure counts kept under the old one (their keys mean other sources
+    /// now).
+    pub fn set_lockout_policy(&self, policy: &LockoutPolicy) -> Result<(), XdpError> {
         let old = self.settings().ipv6_prefix;
         self.settings
             .lock()
             .expect("settings lock")
-            .update(|c| c.ipv6_prefix = u32::from(prefix))?;
-        if old != u32::from(prefix) {
+            .update(|c| policy.apply(c))?;
+        if old != u32::from(policy.ipv6_prefix()) {
             self.forget_ipv6(old)?;
         }
         Ok(())
@@ -317,23 +310,6 @@ impl Xdp {
         Ok(())
     }
 
-    /// Rewrites the lockout policy the program and [`Xdp::record_failure`]
-    /// apply: `threshold` failures within `window_secs` lock the source out
-    /// for `duration_secs` (0 failures: never). The IPv6 prefix length is
-    /// [`Xdp::set_ipv6_prefix`]'s.
-    pub fn set_lockout_policy(
-        &self,
-        threshold: u32,
-        window_secs: u32,
-        duration_secs: u64,
-    ) -> Result<(), XdpError> {
-        self.settings.lock().expect("settings lock").update(|c| {
-            c.lockout_threshold = threshold;
-            c.failure_window_secs = window_secs;
-            c.lockout_ns = duration_secs.saturating_mul(NS_PER_SEC);
-        })
-    }
-
     /// The settings the program currently reads.
     pub fn settings(&self) -> kconfig::Config {
         self.settings.lock().expect("settings lock").value
@@ -365,7 +341,6 @@ impl Xdp {
                 tracing::warn!(interface, reason = %e, "native XDP failed, falling back to generic mode");
                 attempt(program, XdpMode::Skb, "generic")
             }),
-            Mode::Off => unreachable!("the caller does not load XDP when it is off"),
         }
     }
 

@@ -3,6 +3,8 @@
 //! XDP, following a control plane).
 #![forbid(unsafe_code)]
 
+mod settings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,10 +13,11 @@ use axum::Router;
 use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
-use crate::config::{Config, XdpMode};
+pub use self::settings::{EdgeSettings, SettingsError};
+use crate::config::Config;
 use crate::control::{self, ControlState, store::Store};
 use crate::edge::call::{Calls, Sink};
-use crate::edge::outbound::{self, MakeCall, Timers};
+use crate::edge::outbound::{self, MakeCall};
 use crate::edge::view::{self, Views};
 use crate::edge::{DigestSettings, Edge, conn::ConnLimits, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
@@ -24,6 +27,7 @@ use sipauth_digest::{Algorithm, NonceKey};
 
 /// `sipauth run`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let settings = EdgeSettings::new(&cfg)?;
     let control = start_control(&cfg).await?;
     let views = Arc::new(Views::new());
     tokio::spawn(view::follow_local(control.clone(), views.clone()));
@@ -31,7 +35,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Make Call requests go straight to this process's edge.
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let _ = control.originate.set(tx);
-    let edge_http = start_edge(&cfg, &views, sink, Some(rx))?;
+    let edge_http = start_edge(&cfg, settings, &views, sink, Some(rx))?;
     serve(&cfg, control::router(control).merge(edge_http)).await
 }
 
@@ -46,6 +50,7 @@ pub async fn control(cfg: Config) -> anyhow::Result<()> {
 
 /// `sipauth edge`.
 pub async fn edge(cfg: Config) -> anyhow::Result<()> {
+    let settings = EdgeSettings::new(&cfg)?;
     anyhow::ensure!(
         !cfg.edge.control_url.is_empty(),
         "edge.control_url (--control) is required"
@@ -75,7 +80,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
             .build()
             .context("HTTP client")?,
     };
-    let edge_http = start_edge(&cfg, &views, sink, None)?;
+    let edge_http = start_edge(&cfg, settings, &views, sink, None)?;
     serve(&cfg, edge_http).await
 }
 
@@ -104,32 +109,30 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
 /// HTTP routes (`/metrics`, `/admin`).
 fn start_edge(
     cfg: &Config,
+    settings: EdgeSettings,
     views: &Arc<Views>,
     sink: Sink,
     make_calls: Option<tokio::sync::mpsc::Receiver<MakeCall>>,
 ) -> anyhow::Result<Router> {
-    let xdp = if cfg.xdp.mode == XdpMode::Off {
-        tracing::info!("XDP off: user space enforces lockouts alone");
-        None
-    } else {
+    let xdp = if let Some(options) = &settings.xdp {
         if !rustix::process::geteuid().is_root() {
             anyhow::bail!(
                 "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
             );
         }
         let xdp = Arc::new(
-            Xdp::start(&cfg.xdp, &cfg.sip_ports(), cfg.lockout.xdp_policy())
-                .context("starting XDP")?,
+            Xdp::start(options, &cfg.sip_ports(), &settings.lockout).context("starting XDP")?,
         );
         tokio::spawn(sync_maps(xdp.clone(), views.subscribe()));
         Some(xdp)
+    } else {
+        tracing::info!("XDP off: user space enforces lockouts alone");
+        None
     };
-    let policy = cfg.lockout.policy();
-    let never_lock = cfg.lockout.never_lock_nets();
     let lockouts = Arc::new(match &xdp {
-        Some(xdp) => Lockouts::kernel(xdp.clone(), policy, &never_lock)
+        Some(xdp) => Lockouts::kernel(xdp.clone(), settings.lockout, &settings.never_lock)
             .context("writing the never-lock list to the XDP program")?,
-        None => Lockouts::memory(policy, &never_lock),
+        None => Lockouts::memory(settings.lockout, &settings.never_lock),
     });
     let metrics = Arc::new(Metrics::new());
     let key = if cfg.sip.nonce_secret.is_empty() {
@@ -155,20 +158,13 @@ fn start_edge(
         min_expires: cfg.sip.min_expires,
         max_expires: cfg.sip.max_expires,
     };
-    let outbound_settings = outbound::Settings {
-        timers: Timers {
-            timer_b: std::time::Duration::from_millis(cfg.sip.outbound_timer_b_ms),
-            ..Timers::default()
-        },
-        number_gateway: Some(cfg.sip.number_gateway.clone()).filter(|g| !g.is_empty()),
-    };
     let calls = Calls::new(
         sipauth_callback::Client::new(std::time::Duration::from_millis(
             cfg.sip.callback_timeout_ms,
         )),
         sink,
         metrics.clone(),
-        outbound_settings,
+        settings.outbound,
     );
     if let Some(rx) = make_calls {
         tokio::spawn(outbound::make_call::serve(rx, calls.clone()));
@@ -184,7 +180,7 @@ fn start_edge(
     // Every listener shares one set of TCP bounds; the total has to fit in
     // the open-file limit.
     let nofile = transport::raise_fd_limit();
-    let mut tcp_limits = cfg.tcp.limits();
+    let mut tcp_limits = settings.tcp;
     tcp_limits.total = transport::total_within(tcp_limits.total, nofile);
     if tcp_limits.total < cfg.tcp.max_total {
         tracing::warn!(
@@ -215,7 +211,7 @@ fn start_edge(
         xdp,
         views: views.clone(),
         admin_token: cfg.admin.token.clone(),
-        lockout_duration: cfg.lockout.duration(),
+        lockout_duration: settings.lockout.duration(),
     })))
 }
 
