@@ -186,21 +186,21 @@ async fn resolve_auth(
             "is only used with sip_auth_type ip_acl or ip_acl_and_credential",
         ));
     }
-    if let Some(uuid) = &cred_given {
-        if !credentials::exists(w, acct, uuid).await? {
-            return Err(ApiError::field(
-                "credential_uuid",
-                "no such credential in this account",
-            ));
-        }
+    if let Some(uuid) = &cred_given
+        && !credentials::exists(w, acct, uuid).await?
+    {
+        return Err(ApiError::field(
+            "credential_uuid",
+            "no such credential in this account",
+        ));
     }
-    if let Some(uuid) = &acl_given {
-        if !acls::exists(w, acct, uuid).await? {
-            return Err(ApiError::field(
-                "ip_acl_uuid",
-                "no such IP ACL in this account",
-            ));
-        }
+    if let Some(uuid) = &acl_given
+        && !acls::exists(w, acct, uuid).await?
+    {
+        return Err(ApiError::field(
+            "ip_acl_uuid",
+            "no such IP ACL in this account",
+        ));
     }
     Ok(next)
 }
