@@ -45,3 +45,41 @@ pub async fn token(store: &Store, auth_id: &str) -> Result<Option<String>, Store
         .await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::testing;
+
+    #[tokio::test]
+    async fn inserted_accounts_have_their_token() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        assert_eq!(store.version().await.unwrap(), 1);
+        assert_eq!(
+            token(&store, "MA1").await.unwrap().as_deref(),
+            Some("t-MA1")
+        );
+        assert_eq!(token(&store, "MA2").await.unwrap(), None);
+        let mut w = store.write().await.unwrap();
+        assert!(exists(&mut w, "MA1").await.unwrap());
+        assert!(!exists(&mut w, "MA2").await.unwrap());
+        // The same id again breaks the primary key: the write fails and,
+        // dropped, leaves the store as it was.
+        let again = NewAccount {
+            auth_id: "MA1",
+            auth_token: "other",
+            name: "n",
+        };
+        assert!(matches!(
+            insert(&mut w, &again).await,
+            Err(StoreError::Db(_))
+        ));
+        drop(w);
+        assert_eq!(store.version().await.unwrap(), 1);
+        assert_eq!(
+            token(&store, "MA1").await.unwrap().as_deref(),
+            Some("t-MA1")
+        );
+    }
+}

@@ -493,4 +493,72 @@ mod tests {
         let store = Store::open(&url).await.unwrap();
         assert_eq!(store.version().await.unwrap(), 1);
     }
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        let mut sql = String::new();
+        for n in 1..=3 {
+            Backend::Sqlite.push_param(&mut sql, n);
+        }
+        assert_eq!(sql, "???");
+        let mut sql = String::new();
+        for n in [1, 2, 15] {
+            Backend::Postgres.push_param(&mut sql, n);
+            sql.push(',');
+        }
+        assert_eq!(sql, "$1,$2,$15,");
+    }
+
+    #[tokio::test]
+    async fn reads_through_a_write_see_its_changes_and_a_dropped_write_leaves_nothing() {
+        let (_dir, store) = testing::open().await;
+        let mut w = store.write().await.unwrap();
+        accounts::insert(
+            &mut w,
+            &accounts::NewAccount {
+                auth_id: "MA1",
+                auth_token: "t1",
+                name: "one",
+            },
+        )
+        .await
+        .unwrap();
+        assert!(accounts::exists(&mut w, "MA1").await.unwrap());
+        drop(w);
+        assert_eq!(store.version().await.unwrap(), 0);
+        assert_eq!(accounts::token(&store, "MA1").await.unwrap(), None);
+        let mut w = store.write().await.unwrap();
+        assert!(!accounts::exists(&mut w, "MA1").await.unwrap());
+    }
+}
+
+/// What the table modules' tests share: a store in a temp dir and accounts
+/// in it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Store, accounts};
+
+    /// A fresh SQLite store; it lives as long as the directory.
+    pub async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    /// Account `auth_id` (token `t-` and the id), committed.
+    pub async fn account(store: &Store, auth_id: &str) {
+        let mut w = store.write().await.unwrap();
+        accounts::insert(
+            &mut w,
+            &accounts::NewAccount {
+                auth_id,
+                auth_token: &format!("t-{auth_id}"),
+                name: "test",
+            },
+        )
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
+    }
 }
