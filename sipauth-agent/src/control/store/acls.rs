@@ -259,3 +259,155 @@ pub async fn delete_entry(w: &mut WriteTx, entry: &str) -> Result<(), StoreError
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{snapshot, testing};
+
+    async fn acl(store: &Store, uuid: &str, acct: &str, name: &str) {
+        let mut w = store.write().await.unwrap();
+        insert(
+            &mut w,
+            &NewAcl {
+                uuid,
+                account: acct,
+                name,
+            },
+        )
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
+    }
+
+    async fn entry(store: &Store, uuid: &str, acl: &str, ip: &str, prefix: i64) {
+        let mut w = store.write().await.unwrap();
+        insert_entry(
+            &mut w,
+            &NewEntry {
+                uuid,
+                acl,
+                ip,
+                cidr_prefix: prefix,
+                description: "d",
+            },
+        )
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn acls_and_entries_round_trip() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        testing::account(&store, "MA2").await;
+        acl(&store, "a1", "MA1", "office").await;
+        acl(&store, "a2", "MA1", "lab").await;
+        acl(&store, "b1", "MA2", "other").await;
+        entry(&store, "e1", "a1", "198.51.100.0", 24).await;
+        entry(&store, "e2", "a1", "2001:db8::", 32).await;
+        entry(&store, "e3", "a2", "192.0.2.7", 32).await;
+
+        let mut w = store.write().await.unwrap();
+        assert_eq!(count(&mut w, "MA1").await.unwrap(), 2);
+        assert_eq!(count_entries(&mut w, "a1").await.unwrap(), 2);
+        assert!(exists(&mut w, "MA1", "a2").await.unwrap());
+        assert!(!exists(&mut w, "MA1", "b1").await.unwrap());
+        drop(w);
+
+        let page = list(&store, "MA1", 20, 0).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(
+            page.rows
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["office", "lab"]
+        );
+        let (a, entries) = get_with_entries(&store, "MA1", "a1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.name, "office");
+        // Adding an entry modifies its ACL.
+        assert_eq!(a.updated_at, entries[1].created_at);
+        let nets: Vec<_> = entries
+            .iter()
+            .map(|e| (e.uuid.as_str(), e.ip.as_str(), e.cidr_prefix))
+            .collect();
+        assert_eq!(nets, [("e1", "198.51.100.0", 24), ("e2", "2001:db8::", 32)]);
+        assert_eq!(get_with_entries(&store, "MA2", "a1").await.unwrap(), None);
+        let page = list_entries(&store, "a1", 1, 1).await.unwrap();
+        assert_eq!((page.total, page.rows[0].uuid.as_str()), (2, "e2"));
+
+        let mut w = store.write().await.unwrap();
+        rename(&mut w, "a1", "head office").await.unwrap();
+        let change = EntryChange {
+            ip: "203.0.113.0",
+            cidr_prefix: 25,
+            description: "moved",
+        };
+        update_entry(&mut w, "e1", &change).await.unwrap();
+        delete_entry(&mut w, "e2").await.unwrap();
+        // Deleting an ACL takes its entries along.
+        delete(&mut w, "a2").await.unwrap();
+        w.commit().await.unwrap();
+
+        let mut r = store.read().await.unwrap();
+        assert_eq!(
+            get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
+            "head office"
+        );
+        assert_eq!(get(&mut r, "MA1", "a2").await.unwrap(), None);
+        let e1 = get_entry(&mut r, "a1", "e1").await.unwrap().unwrap();
+        assert_eq!(
+            (e1.ip.as_str(), e1.cidr_prefix, e1.description.as_str()),
+            ("203.0.113.0", 25, "moved")
+        );
+        assert_eq!(get_entry(&mut r, "a1", "e2").await.unwrap(), None);
+        assert_eq!(
+            get_entry(&mut r, "b1", "e1").await.unwrap(),
+            None,
+            "another ACL's"
+        );
+        drop(r);
+        let t = snapshot::read_all(&store).await.unwrap();
+        let acls: Vec<_> = t.acls.iter().map(|a| a.uuid.as_str()).collect();
+        assert_eq!(acls, ["a1", "b1"]);
+        let entries: Vec<_> = t
+            .entries
+            .iter()
+            .map(|e| (e.acl.as_str(), e.ip.as_str(), e.cidr_prefix))
+            .collect();
+        assert_eq!(entries, [("a1", "203.0.113.0", 25)]);
+    }
+
+    #[tokio::test]
+    async fn an_entry_for_no_acl_is_refused_and_nothing_stays() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        acl(&store, "a1", "MA1", "office").await;
+        let before = snapshot::read_all(&store).await.unwrap();
+        let mut w = store.write().await.unwrap();
+        rename(&mut w, "a1", "renamed").await.unwrap();
+        let orphan = NewEntry {
+            uuid: "e1",
+            acl: "nope",
+            ip: "192.0.2.1",
+            cidr_prefix: 32,
+            description: "",
+        };
+        assert!(matches!(
+            insert_entry(&mut w, &orphan).await,
+            Err(StoreError::Db(_))
+        ));
+        drop(w);
+        assert_eq!(snapshot::read_all(&store).await.unwrap(), before);
+        let mut r = store.read().await.unwrap();
+        assert_eq!(
+            get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
+            "office"
+        );
+    }
+}

@@ -169,3 +169,136 @@ async fn using(w: &mut WriteTx, column: &str, id: &str) -> Result<Vec<String>, S
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{Ha1, acls, credentials, endpoints, snapshot, testing};
+
+    fn settings(name: &str) -> Settings {
+        Settings {
+            app_name: name.to_owned(),
+            answer_url: "http://127.0.0.1/answer".to_owned(),
+            answer_method: "POST".to_owned(),
+            hangup_url: None,
+            hangup_method: "GET".to_owned(),
+            sip_auth_type: String::new(),
+            credential_uuid: None,
+            ip_acl_uuid: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn applications_round_trip_and_know_who_uses_what() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        let ha1 = Ha1 {
+            md5: "m".into(),
+            sha256: "s".into(),
+            sha512_256: "t".into(),
+        };
+        let mut w = store.write().await.unwrap();
+        credentials::insert(
+            &mut w,
+            &credentials::NewCredential {
+                uuid: "c1",
+                account: "MA1",
+                username: "alice",
+                ha1: &ha1,
+            },
+        )
+        .await
+        .unwrap();
+        acls::insert(
+            &mut w,
+            &acls::NewAcl {
+                uuid: "a1",
+                account: "MA1",
+                name: "office",
+            },
+        )
+        .await
+        .unwrap();
+        let both = Settings {
+            sip_auth_type: "ip_acl_and_credential".to_owned(),
+            credential_uuid: Some("c1".to_owned()),
+            ip_acl_uuid: Some("a1".to_owned()),
+            hangup_url: Some("http://127.0.0.1/hangup".to_owned()),
+            ..settings("both")
+        };
+        insert(&mut w, "200", "MA1", &both).await.unwrap();
+        insert(&mut w, "100", "MA1", &settings("plain"))
+            .await
+            .unwrap();
+        let mut acl_only = settings("acl");
+        acl_only.sip_auth_type = "ip_acl".to_owned();
+        acl_only.ip_acl_uuid = Some("a1".to_owned());
+        insert(&mut w, "150", "MA1", &acl_only).await.unwrap();
+        endpoints::insert(
+            &mut w,
+            &endpoints::NewEndpoint {
+                endpoint_id: "e1",
+                account: "MA1",
+                username: "phone1",
+                alias: "desk",
+                app_id: Some("200"),
+                ha1: &ha1,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(using_credential(&mut w, "c1").await.unwrap(), ["200"]);
+        assert_eq!(using_acl(&mut w, "a1").await.unwrap(), ["150", "200"]);
+        assert!(using_acl(&mut w, "a9").await.unwrap().is_empty());
+        assert!(exists(&mut w, "MA1", "150").await.unwrap());
+        assert!(!exists(&mut w, "MA2", "150").await.unwrap());
+        w.commit().await.unwrap();
+
+        let mut r = store.read().await.unwrap();
+        let row = get(&mut r, "MA1", "200").await.unwrap().unwrap();
+        assert_eq!(row.settings, both);
+        assert_eq!(get(&mut r, "MA2", "200").await.unwrap(), None);
+        drop(r);
+        let page = list(&store, "MA1", 2, 0).await.unwrap();
+        assert_eq!(page.total, 3);
+        assert_eq!(page.rows.len(), 2);
+
+        let mut w = store.write().await.unwrap();
+        let changed = Settings {
+            app_name: "renamed".to_owned(),
+            ..settings("x")
+        };
+        update(&mut w, "200", &changed).await.unwrap();
+        assert!(using_credential(&mut w, "c1").await.unwrap().is_empty());
+        delete(&mut w, "200").await.unwrap();
+        w.commit().await.unwrap();
+
+        let t = snapshot::read_all(&store).await.unwrap();
+        let apps: Vec<_> = t.applications.iter().map(|a| a.app_id.as_str()).collect();
+        assert_eq!(apps, ["100", "150"]);
+        assert_eq!(t.applications[1].ip_acl_uuid.as_deref(), Some("a1"));
+        // Its endpoint stays, detached.
+        assert_eq!(t.endpoints.len(), 1);
+        assert_eq!(t.endpoints[0].app_id, None);
+    }
+
+    #[tokio::test]
+    async fn an_application_naming_no_credential_is_refused_and_nothing_stays() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        let mut w = store.write().await.unwrap();
+        insert(&mut w, "100", "MA1", &settings("ok")).await.unwrap();
+        let bad = Settings {
+            sip_auth_type: "credential".to_owned(),
+            credential_uuid: Some("missing".to_owned()),
+            ..settings("bad")
+        };
+        assert!(matches!(
+            insert(&mut w, "101", "MA1", &bad).await,
+            Err(StoreError::Db(_))
+        ));
+        drop(w);
+        assert_eq!(store.version().await.unwrap(), 1);
+        assert_eq!(list(&store, "MA1", 20, 0).await.unwrap().total, 0);
+    }
+}

@@ -130,3 +130,133 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<(), StoreError> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{applications, snapshot, testing};
+
+    fn ha1(tag: &str) -> Ha1 {
+        Ha1 {
+            md5: format!("md5-{tag}"),
+            sha256: format!("sha256-{tag}"),
+            sha512_256: format!("sha512-{tag}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_round_trip() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        let mut w = store.write().await.unwrap();
+        let app = applications::Settings {
+            app_name: "a".into(),
+            answer_url: "http://127.0.0.1/a".into(),
+            answer_method: "POST".into(),
+            hangup_url: None,
+            hangup_method: "POST".into(),
+            sip_auth_type: String::new(),
+            credential_uuid: None,
+            ip_acl_uuid: None,
+        };
+        applications::insert(&mut w, "100", "MA1", &app)
+            .await
+            .unwrap();
+        for (id, user, app_id) in [("e1", "desk1", Some("100")), ("e2", "desk2", None)] {
+            insert(
+                &mut w,
+                &NewEndpoint {
+                    endpoint_id: id,
+                    account: "MA1",
+                    username: user,
+                    alias: "alias",
+                    app_id,
+                    ha1: &ha1(user),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        w.commit().await.unwrap();
+
+        let mut r = store.read().await.unwrap();
+        let e1 = get(&mut r, "MA1", "e1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                e1.username.as_str(),
+                e1.alias.as_str(),
+                e1.app_id.as_deref()
+            ),
+            ("desk1", "alias", Some("100"))
+        );
+        assert_eq!(get(&mut r, "MA2", "e1").await.unwrap(), None);
+        drop(r);
+        let page = list(&store, "MA1", 20, 1).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.rows.len(), 1);
+        assert_eq!(page.rows[0].endpoint_id, "e2");
+
+        let mut w = store.write().await.unwrap();
+        update(&mut w, "e1", "kitchen", None).await.unwrap();
+        update(&mut w, "e2", "hall", Some("100")).await.unwrap();
+        set_ha1(&mut w, "e2", &ha1("new")).await.unwrap();
+        w.commit().await.unwrap();
+        let t = snapshot::read_all(&store).await.unwrap();
+        let held: Vec<_> = t
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.endpoint_id.as_str(),
+                    e.app_id.as_deref(),
+                    e.ha1.md5.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [("e1", None, "md5-desk1"), ("e2", Some("100"), "md5-new")]
+        );
+        let mut r = store.read().await.unwrap();
+        assert_eq!(
+            get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias,
+            "kitchen"
+        );
+        drop(r);
+
+        let mut w = store.write().await.unwrap();
+        delete(&mut w, "e1").await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(list(&store, "MA1", 20, 0).await.unwrap().total, 1);
+    }
+
+    #[tokio::test]
+    async fn a_taken_username_is_refused_and_nothing_stays() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        testing::account(&store, "MA2").await;
+        let x = ha1("x");
+        let new = |id, acct| NewEndpoint {
+            endpoint_id: id,
+            account: acct,
+            username: "shared",
+            alias: "a",
+            app_id: None,
+            ha1: &x,
+        };
+        let mut w = store.write().await.unwrap();
+        insert(&mut w, &new("e1", "MA1")).await.unwrap();
+        w.commit().await.unwrap();
+        let mut w = store.write().await.unwrap();
+        update(&mut w, "e1", "changed", None).await.unwrap();
+        // Usernames are unique across accounts.
+        assert!(matches!(
+            insert(&mut w, &new("e2", "MA2")).await,
+            Err(StoreError::Db(_))
+        ));
+        drop(w);
+        let mut r = store.read().await.unwrap();
+        assert_eq!(get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias, "a");
+        assert_eq!(get(&mut r, "MA2", "e2").await.unwrap(), None);
+    }
+}
