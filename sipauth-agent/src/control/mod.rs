@@ -401,3 +401,64 @@ async fn edge_call(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{acls, applications, testing};
+
+    #[tokio::test]
+    async fn snapshots_attach_entries_to_their_acls_and_leave_out_bad_ones() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        let mut w = store.write().await.unwrap();
+        let acl = acls::NewAcl {
+            uuid: "a1",
+            account: "MA1",
+            name: "n",
+        };
+        acls::insert(&mut w, &acl).await.unwrap();
+        for (uuid, ip, prefix) in [
+            ("e1", "198.51.100.0", 24),
+            ("e2", "not-an-address", 32),
+            ("e3", "192.0.2.1", 33),
+            ("e4", "2001:db8::", 32),
+        ] {
+            let e = acls::NewEntry {
+                uuid,
+                acl: "a1",
+                ip,
+                cidr_prefix: prefix,
+                description: "",
+            };
+            acls::insert_entry(&mut w, &e).await.unwrap();
+        }
+        let app = applications::Settings {
+            app_name: "a".into(),
+            answer_url: "http://127.0.0.1/a".into(),
+            answer_method: "POST".into(),
+            hangup_url: None,
+            hangup_method: "GET".into(),
+            sip_auth_type: "ip_acl".into(),
+            credential_uuid: None,
+            ip_acl_uuid: Some("a1".into()),
+        };
+        applications::insert(&mut w, "100", "MA1", &app)
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+
+        let snap = build_snapshot(&store).await.unwrap();
+        assert_eq!(snap.version, 2);
+        assert_eq!(snap.accounts[0].auth_token, "t-MA1");
+        let nets: Vec<String> = snap.acls[0]
+            .entries
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["198.51.100.0/24", "2001:db8::/32"]);
+        assert_eq!(snap.applications[0].sip_auth_type, AuthType::IpAcl);
+        assert_eq!(snap.applications[0].hangup_method, "GET");
+        assert_eq!(snap.applications[0].ip_acl_uuid.as_deref(), Some("a1"));
+    }
+}

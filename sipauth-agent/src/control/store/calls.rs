@@ -160,3 +160,135 @@ pub async fn get(
     .await?;
     Ok(row.as_ref().map(CallRecord::from_row).transpose()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::testing;
+
+    fn rec(uuid: &str, status: &str, code: i64) -> CallRecord {
+        CallRecord {
+            call_uuid: uuid.to_owned(),
+            account: "MA0001".to_owned(),
+            direction: "inbound".to_owned(),
+            from_number: "alice".to_owned(),
+            to_number: "app".to_owned(),
+            answer_url: Some("http://127.0.0.1/answer".to_owned()),
+            call_status: status.to_owned(),
+            hangup_cause_name: Some(format!("cause-{code}")),
+            hangup_cause_code: Some(code),
+            sip_auth_type: Some("ip_acl".to_owned()),
+            source_ip: Some("192.0.2.1".to_owned()),
+            created_at: 1,
+            ended_at: Some(2),
+        }
+    }
+
+    /// The Make Call columns of call `uuid`.
+    async fn requested(store: &Store, uuid: &str) -> (Option<String>, Option<String>) {
+        let r = sqlx::query("SELECT answer_method, hangup_url FROM calls WHERE call_uuid = $1")
+            .bind(uuid)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        (r.try_get(0).unwrap(), r.try_get(1).unwrap())
+    }
+
+    #[tokio::test]
+    async fn records_are_written_in_one_batch_last_one_wins() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let mut batch: Vec<CallRecord> = (0..600)
+            .map(|i| rec(&format!("c{i}"), "completed", 4000))
+            .collect();
+        // The same call twice in a batch: its last record counts.
+        batch.push(rec("c7", "busy", 4010));
+        insert_many(&store, &batch).await.unwrap();
+        // A later record of a call updates its outcome.
+        insert_many(&store, &[rec("c8", "failed", 4020)])
+            .await
+            .unwrap();
+        insert_many(&store, &[]).await.unwrap();
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM calls")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(n, 600);
+        let get = async |u: &str| get(&store, "MA0001", u).await.unwrap().unwrap();
+        assert_eq!(get("c7").await, rec("c7", "busy", 4010));
+        assert_eq!(get("c8").await, rec("c8", "failed", 4020));
+        assert_eq!(get("c9").await, rec("c9", "completed", 4000));
+        assert_eq!(requested(&store, "c9").await, (None, None));
+        assert_eq!(super::get(&store, "MA0002", "c9").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_final_record_of_a_requested_call_keeps_the_request_columns() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let queued = CallRecord {
+            direction: "outbound".to_owned(),
+            call_status: "queued".to_owned(),
+            hangup_cause_name: None,
+            hangup_cause_code: None,
+            sip_auth_type: None,
+            source_ip: None,
+            created_at: 10,
+            ended_at: None,
+            ..rec("m1", "", 0)
+        };
+        let req = Requested {
+            answer_method: "GET",
+            hangup_url: "http://127.0.0.1/hangup",
+        };
+        insert_requested(&store, &queued, &req).await.unwrap();
+        assert_eq!(get(&store, "MA0001", "m1").await.unwrap().unwrap(), queued);
+        let want = (
+            Some("GET".to_owned()),
+            Some("http://127.0.0.1/hangup".to_owned()),
+        );
+        assert_eq!(requested(&store, "m1").await, want);
+        // The edge's record of how it ended: the outcome changes; who,
+        // when and where the request sent it stay.
+        let ended = CallRecord {
+            direction: "outbound".to_owned(),
+            from_number: "changed".to_owned(),
+            answer_url: None,
+            created_at: 99,
+            ended_at: Some(20),
+            ..rec("m1", "completed", 4000)
+        };
+        insert_many(&store, std::slice::from_ref(&ended))
+            .await
+            .unwrap();
+        let got = get(&store, "MA0001", "m1").await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            CallRecord {
+                from_number: queued.from_number.clone(),
+                answer_url: queued.answer_url.clone(),
+                created_at: 10,
+                ..ended
+            }
+        );
+        assert_eq!(requested(&store, "m1").await, want);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_bad_record_writes_none_of_it() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let mut orphan = rec("c2", "completed", 4000);
+        orphan.account = "MA0404".to_owned();
+        let batch = [rec("c1", "completed", 4000), orphan];
+        assert!(matches!(
+            insert_many(&store, &batch).await,
+            Err(StoreError::Db(_))
+        ));
+        assert_eq!(get(&store, "MA0001", "c1").await.unwrap(), None);
+        insert_many(&store, &batch[..1]).await.unwrap();
+        assert!(get(&store, "MA0001", "c1").await.unwrap().is_some());
+    }
+}

@@ -201,3 +201,103 @@ pub async fn read_all(store: &Store) -> Result<Tables, StoreError> {
         endpoints: from_rows(&endpoints)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{acls, credentials, testing};
+
+    #[tokio::test]
+    async fn read_all_gives_every_table_by_key_at_its_version() {
+        let (_dir, store) = testing::open().await;
+        let empty = read_all(&store).await.unwrap();
+        assert_eq!(empty.version, 0);
+        assert!(empty.accounts.is_empty() && empty.entries.is_empty());
+        testing::account(&store, "MA2").await;
+        testing::account(&store, "MA1").await;
+        let mut w = store.write().await.unwrap();
+        for (uuid, user) in [("c2", "bob"), ("c1", "alice")] {
+            let ha1 = Ha1 {
+                md5: format!("m-{user}"),
+                sha256: format!("s-{user}"),
+                sha512_256: format!("t-{user}"),
+            };
+            credentials::insert(
+                &mut w,
+                &credentials::NewCredential {
+                    uuid,
+                    account: "MA1",
+                    username: user,
+                    ha1: &ha1,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        for acl in ["a2", "a1"] {
+            let new = acls::NewAcl {
+                uuid: acl,
+                account: "MA2",
+                name: "n",
+            };
+            acls::insert(&mut w, &new).await.unwrap();
+        }
+        for (uuid, acl, ip) in [
+            ("e3", "a2", "192.0.2.3"),
+            ("e2", "a1", "192.0.2.2"),
+            ("e1", "a2", "192.0.2.1"),
+        ] {
+            let new = acls::NewEntry {
+                uuid,
+                acl,
+                ip,
+                cidr_prefix: 32,
+                description: "",
+            };
+            acls::insert_entry(&mut w, &new).await.unwrap();
+        }
+        let v = w.commit().await.unwrap();
+        assert_eq!(v, 3);
+
+        let t = read_all(&store).await.unwrap();
+        assert_eq!(t.version, 3);
+        assert_eq!(
+            t.accounts,
+            [
+                Account {
+                    auth_id: "MA1".into(),
+                    auth_token: "t-MA1".into()
+                },
+                Account {
+                    auth_id: "MA2".into(),
+                    auth_token: "t-MA2".into()
+                },
+            ]
+        );
+        assert_eq!(t.credentials[0].uuid, "c1");
+        assert_eq!(
+            t.credentials[0].ha1,
+            Ha1 {
+                md5: "m-alice".into(),
+                sha256: "s-alice".into(),
+                sha512_256: "t-alice".into(),
+            }
+        );
+        let acls: Vec<_> = t.acls.iter().map(|a| a.uuid.as_str()).collect();
+        assert_eq!(acls, ["a1", "a2"]);
+        let entries: Vec<_> = t
+            .entries
+            .iter()
+            .map(|e| (e.acl.as_str(), e.ip.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("a1", "192.0.2.2"),
+                ("a2", "192.0.2.1"),
+                ("a2", "192.0.2.3")
+            ]
+        );
+        assert!(t.applications.is_empty() && t.endpoints.is_empty());
+    }
+}
