@@ -48,8 +48,8 @@ pub async fn token(store: &Store, auth_id: &str) -> Result<Option<String>, Store
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
-    use crate::control::store::testing;
 
     #[tokio::test]
     async fn inserted_accounts_have_their_token() {

@@ -262,8 +262,8 @@ pub async fn delete_entry(w: &mut WriteTx, entry: &str) -> Result<(), StoreError
 
 #[cfg(test)]
 mod tests {
+    use super::super::{snapshot, testing};
     use super::*;
-    use crate::control::store::{snapshot, testing};
 
     async fn acl(store: &Store, uuid: &str, acct: &str, name: &str) {
         let mut w = store.write().await.unwrap();

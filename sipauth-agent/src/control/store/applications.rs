@@ -172,8 +172,8 @@ async fn using(w: &mut WriteTx, column: &str, id: &str) -> Result<Vec<String>, S
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Ha1, acls, credentials, endpoints, snapshot, testing};
     use super::*;
-    use crate::control::store::{Ha1, acls, credentials, endpoints, snapshot, testing};
 
     fn settings(name: &str) -> Settings {
         Settings {

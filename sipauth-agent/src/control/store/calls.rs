@@ -163,8 +163,8 @@ pub async fn get(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
-    use crate::control::store::testing;
 
     fn rec(uuid: &str, status: &str, code: i64) -> CallRecord {
         CallRecord {

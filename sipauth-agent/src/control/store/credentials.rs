@@ -133,8 +133,8 @@ pub async fn delete(w: &mut WriteTx, acct: &str, uuid: &str) -> Result<(), Store
 
 #[cfg(test)]
 mod tests {
+    use super::super::{snapshot, testing};
     use super::*;
-    use crate::control::store::{snapshot, testing};
 
     fn ha1(tag: &str) -> Ha1 {
         Ha1 {

@@ -133,8 +133,8 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{applications, snapshot, testing};
     use super::*;
-    use crate::control::store::{applications, snapshot, testing};
 
     fn ha1(tag: &str) -> Ha1 {
         Ha1 {

@@ -204,8 +204,8 @@ pub async fn read_all(store: &Store) -> Result<Tables, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{acls, credentials, testing};
     use super::*;
-    use crate::control::store::{acls, credentials, testing};
 
     #[tokio::test]
     async fn read_all_gives_every_table_by_key_at_its_version() {
