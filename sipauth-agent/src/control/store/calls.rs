@@ -88,8 +88,9 @@ async fn upsert<'r>(
     store: &Store,
     rows: impl Iterator<Item = (&'r CallRecord, Option<&'r Requested<'r>>)>,
 ) -> Result<(), StoreError> {
-    let mut last: HashMap<&str, (&CallRecord, Option<&Requested<'_>>)> = HashMap::new();
-    let mut order = Vec::new();
+    let n = rows.size_hint().0;
+    let mut last: HashMap<&str, (&CallRecord, Option<&Requested<'_>>)> = HashMap::with_capacity(n);
+    let mut order = Vec::with_capacity(n);
     for (r, q) in rows {
         if last.insert(&r.call_uuid, (r, q)).is_none() {
             order.push(r.call_uuid.as_str());
