@@ -720,4 +720,109 @@ mod tests {
             "{v}"
         );
     }
+
+    #[tokio::test]
+    async fn handlers_go_through_the_store_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir).await;
+        let form = Some("application/x-www-form-urlencoded");
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "SipAuth/Credential",
+            TOKEN,
+            form,
+            "username=alice&password=Secret-0ne",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let cred = v["credential_uuid"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "SipAuth/Credential",
+            TOKEN,
+            form,
+            "username=alice&password=Secret-tw0",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            is_error(&v),
+            "username: is already used by a credential of this account"
+        );
+        let body = format!(
+            "app_name=a&answer_url=http://127.0.0.1/a&sip_auth_type=credential&credential_uuid={cred}"
+        );
+        let (s, _, v) = send(&app, "POST", "Application", TOKEN, form, &body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let app_id = v["app_id"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(
+            &app,
+            "GET",
+            &format!("Application/{app_id}"),
+            TOKEN,
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["credential_uuid"], cred.as_str());
+        assert_eq!(v["hangup_url"], "http://127.0.0.1/a");
+        assert_eq!(v["sip_uri"], format!("sip:{app_id}@example.com"));
+        let path = format!("SipAuth/Credential/{cred}");
+        let (s, _, v) = send(&app, "DELETE", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            is_error(&v),
+            format!(
+                "credential is assigned to application(s) {app_id}; set their sip_auth_type to \"\" first"
+            )
+        );
+        let (s, _, _) = send(
+            &app,
+            "POST",
+            &format!("Application/{app_id}"),
+            TOKEN,
+            form,
+            "sip_auth_type=",
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let (s, _, _) = send(&app, "DELETE", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _, v) = send(&app, "GET", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(is_error(&v), "credential not found");
+        let (_, _, v) = send(&app, "GET", "Application?limit=1", TOKEN, None, "").await;
+        assert_eq!(v["meta"]["total_count"], 1);
+        assert_eq!(v["objects"][0]["sip_auth_type"], "");
+        assert_eq!(v["objects"][0]["credential_uuid"], Value::Null);
+
+        // Make Call with no edge in the process: stored as queued.
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "Call",
+            TOKEN,
+            form,
+            "from=alice&to=sip:bob@192.0.2.9&answer_url=http://127.0.0.1/a",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let call = v["request_uuid"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(&app, "GET", &format!("Call/{call}"), TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (&v["direction"], &v["call_status"], &v["to_number"]),
+            (
+                &Value::from("outbound"),
+                &Value::from("queued"),
+                &Value::from("sip:bob@192.0.2.9")
+            )
+        );
+        assert_eq!(v["end_time"], Value::Null);
+        let (s, _, _) = send(&app, "GET", "Call/no-such-call", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
 }
