@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use sipauth_digest::Ha1Set;
-use sqlx::Row as _;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
 use crate::http::errors::error_response;
 use crate::snapshot::{Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot};
+use store::calls::CallRecord;
 use store::{Store, StoreError, WriteTx};
 
 /// How often a replica looks for changes committed through another one.
@@ -108,11 +108,7 @@ impl ControlState {
         {
             return Ok(Some(token.clone()));
         }
-        let row = sqlx::query("SELECT auth_token FROM accounts WHERE auth_id = $1")
-            .bind(auth_id)
-            .fetch_optional(self.store.pool())
-            .await?;
-        let token: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        let token = store::accounts::token(&self.store, auth_id).await?;
         if let Some(t) = &token {
             let mut tokens = self.tokens.lock().expect("tokens");
             if tokens.len() >= TOKEN_CACHE {
@@ -166,93 +162,81 @@ async fn poll_versions(state: std::sync::Weak<ControlState>) {
     }
 }
 
-/// Builds the snapshot from one consistent read of the store.
+/// Builds the snapshot from one consistent read of the store. An entry
+/// whose address or prefix does not parse is left out.
 pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
-    let (version, t) = store.read_all().await?;
-    let s = |r: &sqlx::any::AnyRow, i: usize| -> Result<String, sqlx::Error> { r.try_get(i) };
-    let o =
-        |r: &sqlx::any::AnyRow, i: usize| -> Result<Option<String>, sqlx::Error> { r.try_get(i) };
-    let ha1 = |r: &sqlx::any::AnyRow, i: usize| -> Result<Ha1Set, sqlx::Error> {
-        Ok(Ha1Set {
-            md5: r.try_get(i)?,
-            sha256: r.try_get(i + 1)?,
-            sha512_256: r.try_get(i + 2)?,
-        })
+    let t = store::snapshot::read_all(store).await?;
+    let ha1 = |h: store::Ha1| Ha1Set {
+        md5: h.md5,
+        sha256: h.sha256,
+        sha512_256: h.sha512_256,
     };
-    let accounts = t[0]
-        .iter()
-        .map(|r| {
-            Ok(Account {
-                auth_id: s(r, 0)?,
-                auth_token: s(r, 1)?,
-            })
+    let accounts = t
+        .accounts
+        .into_iter()
+        .map(|a| Account {
+            auth_id: a.auth_id,
+            auth_token: a.auth_token,
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let applications = t[1]
-        .iter()
-        .map(|r| {
-            Ok(Application {
-                app_id: s(r, 0)?,
-                account: s(r, 1)?,
-                answer_url: s(r, 2)?,
-                answer_method: s(r, 3)?,
-                hangup_url: o(r, 4)?,
-                hangup_method: s(r, 5)?,
-                sip_auth_type: AuthType::parse(&s(r, 6)?).unwrap_or_default(),
-                credential_uuid: o(r, 7)?,
-                ip_acl_uuid: o(r, 8)?,
-            })
+        .collect();
+    let applications = t
+        .applications
+        .into_iter()
+        .map(|a| Application {
+            app_id: a.app_id,
+            account: a.account,
+            answer_url: a.answer_url,
+            answer_method: a.answer_method,
+            hangup_url: a.hangup_url,
+            hangup_method: a.hangup_method,
+            sip_auth_type: AuthType::parse(&a.sip_auth_type).unwrap_or_default(),
+            credential_uuid: a.credential_uuid,
+            ip_acl_uuid: a.ip_acl_uuid,
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let credentials = t[2]
-        .iter()
-        .map(|r| {
-            Ok(Credential {
-                uuid: s(r, 0)?,
-                account: s(r, 1)?,
-                username: s(r, 2)?,
-                ha1: ha1(r, 3)?,
-            })
+        .collect();
+    let credentials = t
+        .credentials
+        .into_iter()
+        .map(|c| Credential {
+            uuid: c.uuid,
+            account: c.account,
+            username: c.username,
+            ha1: ha1(c.ha1),
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let mut acls: Vec<Acl> = t[3]
-        .iter()
-        .map(|r| {
-            Ok(Acl {
-                uuid: s(r, 0)?,
-                account: s(r, 1)?,
-                entries: Vec::new(),
-            })
+        .collect();
+    let mut acls: Vec<Acl> = t
+        .acls
+        .into_iter()
+        .map(|a| Acl {
+            uuid: a.uuid,
+            account: a.account,
+            entries: Vec::new(),
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    for r in &t[4] {
-        let acl = s(r, 0)?;
-        let ip: std::net::IpAddr = match s(r, 1)?.parse() {
-            Ok(ip) => ip,
-            Err(_) => continue,
-        };
-        let prefix: i64 = r.try_get(2)?;
-        let Ok(net) = ipnet::IpNet::new(ip, u8::try_from(prefix).unwrap_or(255)) else {
+        .collect();
+    for e in t.entries {
+        let Ok(ip) = e.ip.parse::<std::net::IpAddr>() else {
             continue;
         };
-        if let Ok(i) = acls.binary_search_by(|a| a.uuid.as_str().cmp(&acl)) {
+        let Ok(net) = ipnet::IpNet::new(ip, u8::try_from(e.cidr_prefix).unwrap_or(255)) else {
+            continue;
+        };
+        if let Ok(i) = acls.binary_search_by(|a| a.uuid.as_str().cmp(&e.acl)) {
             acls[i].entries.push(net);
         }
     }
-    let endpoints = t[5]
-        .iter()
-        .map(|r| {
-            Ok(Endpoint {
-                endpoint_id: s(r, 0)?,
-                account: s(r, 1)?,
-                username: s(r, 2)?,
-                app_id: o(r, 3)?,
-                ha1: ha1(r, 4)?,
-            })
+    let endpoints = t
+        .endpoints
+        .into_iter()
+        .map(|e| Endpoint {
+            endpoint_id: e.endpoint_id,
+            account: e.account,
+            username: e.username,
+            app_id: e.app_id,
+            ha1: ha1(e.ha1),
         })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .collect();
     Ok(Snapshot {
-        version,
+        version: t.version,
         accounts,
         applications,
         credentials,
@@ -296,21 +280,17 @@ pub async fn create_account(
         ),
     };
     let mut w = state.store.write().await?;
-    let exists = sqlx::query("SELECT 1 FROM accounts WHERE auth_id = $1")
-        .bind(&auth_id)
-        .fetch_optional(&mut *w.tx)
-        .await?;
-    if exists.is_some() {
+    if store::accounts::exists(&mut w, &auth_id).await? {
         return Ok(None);
     }
-    sqlx::query(
-        "INSERT INTO accounts (auth_id, auth_token, name, created_at) VALUES ($1, $2, $3, $4)",
+    store::accounts::insert(
+        &mut w,
+        &store::accounts::NewAccount {
+            auth_id: &auth_id,
+            auth_token: &auth_token,
+            name,
+        },
     )
-    .bind(&auth_id)
-    .bind(&auth_token)
-    .bind(name)
-    .bind(store::now())
-    .execute(&mut *w.tx)
     .await?;
     state.committed(w).await?;
     tracing::info!(auth_id = %auth_id, "account created");
@@ -387,8 +367,8 @@ fn edge_unauthorized() -> Response {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Records {
-    Many(Vec<crate::edge::call::CallRecord>),
-    One(Box<crate::edge::call::CallRecord>),
+    Many(Vec<CallRecord>),
+    One(Box<CallRecord>),
 }
 
 /// `POST /v1/Edge/Calls`: call records from a remote edge, one or an array
@@ -410,7 +390,7 @@ async fn edge_call(
         Records::Many(v) => v,
         Records::One(r) => vec![*r],
     };
-    match crate::edge::call::insert_many(&state.store, &records).await {
+    match store::calls::insert_many(&state.store, &records).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::warn!(error = %e, records = records.len(), "storing call records failed");
@@ -419,5 +399,66 @@ async fn edge_call(
                 "the store cannot be written; send the records again",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::store::{acls, applications, testing};
+
+    #[tokio::test]
+    async fn snapshots_attach_entries_to_their_acls_and_leave_out_bad_ones() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA1").await;
+        let mut w = store.write().await.unwrap();
+        let acl = acls::NewAcl {
+            uuid: "a1",
+            account: "MA1",
+            name: "n",
+        };
+        acls::insert(&mut w, &acl).await.unwrap();
+        for (uuid, ip, prefix) in [
+            ("e1", "198.51.100.0", 24),
+            ("e2", "not-an-address", 32),
+            ("e3", "192.0.2.1", 33),
+            ("e4", "2001:db8::", 32),
+        ] {
+            let e = acls::NewEntry {
+                uuid,
+                acl: "a1",
+                ip,
+                cidr_prefix: prefix,
+                description: "",
+            };
+            acls::insert_entry(&mut w, &e).await.unwrap();
+        }
+        let app = applications::Settings {
+            app_name: "a".into(),
+            answer_url: "http://127.0.0.1/a".into(),
+            answer_method: "POST".into(),
+            hangup_url: None,
+            hangup_method: "GET".into(),
+            sip_auth_type: "ip_acl".into(),
+            credential_uuid: None,
+            ip_acl_uuid: Some("a1".into()),
+        };
+        applications::insert(&mut w, "100", "MA1", &app)
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+
+        let snap = build_snapshot(&store).await.unwrap();
+        assert_eq!(snap.version, 2);
+        assert_eq!(snap.accounts[0].auth_token, "t-MA1");
+        let nets: Vec<String> = snap.acls[0]
+            .entries
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["198.51.100.0/24", "2001:db8::/32"]);
+        assert_eq!(snap.applications[0].sip_auth_type, AuthType::IpAcl);
+        assert_eq!(snap.applications[0].hangup_method, "GET");
+        assert_eq!(snap.applications[0].ip_acl_uuid.as_deref(), Some("a1"));
     }
 }

@@ -6,35 +6,17 @@
 //! returns drives the call. Records never hold a credential.
 #![forbid(unsafe_code)]
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sipauth_callback::{Action, Callback, Dial, Method};
 
 use super::outbound::Outcome;
 
+pub use crate::control::store::calls::CallRecord;
+use crate::control::store::calls::insert_many;
 use crate::control::store::{Store, now};
 use crate::snapshot::{Application, AuthType};
-
-/// One call record, as stored and as sent by remote edges.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CallRecord {
-    pub call_uuid: String,
-    pub account: String,
-    pub direction: String,
-    pub from_number: String,
-    pub to_number: String,
-    pub answer_url: Option<String>,
-    pub call_status: String,
-    pub hangup_cause_name: Option<String>,
-    pub hangup_cause_code: Option<i64>,
-    pub sip_auth_type: Option<String>,
-    pub source_ip: Option<String>,
-    pub created_at: i64,
-    pub ended_at: Option<i64>,
-}
 
 /// Hangup causes the edge produces.
 /// How a call ended, as call records and callbacks name it
@@ -195,80 +177,6 @@ impl Sink {
 const REMOTE_ATTEMPTS: u32 = 4;
 const REMOTE_RETRY: Duration = Duration::from_millis(200);
 
-/// Inserts or replaces one record.
-pub async fn insert(store: &Store, r: &CallRecord) -> Result<(), sqlx::Error> {
-    insert_many(store, std::slice::from_ref(r)).await
-}
-
-/// Columns of a record, in the order of the statement's values.
-const RECORD_COLUMNS: usize = 13;
-
-/// Inserts or replaces `records` in one statement (one round trip to the
-/// store): a new record is inserted; the final record of a call the API
-/// stored first (Make Call) updates the outcome and keeps the request's
-/// own columns. When a call appears twice, its last record counts.
-pub async fn insert_many(store: &Store, records: &[CallRecord]) -> Result<(), sqlx::Error> {
-    let mut last: std::collections::HashMap<&str, &CallRecord> =
-        std::collections::HashMap::with_capacity(records.len());
-    let mut order = Vec::with_capacity(records.len());
-    for r in records {
-        if last.insert(&r.call_uuid, r).is_none() {
-            order.push(r.call_uuid.as_str());
-        }
-    }
-    if order.is_empty() {
-        return Ok(());
-    }
-    let mut sql = String::from(
-        "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
-         hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at) VALUES ",
-    );
-    // SQLite takes `?` by position; `$n` it looks up by name, a cost that
-    // grows with the number of values.
-    let positional = store.backend() == crate::control::store::Backend::Sqlite;
-    for i in 0..order.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..RECORD_COLUMNS {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            if positional {
-                sql.push('?');
-            } else {
-                let _ = write!(sql, "${}", i * RECORD_COLUMNS + c + 1);
-            }
-        }
-        sql.push(')');
-    }
-    sql.push_str(
-        " ON CONFLICT (call_uuid) DO UPDATE SET call_status = excluded.call_status, \
-         hangup_cause_name = excluded.hangup_cause_name, hangup_cause_code = excluded.hangup_cause_code, \
-         sip_auth_type = excluded.sip_auth_type, source_ip = excluded.source_ip, ended_at = excluded.ended_at",
-    );
-    let mut q = sqlx::query(&sql);
-    for uuid in order {
-        let r = last[uuid];
-        q = q
-            .bind(&r.call_uuid)
-            .bind(&r.account)
-            .bind(&r.direction)
-            .bind(&r.from_number)
-            .bind(&r.to_number)
-            .bind(&r.answer_url)
-            .bind(&r.call_status)
-            .bind(&r.hangup_cause_name)
-            .bind(r.hangup_cause_code)
-            .bind(&r.sip_auth_type)
-            .bind(&r.source_ip)
-            .bind(r.created_at)
-            .bind(r.ended_at);
-    }
-    q.execute(store.pool()).await.map(|_| ())
-}
-
 /// Calls in progress share these.
 pub struct Calls {
     pub client: sipauth_callback::Client,
@@ -282,8 +190,9 @@ pub struct Calls {
 
 /// Records queued for writing at most.
 const RECORD_QUEUE: usize = 10_000;
-/// Records written in one statement at most (13 values each; SQLite
-/// takes 32,766 per statement, PostgreSQL 65,535).
+/// Records written in one statement at most (each takes
+/// `calls::VALUES_PER_ROW` values; SQLite takes 32,766 per statement,
+/// PostgreSQL 65,535).
 const RECORD_BATCH: usize = 512;
 
 impl Calls {
@@ -692,40 +601,6 @@ mod tests {
             created_at: 1,
             ended_at: Some(2),
         }
-    }
-
-    #[tokio::test]
-    async fn records_are_written_in_one_batch_last_one_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::open(&url).await.unwrap();
-        sqlx::query(
-            "INSERT INTO accounts (auth_id, auth_token, name, created_at) VALUES ('MA0001', 't', 'n', 0)",
-        )
-        .execute(store.pool())
-        .await
-        .unwrap();
-        let mut batch: Vec<CallRecord> = (0..600)
-            .map(|i| rec(&format!("c{i}"), "completed", Cause::NormalHangup))
-            .collect();
-        // The same call twice in a batch: its last record counts.
-        batch.push(rec("c7", "busy", Cause::BusyLine));
-        insert_many(&store, &batch).await.unwrap();
-        // A later record of a call updates its outcome.
-        insert(&store, &rec("c8", "failed", Cause::Rejected))
-            .await
-            .unwrap();
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT call_uuid, call_status, hangup_cause_code FROM calls ORDER BY call_uuid",
-        )
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-        assert_eq!(rows.len(), 600);
-        let get = |u: &str| rows.iter().find(|r| r.0 == u).unwrap().clone();
-        assert_eq!(get("c7"), ("c7".to_owned(), "busy".to_owned(), 4010));
-        assert_eq!(get("c8"), ("c8".to_owned(), "failed".to_owned(), 4020));
-        assert_eq!(get("c9").1, "completed");
     }
 
     /// A control plane that answers 503 `failures` times, then 204; it

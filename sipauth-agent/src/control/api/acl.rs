@@ -12,16 +12,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use ipnet::IpNet;
 use serde_json::{Value, json};
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, list_reply, no_content, reply,
-    time,
+    AccountId, ApiError, ApiResult, Page, body_fields, no_content, page_reply, refuse_if_assigned,
+    reply, time,
 };
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
-use crate::control::store::now;
+use crate::control::store::acls::{self, AclRow, EntryChange, EntryRow, NewAcl, NewEntry};
+use crate::control::store::{Conn, applications};
 
 pub const MAX_PER_ACCOUNT: i64 = 100;
 pub const MAX_ENTRIES: i64 = 50;
@@ -55,16 +54,8 @@ pub const ENTRY_UPDATE: &[Field] = &[
 ];
 
 const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList";
-const ACL_COLUMNS: &str = "uuid, name, created_at, updated_at";
-const ENTRY_COLUMNS: &str = "uuid, ip, cidr_prefix, description, created_at, updated_at";
-
-const ACLS: Resource = Resource {
-    table: "ip_acls",
-    key: "uuid",
-    columns: ACL_COLUMNS,
-    path: "SipAuth/IpAccessControlList/",
-    what: "IP ACL",
-};
+const PATH: &str = "SipAuth/IpAccessControlList/";
+const WHAT: &str = "IP ACL";
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -83,24 +74,24 @@ pub fn routes() -> Router<Arc<ControlState>> {
         )
 }
 
-fn acl_object(r: &AnyRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "ip_acl_uuid": r.try_get::<String, _>("uuid")?,
-        "name": r.try_get::<String, _>("name")?,
-        "created_on": time(r.try_get("created_at")?),
-        "modified_on": time(r.try_get("updated_at")?),
-    }))
+fn acl_object(r: &AclRow) -> Value {
+    json!({
+        "ip_acl_uuid": r.uuid,
+        "name": r.name,
+        "created_on": time(r.created_at),
+        "modified_on": time(r.updated_at),
+    })
 }
 
-fn entry_object(r: &AnyRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "entry_uuid": r.try_get::<String, _>("uuid")?,
-        "ip": r.try_get::<String, _>("ip")?,
-        "cidr_prefix": r.try_get::<i64, _>("cidr_prefix")?,
-        "description": r.try_get::<String, _>("description")?,
-        "created_on": time(r.try_get("created_at")?),
-        "modified_on": time(r.try_get("updated_at")?),
-    }))
+fn entry_object(r: &EntryRow) -> Value {
+    json!({
+        "entry_uuid": r.uuid,
+        "ip": r.ip,
+        "cidr_prefix": r.cidr_prefix,
+        "description": r.description,
+        "created_on": time(r.created_at),
+        "modified_on": time(r.updated_at),
+    })
 }
 
 /// The stored form of an entry: the network address of `ip/prefix`.
@@ -125,8 +116,13 @@ fn network(ip: &str, prefix: Option<i64>) -> Result<(String, i64), ApiError> {
     Ok((net.addr().to_string(), prefix))
 }
 
-async fn owned_acl(tx: &mut sqlx::AnyConnection, acct: &str, uuid: &str) -> Result<(), ApiError> {
-    ACLS.owned(tx, acct, uuid).await.map(|_| ())
+/// 404 unless account `acct` owns IP ACL `uuid`.
+async fn owned_acl(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<(), ApiError> {
+    if acls::exists(c, acct, uuid).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(WHAT))
+    }
 }
 
 async fn create(
@@ -137,26 +133,21 @@ async fn create(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, CREATE)?;
     let mut w = s.store.write().await?;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM ip_acls WHERE account = $1")
-        .bind(&acct)
-        .fetch_one(&mut *w.tx)
-        .await?
-        .try_get(0)?;
-    if n >= MAX_PER_ACCOUNT {
+    if acls::count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
         return Err(ApiError::bad(format!(
             "ip_acls: an account may hold at most {MAX_PER_ACCOUNT}"
         )));
     }
     let uuid = uuid::Uuid::new_v4().to_string();
-    let t = now();
-    sqlx::query("INSERT INTO ip_acls (uuid, account, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&uuid)
-        .bind(&acct)
-        .bind(v.str("name").unwrap_or_default())
-        .bind(t)
-        .bind(t)
-        .execute(&mut *w.tx)
-        .await?;
+    acls::insert(
+        &mut w,
+        &NewAcl {
+            uuid: &uuid,
+            account: &acct,
+            name: v.str("name").unwrap_or_default(),
+        },
+    )
+    .await?;
     s.committed(w).await?;
     Ok(reply(
         StatusCode::CREATED,
@@ -169,7 +160,9 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    ACLS.list(s.store.pool(), &acct, page, acl_object).await
+    let paging = Page::check(page)?;
+    let page = acls::list(&s.store, &acct, paging.limit, paging.offset).await?;
+    Ok(page_reply(&acct, PATH, &paging, &page, acl_object))
 }
 
 async fn get_one(
@@ -177,18 +170,11 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut tx = s.store.pool().begin().await?;
-    let row = ACLS.owned(&mut tx, &acct, &uuid).await?;
-    let entries = sqlx::query(
-        "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
-         WHERE acl = $1 ORDER BY created_at, uuid",
-    )
-    .bind(&uuid)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let mut obj = acl_object(&row)?;
-    obj["entries"] = Value::Array(entries.iter().map(entry_object).collect::<Result<_, _>>()?);
+    let (acl, entries) = acls::get_with_entries(&s.store, &acct, &uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let mut obj = acl_object(&acl);
+    obj["entries"] = Value::Array(entries.iter().map(entry_object).collect());
     Ok(reply(StatusCode::OK, obj))
 }
 
@@ -201,13 +187,8 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    owned_acl(&mut w.tx, &acct, &uuid).await?;
-    sqlx::query("UPDATE ip_acls SET name = $1, updated_at = $2 WHERE uuid = $3")
-        .bind(v.str("name").unwrap_or_default())
-        .bind(now())
-        .bind(&uuid)
-        .execute(&mut *w.tx)
-        .await?;
+    owned_acl(&mut w, &acct, &uuid).await?;
+    acls::rename(&mut w, &uuid, v.str("name").unwrap_or_default()).await?;
     s.committed(w).await?;
     Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
 }
@@ -218,17 +199,9 @@ async fn delete(
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;
-    owned_acl(&mut w.tx, &acct, &uuid).await?;
-    ACLS.refuse_if_assigned(&mut w.tx, "ip_acl_uuid", &uuid)
-        .await?;
-    sqlx::query("DELETE FROM ip_acl_entries WHERE acl = $1")
-        .bind(&uuid)
-        .execute(&mut *w.tx)
-        .await?;
-    sqlx::query("DELETE FROM ip_acls WHERE uuid = $1")
-        .bind(&uuid)
-        .execute(&mut *w.tx)
-        .await?;
+    owned_acl(&mut w, &acct, &uuid).await?;
+    refuse_if_assigned(WHAT, &applications::using_acl(&mut w, &uuid).await?)?;
+    acls::delete(&mut w, &uuid).await?;
     s.committed(w).await?;
     Ok(no_content())
 }
@@ -245,37 +218,24 @@ async fn entry_create(
     let v = validate(&body_fields(&headers, &body)?, ENTRY_CREATE)?;
     let (ip, prefix) = network(v.str("ip").unwrap_or_default(), v.int("cidr_prefix"))?;
     let mut w = s.store.write().await?;
-    owned_acl(&mut w.tx, &acct, &uuid).await?;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM ip_acl_entries WHERE acl = $1")
-        .bind(&uuid)
-        .fetch_one(&mut *w.tx)
-        .await?
-        .try_get(0)?;
-    if n >= MAX_ENTRIES {
+    owned_acl(&mut w, &acct, &uuid).await?;
+    if acls::count_entries(&mut w, &uuid).await? >= MAX_ENTRIES {
         return Err(ApiError::bad(format!(
             "entries: an IP ACL may hold at most {MAX_ENTRIES}"
         )));
     }
     let entry = uuid::Uuid::new_v4().to_string();
-    let t = now();
-    sqlx::query(
-        "INSERT INTO ip_acl_entries (uuid, acl, ip, cidr_prefix, description, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    acls::insert_entry(
+        &mut w,
+        &NewEntry {
+            uuid: &entry,
+            acl: &uuid,
+            ip: &ip,
+            cidr_prefix: prefix,
+            description: v.str("description").unwrap_or_default(),
+        },
     )
-    .bind(&entry)
-    .bind(&uuid)
-    .bind(&ip)
-    .bind(prefix)
-    .bind(v.str("description").unwrap_or_default())
-    .bind(t)
-    .bind(t)
-    .execute(&mut *w.tx)
     .await?;
-    sqlx::query("UPDATE ip_acls SET updated_at = $1 WHERE uuid = $2")
-        .bind(t)
-        .bind(&uuid)
-        .execute(&mut *w.tx)
-        .await?;
     s.committed(w).await?;
     Ok(reply(
         StatusCode::CREATED,
@@ -290,43 +250,31 @@ async fn entry_list(
     page: Query<Page>,
 ) -> ApiResult {
     let paging = Page::check(page)?;
-    let mut conn = s.store.pool().acquire().await?;
-    owned_acl(&mut conn, &acct, &uuid).await?;
-    drop(conn);
-    let (total, rows) = super::page(
-        s.store.pool(),
-        "ip_acl_entries",
-        ENTRY_COLUMNS,
-        "acl",
-        &uuid,
+    let mut r = s.store.read().await?;
+    owned_acl(&mut r, &acct, &uuid).await?;
+    drop(r);
+    let page = acls::list_entries(&s.store, &uuid, paging.limit, paging.offset).await?;
+    Ok(page_reply(
+        &acct,
+        &format!("{PATH}{uuid}/Entry/"),
         &paging,
-    )
-    .await?;
-    let objects = rows.iter().map(entry_object).collect::<Result<_, _>>()?;
-    Ok(list_reply(
-        &format!("/v1/Account/{acct}/SipAuth/IpAccessControlList/{uuid}/Entry/"),
-        &paging,
-        total,
-        objects,
+        &page,
+        entry_object,
     ))
 }
 
+/// Entry `entry` of IP ACL `acl`, or 404 when account `acct` does not own
+/// the IP ACL or it has no such entry.
 async fn entry_row(
-    tx: &mut sqlx::AnyConnection,
+    c: &mut impl Conn,
     acct: &str,
     acl: &str,
     entry: &str,
-) -> Result<AnyRow, ApiError> {
-    owned_acl(tx, acct, acl).await?;
-    sqlx::query(
-        "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
-         WHERE acl = $1 AND uuid = $2",
-    )
-    .bind(acl)
-    .bind(entry)
-    .fetch_optional(tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("IP ACL entry"))
+) -> Result<EntryRow, ApiError> {
+    owned_acl(c, acct, acl).await?;
+    acls::get_entry(c, acl, entry)
+        .await?
+        .ok_or_else(|| ApiError::not_found("IP ACL entry"))
 }
 
 async fn entry_get(
@@ -334,9 +282,9 @@ async fn entry_get(
     AccountId(acct): AccountId,
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let mut conn = s.store.pool().acquire().await?;
-    let row = entry_row(&mut conn, &acct, &uuid, &entry).await?;
-    Ok(reply(StatusCode::OK, entry_object(&row)?))
+    let mut r = s.store.read().await?;
+    let row = entry_row(&mut r, &acct, &uuid, &entry).await?;
+    Ok(reply(StatusCode::OK, entry_object(&row)))
 }
 
 async fn entry_update(
@@ -348,30 +296,26 @@ async fn entry_update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, ENTRY_UPDATE)?;
     let mut w = s.store.write().await?;
-    let row = entry_row(&mut w.tx, &acct, &uuid, &entry).await?;
-    let old_ip: String = row.try_get("ip")?;
-    let old_prefix: i64 = row.try_get("cidr_prefix")?;
+    let row = entry_row(&mut w, &acct, &uuid, &entry).await?;
     let ip_given = v.str("ip");
     // A new address without a prefix takes its family's full length.
     let prefix = v.int("cidr_prefix").or(if ip_given.is_some() {
         None
     } else {
-        Some(old_prefix)
+        Some(row.cidr_prefix)
     });
-    let (ip, prefix) = network(ip_given.unwrap_or(&old_ip), prefix)?;
-    let description = match v.str("description") {
-        Some(d) => d.to_owned(),
-        None => row.try_get("description")?,
-    };
-    let t = now();
-    sqlx::query("UPDATE ip_acl_entries SET ip = $1, cidr_prefix = $2, description = $3, updated_at = $4 WHERE uuid = $5")
-        .bind(&ip)
-        .bind(prefix)
-        .bind(&description)
-        .bind(t)
-        .bind(&entry)
-        .execute(&mut *w.tx)
-        .await?;
+    let (ip, prefix) = network(ip_given.unwrap_or(&row.ip), prefix)?;
+    let description = v.str("description").unwrap_or(&row.description);
+    acls::update_entry(
+        &mut w,
+        &entry,
+        &EntryChange {
+            ip: &ip,
+            cidr_prefix: prefix,
+            description,
+        },
+    )
+    .await?;
     s.committed(w).await?;
     Ok(reply(
         StatusCode::ACCEPTED,
@@ -385,11 +329,8 @@ async fn entry_delete(
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;
-    entry_row(&mut w.tx, &acct, &uuid, &entry).await?;
-    sqlx::query("DELETE FROM ip_acl_entries WHERE uuid = $1")
-        .bind(&entry)
-        .execute(&mut *w.tx)
-        .await?;
+    entry_row(&mut w, &acct, &uuid, &entry).await?;
+    acls::delete_entry(&mut w, &entry).await?;
     s.committed(w).await?;
     Ok(no_content())
 }

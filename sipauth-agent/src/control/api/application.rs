@@ -10,18 +10,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, no_content, numeric_id, reply,
+    AccountId, ApiError, ApiResult, Page, body_fields, no_content, numeric_id, page_reply, reply,
     time,
 };
 use crate::control::ControlState;
 use crate::control::fields::{
     AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate,
 };
-use crate::control::store::now;
+use crate::control::store::applications::{self, ApplicationRow, Settings};
+use crate::control::store::{WriteTx, acls, credentials};
 use crate::snapshot::AuthType;
 
 const NAME: Kind = Kind::Text { min: 1, max: 255 };
@@ -92,16 +91,8 @@ pub const UPDATE: &[Field] = &[
     ),
 ];
 
-const COLUMNS: &str = "app_id, app_name, answer_url, answer_method, hangup_url, hangup_method, \
-                       sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at";
-
-const APPLICATIONS: Resource = Resource {
-    table: "applications",
-    key: "app_id",
-    columns: COLUMNS,
-    path: "Application/",
-    what: "application",
-};
+const PATH: &str = "Application/";
+const WHAT: &str = "application";
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -112,22 +103,22 @@ pub fn routes() -> Router<Arc<ControlState>> {
         )
 }
 
-fn object(r: &AnyRow, domain: &str) -> Result<Value, sqlx::Error> {
-    let app_id: String = r.try_get("app_id")?;
-    Ok(json!({
-        "app_id": app_id,
-        "app_name": r.try_get::<String, _>("app_name")?,
-        "answer_url": r.try_get::<String, _>("answer_url")?,
-        "answer_method": r.try_get::<String, _>("answer_method")?,
-        "hangup_url": r.try_get::<Option<String>, _>("hangup_url")?,
-        "hangup_method": r.try_get::<String, _>("hangup_method")?,
-        "sip_auth_type": r.try_get::<String, _>("sip_auth_type")?,
-        "credential_uuid": r.try_get::<Option<String>, _>("credential_uuid")?,
-        "ip_acl_uuid": r.try_get::<Option<String>, _>("ip_acl_uuid")?,
-        "sip_uri": format!("sip:{app_id}@{domain}"),
-        "created_on": time(r.try_get("created_at")?),
-        "modified_on": time(r.try_get("updated_at")?),
-    }))
+fn object(r: &ApplicationRow, domain: &str) -> Value {
+    let a = &r.settings;
+    json!({
+        "app_id": r.app_id,
+        "app_name": a.app_name,
+        "answer_url": a.answer_url,
+        "answer_method": a.answer_method,
+        "hangup_url": a.hangup_url,
+        "hangup_method": a.hangup_method,
+        "sip_auth_type": a.sip_auth_type,
+        "credential_uuid": a.credential_uuid,
+        "ip_acl_uuid": a.ip_acl_uuid,
+        "sip_uri": format!("sip:{}@{domain}", r.app_id),
+        "created_on": time(r.created_at),
+        "modified_on": time(r.updated_at),
+    })
 }
 
 /// The assignment after this request: `(type, credential, acl)`.
@@ -142,7 +133,7 @@ struct Auth {
 /// and no other; without one, a given uuid replaces the current one if the
 /// current type uses it. Referenced uuids must belong to the account.
 async fn resolve_auth(
-    conn: &mut sqlx::AnyConnection,
+    w: &mut WriteTx,
     acct: &str,
     current: Auth,
     v: &Valid,
@@ -195,31 +186,21 @@ async fn resolve_auth(
             "is only used with sip_auth_type ip_acl or ip_acl_and_credential",
         ));
     }
-    if let Some(uuid) = &cred_given {
-        let found = sqlx::query("SELECT 1 FROM credentials WHERE account = $1 AND uuid = $2")
-            .bind(acct)
-            .bind(uuid)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if found.is_none() {
-            return Err(ApiError::field(
-                "credential_uuid",
-                "no such credential in this account",
-            ));
-        }
+    if let Some(uuid) = &cred_given
+        && !credentials::exists(w, acct, uuid).await?
+    {
+        return Err(ApiError::field(
+            "credential_uuid",
+            "no such credential in this account",
+        ));
     }
-    if let Some(uuid) = &acl_given {
-        let found = sqlx::query("SELECT 1 FROM ip_acls WHERE account = $1 AND uuid = $2")
-            .bind(acct)
-            .bind(uuid)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if found.is_none() {
-            return Err(ApiError::field(
-                "ip_acl_uuid",
-                "no such IP ACL in this account",
-            ));
-        }
+    if let Some(uuid) = &acl_given
+        && !acls::exists(w, acct, uuid).await?
+    {
+        return Err(ApiError::field(
+            "ip_acl_uuid",
+            "no such IP ACL in this account",
+        ));
     }
     Ok(next)
 }
@@ -237,27 +218,20 @@ async fn create(
         credential: None,
         acl: None,
     };
-    let auth = resolve_auth(&mut w.tx, &acct, none, &v).await?;
+    let auth = resolve_auth(&mut w, &acct, none, &v).await?;
     let app_id = numeric_id(17);
-    let t = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
-    sqlx::query("INSERT INTO applications (app_id, account, app_name, answer_url, answer_method, hangup_url, hangup_method, \
-         sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-    .bind(&app_id)
-    .bind(&acct)
-    .bind(v.str("app_name").unwrap_or_default())
-    .bind(answer_url)
-    .bind(v.str("answer_method").unwrap_or("POST"))
-    .bind(v.str("hangup_url").unwrap_or(answer_url))
-    .bind(v.str("hangup_method").unwrap_or("POST"))
-    .bind(auth.kind.as_str())
-    .bind(auth.credential)
-    .bind(auth.acl)
-    .bind(t)
-    .bind(t)
-    .execute(&mut *w.tx)
-    .await?;
+    let settings = Settings {
+        app_name: v.str("app_name").unwrap_or_default().to_owned(),
+        answer_url: answer_url.to_owned(),
+        answer_method: v.str("answer_method").unwrap_or("POST").to_owned(),
+        hangup_url: Some(v.str("hangup_url").unwrap_or(answer_url).to_owned()),
+        hangup_method: v.str("hangup_method").unwrap_or("POST").to_owned(),
+        sip_auth_type: auth.kind.as_str().to_owned(),
+        credential_uuid: auth.credential,
+        ip_acl_uuid: auth.acl,
+    };
+    applications::insert(&mut w, &app_id, &acct, &settings).await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, app = %app_id, sip_auth_type = auth.kind.as_str(), "application created");
     Ok(reply(
@@ -271,17 +245,11 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    APPLICATIONS
-        .list(s.store.pool(), &acct, page, |r| object(r, &s.realm))
-        .await
-}
-
-async fn fetch(
-    conn: &mut sqlx::AnyConnection,
-    acct: &str,
-    app_id: &str,
-) -> Result<AnyRow, ApiError> {
-    APPLICATIONS.owned(conn, acct, app_id).await
+    let paging = Page::check(page)?;
+    let page = applications::list(&s.store, &acct, paging.limit, paging.offset).await?;
+    Ok(page_reply(&acct, PATH, &paging, &page, |r| {
+        object(r, &s.realm)
+    }))
 }
 
 async fn get_one(
@@ -289,9 +257,11 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, app_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut conn = s.store.pool().acquire().await?;
-    let row = fetch(&mut conn, &acct, &app_id).await?;
-    Ok(reply(StatusCode::OK, object(&row, &s.realm)?))
+    let mut r = s.store.read().await?;
+    let row = applications::get(&mut r, &acct, &app_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    Ok(reply(StatusCode::OK, object(&row, &s.realm)))
 }
 
 async fn update(
@@ -303,36 +273,28 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let row = fetch(&mut w.tx, &acct, &app_id).await?;
+    let row = applications::get(&mut w, &acct, &app_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let old = row.settings;
     let current = Auth {
-        kind: AuthType::parse(&row.try_get::<String, _>("sip_auth_type")?).unwrap_or_default(),
-        credential: row.try_get("credential_uuid")?,
-        acl: row.try_get("ip_acl_uuid")?,
+        kind: AuthType::parse(&old.sip_auth_type).unwrap_or_default(),
+        credential: old.credential_uuid,
+        acl: old.ip_acl_uuid,
     };
-    let auth = resolve_auth(&mut w.tx, &acct, current, &v).await?;
-    let keep = |name: &str| -> Result<Option<String>, sqlx::Error> {
-        match v.str(name) {
-            Some(x) => Ok(Some(x.to_owned())),
-            None => row.try_get(name),
-        }
+    let auth = resolve_auth(&mut w, &acct, current, &v).await?;
+    let keep = |name: &str, old: String| v.str(name).map_or(old, str::to_owned);
+    let settings = Settings {
+        app_name: keep("app_name", old.app_name),
+        answer_url: keep("answer_url", old.answer_url),
+        answer_method: keep("answer_method", old.answer_method),
+        hangup_url: v.str("hangup_url").map(str::to_owned).or(old.hangup_url),
+        hangup_method: keep("hangup_method", old.hangup_method),
+        sip_auth_type: auth.kind.as_str().to_owned(),
+        credential_uuid: auth.credential,
+        ip_acl_uuid: auth.acl,
     };
-    sqlx::query(
-        "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
-         hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
-         WHERE app_id = $10",
-    )
-    .bind(keep("app_name")?)
-    .bind(keep("answer_url")?)
-    .bind(keep("answer_method")?)
-    .bind(keep("hangup_url")?)
-    .bind(keep("hangup_method")?)
-    .bind(auth.kind.as_str())
-    .bind(auth.credential)
-    .bind(auth.acl)
-    .bind(now())
-    .bind(&app_id)
-    .execute(&mut *w.tx)
-    .await?;
+    applications::update(&mut w, &app_id, &settings).await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, app = %app_id, sip_auth_type = auth.kind.as_str(), "application changed");
     Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
@@ -344,15 +306,10 @@ async fn delete(
     Path((_, app_id)): Path<(String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;
-    fetch(&mut w.tx, &acct, &app_id).await?;
-    sqlx::query("UPDATE endpoints SET app_id = NULL WHERE app_id = $1")
-        .bind(&app_id)
-        .execute(&mut *w.tx)
-        .await?;
-    sqlx::query("DELETE FROM applications WHERE app_id = $1")
-        .bind(&app_id)
-        .execute(&mut *w.tx)
-        .await?;
+    applications::get(&mut w, &acct, &app_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    applications::delete(&mut w, &app_id).await?;
     s.committed(w).await?;
     Ok(no_content())
 }

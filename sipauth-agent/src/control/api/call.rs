@@ -13,12 +13,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
 use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
 use crate::control::ControlState;
 use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
+use crate::control::store::calls::{self, CallRecord, Requested};
 use crate::control::store::now;
 use crate::edge::outbound::{Credentials, MakeCall, Secret};
 
@@ -79,21 +78,21 @@ pub fn routes() -> Router<Arc<ControlState>> {
         .route("/v1/Account/{auth_id}/Call/{call_uuid}", get(get_one))
 }
 
-fn object(r: &AnyRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "call_uuid": r.try_get::<String, _>("call_uuid")?,
-        "direction": r.try_get::<String, _>("direction")?,
-        "from_number": r.try_get::<String, _>("from_number")?,
-        "to_number": r.try_get::<String, _>("to_number")?,
-        "answer_url": r.try_get::<Option<String>, _>("answer_url")?,
-        "call_status": r.try_get::<String, _>("call_status")?,
-        "hangup_cause_name": r.try_get::<Option<String>, _>("hangup_cause_name")?,
-        "hangup_cause_code": r.try_get::<Option<i64>, _>("hangup_cause_code")?,
-        "sip_auth_type": r.try_get::<Option<String>, _>("sip_auth_type")?,
-        "source_ip": r.try_get::<Option<String>, _>("source_ip")?,
-        "initiation_time": time(r.try_get("created_at")?),
-        "end_time": r.try_get::<Option<i64>, _>("ended_at")?.map(time),
-    }))
+fn object(r: &CallRecord) -> Value {
+    json!({
+        "call_uuid": r.call_uuid,
+        "direction": r.direction,
+        "from_number": r.from_number,
+        "to_number": r.to_number,
+        "answer_url": r.answer_url,
+        "call_status": r.call_status,
+        "hangup_cause_name": r.hangup_cause_name,
+        "hangup_cause_code": r.hangup_cause_code,
+        "sip_auth_type": r.sip_auth_type,
+        "source_ip": r.source_ip,
+        "initiation_time": time(r.created_at),
+        "end_time": r.ended_at.map(time),
+    })
 }
 
 async fn create(
@@ -139,22 +138,26 @@ async fn create(
     let uuid = uuid::Uuid::new_v4().to_string();
     let created_at = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO calls (call_uuid, account, direction, from_number, to_number, answer_url, answer_method, \
-         hangup_url, call_status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&uuid)
-    .bind(&acct)
-    .bind("outbound")
-    .bind(v.str("from").unwrap_or_default())
-    .bind(to)
-    .bind(answer_url)
-    .bind(v.str("answer_method").unwrap_or("POST"))
-    .bind(v.str("hangup_url").unwrap_or(answer_url))
-    .bind("queued")
-    .bind(created_at)
-    .execute(s.store.pool())
-    .await?;
+    let queued = CallRecord {
+        call_uuid: uuid.clone(),
+        account: acct.clone(),
+        direction: "outbound".to_owned(),
+        from_number: v.str("from").unwrap_or_default().to_owned(),
+        to_number: to.to_owned(),
+        answer_url: Some(answer_url.to_owned()),
+        call_status: "queued".to_owned(),
+        hangup_cause_name: None,
+        hangup_cause_code: None,
+        sip_auth_type: None,
+        source_ip: None,
+        created_at,
+        ended_at: None,
+    };
+    let requested = Requested {
+        answer_method: v.str("answer_method").unwrap_or("POST"),
+        hangup_url: v.str("hangup_url").unwrap_or(answer_url),
+    };
+    calls::insert_requested(&s.store, &queued, &requested).await?;
     tracing::debug!(account = %acct, call = %uuid, "call requested");
     if let Some(permit) = permit {
         // The token this request authenticated with is the account's: it
@@ -200,15 +203,8 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let row = sqlx::query(
-        "SELECT call_uuid, direction, from_number, to_number, answer_url, call_status, hangup_cause_name, \
-         hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at FROM calls \
-         WHERE account = $1 AND call_uuid = $2",
-    )
-    .bind(&acct)
-    .bind(&uuid)
-    .fetch_optional(s.store.pool())
-    .await?
-    .ok_or_else(|| ApiError::not_found("call"))?;
-    Ok(reply(StatusCode::OK, object(&row)?))
+    let row = calls::get(&s.store, &acct, &uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    Ok(reply(StatusCode::OK, object(&row)))
 }

@@ -10,23 +10,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sipauth_digest::Ha1Set;
-use sqlx::Row as _;
 
-use super::{AccountId, ApiError, ApiResult, Page, Resource, body_fields, no_content, reply, time};
+use super::{
+    AccountId, ApiError, ApiResult, Page, body_fields, ha1, no_content, page_reply,
+    refuse_if_assigned, reply, time,
+};
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
-use crate::control::store::now;
+use crate::control::store::applications;
+use crate::control::store::credentials::{self, CredentialRow, NewCredential};
 
 pub const MAX_PER_ACCOUNT: i64 = 200;
 
-const CREDENTIALS: Resource = Resource {
-    table: "credentials",
-    key: "uuid",
-    columns: COLUMNS,
-    path: "SipAuth/Credential/",
-    what: "credential",
-};
+const PATH: &str = "SipAuth/Credential/";
+const WHAT: &str = "credential";
 
 pub const CREATE: &[Field] = &[
     field("username", Kind::Username, true, "digest username"),
@@ -51,16 +48,14 @@ pub fn routes() -> Router<Arc<ControlState>> {
         )
 }
 
-fn object(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "credential_uuid": r.try_get::<String, _>("uuid")?,
-        "username": r.try_get::<String, _>("username")?,
-        "created_on": time(r.try_get("created_at")?),
-        "modified_on": time(r.try_get("updated_at")?),
-    }))
+fn object(r: &CredentialRow) -> Value {
+    json!({
+        "credential_uuid": r.uuid,
+        "username": r.username,
+        "created_on": time(r.created_at),
+        "modified_on": time(r.updated_at),
+    })
 }
-
-const COLUMNS: &str = "uuid, username, created_at, updated_at";
 
 async fn create(
     State(s): State<Arc<ControlState>>,
@@ -73,44 +68,29 @@ async fn create(
         v.str("username").unwrap_or_default(),
         v.str("password").unwrap_or_default(),
     );
-    let ha1 = Ha1Set::new(username, &s.realm, password);
+    let ha1 = ha1(username, &s.realm, password);
     let mut w = s.store.write().await?;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM credentials WHERE account = $1")
-        .bind(&acct)
-        .fetch_one(&mut *w.tx)
-        .await?
-        .try_get(0)?;
-    if n >= MAX_PER_ACCOUNT {
+    if credentials::count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
         return Err(ApiError::bad(format!(
             "credentials: an account may hold at most {MAX_PER_ACCOUNT}"
         )));
     }
-    let taken = sqlx::query("SELECT 1 FROM credentials WHERE account = $1 AND username = $2")
-        .bind(&acct)
-        .bind(username)
-        .fetch_optional(&mut *w.tx)
-        .await?;
-    if taken.is_some() {
+    if credentials::username_taken(&mut w, &acct, username).await? {
         return Err(ApiError::field(
             "username",
             "is already used by a credential of this account",
         ));
     }
     let uuid = uuid::Uuid::new_v4().to_string();
-    let t = now();
-    sqlx::query(
-        "INSERT INTO credentials (uuid, account, username, ha1_md5, ha1_sha256, ha1_sha512_256, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    credentials::insert(
+        &mut w,
+        &NewCredential {
+            uuid: &uuid,
+            account: &acct,
+            username,
+            ha1: &ha1,
+        },
     )
-    .bind(&uuid)
-    .bind(&acct)
-    .bind(username)
-    .bind(&ha1.md5)
-    .bind(&ha1.sha256)
-    .bind(&ha1.sha512_256)
-    .bind(t)
-    .bind(t)
-    .execute(&mut *w.tx)
     .await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, credential = %uuid, "credential created");
@@ -125,7 +105,9 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    CREDENTIALS.list(s.store.pool(), &acct, page, object).await
+    let paging = Page::check(page)?;
+    let page = credentials::list(&s.store, &acct, paging.limit, paging.offset).await?;
+    Ok(page_reply(&acct, PATH, &paging, &page, object))
 }
 
 async fn get_one(
@@ -133,9 +115,11 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut conn = s.store.pool().acquire().await?;
-    let row = CREDENTIALS.owned(&mut conn, &acct, &uuid).await?;
-    Ok(reply(StatusCode::OK, object(&row)?))
+    let mut r = s.store.read().await?;
+    let row = credentials::get(&mut r, &acct, &uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    Ok(reply(StatusCode::OK, object(&row)))
 }
 
 /// Rotates the password; applications using the credential see it with
@@ -149,23 +133,15 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let username: String = CREDENTIALS
-        .owned(&mut w.tx, &acct, &uuid)
+    let row = credentials::get(&mut w, &acct, &uuid)
         .await?
-        .try_get("username")?;
-    let ha1 = Ha1Set::new(&username, &s.realm, v.str("password").unwrap_or_default());
-    sqlx::query(
-        "UPDATE credentials SET ha1_md5 = $1, ha1_sha256 = $2, ha1_sha512_256 = $3, updated_at = $4 \
-         WHERE account = $5 AND uuid = $6",
-    )
-    .bind(&ha1.md5)
-    .bind(&ha1.sha256)
-    .bind(&ha1.sha512_256)
-    .bind(now())
-    .bind(&acct)
-    .bind(&uuid)
-    .execute(&mut *w.tx)
-    .await?;
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let ha1 = ha1(
+        &row.username,
+        &s.realm,
+        v.str("password").unwrap_or_default(),
+    );
+    credentials::set_ha1(&mut w, &acct, &uuid, &ha1).await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, credential = %uuid, "credential password rotated");
     Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
@@ -177,15 +153,11 @@ async fn delete(
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;
-    CREDENTIALS.owned(&mut w.tx, &acct, &uuid).await?;
-    CREDENTIALS
-        .refuse_if_assigned(&mut w.tx, "credential_uuid", &uuid)
-        .await?;
-    sqlx::query("DELETE FROM credentials WHERE account = $1 AND uuid = $2")
-        .bind(&acct)
-        .bind(&uuid)
-        .execute(&mut *w.tx)
-        .await?;
+    credentials::get(&mut w, &acct, &uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    refuse_if_assigned(WHAT, &applications::using_credential(&mut w, &uuid).await?)?;
+    credentials::delete(&mut w, &acct, &uuid).await?;
     s.committed(w).await?;
     Ok(no_content())
 }

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
 use super::ControlState;
-use super::store::StoreError;
+use super::store::{self, StoreError};
 
 pub const BASE: &str = "/v1/Account/{auth_id}";
 
@@ -82,12 +82,6 @@ impl From<StoreError> for ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; nothing was changed",
         )
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::from(e).into()
     }
 }
 
@@ -387,116 +381,44 @@ impl Page {
     }
 }
 
-/// An account's resource in the store, as its handlers read it. Names
-/// are constants of the handlers, never request input.
-pub struct Resource {
-    pub table: &'static str,
-    /// The column of the id in the resource's path.
-    pub key: &'static str,
-    /// The columns the API shows, the key first.
-    pub columns: &'static str,
-    /// Where it is listed, after `/v1/Account/{auth_id}/`.
-    pub path: &'static str,
-    /// Its name in a 404.
-    pub what: &'static str,
-}
-
-impl Resource {
-    /// The row `id` of account `acct` (the shown columns), or 404: another
-    /// account's id is as unknown as one that does not exist.
-    pub async fn owned(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        acct: &str,
-        id: &str,
-    ) -> Result<sqlx::any::AnyRow, ApiError> {
-        sqlx::query(&format!(
-            "SELECT {} FROM {} WHERE account = $1 AND {} = $2",
-            self.columns, self.table, self.key
-        ))
-        .bind(acct)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found(self.what))
-    }
-
-    /// A page of `acct`'s rows as `object` shows them, with Plivo's meta.
-    pub async fn list(
-        &self,
-        pool: &sqlx::AnyPool,
-        acct: &str,
-        page: Query<Page>,
-        object: impl Fn(&sqlx::any::AnyRow) -> Result<Value, sqlx::Error>,
-    ) -> ApiResult {
-        let paging = Page::check(page)?;
-        let (total, rows) =
-            self::page(pool, self.table, self.columns, "account", acct, &paging).await?;
-        let objects = rows.iter().map(object).collect::<Result<_, _>>()?;
-        Ok(list_reply(
-            &format!("/v1/Account/{acct}/{}", self.path),
-            &paging,
-            total,
-            objects,
-        ))
-    }
-
-    /// 400 naming the applications whose `column` holds `id`: a credential
-    /// or an IP ACL in use cannot be deleted.
-    pub async fn refuse_if_assigned(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        column: &str,
-        id: &str,
-    ) -> Result<(), ApiError> {
-        use sqlx::Row as _;
-        let apps: Vec<String> = sqlx::query(&format!(
-            "SELECT app_id FROM applications WHERE {column} = $1 ORDER BY app_id"
-        ))
-        .bind(id)
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-        if apps.is_empty() {
-            return Ok(());
-        }
-        Err(ApiError::bad(format!(
-            "{} is assigned to application(s) {}; set their sip_auth_type to \"\" first",
-            self.what,
-            apps.join(", ")
-        )))
-    }
-}
-
-/// One page of `table`'s rows whose `owner` column is `id`, oldest first,
-/// and how many there are in all. Table and column names are constants of
-/// the handlers, never request input.
-pub async fn page(
-    pool: &sqlx::AnyPool,
-    table: &str,
-    columns: &str,
-    owner: &str,
-    id: &str,
+/// The reply to a list request: `page` of the rows under `path` (after
+/// `/v1/Account/{auth_id}/`), each shown by `object`.
+pub fn page_reply<T>(
+    acct: &str,
+    path: &str,
     paging: &Paging,
-) -> Result<(i64, Vec<sqlx::any::AnyRow>), sqlx::Error> {
-    use sqlx::Row as _;
-    let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
-        .bind(id)
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    let rows = sqlx::query(&format!(
-        "SELECT {columns} FROM {table} WHERE {owner} = $1 ORDER BY created_at, {key} LIMIT $2 OFFSET $3",
-        key = columns.split(',').next().unwrap_or("created_at").trim()
-    ))
-    .bind(id)
-    .bind(paging.limit)
-    .bind(paging.offset)
-    .fetch_all(pool)
-    .await?;
-    Ok((total, rows))
+    page: &store::Page<T>,
+    object: impl Fn(&T) -> Value,
+) -> Response {
+    list_reply(
+        &format!("/v1/Account/{acct}/{path}"),
+        paging,
+        page.total,
+        page.rows.iter().map(object).collect(),
+    )
+}
+
+/// 400 naming the applications `apps` that use `what`: a credential or an
+/// IP ACL in use cannot be deleted.
+pub fn refuse_if_assigned(what: &str, apps: &[String]) -> Result<(), ApiError> {
+    if apps.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad(format!(
+        "{what} is assigned to application(s) {}; set their sip_auth_type to \"\" first",
+        apps.join(", ")
+    )))
+}
+
+/// The HA1 values of `username:realm:password` as the store keeps them.
+#[must_use]
+pub fn ha1(username: &str, realm: &str, password: &str) -> store::Ha1 {
+    let set = sipauth_digest::Ha1Set::new(username, realm, password);
+    store::Ha1 {
+        md5: set.md5,
+        sha256: set.sha256,
+        sha512_256: set.sha512_256,
+    }
 }
 
 /// `{"meta": {...}, "objects": [...]}` as Plivo lists are.
@@ -797,5 +719,110 @@ mod tests {
             is_error(&v).contains(&format!("try again in {secs} s")),
             "{v}"
         );
+    }
+
+    #[tokio::test]
+    async fn handlers_go_through_the_store_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir).await;
+        let form = Some("application/x-www-form-urlencoded");
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "SipAuth/Credential",
+            TOKEN,
+            form,
+            "username=alice&password=Secret-0ne",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let cred = v["credential_uuid"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "SipAuth/Credential",
+            TOKEN,
+            form,
+            "username=alice&password=Secret-tw0",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            is_error(&v),
+            "username: is already used by a credential of this account"
+        );
+        let body = format!(
+            "app_name=a&answer_url=http://127.0.0.1/a&sip_auth_type=credential&credential_uuid={cred}"
+        );
+        let (s, _, v) = send(&app, "POST", "Application", TOKEN, form, &body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let app_id = v["app_id"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(
+            &app,
+            "GET",
+            &format!("Application/{app_id}"),
+            TOKEN,
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["credential_uuid"], cred.as_str());
+        assert_eq!(v["hangup_url"], "http://127.0.0.1/a");
+        assert_eq!(v["sip_uri"], format!("sip:{app_id}@example.com"));
+        let path = format!("SipAuth/Credential/{cred}");
+        let (s, _, v) = send(&app, "DELETE", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            is_error(&v),
+            format!(
+                "credential is assigned to application(s) {app_id}; set their sip_auth_type to \"\" first"
+            )
+        );
+        let (s, _, _) = send(
+            &app,
+            "POST",
+            &format!("Application/{app_id}"),
+            TOKEN,
+            form,
+            "sip_auth_type=",
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let (s, _, _) = send(&app, "DELETE", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _, v) = send(&app, "GET", &path, TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(is_error(&v), "credential not found");
+        let (_, _, v) = send(&app, "GET", "Application?limit=1", TOKEN, None, "").await;
+        assert_eq!(v["meta"]["total_count"], 1);
+        assert_eq!(v["objects"][0]["sip_auth_type"], "");
+        assert_eq!(v["objects"][0]["credential_uuid"], Value::Null);
+
+        // Make Call with no edge in the process: stored as queued.
+        let (s, _, v) = send(
+            &app,
+            "POST",
+            "Call",
+            TOKEN,
+            form,
+            "from=alice&to=sip:bob@192.0.2.9&answer_url=http://127.0.0.1/a",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let call = v["request_uuid"].as_str().unwrap().to_owned();
+        let (s, _, v) = send(&app, "GET", &format!("Call/{call}"), TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (&v["direction"], &v["call_status"], &v["to_number"]),
+            (
+                &Value::from("outbound"),
+                &Value::from("queued"),
+                &Value::from("sip:bob@192.0.2.9")
+            )
+        );
+        assert_eq!(v["end_time"], Value::Null);
+        let (s, _, _) = send(&app, "GET", "Call/no-such-call", TOKEN, None, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
     }
 }

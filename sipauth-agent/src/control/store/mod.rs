@@ -1,6 +1,8 @@
-//! The data layer: one set of SQL over SQLite (a file, the default) and
-//! PostgreSQL (several control replicas may share it), through sqlx's
-//! `Any` driver.
+//! The data layer: every SQL statement of the agent, over SQLite (a file,
+//! the default) and PostgreSQL (several control replicas may share it),
+//! through sqlx's `Any` driver. One module per table family; each exposes
+//! typed functions and the plain row structs they read and write. The
+//! store depends on nothing of the API or the edge: they call it.
 //!
 //! Every write is one transaction that starts by advancing the global
 //! version (`UPDATE meta ... RETURNING version`). That first statement takes
@@ -8,12 +10,28 @@
 //! are serialised: a count checked inside a write transaction cannot be
 //! raced past its limit, and each committed change has its own version.
 //! A transaction dropped without `commit` rolls back and leaves nothing.
+//!
+//! Placeholders: a statement of fixed text numbers its values `$1`, `$2`,
+//! ... (both backends take them). A statement whose number of values grows
+//! with its input asks [`Backend::push_param`], which gives SQLite `?` (bound
+//! by position; `$n` it looks up by name, a cost that grows with the number
+//! of values) and PostgreSQL `$n`.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
+pub mod acls;
+pub mod applications;
+pub mod calls;
+pub mod credentials;
+pub mod endpoints;
+pub mod snapshot;
+
+use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row as _, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,15 +52,28 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Appends the placeholder of a statement's `n`th value (from 1) as the
+    /// module doc says.
+    pub fn push_param(self, sql: &mut String, n: usize) {
+        match self {
+            Self::Sqlite => sql.push('?'),
+            Self::Postgres => {
+                let _ = write!(sql, "${n}");
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    pub backend: Backend,
+    backend: Backend,
 }
 
 /// A write in progress; `version` is what the snapshot becomes on commit.
 pub struct WriteTx {
-    pub tx: Transaction<'static, Any>,
+    tx: Transaction<'static, Any>,
     pub version: u64,
 }
 
@@ -51,6 +82,52 @@ impl WriteTx {
         self.tx.commit().await?;
         Ok(self.version)
     }
+}
+
+/// A pooled connection for reads outside a write.
+pub struct Read(PoolConnection<Any>);
+
+/// What a single-row read goes through: a [`Read`], or a [`WriteTx`] (the
+/// read then sees the write's own changes and is part of it).
+pub trait Conn: Send {
+    #[doc(hidden)]
+    fn conn(&mut self) -> &mut AnyConnection;
+}
+
+impl Conn for Read {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.0
+    }
+}
+
+impl Conn for WriteTx {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// The three HA1 values of a digest username, hex, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha1 {
+    pub md5: String,
+    pub sha256: String,
+    pub sha512_256: String,
+}
+
+/// One page of an owner's rows, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub total: i64,
+    pub rows: Vec<T>,
+}
+
+/// A row struct read from the columns its module selects.
+trait FromRow: Sized {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+fn from_rows<T: FromRow>(rows: &[AnyRow]) -> Result<Vec<T>, StoreError> {
+    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
 }
 
 /// Migrations, in order; `schema_version` holds how many have run.
@@ -257,41 +334,103 @@ impl Store {
         self.backend
     }
 
-    #[must_use]
-    pub fn pool(&self) -> &AnyPool {
+    fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Reads everything a snapshot holds in one read transaction, so the
-    /// rows and the version agree.
-    pub async fn read_all(&self) -> Result<(u64, Vec<Vec<AnyRow>>), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let version: i64 = sqlx::query("SELECT version FROM meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let mut tables = Vec::new();
-        for q in [
-            "SELECT auth_id, auth_token FROM accounts ORDER BY auth_id",
-            "SELECT app_id, account, answer_url, answer_method, hangup_url, hangup_method, \
-             sip_auth_type, credential_uuid, ip_acl_uuid FROM applications ORDER BY app_id",
-            "SELECT uuid, account, username, ha1_md5, ha1_sha256, ha1_sha512_256 \
-             FROM credentials ORDER BY uuid",
-            "SELECT uuid, account FROM ip_acls ORDER BY uuid",
-            "SELECT acl, ip, cidr_prefix FROM ip_acl_entries ORDER BY acl, uuid",
-            "SELECT endpoint_id, account, username, app_id, ha1_md5, ha1_sha256, ha1_sha512_256 \
-             FROM endpoints ORDER BY endpoint_id",
-        ] {
-            tables.push(sqlx::query(q).fetch_all(&mut *tx).await?);
-        }
-        tx.commit().await?;
-        Ok((u64::try_from(version).unwrap_or(0), tables))
+    /// A connection for reads outside a write.
+    pub async fn read(&self) -> Result<Read, StoreError> {
+        Ok(Read(self.pool.acquire().await?))
     }
+}
+
+// === shared statements ===
+// Table and column names below are constants of the table modules, never
+// input.
+
+/// Row `id` (in column `key`) of `table` if account `acct` owns it: another
+/// account's id is as unknown as one that does not exist.
+async fn owned<T: FromRow>(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    columns: &str,
+    acct: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {columns} FROM {table} WHERE account = $1 AND {key} = $2"
+    ))
+    .bind(acct)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(T::from_row).transpose()?)
+}
+
+/// Whether account `acct` owns row `id` (in column `key`) of `table`.
+async fn exists(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    acct: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT 1 FROM {table} WHERE account = $1 AND {key} = $2"
+    ))
+    .bind(acct)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// How many rows of `table` have `id` in column `owner`.
+async fn count(
+    conn: &mut AnyConnection,
+    table: &str,
+    owner: &str,
+    id: &str,
+) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
+            .bind(id)
+            .fetch_one(conn)
+            .await?
+            .try_get(0)?,
+    )
+}
+
+/// One page of `table`'s rows whose `owner` column is `id`, oldest first
+/// (then by the first of `columns`, the key), and how many there are.
+async fn page<T: FromRow>(
+    store: &Store,
+    table: &str,
+    columns: &str,
+    owner: &str,
+    id: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Page<T>, StoreError> {
+    let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
+        .bind(id)
+        .fetch_one(store.pool())
+        .await?
+        .try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {columns} FROM {table} WHERE {owner} = $1 ORDER BY created_at, {key} LIMIT $2 OFFSET $3",
+        key = columns.split(',').next().unwrap_or("created_at").trim()
+    ))
+    .bind(id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(Page {
+        total,
+        rows: from_rows(&rows)?,
+    })
 }
 
 /// `sqlite://PATH` with the directory created and `mode=rwc` so that the
@@ -353,5 +492,73 @@ mod tests {
         drop(store);
         let store = Store::open(&url).await.unwrap();
         assert_eq!(store.version().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        let mut sql = String::new();
+        for n in 1..=3 {
+            Backend::Sqlite.push_param(&mut sql, n);
+        }
+        assert_eq!(sql, "???");
+        let mut sql = String::new();
+        for n in [1, 2, 15] {
+            Backend::Postgres.push_param(&mut sql, n);
+            sql.push(',');
+        }
+        assert_eq!(sql, "$1,$2,$15,");
+    }
+
+    #[tokio::test]
+    async fn reads_through_a_write_see_its_changes_and_a_dropped_write_leaves_nothing() {
+        let (_dir, store) = testing::open().await;
+        let mut w = store.write().await.unwrap();
+        accounts::insert(
+            &mut w,
+            &accounts::NewAccount {
+                auth_id: "MA1",
+                auth_token: "t1",
+                name: "one",
+            },
+        )
+        .await
+        .unwrap();
+        assert!(accounts::exists(&mut w, "MA1").await.unwrap());
+        drop(w);
+        assert_eq!(store.version().await.unwrap(), 0);
+        assert_eq!(accounts::token(&store, "MA1").await.unwrap(), None);
+        let mut w = store.write().await.unwrap();
+        assert!(!accounts::exists(&mut w, "MA1").await.unwrap());
+    }
+}
+
+/// What the table modules' tests share: a store in a temp dir and accounts
+/// in it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Store, accounts};
+
+    /// A fresh SQLite store; it lives as long as the directory.
+    pub async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    /// Account `auth_id` (token `t-` and the id), committed.
+    pub async fn account(store: &Store, auth_id: &str) {
+        let mut w = store.write().await.unwrap();
+        accounts::insert(
+            &mut w,
+            &accounts::NewAccount {
+                auth_id,
+                auth_token: &format!("t-{auth_id}"),
+                name: "test",
+            },
+        )
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
     }
 }

@@ -1,0 +1,295 @@
+//! `calls`: a record of every call, inbound or outbound, allowed or
+//! denied. Every write to the table goes through one statement (see
+//! [`insert_many`]). Records never hold a credential.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::{FromRow, Store, StoreError};
+
+/// One call record, as stored and as sent by remote edges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallRecord {
+    pub call_uuid: String,
+    pub account: String,
+    pub direction: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub answer_url: Option<String>,
+    pub call_status: String,
+    pub hangup_cause_name: Option<String>,
+    pub hangup_cause_code: Option<i64>,
+    pub sip_auth_type: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl FromRow for CallRecord {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            call_uuid: r.try_get("call_uuid")?,
+            account: r.try_get("account")?,
+            direction: r.try_get("direction")?,
+            from_number: r.try_get("from_number")?,
+            to_number: r.try_get("to_number")?,
+            answer_url: r.try_get("answer_url")?,
+            call_status: r.try_get("call_status")?,
+            hangup_cause_name: r.try_get("hangup_cause_name")?,
+            hangup_cause_code: r.try_get("hangup_cause_code")?,
+            sip_auth_type: r.try_get("sip_auth_type")?,
+            source_ip: r.try_get("source_ip")?,
+            created_at: r.try_get("created_at")?,
+            ended_at: r.try_get("ended_at")?,
+        })
+    }
+}
+
+/// What a Make Call request keeps with its call beside the record: set
+/// when the request is stored, never changed by the call's later records.
+#[derive(Debug, Clone)]
+pub struct Requested<'a> {
+    pub answer_method: &'a str,
+    pub hangup_url: &'a str,
+}
+
+/// The columns of a written row, in the order of the statement's values.
+const COLUMNS: &str = "call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
+                       hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at, \
+                       answer_method, hangup_url";
+/// How many they are: 15 values a row (SQLite takes 32,766 values per
+/// statement, PostgreSQL 65,535).
+pub const VALUES_PER_ROW: usize = 15;
+
+/// Inserts or replaces `records` in one statement (one round trip to the
+/// store): a new record is inserted; the final record of a call the API
+/// stored first (Make Call) updates the outcome and keeps the request's
+/// own columns. When a call appears twice, its last record counts.
+pub async fn insert_many(store: &Store, records: &[CallRecord]) -> Result<(), StoreError> {
+    upsert(store, records.iter().map(|r| (r, None))).await
+}
+
+/// Stores the record of a Make Call request (queued, not ended) with the
+/// request's own columns, through the same statement as [`insert_many`].
+pub async fn insert_requested(
+    store: &Store,
+    record: &CallRecord,
+    requested: &Requested<'_>,
+) -> Result<(), StoreError> {
+    upsert(store, std::iter::once((record, Some(requested)))).await
+}
+
+/// The one statement that writes `calls`.
+async fn upsert<'r>(
+    store: &Store,
+    rows: impl Iterator<Item = (&'r CallRecord, Option<&'r Requested<'r>>)>,
+) -> Result<(), StoreError> {
+    let n = rows.size_hint().0;
+    let mut last: HashMap<&str, (&CallRecord, Option<&Requested<'_>>)> = HashMap::with_capacity(n);
+    let mut order = Vec::with_capacity(n);
+    for (r, q) in rows {
+        if last.insert(&r.call_uuid, (r, q)).is_none() {
+            order.push(r.call_uuid.as_str());
+        }
+    }
+    if order.is_empty() {
+        return Ok(());
+    }
+    let mut sql = format!("INSERT INTO calls ({COLUMNS}) VALUES ");
+    for i in 0..order.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..VALUES_PER_ROW {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            store
+                .backend()
+                .push_param(&mut sql, i * VALUES_PER_ROW + c + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (call_uuid) DO UPDATE SET call_status = excluded.call_status, \
+         hangup_cause_name = excluded.hangup_cause_name, hangup_cause_code = excluded.hangup_cause_code, \
+         sip_auth_type = excluded.sip_auth_type, source_ip = excluded.source_ip, ended_at = excluded.ended_at",
+    );
+    let mut q = sqlx::query(&sql);
+    for uuid in order {
+        let (r, requested) = last[uuid];
+        q = q
+            .bind(&r.call_uuid)
+            .bind(&r.account)
+            .bind(&r.direction)
+            .bind(&r.from_number)
+            .bind(&r.to_number)
+            .bind(&r.answer_url)
+            .bind(&r.call_status)
+            .bind(&r.hangup_cause_name)
+            .bind(r.hangup_cause_code)
+            .bind(&r.sip_auth_type)
+            .bind(&r.source_ip)
+            .bind(r.created_at)
+            .bind(r.ended_at)
+            .bind(requested.map(|q| q.answer_method))
+            .bind(requested.map(|q| q.hangup_url));
+    }
+    q.execute(store.pool()).await?;
+    Ok(())
+}
+
+/// Call `call_uuid` if account `acct` made or received it.
+pub async fn get(
+    store: &Store,
+    acct: &str,
+    call_uuid: &str,
+) -> Result<Option<CallRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT call_uuid, account, direction, from_number, to_number, answer_url, call_status, hangup_cause_name, \
+         hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at FROM calls \
+         WHERE account = $1 AND call_uuid = $2",
+    )
+    .bind(acct)
+    .bind(call_uuid)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.as_ref().map(CallRecord::from_row).transpose()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+    use super::*;
+
+    fn rec(uuid: &str, status: &str, code: i64) -> CallRecord {
+        CallRecord {
+            call_uuid: uuid.to_owned(),
+            account: "MA0001".to_owned(),
+            direction: "inbound".to_owned(),
+            from_number: "alice".to_owned(),
+            to_number: "app".to_owned(),
+            answer_url: Some("http://127.0.0.1/answer".to_owned()),
+            call_status: status.to_owned(),
+            hangup_cause_name: Some(format!("cause-{code}")),
+            hangup_cause_code: Some(code),
+            sip_auth_type: Some("ip_acl".to_owned()),
+            source_ip: Some("192.0.2.1".to_owned()),
+            created_at: 1,
+            ended_at: Some(2),
+        }
+    }
+
+    /// The Make Call columns of call `uuid`.
+    async fn requested(store: &Store, uuid: &str) -> (Option<String>, Option<String>) {
+        let r = sqlx::query("SELECT answer_method, hangup_url FROM calls WHERE call_uuid = $1")
+            .bind(uuid)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        (r.try_get(0).unwrap(), r.try_get(1).unwrap())
+    }
+
+    #[tokio::test]
+    async fn records_are_written_in_one_batch_last_one_wins() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let mut batch: Vec<CallRecord> = (0..600)
+            .map(|i| rec(&format!("c{i}"), "completed", 4000))
+            .collect();
+        // The same call twice in a batch: its last record counts.
+        batch.push(rec("c7", "busy", 4010));
+        insert_many(&store, &batch).await.unwrap();
+        // A later record of a call updates its outcome.
+        insert_many(&store, &[rec("c8", "failed", 4020)])
+            .await
+            .unwrap();
+        insert_many(&store, &[]).await.unwrap();
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM calls")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(n, 600);
+        let get = async |u: &str| get(&store, "MA0001", u).await.unwrap().unwrap();
+        assert_eq!(get("c7").await, rec("c7", "busy", 4010));
+        assert_eq!(get("c8").await, rec("c8", "failed", 4020));
+        assert_eq!(get("c9").await, rec("c9", "completed", 4000));
+        assert_eq!(requested(&store, "c9").await, (None, None));
+        assert_eq!(super::get(&store, "MA0002", "c9").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_final_record_of_a_requested_call_keeps_the_request_columns() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let queued = CallRecord {
+            direction: "outbound".to_owned(),
+            call_status: "queued".to_owned(),
+            hangup_cause_name: None,
+            hangup_cause_code: None,
+            sip_auth_type: None,
+            source_ip: None,
+            created_at: 10,
+            ended_at: None,
+            ..rec("m1", "", 0)
+        };
+        let req = Requested {
+            answer_method: "GET",
+            hangup_url: "http://127.0.0.1/hangup",
+        };
+        insert_requested(&store, &queued, &req).await.unwrap();
+        assert_eq!(get(&store, "MA0001", "m1").await.unwrap().unwrap(), queued);
+        let want = (
+            Some("GET".to_owned()),
+            Some("http://127.0.0.1/hangup".to_owned()),
+        );
+        assert_eq!(requested(&store, "m1").await, want);
+        // The edge's record of how it ended: the outcome changes; who,
+        // when and where the request sent it stay.
+        let ended = CallRecord {
+            direction: "outbound".to_owned(),
+            from_number: "changed".to_owned(),
+            answer_url: None,
+            created_at: 99,
+            ended_at: Some(20),
+            ..rec("m1", "completed", 4000)
+        };
+        insert_many(&store, std::slice::from_ref(&ended))
+            .await
+            .unwrap();
+        let got = get(&store, "MA0001", "m1").await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            CallRecord {
+                from_number: queued.from_number.clone(),
+                answer_url: queued.answer_url.clone(),
+                created_at: 10,
+                ..ended
+            }
+        );
+        assert_eq!(requested(&store, "m1").await, want);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_bad_record_writes_none_of_it() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let mut orphan = rec("c2", "completed", 4000);
+        orphan.account = "MA0404".to_owned();
+        let batch = [rec("c1", "completed", 4000), orphan];
+        assert!(matches!(
+            insert_many(&store, &batch).await,
+            Err(StoreError::Db(_))
+        ));
+        assert_eq!(get(&store, "MA0001", "c1").await.unwrap(), None);
+        insert_many(&store, &batch[..1]).await.unwrap();
+        assert!(get(&store, "MA0001", "c1").await.unwrap().is_some());
+    }
+}
