@@ -8,4 +8,3 @@ pub mod http;
 pub mod maps;
 pub mod metrics;
 pub mod run;
-pub mod snapshot;

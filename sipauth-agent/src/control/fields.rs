@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::api::ApiError;
-use crate::snapshot::AuthType;
+use sipauth_model::snapshot::AuthType;
 
 /// What a field may hold.
 #[derive(Debug, Clone, Copy)]

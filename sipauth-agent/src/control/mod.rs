@@ -21,7 +21,9 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
 use crate::http::errors::error_response;
-use crate::snapshot::{Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot};
+use sipauth_model::snapshot::{
+    Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot,
+};
 use store::calls::CallRecord;
 use store::{Store, StoreError, WriteTx};
 
@@ -46,7 +48,7 @@ pub struct ControlState {
     cache: Mutex<Option<Built>>,
     /// Where Make Call requests go when an edge runs in this process
     /// (`sipauth run`); unset, calls stay "queued".
-    pub originate: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::edge::outbound::MakeCall>>,
+    pub originate: std::sync::OnceLock<tokio::sync::mpsc::Sender<sipauth_model::MakeCall>>,
     /// Account tokens read lately, and when: an API request costs no
     /// query for them while they are fresher than [`TOKEN_TTL`].
     tokens: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,

@@ -24,7 +24,7 @@
 use sipauth_digest::Verdict;
 
 use super::call::Cause;
-use crate::snapshot::{Application, AuthType};
+use sipauth_model::snapshot::{Application, AuthType};
 
 /// What the digest check made of a request's credentials.
 #[derive(Debug)]

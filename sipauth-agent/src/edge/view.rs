@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::control::ControlState;
-use crate::snapshot::{Index, Snapshot};
+use sipauth_model::snapshot::{Index, Snapshot};
 
 pub type View = watch::Receiver<Arc<Index>>;
 

@@ -30,7 +30,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sipauth_common::{acl, apps};
 
 use super::{XdpError, map_err};
-use crate::snapshot::Snapshot;
+use sipauth_model::snapshot::Snapshot;
 
 /// What the maps hold, for inspection (admin views, tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -45,7 +45,7 @@ use sipauth_common::{
 
 pub use self::acl::AclView;
 pub use self::policy::{LockoutPolicy, PolicyError};
-use crate::snapshot::Snapshot;
+use sipauth_model::snapshot::Snapshot;
 
 /// The XDP object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipauth-xdp"));

@@ -21,7 +21,7 @@ use crate::control::fields::{
 };
 use crate::control::store::applications::{self, ApplicationRow, Settings};
 use crate::control::store::{WriteTx, acls, credentials};
-use crate::snapshot::AuthType;
+use sipauth_model::snapshot::AuthType;
 
 const NAME: Kind = Kind::Text { min: 1, max: 255 };
 

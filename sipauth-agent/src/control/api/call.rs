@@ -19,7 +19,7 @@ use crate::control::ControlState;
 use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use crate::control::store::calls::{self, CallRecord, Requested};
 use crate::control::store::now;
-use crate::edge::outbound::{Credentials, MakeCall, Secret};
+use sipauth_model::{Credentials, MakeCall, Secret};
 
 pub const CREATE: &[Field] = &[
     field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),
@@ -186,7 +186,7 @@ async fn create(
                 .map(|t| std::time::Duration::from_secs(t.unsigned_abs())),
             time_limit: v
                 .int("time_limit")
-                .map_or(crate::edge::outbound::make_call::DEFAULT_TIME_LIMIT, |t| {
+                .map_or(sipauth_model::DEFAULT_TIME_LIMIT, |t| {
                     std::time::Duration::from_secs(t.unsigned_abs())
                 }),
             created_at,

@@ -34,7 +34,7 @@ use crate::edge::Edge;
 use crate::edge::call::{Cause, DialEnd, Ending, Inbound, Next};
 use crate::edge::transaction::{Key, LIFETIME, T1, T2};
 use crate::edge::transport::Replier;
-use crate::snapshot::AuthType;
+use sipauth_model::snapshot::AuthType;
 
 /// A bridged call is ended by the edge after this long.
 const MAX_CALL: Duration = Duration::from_hours(4);

@@ -20,48 +20,16 @@ use sipauth_callback::{Action, Callback, Method};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fork::{self, Fork, Ring};
-use super::{Credentials, Dialog, Held, Leg, LegEnd, Outcome, Target};
+pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
+
+use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
 use crate::control::store::now;
 use crate::edge::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
-/// An answered call is ended by the edge after this long unless the
-/// request's `time_limit` says otherwise.
-pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_hours(4);
 /// The offer of an API call: the edge carries no media.
 const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
-
-/// One `POST Call/` request, as the edge needs it.
-pub struct MakeCall {
-    pub call_uuid: String,
-    pub account: String,
-    /// Signs the callbacks.
-    pub auth_token: String,
-    pub from: String,
-    pub to: String,
-    pub answer_url: String,
-    pub answer_method: String,
-    pub hangup_url: String,
-    pub credentials: Option<Credentials>,
-    /// Parsed `sip_headers` (rendered `X-PH-{key}` on the INVITE).
-    pub sip_headers: Vec<(String, String)>,
-    /// How long the far end may ring (`ring_timeout`); `None`: the edge's
-    /// default.
-    pub ring_timeout: Option<Duration>,
-    /// The longest the answered call may last (`time_limit`).
-    pub time_limit: Duration,
-    pub created_at: i64,
-}
-
-impl std::fmt::Debug for MakeCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MakeCall")
-            .field("call_uuid", &self.call_uuid)
-            .field("to", &self.to)
-            .finish_non_exhaustive()
-    }
-}
 
 /// How the call ended.
 struct End {
@@ -84,34 +52,34 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
     }
 }
 
-impl MakeCall {
-    fn params(&self, status: &str) -> Vec<(String, String)> {
-        vec![
-            ("CallUUID".to_owned(), self.call_uuid.clone()),
-            ("RequestUUID".to_owned(), self.call_uuid.clone()),
-            ("From".to_owned(), self.from.clone()),
-            ("To".to_owned(), self.to.clone()),
-            ("Direction".to_owned(), "outbound".to_owned()),
-            ("CallStatus".to_owned(), status.to_owned()),
-        ]
-    }
+/// The callback parameters of an outbound call.
+fn params(call: &MakeCall, status: &str) -> Vec<(String, String)> {
+    vec![
+        ("CallUUID".to_owned(), call.call_uuid.clone()),
+        ("RequestUUID".to_owned(), call.call_uuid.clone()),
+        ("From".to_owned(), call.from.clone()),
+        ("To".to_owned(), call.to.clone()),
+        ("Direction".to_owned(), "outbound".to_owned()),
+        ("CallStatus".to_owned(), status.to_owned()),
+    ]
+}
 
-    fn record(&self, end: &End) -> CallRecord {
-        CallRecord {
-            call_uuid: self.call_uuid.clone(),
-            account: self.account.clone(),
-            direction: "outbound".to_owned(),
-            from_number: self.from.clone(),
-            to_number: self.to.clone(),
-            answer_url: Some(self.answer_url.clone()),
-            call_status: end.status.to_owned(),
-            hangup_cause_name: Some(end.cause.name().to_owned()),
-            hangup_cause_code: Some(end.cause.code()),
-            sip_auth_type: None,
-            source_ip: None,
-            created_at: self.created_at,
-            ended_at: Some(now()),
-        }
+/// The record of an outbound call that ended.
+fn record(call: &MakeCall, end: &End) -> CallRecord {
+    CallRecord {
+        call_uuid: call.call_uuid.clone(),
+        account: call.account.clone(),
+        direction: "outbound".to_owned(),
+        from_number: call.from.clone(),
+        to_number: call.to.clone(),
+        answer_url: Some(call.answer_url.clone()),
+        call_status: end.status.to_owned(),
+        hangup_cause_name: Some(end.cause.name().to_owned()),
+        hangup_cause_code: Some(end.cause.code()),
+        sip_auth_type: None,
+        source_ip: None,
+        created_at: call.created_at,
+        ended_at: Some(now()),
     }
 }
 
@@ -157,13 +125,13 @@ async fn run(call: MakeCall, calls: &Calls) {
         }
     };
     tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
-    calls.record(call.record(&end));
+    calls.record(record(&call, &end));
     if !call.hangup_url.is_empty() {
         notify_hangup(
             calls,
             &call.hangup_url,
             Method::Post,
-            call.params(end.status),
+            params(&call, end.status),
             &call.auth_token,
             &call.call_uuid,
             end.cause,
@@ -183,7 +151,7 @@ async fn answered(
     let cb = Callback {
         url: &call.answer_url,
         method: method_of(&call.answer_method),
-        params: call.params("in-progress"),
+        params: params(&call, "in-progress"),
         auth_token: &call.auth_token,
     };
     let actions = match calls.client.fetch(&cb).await {
@@ -268,7 +236,7 @@ async fn answered(
                 let next = dial_action(
                     calls,
                     &dial,
-                    call.params("in-progress"),
+                    params(&call, "in-progress"),
                     &call.auth_token,
                     &call.call_uuid,
                     &told,

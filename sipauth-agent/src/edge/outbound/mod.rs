@@ -22,7 +22,6 @@ pub mod make_call;
 pub mod message;
 pub mod txn;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -64,43 +63,7 @@ pub struct Settings {
     pub number_gateway: Option<String>,
 }
 
-/// A digest password; never printed.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    #[must_use]
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Digest credentials for the far end's challenges.
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Secret,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &"<redacted>")
-            .field("password", &self.password)
-            .finish()
-    }
-}
+pub use sipauth_model::{Credentials, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
