@@ -26,18 +26,23 @@ use std::time::Duration;
 use sipauth_callback::{Action, Dial};
 use sipauth_sip::{Message, build};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
 use crate::edge::Edge;
 use crate::edge::call::{Cause, DialEnd, Ending, Inbound, Next};
-use crate::edge::transaction::{Key, LIFETIME, T1, T2};
+use crate::edge::sip::{Retransmit, Timers, wait_until};
+use crate::edge::transaction::Key;
 use crate::edge::transport::Replier;
 use crate::snapshot::AuthType;
 
 /// A bridged call is ended by the edge after this long.
 const MAX_CALL: Duration = Duration::from_hours(4);
+
+/// The timers of the caller's side: those of the edge's server
+/// transactions, not the outbound legs' (whose Timer B may be shorter).
+const TIMERS: Timers = Timers::RFC;
 
 /// What the caller's side of a bridge sends into it.
 #[derive(Debug)]
@@ -480,11 +485,11 @@ impl Edge {
         let mut pending = (!reliable).then(|| Pending::new(ok, caller.replier.clone()));
         loop {
             let left = end_by.saturating_duration_since(Instant::now());
-            let next = pending.as_ref().map(|p| p.next);
+            let next = pending.as_ref().and_then(|p| p.schedule.next_deadline());
             let turn = tokio::select! {
                 held = dialog.hold(left) => Turn::Far(held),
                 ev = events.recv() => Turn::Caller(ev),
-                () = sleep_until(next.unwrap_or(end_by)), if next.is_some() => Turn::Retransmit,
+                () = wait_until(next) => Turn::Retransmit,
             };
             match turn {
                 Turn::Far(Held::Reinvite(raw)) => {
@@ -676,12 +681,13 @@ impl Edge {
 
     /// One client transaction of ours towards the caller (RFC 3261 17.1):
     /// `request` is sent, and over UDP again from T1 doubling up to T2 (an
-    /// INVITE stops once a provisional response came) until its final
-    /// response, which an INVITE ACKs (a 2xx in a new transaction, a
-    /// failure on the INVITE's branch). The final status, body type and
-    /// body; `Err(Some(408))` after 64*T1 without one, `Err(None)` when
-    /// the caller hung up meanwhile. A re-INVITE of the caller meanwhile
-    /// gets 491.
+    /// INVITE stops once a provisional response came; the wait restarts
+    /// with each event seen) until its final response, which an INVITE
+    /// ACKs (a 2xx in a new transaction, a failure on the INVITE's
+    /// branch). The final status, body type and body; `Err(Some(408))`
+    /// after 64*T1 without one (a ringing INVITE included), `Err(None)`
+    /// when the caller hung up meanwhile. A re-INVITE of the caller
+    /// meanwhile gets 491.
     async fn transact(
         &self,
         toward: &Toward,
@@ -693,41 +699,42 @@ impl Edge {
     ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
         let invite = method == "INVITE";
         toward.replier.send(request.clone());
-        let give_up = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        let mut provisional = false;
+        // TCP retransmits by itself. Timer E's schedule for an INVITE too,
+        // and no interval of T2 after a provisional response.
+        let mut schedule =
+            Retransmit::timer_e(&TIMERS, Instant::now(), toward.replier.is_reliable());
         loop {
-            // TCP retransmits by itself; an INVITE waits once it rings.
-            let quiet = toward.replier.is_reliable() || (invite && provisional);
-            let resend = (!quiet).then(|| Instant::now() + interval);
-            let wake = resend.unwrap_or(give_up).min(give_up);
             tokio::select! {
-                () = sleep_until(wake) => {
-                    if Instant::now() >= give_up {
+                () = wait_until(schedule.next_deadline()) => {
+                    if !schedule.fire(Instant::now()) {
                         return Err(Some(408));
                     }
                     toward.replier.send(request.clone());
-                    interval = (interval * 2).min(T2);
                 }
-                ev = events.recv() => match ev {
-                    Some(Event::Response { code, method: m, cseq: c, content_type, body })
-                        if m == method && c == cseq =>
-                    {
-                        if code < 200 {
-                            provisional = true;
-                            continue;
+                ev = events.recv() => {
+                    match ev {
+                        Some(Event::Response { code, method: m, cseq: c, content_type, body })
+                            if m == method && c == cseq =>
+                        {
+                            if code >= 200 {
+                                if invite {
+                                    let fresh = message::branch();
+                                    let ack_branch = if code < 300 { fresh.as_str() } else { branch };
+                                    toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
+                                }
+                                return Ok((code, content_type, body));
+                            }
+                            // An INVITE waits once it rings.
+                            if invite {
+                                schedule.stop();
+                            }
                         }
-                        if invite {
-                            let fresh = message::branch();
-                            let ack_branch = if code < 300 { fresh.as_str() } else { branch };
-                            toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
-                        }
-                        return Ok((code, content_type, body));
+                        Some(Event::Bye) | None => return Err(None),
+                        Some(Event::Reinvite(r)) => self.glare(&r),
+                        Some(_) => {}
                     }
-                    Some(Event::Bye) | None => return Err(None),
-                    Some(Event::Reinvite(r)) => self.glare(&r),
-                    Some(_) => {}
-                },
+                    schedule.restart(Instant::now());
+                }
             }
         }
     }
@@ -757,36 +764,29 @@ impl Edge {
     }
 }
 
-/// A 2xx sent to the caller, retransmitted over UDP until its ACK.
+/// A 2xx sent to the caller, retransmitted over UDP until its ACK (RFC
+/// 3261 13.3.1.4).
 struct Pending {
     bytes: Vec<u8>,
     replier: Replier,
-    start: Instant,
-    interval: Duration,
-    next: Instant,
+    schedule: Retransmit,
 }
 
 impl Pending {
     fn new(bytes: Vec<u8>, replier: Replier) -> Self {
-        let start = Instant::now();
         Self {
             bytes,
             replier,
-            start,
-            interval: T1,
-            next: start + T1,
+            schedule: Retransmit::timer_g(&TIMERS, Instant::now(), false),
         }
     }
 
     /// Sends it again; false once 64*T1 went by without an ACK.
     fn resend(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.start + LIFETIME {
+        if !self.schedule.fire(Instant::now()) {
             return false;
         }
         self.replier.send(self.bytes.clone());
-        self.interval = (self.interval * 2).min(T2);
-        self.next = now + self.interval;
         true
     }
 }

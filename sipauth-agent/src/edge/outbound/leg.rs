@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use sipauth_digest::ChallengeIn;
 use sipauth_sip::{Message, build};
@@ -15,6 +15,7 @@ use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
 use crate::edge::call::Cause;
+use crate::edge::sip::{Retransmit, wait_until};
 
 /// What to dial.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct Leg {
     /// The offer, when the leg carries one.
     pub sdp: Option<Vec<u8>>,
     pub timers: Timers,
+    /// How long a ringing INVITE waits for its final response
+    /// ([`super::RING_TIMEOUT`] unless the call says otherwise).
+    pub ring_timeout: Duration,
     /// Provisional responses out and a cancel in, for a bridged leg.
     pub hooks: Hooks,
 }
@@ -88,6 +92,7 @@ pub struct Dialog {
     conn: Conn,
     acks: Acks,
     timers: Timers,
+    ring_timeout: Duration,
     peer: SocketAddr,
     call_id: String,
     from: String,
@@ -134,9 +139,7 @@ pub enum Held {
 struct Answered {
     bytes: Vec<u8>,
     cseq: u32,
-    interval: Duration,
-    next: Instant,
-    until: Instant,
+    schedule: Retransmit,
 }
 
 /// What a leg knows of its dialog when the 2xx arrives.
@@ -231,6 +234,7 @@ impl Leg {
                 &invite,
                 &branch,
                 &self.timers,
+                self.ring_timeout,
                 &acks,
                 &mut self.hooks,
             )
@@ -389,8 +393,9 @@ fn answer_challenge(
 /// crossed the CANCEL is returned: the caller ACKs it and hangs up.
 ///
 /// The CANCEL is retransmitted over UDP like any non-INVITE request
-/// (Timer E, Timer F); the INVITE's final response may come before or after
-/// the CANCEL's own 200, and is waited for up to 8*T1 after it.
+/// (Timer E, Timer F; a provisional response to it changes nothing); the
+/// INVITE's final response may come before or after the CANCEL's own 200,
+/// and is waited for up to [`Timers::cancel_wait`] after it.
 async fn cancel(
     conn: &mut Conn,
     invite: &Request<'_>,
@@ -405,21 +410,14 @@ async fn cancel(
         ..*invite
     });
     conn.send(&req).await.ok()?;
-    let start = Instant::now();
-    let mut give_up = start + timers.timer_b;
-    let mut interval = timers.t1;
-    let mut retransmit = (!conn.reliable()).then(|| start + interval);
+    let mut schedule = Retransmit::timer_e(timers, Instant::now(), conn.reliable());
     loop {
-        let wake = retransmit.map_or(give_up, |r| r.min(give_up));
         tokio::select! {
-            () = sleep_until(wake) => {
-                let now = Instant::now();
-                if now >= give_up {
+            () = wait_until(schedule.next_deadline()) => {
+                if !schedule.fire(Instant::now()) {
                     return None;
                 }
                 conn.send(&req).await.ok()?;
-                interval = (interval * 2).min(timers.t2);
-                retransmit = Some(now + interval);
             }
             r = conn.recv() => {
                 let raw = r.ok()?;
@@ -443,8 +441,8 @@ async fn cancel(
                     Some(_) => {}
                     None => {
                         if txn::response_to(&raw, invite.branch, "CANCEL").is_some_and(|s| s >= 200) {
-                            retransmit = None;
-                            give_up = give_up.min(Instant::now() + timers.t1 * 8);
+                            schedule.stop();
+                            schedule.give_up_by(Instant::now() + timers.cancel_wait());
                         } else {
                             acks.absorb(conn, &raw).await;
                         }
@@ -476,6 +474,7 @@ impl Dialog {
             conn,
             acks,
             timers: leg.timers,
+            ring_timeout: leg.ring_timeout,
             peer: leg.target.addr,
             call_id: setup.call_id,
             from: setup.from,
@@ -577,6 +576,7 @@ impl Dialog {
                 &bytes,
                 &branch,
                 &self.timers,
+                self.ring_timeout,
                 &self.acks,
                 &mut Hooks::default(),
             )
@@ -631,10 +631,13 @@ impl Dialog {
         let wait = tokio::time::sleep(length);
         tokio::pin!(wait);
         loop {
-            let resend = self.answered.as_ref().map(|a| a.next);
+            let resend = self
+                .answered
+                .as_ref()
+                .and_then(|a| a.schedule.next_deadline());
             tokio::select! {
                 () = &mut wait => return Held::Elapsed,
-                () = sleep_until(resend.unwrap_or_else(Instant::now)), if resend.is_some() => {
+                () = wait_until(resend) => {
                     self.resend_answer().await;
                 }
                 r = self.conn.recv() => {
@@ -655,13 +658,10 @@ impl Dialog {
         let Some(a) = self.answered.as_mut() else {
             return;
         };
-        let now = Instant::now();
-        if now >= a.until {
+        if !a.schedule.fire(Instant::now()) {
             self.answered = None;
             return;
         }
-        a.interval = (a.interval * 2).min(self.timers.t2);
-        a.next = now + a.interval;
         let bytes = a.bytes.clone();
         let _ = self.conn.send(&bytes).await;
     }
@@ -706,13 +706,10 @@ impl Dialog {
             self.last_answer = Some((b.to_owned(), bytes.clone()));
         }
         if (200..300).contains(&code) && m.method() == Some("INVITE") && !self.conn.reliable() {
-            let now = Instant::now();
             self.answered = Some(Answered {
                 bytes,
                 cseq: m.cseq().map_or(0, |c| c.0),
-                interval: self.timers.t1,
-                next: now + self.timers.t1,
-                until: now + self.timers.t1 * 64,
+                schedule: Retransmit::timer_g(&self.timers, Instant::now(), false),
             });
         }
     }
