@@ -354,6 +354,36 @@ mod tests {
         assert!((9..=13).contains(&sent), "{sent}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn timer_g_times() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKtg", "INVITE")).unwrap()).unwrap();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 183, b"183".to_vec(), &replier);
+        let t0 = Instant::now();
+        t.respond(&key, 486, b"486".to_vec(), &replier);
+        assert_eq!(drain(&mut rx), 2);
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(m) = rx.recv().await {
+                assert_eq!(m, b"486");
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        drop(replier);
+        drop(t);
+        // T1 doubling up to T2; the one due at 35.5 s is past Timer H.
+        assert_eq!(
+            watcher.await.unwrap(),
+            [
+                500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
+    }
+
     #[test]
     fn different_branches_and_methods_are_different_transactions() {
         let a = Key::of(&sipauth_sip::parse(&invite("z9hG4bK1", "INVITE")).unwrap()).unwrap();

@@ -982,4 +982,31 @@ mod tests {
         bridges.remove("c1", "ct");
         assert!(!routed(&request("BYE", Some("et"))));
     }
+
+    /// RFC 3261 13.3.1.4: the 2xx to the caller goes again from T1
+    /// doubling up to T2; the bridge gives up at the first retransmission
+    /// due 64*T1 or later.
+    #[tokio::test(start_paused = true)]
+    async fn a_2xx_is_sent_again_until_64_t1() {
+        let (replier, mut rx) = Replier::channel();
+        let t0 = Instant::now();
+        let mut pending = Pending::new(b"200".to_vec(), replier);
+        let mut at = Vec::new();
+        loop {
+            wait_until(pending.schedule.next_deadline()).await;
+            if !pending.resend() {
+                break;
+            }
+            assert_eq!(rx.try_recv().unwrap(), b"200");
+            at.push(t0.elapsed().as_millis());
+        }
+        assert_eq!(
+            at,
+            [
+                500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(35_500));
+        assert!(rx.try_recv().is_err());
+    }
 }

@@ -843,3 +843,120 @@ impl Dialog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite(branch: &str) -> Request<'_> {
+        Request {
+            method: "INVITE",
+            uri: "sip:bob@192.0.2.2",
+            transport: "UDP",
+            local: "192.0.2.1:40000".parse().unwrap(),
+            branch,
+            from: "<sip:alice@192.0.2.1>;tag=1",
+            to: "<sip:bob@192.0.2.2>",
+            call_id: "c",
+            cseq: 1,
+            contact: None,
+            extra: &[],
+            body: None,
+        }
+    }
+
+    fn response(code: u16, branch: &str, method: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch={branch}\r\n\
+             From: <sip:alice@192.0.2.1>;tag=1\r\nTo: <sip:bob@192.0.2.2>;tag=2\r\n\
+             Call-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// What the leg sent, by method, at which times (ms from `t0`).
+    fn watch(
+        mut from_leg: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+        t0: Instant,
+    ) -> tokio::task::JoinHandle<Vec<(String, u128)>> {
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            while let Some(m) = from_leg.recv().await {
+                let method = sipauth_sip::parse(&m).unwrap().method().unwrap().to_owned();
+                sent.push((method, t0.elapsed().as_millis()));
+            }
+            sent
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_cancel_follows_timer_e_until_timer_f() {
+        let (mut conn, _to_leg, from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        let end = cancel(
+            &mut conn,
+            &invite("z9hG4bKc1"),
+            &Timers::RFC,
+            &Acks::default(),
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        let at: Vec<u128> = sent.await.unwrap().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            at,
+            [
+                0, 500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_answered_waits_8_t1_for_the_invites_final() {
+        let (mut conn, to_leg, from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        let far = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            to_leg.send(response(200, "z9hG4bKc2", "CANCEL")).unwrap();
+            // The 487 never comes.
+            tokio::time::sleep(Duration::from_mins(1)).await;
+            drop(to_leg);
+        });
+        let end = cancel(
+            &mut conn,
+            &invite("z9hG4bKc2"),
+            &Timers::RFC,
+            &Acks::default(),
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(t0.elapsed(), Duration::from_secs(6));
+        drop(conn);
+        far.abort();
+        let at: Vec<u128> = sent.await.unwrap().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(at, [0, 500, 1500]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_over_tcp_is_sent_once() {
+        let (mut conn, _to_leg, from_leg) = Conn::mem(true);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        assert!(
+            cancel(
+                &mut conn,
+                &invite("z9hG4bKc3"),
+                &Timers::RFC,
+                &Acks::default()
+            )
+            .await
+            .is_none()
+        );
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        assert_eq!(sent.await.unwrap(), [("CANCEL".to_owned(), 0)]);
+    }
+}

@@ -417,4 +417,48 @@ mod tests {
             vec![0, 500, 1500, 3500, 7500, 11500, 15500]
         );
     }
+
+    /// RFC 3261 17.1.2.2: once a provisional response came, a non-INVITE
+    /// request is sent again every T2.
+    #[tokio::test(start_paused = true)]
+    async fn non_invite_after_a_provisional_every_t2() {
+        let (mut conn, to_leg, mut from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(_m) = from_leg.recv().await {
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        let far = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let trying = String::from_utf8(response(100, "z9hG4bKg"))
+                .unwrap()
+                .replace("1 INVITE", "1 BYE");
+            to_leg.send(trying.into_bytes()).unwrap();
+            tokio::time::sleep(Duration::from_mins(1)).await;
+            drop(to_leg);
+        });
+        let req = invite_bytes("z9hG4bKg");
+        let end = non_invite(
+            &mut conn,
+            &req,
+            "z9hG4bKg",
+            "BYE",
+            &Timers::default(),
+            &Acks::default(),
+        )
+        .await;
+        assert!(matches!(end, End::Timeout { provisional: 100 }), "{end:?}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        far.abort();
+        assert_eq!(
+            watcher.await.unwrap(),
+            vec![
+                0, 500, 1500, 5500, 9500, 13_500, 17_500, 21_500, 25_500, 29_500
+            ]
+        );
+    }
 }
