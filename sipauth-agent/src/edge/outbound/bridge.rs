@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -862,7 +861,8 @@ impl Toward {
         self.request_with(method, branch, cseq, Some("application/sdp"), sdp)
     }
 
-    /// A request with a body of `content_type`.
+    /// A request with a body of `content_type`; our Contact in an INVITE
+    /// or UPDATE.
     fn request_with(
         &self,
         method: &str,
@@ -871,40 +871,29 @@ impl Toward {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Vec<u8> {
-        let sdp = body;
         let transport = if self.replier.is_reliable() {
             "TCP"
         } else {
             "UDP"
         };
-        let mut out = format!(
-            "{method} {} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
-            self.target, self.sent_by, self.from, self.to, self.call_id,
-        );
-        for r in &self.routes {
-            out.push_str("Route: ");
-            out.push_str(r);
-            out.push_str("\r\n");
+        message::Dialog {
+            remote_target: &self.target,
+            route: &self.routes,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            contact: &self.contact,
+            transport,
+            sent_by: &self.sent_by,
         }
-        if method == "INVITE" || method == "UPDATE" {
-            out.push_str("Contact: ");
-            out.push_str(&self.contact);
-            out.push_str("\r\n");
-        }
-        if !sdp.is_empty() {
-            out.push_str("Content-Type: ");
-            out.push_str(content_type.unwrap_or("application/octet-stream"));
-            out.push_str("\r\n");
-        }
-        let _ = write!(
-            out,
-            "User-Agent: sipauth\r\nContent-Length: {}\r\n\r\n",
-            sdp.len()
-        );
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(sdp);
-        bytes
+        .request(
+            method,
+            branch,
+            cseq,
+            method == "INVITE" || method == "UPDATE",
+            &[],
+            (!body.is_empty()).then(|| (content_type.unwrap_or("application/octet-stream"), body)),
+        )
     }
 }
 
@@ -1008,5 +997,48 @@ mod tests {
         );
         assert_eq!(t0.elapsed(), Duration::from_millis(35_500));
         assert!(rx.try_recv().is_err());
+    }
+
+    /// The bridge's requests to the caller go through the one in-dialog
+    /// builder: a caller's header value holding CR/LF adds no header.
+    #[test]
+    fn a_request_to_the_caller_keeps_each_value_on_its_line() {
+        let (replier, _rx) = Replier::channel();
+        let toward = Toward {
+            target: "sip:caller@192.0.2.1".to_owned(),
+            from: "<sip:app@192.0.2.10>;tag=et".to_owned(),
+            to: "<sip:caller@192.0.2.1>;tag=ct\r\nInjected: to".to_owned(),
+            call_id: "c1".to_owned(),
+            routes: vec!["<sip:p@192.0.2.5;lr>\r\nInjected: route".to_owned()],
+            sent_by: "192.0.2.10:5060".to_owned(),
+            contact: "<sip:app@192.0.2.10:5060>".to_owned(),
+            replier,
+            cseq: 0,
+        };
+        let bytes = toward.request_with(
+            "UPDATE",
+            "z9hG4bKu",
+            3,
+            Some("application/sdp\r\nInjected: type"),
+            b"v=0\r\n",
+        );
+        let m = sipauth_sip::parse(&bytes).unwrap();
+        assert!(
+            m.header("Injected").is_none(),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(m.request_uri(), Some("sip:caller@192.0.2.1"));
+        assert_eq!(m.top_via().unwrap().branch, Some("z9hG4bKu"));
+        assert_eq!(m.cseq().unwrap(), (3, "UPDATE"));
+        assert_eq!(m.header("Contact"), Some("<sip:app@192.0.2.10:5060>"));
+        assert_eq!(m.headers("Route").count(), 1);
+        assert_eq!(m.body(), b"v=0\r\n");
+        // An ACK carries no Contact and no body.
+        let ack = toward.request("ACK", "z9hG4bKa", 3, b"");
+        let ack = sipauth_sip::parse(&ack).unwrap();
+        assert!(ack.header("Contact").is_none());
+        assert!(ack.header("Content-Type").is_none());
+        assert_eq!(ack.header("Content-Length"), Some("0"));
     }
 }

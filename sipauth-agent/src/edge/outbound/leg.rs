@@ -191,6 +191,7 @@ impl Leg {
             }
         };
         let local = conn.local;
+        let sent_by = message::host_port(local);
         let tcp = conn.transport == Transport::Tcp;
         let call_id = format!("{}@sipauth", random_hex(16));
         let user = escape_user(&self.from_user);
@@ -218,7 +219,7 @@ impl Leg {
                 method: "INVITE",
                 uri: &self.target.uri,
                 transport: conn.transport.via_name(),
-                local,
+                sent_by: &sent_by,
                 branch: &branch,
                 from: &from,
                 to: &to,
@@ -506,23 +507,18 @@ impl Dialog {
         extra: &[(&str, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
-        let mut headers: Vec<(&str, &str)> =
-            self.route.iter().map(|r| ("Route", r.as_str())).collect();
-        headers.extend_from_slice(extra);
-        message::build(&Request {
-            method,
-            uri: &self.remote_target,
-            transport: self.conn.transport.via_name(),
-            local: self.conn.local,
-            branch,
+        let sent_by = message::host_port(self.conn.local);
+        message::Dialog {
+            remote_target: &self.remote_target,
+            route: &self.route,
             from: &self.from,
             to: &self.to,
             call_id: &self.call_id,
-            cseq,
-            contact: contact.then_some(self.contact.as_str()),
-            extra: &headers,
-            body,
-        })
+            contact: &self.contact,
+            transport: self.conn.transport.via_name(),
+            sent_by: &sent_by,
+        }
+        .request(method, branch, cseq, contact, extra, body)
     }
 
     /// Whether the 2xx still waits for its ACK (the far end made the offer).
@@ -853,7 +849,7 @@ mod tests {
             method: "INVITE",
             uri: "sip:bob@192.0.2.2",
             transport: "UDP",
-            local: "192.0.2.1:40000".parse().unwrap(),
+            sent_by: "192.0.2.1:40000",
             branch,
             from: "<sip:alice@192.0.2.1>;tag=1",
             to: "<sip:bob@192.0.2.2>",

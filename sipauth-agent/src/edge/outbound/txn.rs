@@ -230,7 +230,7 @@ mod tests {
             method: "INVITE",
             uri: "sip:bob@192.0.2.2",
             transport: "UDP",
-            local: "192.0.2.1:40000".parse().unwrap(),
+            sent_by: "192.0.2.1:40000",
             branch,
             from: "<sip:alice@192.0.2.1>;tag=1",
             to: "<sip:bob@192.0.2.2>",
