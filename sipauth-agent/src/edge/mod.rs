@@ -18,6 +18,7 @@ pub mod egress;
 pub mod lockout;
 pub mod outbound;
 pub mod registrar;
+pub mod sip;
 pub mod transaction;
 pub mod transport;
 pub mod view;

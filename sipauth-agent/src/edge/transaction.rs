@@ -16,8 +16,8 @@
 //! retransmission is judged again to the same effect. A final non-2xx
 //! response to an INVITE over UDP that follows a provisional one (the
 //! client has stopped retransmitting) is retransmitted (Timer G, doubling
-//! from T1 to T2) until the ACK arrives or Timer H (64*T1) fires; the ACK is
-//! absorbed. Transactions are forgotten 64*T1 after they start (Timer J/H
+//! from T1 to T2, [`super::sip::Retransmit::timer_g`]) until the ACK arrives
+//! or Timer H (64*T1) fires; the ACK is absorbed. Transactions are forgotten 64*T1 after they start (Timer J/H
 //! bound); at most [`MAX_TRANSACTIONS`] are remembered.
 #![forbid(unsafe_code)]
 
@@ -26,12 +26,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::{Duration, Instant};
 
+use super::sip::{Retransmit, Timers};
 use super::transport::Replier;
 
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
+/// The timers of server transactions: RFC 3261's values.
+const TIMERS: Timers = Timers::RFC;
 /// Timer H and Timer J: 64*T1.
-pub const LIFETIME: Duration = Duration::from_secs(32);
+pub const LIFETIME: Duration = TIMERS.timer_h();
 /// Transactions remembered at most. Past it a new request is still judged
 /// and answered, but not remembered: a retransmission of it is judged
 /// again. Only a flood of denied requests fills the table (challenges are
@@ -181,11 +182,11 @@ impl Transactions {
     }
 
     async fn retransmit(self: Arc<Self>, key: Key, bytes: Arc<Vec<u8>>, replier: Replier) {
-        let deadline = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        loop {
-            tokio::time::sleep(interval).await;
-            if Instant::now() >= deadline {
+        // Timer G, until Timer H.
+        let mut schedule = Retransmit::timer_g(&TIMERS, Instant::now(), false);
+        while let Some(at) = schedule.next_deadline() {
+            tokio::time::sleep_until(at).await;
+            if !schedule.fire(Instant::now()) {
                 return;
             }
             let completed = self
@@ -198,7 +199,6 @@ impl Transactions {
                 return;
             }
             replier.send(bytes.as_ref().clone());
-            interval = (interval * 2).min(T2);
         }
     }
 
@@ -291,7 +291,7 @@ mod tests {
         t.respond(&key, 603, b"603".to_vec(), &replier);
         assert_eq!(drain(&mut rx), 2);
         // Timer G fires after T1.
-        tokio::time::advance(T1 + Duration::from_millis(1)).await;
+        tokio::time::advance(TIMERS.t1 + Duration::from_millis(1)).await;
         tokio::task::yield_now().await;
         assert_eq!(rx.recv().await.unwrap(), b"603");
         // The ACK (same branch) stops it.
@@ -352,6 +352,36 @@ mod tests {
         }
         // Provisional, final, and retransmissions at 0.5, 1.5, 3.5, 7.5, ...
         assert!((9..=13).contains(&sent), "{sent}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_g_times() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKtg", "INVITE")).unwrap()).unwrap();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 183, b"183".to_vec(), &replier);
+        let t0 = Instant::now();
+        t.respond(&key, 486, b"486".to_vec(), &replier);
+        assert_eq!(drain(&mut rx), 2);
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(m) = rx.recv().await {
+                assert_eq!(m, b"486");
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        drop(replier);
+        drop(t);
+        // T1 doubling up to T2; the one due at 35.5 s is past Timer H.
+        assert_eq!(
+            watcher.await.unwrap(),
+            [
+                500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
     }
 
     #[test]

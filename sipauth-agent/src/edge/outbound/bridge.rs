@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,18 +25,23 @@ use std::time::Duration;
 use sipauth_callback::{Action, Dial};
 use sipauth_sip::{Message, build};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
 use crate::edge::Edge;
 use crate::edge::call::{Cause, DialEnd, Ending, Inbound, Next};
-use crate::edge::transaction::{Key, LIFETIME, T1, T2};
+use crate::edge::sip::{Retransmit, Timers, wait_until};
+use crate::edge::transaction::Key;
 use crate::edge::transport::Replier;
 use sipauth_model::snapshot::AuthType;
 
 /// A bridged call is ended by the edge after this long.
 const MAX_CALL: Duration = Duration::from_hours(4);
+
+/// The timers of the caller's side: those of the edge's server
+/// transactions, not the outbound legs' (whose Timer B may be shorter).
+const TIMERS: Timers = Timers::RFC;
 
 /// What the caller's side of a bridge sends into it.
 #[derive(Debug)]
@@ -480,11 +484,11 @@ impl Edge {
         let mut pending = (!reliable).then(|| Pending::new(ok, caller.replier.clone()));
         loop {
             let left = end_by.saturating_duration_since(Instant::now());
-            let next = pending.as_ref().map(|p| p.next);
+            let next = pending.as_ref().and_then(|p| p.schedule.next_deadline());
             let turn = tokio::select! {
                 held = dialog.hold(left) => Turn::Far(held),
                 ev = events.recv() => Turn::Caller(ev),
-                () = sleep_until(next.unwrap_or(end_by)), if next.is_some() => Turn::Retransmit,
+                () = wait_until(next) => Turn::Retransmit,
             };
             match turn {
                 Turn::Far(Held::Reinvite(raw)) => {
@@ -676,12 +680,13 @@ impl Edge {
 
     /// One client transaction of ours towards the caller (RFC 3261 17.1):
     /// `request` is sent, and over UDP again from T1 doubling up to T2 (an
-    /// INVITE stops once a provisional response came) until its final
-    /// response, which an INVITE ACKs (a 2xx in a new transaction, a
-    /// failure on the INVITE's branch). The final status, body type and
-    /// body; `Err(Some(408))` after 64*T1 without one, `Err(None)` when
-    /// the caller hung up meanwhile. A re-INVITE of the caller meanwhile
-    /// gets 491.
+    /// INVITE stops once a provisional response came; the wait restarts
+    /// with each event seen) until its final response, which an INVITE
+    /// ACKs (a 2xx in a new transaction, a failure on the INVITE's
+    /// branch). The final status, body type and body; `Err(Some(408))`
+    /// after 64*T1 without one (a ringing INVITE included), `Err(None)`
+    /// when the caller hung up meanwhile. A re-INVITE of the caller
+    /// meanwhile gets 491.
     async fn transact(
         &self,
         toward: &Toward,
@@ -693,41 +698,42 @@ impl Edge {
     ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
         let invite = method == "INVITE";
         toward.replier.send(request.clone());
-        let give_up = Instant::now() + LIFETIME;
-        let mut interval = T1;
-        let mut provisional = false;
+        // TCP retransmits by itself. Timer E's schedule for an INVITE too,
+        // and no interval of T2 after a provisional response.
+        let mut schedule =
+            Retransmit::timer_e(&TIMERS, Instant::now(), toward.replier.is_reliable());
         loop {
-            // TCP retransmits by itself; an INVITE waits once it rings.
-            let quiet = toward.replier.is_reliable() || (invite && provisional);
-            let resend = (!quiet).then(|| Instant::now() + interval);
-            let wake = resend.unwrap_or(give_up).min(give_up);
             tokio::select! {
-                () = sleep_until(wake) => {
-                    if Instant::now() >= give_up {
+                () = wait_until(schedule.next_deadline()) => {
+                    if !schedule.fire(Instant::now()) {
                         return Err(Some(408));
                     }
                     toward.replier.send(request.clone());
-                    interval = (interval * 2).min(T2);
                 }
-                ev = events.recv() => match ev {
-                    Some(Event::Response { code, method: m, cseq: c, content_type, body })
-                        if m == method && c == cseq =>
-                    {
-                        if code < 200 {
-                            provisional = true;
-                            continue;
+                ev = events.recv() => {
+                    match ev {
+                        Some(Event::Response { code, method: m, cseq: c, content_type, body })
+                            if m == method && c == cseq =>
+                        {
+                            if code >= 200 {
+                                if invite {
+                                    let fresh = message::branch();
+                                    let ack_branch = if code < 300 { fresh.as_str() } else { branch };
+                                    toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
+                                }
+                                return Ok((code, content_type, body));
+                            }
+                            // An INVITE waits once it rings.
+                            if invite {
+                                schedule.stop();
+                            }
                         }
-                        if invite {
-                            let fresh = message::branch();
-                            let ack_branch = if code < 300 { fresh.as_str() } else { branch };
-                            toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
-                        }
-                        return Ok((code, content_type, body));
+                        Some(Event::Bye) | None => return Err(None),
+                        Some(Event::Reinvite(r)) => self.glare(&r),
+                        Some(_) => {}
                     }
-                    Some(Event::Bye) | None => return Err(None),
-                    Some(Event::Reinvite(r)) => self.glare(&r),
-                    Some(_) => {}
-                },
+                    schedule.restart(Instant::now());
+                }
             }
         }
     }
@@ -757,36 +763,29 @@ impl Edge {
     }
 }
 
-/// A 2xx sent to the caller, retransmitted over UDP until its ACK.
+/// A 2xx sent to the caller, retransmitted over UDP until its ACK (RFC
+/// 3261 13.3.1.4).
 struct Pending {
     bytes: Vec<u8>,
     replier: Replier,
-    start: Instant,
-    interval: Duration,
-    next: Instant,
+    schedule: Retransmit,
 }
 
 impl Pending {
     fn new(bytes: Vec<u8>, replier: Replier) -> Self {
-        let start = Instant::now();
         Self {
             bytes,
             replier,
-            start,
-            interval: T1,
-            next: start + T1,
+            schedule: Retransmit::timer_g(&TIMERS, Instant::now(), false),
         }
     }
 
     /// Sends it again; false once 64*T1 went by without an ACK.
     fn resend(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.start + LIFETIME {
+        if !self.schedule.fire(Instant::now()) {
             return false;
         }
         self.replier.send(self.bytes.clone());
-        self.interval = (self.interval * 2).min(T2);
-        self.next = now + self.interval;
         true
     }
 }
@@ -862,7 +861,8 @@ impl Toward {
         self.request_with(method, branch, cseq, Some("application/sdp"), sdp)
     }
 
-    /// A request with a body of `content_type`.
+    /// A request with a body of `content_type`; our Contact in an INVITE
+    /// or UPDATE.
     fn request_with(
         &self,
         method: &str,
@@ -871,40 +871,29 @@ impl Toward {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Vec<u8> {
-        let sdp = body;
         let transport = if self.replier.is_reliable() {
             "TCP"
         } else {
             "UDP"
         };
-        let mut out = format!(
-            "{method} {} SIP/2.0\r\nVia: SIP/2.0/{transport} {};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
-            self.target, self.sent_by, self.from, self.to, self.call_id,
-        );
-        for r in &self.routes {
-            out.push_str("Route: ");
-            out.push_str(r);
-            out.push_str("\r\n");
+        message::Dialog {
+            remote_target: &self.target,
+            route: &self.routes,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            contact: &self.contact,
+            transport,
+            sent_by: &self.sent_by,
         }
-        if method == "INVITE" || method == "UPDATE" {
-            out.push_str("Contact: ");
-            out.push_str(&self.contact);
-            out.push_str("\r\n");
-        }
-        if !sdp.is_empty() {
-            out.push_str("Content-Type: ");
-            out.push_str(content_type.unwrap_or("application/octet-stream"));
-            out.push_str("\r\n");
-        }
-        let _ = write!(
-            out,
-            "User-Agent: sipauth\r\nContent-Length: {}\r\n\r\n",
-            sdp.len()
-        );
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(sdp);
-        bytes
+        .request(
+            method,
+            branch,
+            cseq,
+            method == "INVITE" || method == "UPDATE",
+            &[],
+            (!body.is_empty()).then(|| (content_type.unwrap_or("application/octet-stream"), body)),
+        )
     }
 }
 
@@ -981,5 +970,75 @@ mod tests {
         ));
         bridges.remove("c1", "ct");
         assert!(!routed(&request("BYE", Some("et"))));
+    }
+
+    /// RFC 3261 13.3.1.4: the 2xx to the caller goes again from T1
+    /// doubling up to T2; the bridge gives up at the first retransmission
+    /// due 64*T1 or later.
+    #[tokio::test(start_paused = true)]
+    async fn a_2xx_is_sent_again_until_64_t1() {
+        let (replier, mut rx) = Replier::channel();
+        let t0 = Instant::now();
+        let mut pending = Pending::new(b"200".to_vec(), replier);
+        let mut at = Vec::new();
+        loop {
+            wait_until(pending.schedule.next_deadline()).await;
+            if !pending.resend() {
+                break;
+            }
+            assert_eq!(rx.try_recv().unwrap(), b"200");
+            at.push(t0.elapsed().as_millis());
+        }
+        assert_eq!(
+            at,
+            [
+                500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(35_500));
+        assert!(rx.try_recv().is_err());
+    }
+
+    /// The bridge's requests to the caller go through the one in-dialog
+    /// builder: a caller's header value holding CR/LF adds no header.
+    #[test]
+    fn a_request_to_the_caller_keeps_each_value_on_its_line() {
+        let (replier, _rx) = Replier::channel();
+        let toward = Toward {
+            target: "sip:caller@192.0.2.1".to_owned(),
+            from: "<sip:app@192.0.2.10>;tag=et".to_owned(),
+            to: "<sip:caller@192.0.2.1>;tag=ct\r\nInjected: to".to_owned(),
+            call_id: "c1".to_owned(),
+            routes: vec!["<sip:p@192.0.2.5;lr>\r\nInjected: route".to_owned()],
+            sent_by: "192.0.2.10:5060".to_owned(),
+            contact: "<sip:app@192.0.2.10:5060>".to_owned(),
+            replier,
+            cseq: 0,
+        };
+        let bytes = toward.request_with(
+            "UPDATE",
+            "z9hG4bKu",
+            3,
+            Some("application/sdp\r\nInjected: type"),
+            b"v=0\r\n",
+        );
+        let m = sipauth_sip::parse(&bytes).unwrap();
+        assert!(
+            m.header("Injected").is_none(),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(m.request_uri(), Some("sip:caller@192.0.2.1"));
+        assert_eq!(m.top_via().unwrap().branch, Some("z9hG4bKu"));
+        assert_eq!(m.cseq().unwrap(), (3, "UPDATE"));
+        assert_eq!(m.header("Contact"), Some("<sip:app@192.0.2.10:5060>"));
+        assert_eq!(m.headers("Route").count(), 1);
+        assert_eq!(m.body(), b"v=0\r\n");
+        // An ACK carries no Contact and no body.
+        let ack = toward.request("ACK", "z9hG4bKa", 3, b"");
+        let ack = sipauth_sip::parse(&ack).unwrap();
+        assert!(ack.header("Contact").is_none());
+        assert!(ack.header("Content-Type").is_none());
+        assert_eq!(ack.header("Content-Length"), Some("0"));
     }
 }

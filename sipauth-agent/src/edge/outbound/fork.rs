@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::txn::Hooks;
-use super::{Credentials, Dialog, Leg, LegEnd, Outcome, Secret, Settings, Target};
+use super::{Credentials, Dialog, Leg, LegEnd, Outcome, RING_TIMEOUT, Secret, Settings, Target};
 
 /// What the legs of one `<Dial>` share.
 pub struct Plan<'a> {
@@ -65,10 +65,11 @@ pub fn number_target(settings: &Settings, number: &str) -> Result<Target, Outcom
 /// at all (they count as failed legs).
 #[must_use]
 pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
-    let mut timers = plan.settings.timers;
-    if let Some(t) = dial.timeout_secs.filter(|t| *t > 0) {
-        timers.ring_timeout = Duration::from_secs(u64::from(t));
-    }
+    let timers = plan.settings.timers;
+    let ring_timeout = dial
+        .timeout_secs
+        .filter(|t| *t > 0)
+        .map_or(RING_TIMEOUT, |t| Duration::from_secs(u64::from(t)));
     let from_user = dial.caller_id.as_deref().unwrap_or(plan.from_user);
     let mut legs = Vec::new();
     let mut failed = Vec::new();
@@ -115,6 +116,7 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
             headers: sipauth_callback::render_sip_headers(&headers, plan.raw_headers),
             sdp: plan.sdp.clone(),
             timers,
+            ring_timeout,
             hooks: Hooks::default(),
         });
     }
@@ -287,7 +289,7 @@ mod tests {
         assert_eq!(legs[0].target.addr, "192.0.2.2:5060".parse().unwrap());
         assert!(legs[0].credentials.is_some());
         assert_eq!(legs[0].headers, vec![("X-PH-k".to_owned(), "v".to_owned())]);
-        assert_eq!(legs[0].timers.ring_timeout, Duration::from_secs(7));
+        assert_eq!(legs[0].ring_timeout, Duration::from_secs(7));
         assert_eq!(
             legs[1].target.uri,
             "sip:+15550109999@192.0.2.7:5070;transport=tcp"

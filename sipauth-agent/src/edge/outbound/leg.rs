@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use sipauth_digest::ChallengeIn;
 use sipauth_sip::{Message, build};
@@ -15,6 +15,7 @@ use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
 use crate::edge::call::Cause;
+use crate::edge::sip::{Retransmit, wait_until};
 
 /// What to dial.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct Leg {
     /// The offer, when the leg carries one.
     pub sdp: Option<Vec<u8>>,
     pub timers: Timers,
+    /// How long a ringing INVITE waits for its final response
+    /// ([`super::RING_TIMEOUT`] unless the call says otherwise).
+    pub ring_timeout: Duration,
     /// Provisional responses out and a cancel in, for a bridged leg.
     pub hooks: Hooks,
 }
@@ -88,6 +92,7 @@ pub struct Dialog {
     conn: Conn,
     acks: Acks,
     timers: Timers,
+    ring_timeout: Duration,
     peer: SocketAddr,
     call_id: String,
     from: String,
@@ -134,9 +139,7 @@ pub enum Held {
 struct Answered {
     bytes: Vec<u8>,
     cseq: u32,
-    interval: Duration,
-    next: Instant,
-    until: Instant,
+    schedule: Retransmit,
 }
 
 /// What a leg knows of its dialog when the 2xx arrives.
@@ -188,6 +191,7 @@ impl Leg {
             }
         };
         let local = conn.local;
+        let sent_by = message::host_port(local);
         let tcp = conn.transport == Transport::Tcp;
         let call_id = format!("{}@sipauth", random_hex(16));
         let user = escape_user(&self.from_user);
@@ -215,7 +219,7 @@ impl Leg {
                 method: "INVITE",
                 uri: &self.target.uri,
                 transport: conn.transport.via_name(),
-                local,
+                sent_by: &sent_by,
                 branch: &branch,
                 from: &from,
                 to: &to,
@@ -231,6 +235,7 @@ impl Leg {
                 &invite,
                 &branch,
                 &self.timers,
+                self.ring_timeout,
                 &acks,
                 &mut self.hooks,
             )
@@ -389,8 +394,9 @@ fn answer_challenge(
 /// crossed the CANCEL is returned: the caller ACKs it and hangs up.
 ///
 /// The CANCEL is retransmitted over UDP like any non-INVITE request
-/// (Timer E, Timer F); the INVITE's final response may come before or after
-/// the CANCEL's own 200, and is waited for up to 8*T1 after it.
+/// (Timer E, Timer F; a provisional response to it changes nothing); the
+/// INVITE's final response may come before or after the CANCEL's own 200,
+/// and is waited for up to [`Timers::cancel_wait`] after it.
 async fn cancel(
     conn: &mut Conn,
     invite: &Request<'_>,
@@ -405,21 +411,14 @@ async fn cancel(
         ..*invite
     });
     conn.send(&req).await.ok()?;
-    let start = Instant::now();
-    let mut give_up = start + timers.timer_b;
-    let mut interval = timers.t1;
-    let mut retransmit = (!conn.reliable()).then(|| start + interval);
+    let mut schedule = Retransmit::timer_e(timers, Instant::now(), conn.reliable());
     loop {
-        let wake = retransmit.map_or(give_up, |r| r.min(give_up));
         tokio::select! {
-            () = sleep_until(wake) => {
-                let now = Instant::now();
-                if now >= give_up {
+            () = wait_until(schedule.next_deadline()) => {
+                if !schedule.fire(Instant::now()) {
                     return None;
                 }
                 conn.send(&req).await.ok()?;
-                interval = (interval * 2).min(timers.t2);
-                retransmit = Some(now + interval);
             }
             r = conn.recv() => {
                 let raw = r.ok()?;
@@ -443,8 +442,8 @@ async fn cancel(
                     Some(_) => {}
                     None => {
                         if txn::response_to(&raw, invite.branch, "CANCEL").is_some_and(|s| s >= 200) {
-                            retransmit = None;
-                            give_up = give_up.min(Instant::now() + timers.t1 * 8);
+                            schedule.stop();
+                            schedule.give_up_by(Instant::now() + timers.cancel_wait());
                         } else {
                             acks.absorb(conn, &raw).await;
                         }
@@ -476,6 +475,7 @@ impl Dialog {
             conn,
             acks,
             timers: leg.timers,
+            ring_timeout: leg.ring_timeout,
             peer: leg.target.addr,
             call_id: setup.call_id,
             from: setup.from,
@@ -507,23 +507,18 @@ impl Dialog {
         extra: &[(&str, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
-        let mut headers: Vec<(&str, &str)> =
-            self.route.iter().map(|r| ("Route", r.as_str())).collect();
-        headers.extend_from_slice(extra);
-        message::build(&Request {
-            method,
-            uri: &self.remote_target,
-            transport: self.conn.transport.via_name(),
-            local: self.conn.local,
-            branch,
+        let sent_by = message::host_port(self.conn.local);
+        message::Dialog {
+            remote_target: &self.remote_target,
+            route: &self.route,
             from: &self.from,
             to: &self.to,
             call_id: &self.call_id,
-            cseq,
-            contact: contact.then_some(self.contact.as_str()),
-            extra: &headers,
-            body,
-        })
+            contact: &self.contact,
+            transport: self.conn.transport.via_name(),
+            sent_by: &sent_by,
+        }
+        .request(method, branch, cseq, contact, extra, body)
     }
 
     /// Whether the 2xx still waits for its ACK (the far end made the offer).
@@ -577,6 +572,7 @@ impl Dialog {
                 &bytes,
                 &branch,
                 &self.timers,
+                self.ring_timeout,
                 &self.acks,
                 &mut Hooks::default(),
             )
@@ -631,10 +627,13 @@ impl Dialog {
         let wait = tokio::time::sleep(length);
         tokio::pin!(wait);
         loop {
-            let resend = self.answered.as_ref().map(|a| a.next);
+            let resend = self
+                .answered
+                .as_ref()
+                .and_then(|a| a.schedule.next_deadline());
             tokio::select! {
                 () = &mut wait => return Held::Elapsed,
-                () = sleep_until(resend.unwrap_or_else(Instant::now)), if resend.is_some() => {
+                () = wait_until(resend) => {
                     self.resend_answer().await;
                 }
                 r = self.conn.recv() => {
@@ -655,13 +654,10 @@ impl Dialog {
         let Some(a) = self.answered.as_mut() else {
             return;
         };
-        let now = Instant::now();
-        if now >= a.until {
+        if !a.schedule.fire(Instant::now()) {
             self.answered = None;
             return;
         }
-        a.interval = (a.interval * 2).min(self.timers.t2);
-        a.next = now + a.interval;
         let bytes = a.bytes.clone();
         let _ = self.conn.send(&bytes).await;
     }
@@ -706,13 +702,10 @@ impl Dialog {
             self.last_answer = Some((b.to_owned(), bytes.clone()));
         }
         if (200..300).contains(&code) && m.method() == Some("INVITE") && !self.conn.reliable() {
-            let now = Instant::now();
             self.answered = Some(Answered {
                 bytes,
                 cseq: m.cseq().map_or(0, |c| c.0),
-                interval: self.timers.t1,
-                next: now + self.timers.t1,
-                until: now + self.timers.t1 * 64,
+                schedule: Retransmit::timer_g(&self.timers, Instant::now(), false),
             });
         }
     }
@@ -844,5 +837,122 @@ impl Dialog {
                 tracing::debug!(call_id = %self.call_id, error = %e, "BYE not sent");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite(branch: &str) -> Request<'_> {
+        Request {
+            method: "INVITE",
+            uri: "sip:bob@192.0.2.2",
+            transport: "UDP",
+            sent_by: "192.0.2.1:40000",
+            branch,
+            from: "<sip:alice@192.0.2.1>;tag=1",
+            to: "<sip:bob@192.0.2.2>",
+            call_id: "c",
+            cseq: 1,
+            contact: None,
+            extra: &[],
+            body: None,
+        }
+    }
+
+    fn response(code: u16, branch: &str, method: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch={branch}\r\n\
+             From: <sip:alice@192.0.2.1>;tag=1\r\nTo: <sip:bob@192.0.2.2>;tag=2\r\n\
+             Call-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// What the leg sent, by method, at which times (ms from `t0`).
+    fn watch(
+        mut from_leg: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+        t0: Instant,
+    ) -> tokio::task::JoinHandle<Vec<(String, u128)>> {
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            while let Some(m) = from_leg.recv().await {
+                let method = sipauth_sip::parse(&m).unwrap().method().unwrap().to_owned();
+                sent.push((method, t0.elapsed().as_millis()));
+            }
+            sent
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_cancel_follows_timer_e_until_timer_f() {
+        let (mut conn, _to_leg, from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        let end = cancel(
+            &mut conn,
+            &invite("z9hG4bKc1"),
+            &Timers::RFC,
+            &Acks::default(),
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        let at: Vec<u128> = sent.await.unwrap().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            at,
+            [
+                0, 500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_answered_waits_8_t1_for_the_invites_final() {
+        let (mut conn, to_leg, from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        let far = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            to_leg.send(response(200, "z9hG4bKc2", "CANCEL")).unwrap();
+            // The 487 never comes.
+            tokio::time::sleep(Duration::from_mins(1)).await;
+            drop(to_leg);
+        });
+        let end = cancel(
+            &mut conn,
+            &invite("z9hG4bKc2"),
+            &Timers::RFC,
+            &Acks::default(),
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(t0.elapsed(), Duration::from_secs(6));
+        drop(conn);
+        far.abort();
+        let at: Vec<u128> = sent.await.unwrap().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(at, [0, 500, 1500]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_over_tcp_is_sent_once() {
+        let (mut conn, _to_leg, from_leg) = Conn::mem(true);
+        let t0 = Instant::now();
+        let sent = watch(from_leg, t0);
+        assert!(
+            cancel(
+                &mut conn,
+                &invite("z9hG4bKc3"),
+                &Timers::RFC,
+                &Acks::default()
+            )
+            .await
+            .is_none()
+        );
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        assert_eq!(sent.await.unwrap(), [("CANCEL".to_owned(), 0)]);
     }
 }

@@ -99,17 +99,14 @@ async fn run(call: MakeCall, calls: &Calls) {
             cause: o.cause,
         },
         Ok(target) => {
-            let mut timers = calls.outbound.timers;
-            if let Some(t) = call.ring_timeout {
-                timers.ring_timeout = t;
-            }
             let leg = Leg {
                 target,
                 from_user: call.from.clone(),
                 credentials: call.credentials.clone(),
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),
                 sdp: Some(OFFER.to_vec()),
-                timers,
+                timers: calls.outbound.timers,
+                ring_timeout: call.ring_timeout.unwrap_or(super::RING_TIMEOUT),
                 hooks: super::txn::Hooks::default(),
             };
             match leg.place().await {

@@ -1,4 +1,8 @@
-//! Requests an outbound leg sends (RFC 3261 8.1.1, 17.1.1.3, 13.2.2.4).
+//! Requests the edge sends as a user agent client (RFC 3261 8.1.1,
+//! 17.1.1.3, 13.2.2.4), and the one builder of requests inside a dialog
+//! (12.2.1.1), for the outbound legs' dialogs and the bridged callers'
+//! alike. Every value is kept on its line: CR, LF and NUL become spaces,
+//! so no value can add a header.
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -13,7 +17,8 @@ pub struct Request<'a> {
     pub uri: &'a str,
     /// `UDP` or `TCP`.
     pub transport: &'a str,
-    pub local: SocketAddr,
+    /// The Via sent-by, `host[:port]`.
+    pub sent_by: &'a str,
     pub branch: &'a str,
     /// Whole From and To values (tags included when known).
     pub from: &'a str,
@@ -84,11 +89,11 @@ pub fn build(r: &Request<'_>) -> Vec<u8> {
         r.method,
         one_line(r.uri),
         r.transport,
-        host_port(r.local),
-        r.branch,
+        one_line(r.sent_by),
+        one_line(r.branch),
         one_line(r.from),
         one_line(r.to),
-        r.call_id,
+        one_line(r.call_id),
         r.cseq,
         r.method,
     );
@@ -112,6 +117,58 @@ pub fn build(r: &Request<'_>) -> Vec<u8> {
     bytes
 }
 
+/// A dialog as the requests inside it need it (RFC 3261 12.2.1.1).
+pub struct Dialog<'a> {
+    /// The remote target: the Request-URI.
+    pub remote_target: &'a str,
+    /// The route set, as Route header values in order.
+    pub route: &'a [String],
+    /// Our side (From, with our tag) and the far side (To).
+    pub from: &'a str,
+    pub to: &'a str,
+    pub call_id: &'a str,
+    /// Our Contact.
+    pub contact: &'a str,
+    /// `UDP` or `TCP`.
+    pub transport: &'a str,
+    /// The Via sent-by, `host[:port]`.
+    pub sent_by: &'a str,
+}
+
+impl Dialog<'_> {
+    /// A request inside the dialog: the route set first among the extra
+    /// headers, then `extra`; our Contact when `contact` (a target refresh
+    /// or an INVITE).
+    #[must_use]
+    pub fn request(
+        &self,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        contact: bool,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        let mut headers: Vec<(&str, &str)> =
+            self.route.iter().map(|r| ("Route", r.as_str())).collect();
+        headers.extend_from_slice(extra);
+        build(&Request {
+            method,
+            uri: self.remote_target,
+            transport: self.transport,
+            sent_by: self.sent_by,
+            branch,
+            from: self.from,
+            to: self.to,
+            call_id: self.call_id,
+            cseq,
+            contact: contact.then_some(self.contact),
+            extra: &headers,
+            body,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +180,7 @@ mod tests {
             method: "INVITE",
             uri: "sip:bob@10.0.0.2",
             transport: "UDP",
-            local: "10.0.0.1:40000".parse().unwrap(),
+            sent_by: "10.0.0.1:40000",
             branch: &branch,
             from: "<sip:alice@10.0.0.1>;tag=abc",
             to: "<sip:bob@10.0.0.2>",
@@ -140,5 +197,44 @@ mod tests {
         assert!(m.header("Injected").is_none());
         assert_eq!(m.body(), b"v=0\r\n");
         assert_eq!(escape_user("+1 555"), "+1%20555");
+    }
+
+    #[test]
+    fn no_value_in_a_dialog_adds_a_header() {
+        let route = vec!["<sip:p1@192.0.2.9;lr>\r\nInjected: route".to_owned()];
+        let dialog = Dialog {
+            remote_target: "sip:bob@192.0.2.2",
+            route: &route,
+            from: "<sip:alice@192.0.2.1>;tag=1\nInjected: from",
+            to: "<sip:bob@192.0.2.2>;tag=2\rInjected: to",
+            call_id: "c1\r\nInjected: call-id",
+            contact: "<sip:alice@192.0.2.1>\r\nInjected: contact",
+            transport: "UDP",
+            sent_by: "192.0.2.1:5060",
+        };
+        let bytes = dialog.request(
+            "INFO",
+            "z9hG4bKi",
+            2,
+            true,
+            &[("X-PH-a", "b\r\nInjected: extra")],
+            Some(("text/plain\r\nInjected: type", b"hello")),
+        );
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("\nInjected") && !text.contains("\rInjected"),
+            "{text}"
+        );
+        let m = sipauth_sip::parse(&bytes).unwrap();
+        assert!(
+            m.header("Injected").is_none(),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(m.method(), Some("INFO"));
+        assert_eq!(m.cseq().unwrap(), (2, "INFO"));
+        assert_eq!(m.headers("Route").count(), 1);
+        assert_eq!(m.header("Content-Type"), Some("text/plain  Injected: type"));
+        assert_eq!(m.body(), b"hello");
     }
 }

@@ -28,35 +28,16 @@ use std::time::Duration;
 pub use leg::{Dialog, Held, Leg, LegEnd, Outcome};
 pub use make_call::MakeCall;
 
-/// RFC 3261 timers of outbound legs.
-#[derive(Debug, Clone, Copy)]
-pub struct Timers {
-    /// T1, the round-trip estimate: Timer A starts here and doubles.
-    pub t1: Duration,
-    /// T2, the cap of non-INVITE retransmission intervals.
-    pub t2: Duration,
-    /// Timer B (and F): how long a request waits for any response.
-    pub timer_b: Duration,
-    /// How long an INVITE that got a provisional response waits for the
-    /// final one before it is cancelled.
-    pub ring_timeout: Duration,
-}
+pub use crate::edge::sip::Timers;
 
-impl Default for Timers {
-    fn default() -> Self {
-        let t1 = Duration::from_millis(500);
-        Self {
-            t1,
-            t2: Duration::from_secs(4),
-            timer_b: t1 * 64,
-            ring_timeout: Duration::from_mins(1),
-        }
-    }
-}
+/// How long an INVITE that got a provisional response waits for its final
+/// one before it is cancelled, unless the call says otherwise.
+pub const RING_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What every outbound leg shares.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
+    /// RFC 3261 timers; `timer_b` may be set shorter than 64*T1.
     pub timers: Timers,
     /// The URI template of `<Number>` targets (`{number}` replaced);
     /// `None`: numbers cannot be dialled.

@@ -5,14 +5,17 @@
 //! response arrives; Timer B ends the transaction when none has arrived
 //! after 64*T1. After a provisional response the INVITE waits up to the
 //! ring timeout for its final response. Over TCP nothing is retransmitted.
+//! The schedules are [`Retransmit::timer_a`] and [`Retransmit::timer_e`].
 #![forbid(unsafe_code)]
 
 use std::io;
+use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::Timers;
 use super::conn::Conn;
+use crate::edge::sip::{Retransmit, wait_until};
 
 /// How a client transaction ended.
 #[derive(Debug)]
@@ -103,30 +106,26 @@ pub fn response_to(raw: &[u8], branch: &str, method: &str) -> Option<u16> {
 /// Runs an INVITE client transaction for `req` (already built with
 /// `branch`). Messages that belong elsewhere go to `acks`. A cancel asked
 /// through `hooks` ends it once a provisional response has arrived (RFC
-/// 3261 9.1: no CANCEL before one).
+/// 3261 9.1: no CANCEL before one); after the first provisional response
+/// it waits up to `ring_timeout` for the final one.
 pub async fn invite(
     conn: &mut Conn,
     req: &[u8],
     branch: &str,
     timers: &Timers,
+    ring_timeout: Duration,
     acks: &Acks,
     hooks: &mut Hooks,
 ) -> End {
     if let Err(e) = conn.send(req).await {
         return End::Transport(e);
     }
-    let start = Instant::now();
-    let timer_b = start + timers.timer_b;
-    let mut interval = timers.t1;
-    let mut timer_a = (!conn.reliable()).then(|| start + interval);
+    let mut schedule = Retransmit::timer_a(timers, Instant::now(), conn.reliable());
     let mut provisional = 0u16;
     let mut ring_deadline: Option<Instant> = None;
     let mut cancel_wanted = false;
     loop {
-        let deadline = match ring_deadline {
-            Some(d) => d,
-            None => timer_a.map_or(timer_b, |a| a.min(timer_b)),
-        };
+        let deadline = ring_deadline.or_else(|| schedule.next_deadline());
         tokio::select! {
             () = cancel_asked(hooks.cancel.as_mut()), if !cancel_wanted => {
                 cancel_wanted = true;
@@ -134,16 +133,13 @@ pub async fn invite(
                     return End::Cancelled { provisional };
                 }
             }
-            () = sleep_until(deadline) => {
-                let now = Instant::now();
-                if ring_deadline.is_some() || now >= timer_b {
+            () = wait_until(deadline) => {
+                if ring_deadline.is_some() || !schedule.fire(Instant::now()) {
                     return End::Timeout { provisional };
                 }
                 if let Err(e) = conn.send(req).await {
                     return End::Transport(e);
                 }
-                interval *= 2;
-                timer_a = Some(now + interval);
             }
             r = conn.recv() => {
                 let raw = match r {
@@ -153,8 +149,9 @@ pub async fn invite(
                 match response_to(&raw, branch, "INVITE") {
                     Some(s @ 100..=199) => {
                         provisional = provisional.max(s);
+                        schedule.provisional();
                         if ring_deadline.is_none() {
-                            ring_deadline = Some(Instant::now() + timers.ring_timeout);
+                            ring_deadline = Some(Instant::now() + ring_timeout);
                         }
                         if cancel_wanted {
                             return End::Cancelled { provisional };
@@ -175,8 +172,9 @@ pub async fn invite(
     }
 }
 
-/// Runs a non-INVITE client transaction (BYE, CANCEL): retransmissions from
-/// T1 doubling up to T2 over UDP, Timer F = `timers.timer_b`.
+/// Runs a non-INVITE client transaction (BYE, INFO, UPDATE): retransmissions
+/// from T1 doubling up to T2 over UDP (every T2 after a provisional
+/// response), Timer F = `timers.timer_f()`.
 pub async fn non_invite(
     conn: &mut Conn,
     req: &[u8],
@@ -188,24 +186,17 @@ pub async fn non_invite(
     if let Err(e) = conn.send(req).await {
         return End::Transport(e);
     }
-    let start = Instant::now();
-    let timer_f = start + timers.timer_b;
-    let mut interval = timers.t1;
-    let mut timer_e = (!conn.reliable()).then(|| start + interval);
+    let mut schedule = Retransmit::timer_e(timers, Instant::now(), conn.reliable());
     let mut provisional = 0u16;
     loop {
-        let deadline = timer_e.map_or(timer_f, |e| e.min(timer_f));
         tokio::select! {
-            () = sleep_until(deadline) => {
-                let now = Instant::now();
-                if now >= timer_f {
+            () = wait_until(schedule.next_deadline()) => {
+                if !schedule.fire(Instant::now()) {
                     return End::Timeout { provisional };
                 }
                 if let Err(e) = conn.send(req).await {
                     return End::Transport(e);
                 }
-                interval = if provisional > 0 { timers.t2 } else { (interval * 2).min(timers.t2) };
-                timer_e = Some(now + interval);
             }
             r = conn.recv() => {
                 let raw = match r {
@@ -213,7 +204,10 @@ pub async fn non_invite(
                     Err(e) => return End::Transport(e),
                 };
                 match response_to(&raw, branch, method) {
-                    Some(s @ 100..=199) => provisional = provisional.max(s),
+                    Some(s @ 100..=199) => {
+                        provisional = provisional.max(s);
+                        schedule.provisional();
+                    }
                     Some(_) => return End::Final(raw),
                     None => {
                         acks.absorb(conn, &raw).await;
@@ -229,14 +223,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::edge::outbound::message;
+    use crate::edge::outbound::{RING_TIMEOUT, message};
 
     fn invite_bytes(branch: &str) -> Vec<u8> {
         message::build(&message::Request {
             method: "INVITE",
             uri: "sip:bob@192.0.2.2",
             transport: "UDP",
-            local: "192.0.2.1:40000".parse().unwrap(),
+            sent_by: "192.0.2.1:40000",
             branch,
             from: "<sip:alice@192.0.2.1>;tag=1",
             to: "<sip:bob@192.0.2.2>",
@@ -267,6 +261,7 @@ mod tests {
             &req,
             "z9hG4bKa",
             &Timers::default(),
+            RING_TIMEOUT,
             &Acks::default(),
             &mut Hooks::default(),
         )
@@ -302,6 +297,7 @@ mod tests {
             &req,
             "z9hG4bKb",
             &timers,
+            RING_TIMEOUT,
             &Acks::default(),
             &mut Hooks::default(),
         )
@@ -321,6 +317,7 @@ mod tests {
             &req,
             "z9hG4bKc",
             &Timers::default(),
+            RING_TIMEOUT,
             &Acks::default(),
             &mut Hooks::default(),
         )
@@ -354,6 +351,7 @@ mod tests {
             &req,
             "z9hG4bKd",
             &timers,
+            RING_TIMEOUT,
             &Acks::default(),
             &mut Hooks::default(),
         )
@@ -370,10 +368,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ring_timeout_after_provisional() {
         let (mut conn, to_leg, _from_leg) = Conn::mem(false);
-        let timers = Timers {
-            ring_timeout: Duration::from_secs(5),
-            ..Timers::default()
-        };
+        let timers = Timers::default();
         to_leg.send(response(183, "z9hG4bKe")).unwrap();
         let t0 = Instant::now();
         let req = invite_bytes("z9hG4bKe");
@@ -382,6 +377,7 @@ mod tests {
             &req,
             "z9hG4bKe",
             &timers,
+            Duration::from_secs(5),
             &Acks::default(),
             &mut Hooks::default(),
         )
@@ -419,6 +415,50 @@ mod tests {
         assert_eq!(
             watcher.await.unwrap(),
             vec![0, 500, 1500, 3500, 7500, 11500, 15500]
+        );
+    }
+
+    /// RFC 3261 17.1.2.2: once a provisional response came, a non-INVITE
+    /// request is sent again every T2.
+    #[tokio::test(start_paused = true)]
+    async fn non_invite_after_a_provisional_every_t2() {
+        let (mut conn, to_leg, mut from_leg) = Conn::mem(false);
+        let t0 = Instant::now();
+        let watcher = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while let Some(_m) = from_leg.recv().await {
+                at.push(t0.elapsed().as_millis());
+            }
+            at
+        });
+        let far = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let trying = String::from_utf8(response(100, "z9hG4bKg"))
+                .unwrap()
+                .replace("1 INVITE", "1 BYE");
+            to_leg.send(trying.into_bytes()).unwrap();
+            tokio::time::sleep(Duration::from_mins(1)).await;
+            drop(to_leg);
+        });
+        let req = invite_bytes("z9hG4bKg");
+        let end = non_invite(
+            &mut conn,
+            &req,
+            "z9hG4bKg",
+            "BYE",
+            &Timers::default(),
+            &Acks::default(),
+        )
+        .await;
+        assert!(matches!(end, End::Timeout { provisional: 100 }), "{end:?}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(32));
+        drop(conn);
+        far.abort();
+        assert_eq!(
+            watcher.await.unwrap(),
+            vec![
+                0, 500, 1500, 5500, 9500, 13_500, 17_500, 21_500, 25_500, 29_500
+            ]
         );
     }
 }
