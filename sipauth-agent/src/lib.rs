@@ -6,5 +6,4 @@ pub mod control;
 pub mod edge;
 pub mod http;
 pub mod maps;
-pub mod metrics;
 pub mod run;

@@ -96,7 +96,7 @@ pub struct Calls {
     /// Records waiting for the writer task. Bounded: a flood of denied
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
     records: tokio::sync::mpsc::Sender<CallRecord>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::edge::metrics::Metrics>,
     /// What every outbound leg (Make Call and Dial) shares.
     pub outbound: crate::edge::outbound::Settings,
 }
@@ -114,7 +114,7 @@ impl Calls {
     pub fn new(
         client: sipauth_callback::Client,
         sink: Sink,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::edge::metrics::Metrics>,
         outbound: crate::edge::outbound::Settings,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);

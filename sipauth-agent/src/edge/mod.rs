@@ -16,6 +16,7 @@ mod check;
 pub mod conn;
 pub mod egress;
 pub mod lockout;
+pub mod metrics;
 pub mod outbound;
 pub mod registrar;
 pub mod sip;
@@ -32,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sipauth_digest::{Algorithm, NcTracker, NonceKey};
 use sipauth_sip::{Message, build};
 
-use crate::metrics::Metrics;
+use crate::edge::metrics::Metrics;
 use admission::{Decision, Digest};
 use call::{Calls, Inbound, Next};
 use egress::Egress;

@@ -118,7 +118,7 @@ impl Replier {
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let egress = Arc::new(Egress::new(
-            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(crate::edge::metrics::Metrics::new()),
             u32::MAX,
         ));
         (

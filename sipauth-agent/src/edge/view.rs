@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::control::ControlState;
 use sipauth_model::snapshot::{Index, Snapshot};
 
 pub type View = watch::Receiver<Arc<Index>>;
@@ -59,22 +58,6 @@ impl Views {
     #[must_use]
     pub fn current(&self) -> Arc<Index> {
         self.tx.borrow().clone()
-    }
-}
-
-/// Follows the in-process control plane (`sipauth run`).
-pub async fn follow_local(control: Arc<ControlState>, views: Arc<Views>) {
-    let mut versions = control.versions();
-    loop {
-        match control.snapshot().await {
-            Ok(s) => {
-                views.apply(s.0.clone());
-            }
-            Err(e) => tracing::warn!(error = %e, "building the snapshot failed; retrying"),
-        }
-        if versions.changed().await.is_err() {
-            return;
-        }
     }
 }
 

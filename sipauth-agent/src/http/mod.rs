@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod errors;
 
 use std::sync::Arc;
 
@@ -13,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::edge::lockout::Lockouts;
+use crate::edge::metrics::Metrics;
 use crate::maps::Xdp;
-use crate::metrics::Metrics;
 
 /// What the handlers share.
 pub struct AppState {
@@ -45,7 +44,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
     };
     let mut body = state.metrics.render(xdp_stats.as_deref());
-    crate::metrics::render_counter(
+    crate::edge::metrics::render_counter(
         &mut body,
         "sipauth_never_lock_failures_total",
         "Denied requests from never-lock sources judged in user space, not counted towards a lockout.",

@@ -17,12 +17,12 @@ pub use self::settings::{EdgeSettings, SettingsError};
 use crate::config::Config;
 use crate::control::{self, ControlState, store::Store};
 use crate::edge::call::{Calls, Sink};
+use crate::edge::metrics::Metrics;
 use crate::edge::outbound::{self, MakeCall};
 use crate::edge::view::{self, Views};
 use crate::edge::{DigestSettings, Edge, conn::ConnLimits, lockout::Lockouts, transport};
 use crate::http::{self, AppState};
 use crate::maps::Xdp;
-use crate::metrics::Metrics;
 use sipauth_digest::{Algorithm, NonceKey};
 
 /// `sipauth run`.
@@ -30,7 +30,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let settings = EdgeSettings::new(&cfg)?;
     let control = start_control(&cfg).await?;
     let views = Arc::new(Views::new());
-    tokio::spawn(view::follow_local(control.clone(), views.clone()));
+    tokio::spawn(follow_local(control.clone(), views.clone()));
     let sink = Sink::Store(control.store.clone());
     // Make Call requests go straight to this process's edge.
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -222,7 +222,7 @@ async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
     tracing::info!(addr = %cfg.http.listen, "HTTP listening");
-    let app = NormalizePathLayer::trim_trailing_slash().layer(http::errors::json_errors(app));
+    let app = NormalizePathLayer::trim_trailing_slash().layer(control::errors::json_errors(app));
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
@@ -240,6 +240,23 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The edge follows the in-process control plane (`sipauth run`): every
+/// committed version is applied as it is made.
+pub async fn follow_local(control: Arc<ControlState>, views: Arc<Views>) {
+    let mut versions = control.versions();
+    loop {
+        match control.snapshot().await {
+            Ok(s) => {
+                views.apply(s.0.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "building the snapshot failed; retrying"),
+        }
+        if versions.changed().await.is_err() {
+            return;
+        }
     }
 }
 

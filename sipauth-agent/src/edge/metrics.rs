@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::edge::conn::{Closure, Refusal};
+use super::conn::{Closure, Refusal};
 
 /// Request methods counted by name; the rest are `other`.
 const METHODS: [&str; 7] = [
