@@ -5,7 +5,6 @@
 pub mod api;
 pub mod errors;
 pub mod fields;
-pub mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +24,8 @@ use crate::control::errors::error_response;
 use sipauth_model::snapshot::{
     Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot,
 };
-use store::calls::CallRecord;
-use store::{Store, StoreError, WriteTx};
+use sipauth_store::calls::CallRecord;
+use sipauth_store::{Store, StoreError, WriteTx};
 
 /// How often a replica looks for changes committed through another one.
 const POLL: Duration = Duration::from_millis(100);
@@ -111,7 +110,7 @@ impl ControlState {
         {
             return Ok(Some(token.clone()));
         }
-        let token = store::accounts::token(&self.store, auth_id).await?;
+        let token = sipauth_store::accounts::token(&self.store, auth_id).await?;
         if let Some(t) = &token {
             let mut tokens = self.tokens.lock().expect("tokens");
             if tokens.len() >= TOKEN_CACHE {
@@ -168,8 +167,8 @@ async fn poll_versions(state: std::sync::Weak<ControlState>) {
 /// Builds the snapshot from one consistent read of the store. An entry
 /// whose address or prefix does not parse is left out.
 pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
-    let t = store::snapshot::read_all(store).await?;
-    let ha1 = |h: store::Ha1| Ha1Set {
+    let t = sipauth_store::snapshot::read_all(store).await?;
+    let ha1 = |h: sipauth_store::Ha1| Ha1Set {
         md5: h.md5,
         sha256: h.sha256,
         sha512_256: h.sha512_256,
@@ -283,12 +282,12 @@ pub async fn create_account(
         ),
     };
     let mut w = state.store.write().await?;
-    if store::accounts::exists(&mut w, &auth_id).await? {
+    if sipauth_store::accounts::exists(&mut w, &auth_id).await? {
         return Ok(None);
     }
-    store::accounts::insert(
+    sipauth_store::accounts::insert(
         &mut w,
-        &store::accounts::NewAccount {
+        &sipauth_store::accounts::NewAccount {
             auth_id: &auth_id,
             auth_token: &auth_token,
             name,
@@ -393,7 +392,7 @@ async fn edge_call(
         Records::Many(v) => v,
         Records::One(r) => vec![*r],
     };
-    match store::calls::insert_many(&state.store, &records).await {
+    match sipauth_store::calls::insert_many(&state.store, &records).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::warn!(error = %e, records = records.len(), "storing call records failed");
@@ -408,7 +407,7 @@ async fn edge_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::store::{acls, applications, testing};
+    use sipauth_store::{acls, applications, testing};
 
     #[tokio::test]
     async fn snapshots_attach_entries_to_their_acls_and_leave_out_bad_ones() {

@@ -13,11 +13,11 @@ use sipauth_callback::{Action, Callback, Dial, Method};
 
 use super::outbound::Outcome;
 
-pub use crate::control::store::calls::CallRecord;
-use crate::control::store::calls::insert_many;
-use crate::control::store::{Store, now};
 pub use sipauth_model::Cause;
 use sipauth_model::snapshot::{Application, AuthType};
+pub use sipauth_store::calls::CallRecord;
+use sipauth_store::calls::insert_many;
+use sipauth_store::{Store, now};
 
 /// Where call records go: the store (`sipauth run`) or the control plane
 /// (`sipauth edge`).

@@ -479,7 +479,7 @@ impl Edge {
         src: SocketAddr,
         replier: Replier,
     ) {
-        let created = crate::control::store::now();
+        let created = sipauth_store::now();
         let end = match call.run(&self.calls).await {
             Next::End(end) => end,
             Next::Dial { dial, rest } => {

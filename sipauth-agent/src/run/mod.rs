@@ -15,7 +15,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 pub use self::settings::{EdgeSettings, SettingsError};
 use crate::config::Config;
-use crate::control::{self, ControlState, store::Store};
+use crate::control::{self, ControlState};
 use crate::edge::call::{Calls, Sink};
 use crate::edge::metrics::Metrics;
 use crate::edge::outbound::{self, MakeCall};
@@ -24,6 +24,7 @@ use crate::edge::{DigestSettings, Edge, conn::ConnLimits, lockout::Lockouts, tra
 use crate::http::{self, AppState};
 use crate::maps::Xdp;
 use sipauth_digest::{Algorithm, NonceKey};
+use sipauth_store::Store;
 
 /// `sipauth run`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
-use crate::control::store::acls::{self, AclRow, EntryChange, EntryRow, NewAcl, NewEntry};
-use crate::control::store::{Conn, applications};
+use sipauth_store::acls::{self, AclRow, EntryChange, EntryRow, NewAcl, NewEntry};
+use sipauth_store::{Conn, applications};
 
 pub const MAX_PER_ACCOUNT: i64 = 100;
 pub const MAX_ENTRIES: i64 = 50;

@@ -19,9 +19,9 @@ use crate::control::ControlState;
 use crate::control::fields::{
     AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate,
 };
-use crate::control::store::applications::{self, ApplicationRow, Settings};
-use crate::control::store::{WriteTx, acls, credentials};
 use sipauth_model::snapshot::AuthType;
+use sipauth_store::applications::{self, ApplicationRow, Settings};
+use sipauth_store::{WriteTx, acls, credentials};
 
 const NAME: Kind = Kind::Text { min: 1, max: 255 };
 

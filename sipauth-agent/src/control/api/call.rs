@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
 use crate::control::ControlState;
 use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
-use crate::control::store::calls::{self, CallRecord, Requested};
-use crate::control::store::now;
 use sipauth_model::{Credentials, MakeCall, Secret};
+use sipauth_store::calls::{self, CallRecord, Requested};
+use sipauth_store::now;
 
 pub const CREATE: &[Field] = &[
     field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),

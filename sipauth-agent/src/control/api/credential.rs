@@ -17,8 +17,8 @@ use super::{
 };
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
-use crate::control::store::applications;
-use crate::control::store::credentials::{self, CredentialRow, NewCredential};
+use sipauth_store::applications;
+use sipauth_store::credentials::{self, CredentialRow, NewCredential};
 
 pub const MAX_PER_ACCOUNT: i64 = 200;
 

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::control::ControlState;
 use crate::control::fields::{Field, Kind, field, validate};
-use crate::control::store::endpoints::{self, EndpointRow, NewEndpoint};
-use crate::control::store::{WriteTx, applications};
+use sipauth_store::endpoints::{self, EndpointRow, NewEndpoint};
+use sipauth_store::{WriteTx, applications};
 
 const ALIAS: Kind = Kind::Text { min: 1, max: 255 };
 

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
 use super::ControlState;
-use super::store::{self, StoreError};
+use sipauth_store::{self, StoreError};
 
 pub const BASE: &str = "/v1/Account/{auth_id}";
 
@@ -387,7 +387,7 @@ pub fn page_reply<T>(
     acct: &str,
     path: &str,
     paging: &Paging,
-    page: &store::Page<T>,
+    page: &sipauth_store::Page<T>,
     object: impl Fn(&T) -> Value,
 ) -> Response {
     list_reply(
@@ -412,9 +412,9 @@ pub fn refuse_if_assigned(what: &str, apps: &[String]) -> Result<(), ApiError> {
 
 /// The HA1 values of `username:realm:password` as the store keeps them.
 #[must_use]
-pub fn ha1(username: &str, realm: &str, password: &str) -> store::Ha1 {
+pub fn ha1(username: &str, realm: &str, password: &str) -> sipauth_store::Ha1 {
     let set = sipauth_digest::Ha1Set::new(username, realm, password);
-    store::Ha1 {
+    sipauth_store::Ha1 {
         md5: set.md5,
         sha256: set.sha256,
         sha512_256: set.sha512_256,
@@ -595,7 +595,7 @@ mod tests {
 
     async fn app(dir: &tempfile::TempDir) -> Router {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = super::super::store::Store::open(&url).await.unwrap();
+        let store = super::sipauth_store::Store::open(&url).await.unwrap();
         let state = ControlState::new(store, "example.com".into(), String::new())
             .await
             .unwrap();

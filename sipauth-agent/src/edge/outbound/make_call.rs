@@ -23,8 +23,8 @@ use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
-use crate::control::store::now;
 use crate::edge::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
+use sipauth_store::now;
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;

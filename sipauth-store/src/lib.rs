@@ -534,8 +534,8 @@ mod tests {
 
 /// What the table modules' tests share: a store in a temp dir and accounts
 /// in it.
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::{Store, accounts};
 
     /// A fresh SQLite store; it lives as long as the directory.
