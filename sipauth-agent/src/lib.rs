@@ -5,5 +5,4 @@ pub mod config;
 pub mod control;
 pub mod edge;
 pub mod http;
-pub mod maps;
 pub mod run;

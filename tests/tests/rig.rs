@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use sipauth_agent::edge::lockout::{show, source_key};
+use sipauth_kernel::lockout::{show, source_key};
 use sipauth_tests::agent::{Agent, Options};
 use sipauth_tests::metric;
 use sipauth_tests::peers::{Sipp, flood, invite, status, tx_packets, udp_exchange};

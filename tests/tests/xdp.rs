@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use aya::TestRun as _;
 use aya::programs::TestRunOptions;
-use sipauth_agent::edge::lockout::now_ns;
-use sipauth_agent::maps::{LockoutPolicy, Xdp, prepare_pin_dir};
 use sipauth_common::stats::Reason;
 use sipauth_common::{acl, fnv};
+use sipauth_kernel::lockout::now_ns;
+use sipauth_kernel::maps::{LockoutPolicy, Xdp, prepare_pin_dir};
 use sipauth_model::snapshot::{Acl, Application, AuthType, Snapshot};
 
 const XDP_DROP: u32 = 1;

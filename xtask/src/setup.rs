@@ -35,7 +35,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
 ];
 
-/// The rustup name of Debian's toolchain (see sipauth-agent/build.rs).
+/// The rustup name of Debian's toolchain (see sipauth-kernel/build.rs).
 const TOOLCHAIN: &str = "sipauth-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz for `cargo xtask fuzz`; installed on its first use, not by

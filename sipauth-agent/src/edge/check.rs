@@ -199,9 +199,9 @@ impl Edge {
 #[cfg(test)]
 pub(super) fn test_edge() -> Arc<Edge> {
     use super::call::{Calls, Sink};
-    use super::lockout::Lockouts;
     use super::{DigestSettings, outbound, view};
-    use crate::maps::LockoutPolicy as Policy;
+    use sipauth_kernel::lockout::Lockouts;
+    use sipauth_kernel::maps::LockoutPolicy as Policy;
     use std::time::Duration;
 
     let metrics = Arc::new(crate::edge::metrics::Metrics::new());

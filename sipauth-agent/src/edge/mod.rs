@@ -15,7 +15,6 @@ pub mod call;
 mod check;
 pub mod conn;
 pub mod egress;
-pub mod lockout;
 pub mod metrics;
 pub mod outbound;
 pub mod registrar;
@@ -37,8 +36,8 @@ use crate::edge::metrics::Metrics;
 use admission::{Decision, Digest};
 use call::{Calls, Inbound, Next};
 use egress::Egress;
-use lockout::Lockouts;
 use registrar::Registrar;
+use sipauth_kernel::lockout::Lockouts;
 use transaction::{Key, Seen, Transactions};
 use transport::Replier;
 

@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::control::errors::error_response as error;
-use crate::edge::lockout::{LockoutError, never_lock};
+use sipauth_kernel::lockout::{LockoutError, never_lock};
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()

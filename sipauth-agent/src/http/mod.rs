@@ -11,9 +11,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::edge::lockout::Lockouts;
 use crate::edge::metrics::Metrics;
-use crate::maps::Xdp;
+use sipauth_kernel::lockout::Lockouts;
+use sipauth_kernel::maps::Xdp;
 
 /// What the handlers share.
 pub struct AppState {

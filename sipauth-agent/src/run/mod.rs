@@ -20,10 +20,11 @@ use crate::edge::call::{Calls, Sink};
 use crate::edge::metrics::Metrics;
 use crate::edge::outbound::{self, MakeCall};
 use crate::edge::view::{self, Views};
-use crate::edge::{DigestSettings, Edge, conn::ConnLimits, lockout::Lockouts, transport};
+use crate::edge::{DigestSettings, Edge, conn::ConnLimits, transport};
 use crate::http::{self, AppState};
-use crate::maps::Xdp;
 use sipauth_digest::{Algorithm, NonceKey};
+use sipauth_kernel::lockout::Lockouts;
+use sipauth_kernel::maps::Xdp;
 use sipauth_store::Store;
 
 /// `sipauth run`.

@@ -11,9 +11,9 @@ use ipnet::IpNet;
 
 use crate::config::{Config, XdpMode};
 use crate::edge::conn::Limits;
-use crate::edge::lockout::never_lock;
 use crate::edge::outbound::{self, Target, Timers};
-use crate::maps::{self, LockoutPolicy};
+use sipauth_kernel::lockout::never_lock;
+use sipauth_kernel::maps::{self, LockoutPolicy};
 
 /// A setting a component refuses.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     let manifest = std::env::var("CARGO_MANIFEST_DIR")?;
     let root_dir = Path::new(&manifest)
         .parent()
-        .expect("the agent lives in the workspace")
+        .expect("the kernel crate lives in the workspace")
         .join("sipauth-ebpf");
     let root_dir = root_dir.to_str().expect("workspace path is UTF-8");
     println!("cargo:rerun-if-changed=../sipauth-common/src");
