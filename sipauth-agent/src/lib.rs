@@ -1,8 +1,9 @@
-//! The sipauth agent: the SIP edge, its XDP program's loader and map sync,
-//! and the HTTP surface. `main.rs` is the `sipauth` command line.
+//! The `sipauth` binary's own parts: the config file as written
+//! ([`config`], which imports nothing of the other crates), where its
+//! settings become the components' settings and the components are started
+//! ([`run`]), and the edge's HTTP surface ([`http`]: metrics and the
+//! operator endpoints). `main.rs` is the command line.
 
 pub mod config;
-pub mod control;
-pub mod edge;
 pub mod http;
 pub mod run;

@@ -208,11 +208,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn create_account(cfg: Config, name: &str, json: bool) -> anyhow::Result<()> {
-    use sipauth_agent::control::{self, ControlState};
+    use sipauth_control::ControlState;
     use sipauth_store::Store;
     let store = Store::open(&cfg.control.database).await?;
     let state = ControlState::new(store, cfg.sip.domain.clone(), String::new()).await?;
-    let acct = control::create_account(&state, name, None)
+    let acct = sipauth_control::create_account(&state, name, None)
         .await?
         .context("account id collision; run again")?;
     if json {

@@ -39,7 +39,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::control::errors::error_response as error;
+use sipauth_control::errors::error_response as error;
 use sipauth_kernel::lockout::{LockoutError, never_lock};
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -120,7 +120,7 @@ async fn add(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return crate::control::errors::json_rejection(&e),
+        Err(e) => return sipauth_control::errors::json_rejection(&e),
     };
     let Ok(address) = body.address.parse::<IpAddr>() else {
         return error(
@@ -176,7 +176,7 @@ async fn never_lock_add(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return crate::control::errors::json_rejection(&e),
+        Err(e) => return sipauth_control::errors::json_rejection(&e),
     };
     let cidr = match never_lock::parse(&body.cidr) {
         Ok(c) => c,

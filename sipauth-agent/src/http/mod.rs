@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::edge::metrics::Metrics;
+use sipauth_edge::metrics::Metrics;
 use sipauth_kernel::lockout::Lockouts;
 use sipauth_kernel::maps::Xdp;
 
@@ -21,7 +21,7 @@ pub struct AppState {
     pub lockouts: Arc<Lockouts>,
     pub xdp: Option<Arc<Xdp>>,
     /// The snapshot the edge enforces.
-    pub views: Arc<crate::edge::view::Views>,
+    pub views: Arc<sipauth_edge::view::Views>,
     /// Operator bearer token; empty disables `/admin`.
     pub admin_token: String,
     /// Lockout length when the operator gives none.
@@ -44,7 +44,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
     };
     let mut body = state.metrics.render(xdp_stats.as_deref());
-    crate::edge::metrics::render_counter(
+    sipauth_edge::metrics::render_counter(
         &mut body,
         "sipauth_never_lock_failures_total",
         "Denied requests from never-lock sources judged in user space, not counted towards a lockout.",

@@ -15,14 +15,14 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 pub use self::settings::{EdgeSettings, SettingsError};
 use crate::config::Config;
-use crate::control::{self, ControlState};
-use crate::edge::call::{Calls, Sink};
-use crate::edge::metrics::Metrics;
-use crate::edge::outbound::{self, MakeCall};
-use crate::edge::view::{self, Views};
-use crate::edge::{DigestSettings, Edge, conn::ConnLimits, transport};
 use crate::http::{self, AppState};
+use sipauth_control::ControlState;
 use sipauth_digest::{Algorithm, NonceKey};
+use sipauth_edge::call::{Calls, Sink};
+use sipauth_edge::metrics::Metrics;
+use sipauth_edge::outbound::{self, MakeCall};
+use sipauth_edge::view::{self, Views};
+use sipauth_edge::{DigestSettings, Edge, conn::ConnLimits, transport};
 use sipauth_kernel::lockout::Lockouts;
 use sipauth_kernel::maps::Xdp;
 use sipauth_store::Store;
@@ -38,7 +38,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let _ = control.originate.set(tx);
     let edge_http = start_edge(&cfg, settings, &views, sink, Some(rx))?;
-    serve(&cfg, control::router(control).merge(edge_http)).await
+    serve(&cfg, sipauth_control::router(control).merge(edge_http)).await
 }
 
 /// `sipauth control`.
@@ -47,7 +47,7 @@ pub async fn control(cfg: Config) -> anyhow::Result<()> {
     if control.edge_token.is_empty() {
         tracing::warn!("control.edge_token is empty: no edge can follow this control plane");
     }
-    serve(&cfg, control::router(control)).await
+    serve(&cfg, sipauth_control::router(control)).await
 }
 
 /// `sipauth edge`.
@@ -102,7 +102,8 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
         } else {
             seed.name.as_str()
         };
-        control::create_account(&state, name, Some((&seed.auth_id, &seed.auth_token))).await?;
+        sipauth_control::create_account(&state, name, Some((&seed.auth_id, &seed.auth_token)))
+            .await?;
     }
     Ok(state)
 }
@@ -224,7 +225,8 @@ async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
     tracing::info!(addr = %cfg.http.listen, "HTTP listening");
-    let app = NormalizePathLayer::trim_trailing_slash().layer(control::errors::json_errors(app));
+    let app =
+        NormalizePathLayer::trim_trailing_slash().layer(sipauth_control::errors::json_errors(app));
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
@@ -265,7 +267,7 @@ pub async fn follow_local(control: Arc<ControlState>, views: Arc<Views>) {
 /// Writes every snapshot the edge applies into the XDP maps (applications
 /// with an IP ACL, and the ACL entries), so the kernel judges ACL-gated
 /// INVITEs by the same view as user space.
-async fn sync_maps(xdp: Arc<Xdp>, mut view: crate::edge::view::View) {
+async fn sync_maps(xdp: Arc<Xdp>, mut view: sipauth_edge::view::View) {
     loop {
         let current = view.borrow_and_update().clone();
         let started = std::time::Instant::now();

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, XdpMode};
-use crate::edge::conn::Limits;
-use crate::edge::outbound::{self, Target, Timers};
+use sipauth_edge::conn::Limits;
+use sipauth_edge::outbound::{self, Target, Timers};
 use sipauth_kernel::lockout::never_lock;
 use sipauth_kernel::maps::{self, LockoutPolicy};
 

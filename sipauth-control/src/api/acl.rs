@@ -17,8 +17,8 @@ use super::{
     AccountId, ApiError, ApiResult, Page, body_fields, no_content, page_reply, refuse_if_assigned,
     reply, time,
 };
-use crate::control::ControlState;
-use crate::control::fields::{Field, Kind, field, validate};
+use crate::ControlState;
+use crate::fields::{Field, Kind, field, validate};
 use sipauth_store::acls::{self, AclRow, EntryChange, EntryRow, NewAcl, NewEntry};
 use sipauth_store::{Conn, applications};
 

@@ -20,7 +20,7 @@ use sipauth_digest::Ha1Set;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
-use crate::control::errors::error_response;
+use crate::errors::error_response;
 use sipauth_model::snapshot::{
     Account, Acl, Application, AuthType, Credential, Endpoint, Snapshot,
 };
@@ -386,7 +386,7 @@ async fn edge_call(
     }
     let records = match records {
         Ok(axum::Json(r)) => r,
-        Err(e) => return crate::control::errors::json_rejection(&e),
+        Err(e) => return crate::errors::json_rejection(&e),
     };
     let records = match records {
         Records::Many(v) => v,

@@ -29,11 +29,11 @@ use tokio::time::Instant;
 
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
-use crate::edge::Edge;
-use crate::edge::call::{Cause, DialEnd, Ending, Inbound, Next};
-use crate::edge::sip::{Retransmit, Timers, wait_until};
-use crate::edge::transaction::Key;
-use crate::edge::transport::Replier;
+use crate::Edge;
+use crate::call::{Cause, DialEnd, Ending, Inbound, Next};
+use crate::sip::{Retransmit, Timers, wait_until};
+use crate::transaction::Key;
+use crate::transport::Replier;
 use sipauth_model::snapshot::AuthType;
 
 /// A bridged call is ended by the edge after this long.

@@ -96,9 +96,9 @@ pub struct Calls {
     /// Records waiting for the writer task. Bounded: a flood of denied
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
     records: tokio::sync::mpsc::Sender<CallRecord>,
-    metrics: Arc<crate::edge::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// What every outbound leg (Make Call and Dial) shares.
-    pub outbound: crate::edge::outbound::Settings,
+    pub outbound: crate::outbound::Settings,
 }
 
 /// Records queued for writing at most.
@@ -114,8 +114,8 @@ impl Calls {
     pub fn new(
         client: sipauth_callback::Client,
         sink: Sink,
-        metrics: Arc<crate::edge::metrics::Metrics>,
-        outbound: crate::edge::outbound::Settings,
+        metrics: Arc<crate::metrics::Metrics>,
+        outbound: crate::outbound::Settings,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
         tokio::spawn(async move {

@@ -28,7 +28,7 @@ use std::time::Duration;
 pub use leg::{Dialog, Held, Leg, LegEnd, Outcome};
 pub use make_call::MakeCall;
 
-pub use crate::edge::sip::Timers;
+pub use crate::sip::Timers;
 
 /// How long an INVITE that got a provisional response waits for its final
 /// one before it is cancelled, unless the call says otherwise.

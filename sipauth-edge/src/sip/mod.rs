@@ -1,6 +1,6 @@
 //! The SIP layer under the call logic: what every transaction of the edge
-//! shares, server ([`crate::edge::transaction`]) and client
-//! ([`crate::edge::outbound::txn`]) alike.
+//! shares, server ([`crate::transaction`]) and client
+//! ([`crate::outbound::txn`]) alike.
 //!
 //! [`timers`]: T1, T2, T4 and the timers derived from them, and the one
 //! schedule on which a request or a response is sent again.

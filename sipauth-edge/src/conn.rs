@@ -17,7 +17,7 @@ use std::time::Duration;
 use sipauth_sip::ParseError;
 use tokio::sync::watch;
 
-use crate::edge::metrics::ConnCounters;
+use crate::metrics::ConnCounters;
 
 /// Body bytes a stream message may carry. SIP bodies (SDP, a few MIME
 /// parts) are a few KiB; nothing the edge takes needs more.

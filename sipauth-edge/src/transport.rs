@@ -118,7 +118,7 @@ impl Replier {
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let egress = Arc::new(Egress::new(
-            Arc::new(crate::edge::metrics::Metrics::new()),
+            Arc::new(crate::metrics::Metrics::new()),
             u32::MAX,
         ));
         (
@@ -393,7 +393,7 @@ mod tests {
 
     /// A real edge (no applications) serving TCP on loopback within `limits`.
     fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
-        let edge = crate::edge::check::test_edge();
+        let edge = crate::check::test_edge();
         let metrics = edge.metrics.clone();
         let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
         let addr = listener.local_addr().unwrap();

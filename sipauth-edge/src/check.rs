@@ -204,7 +204,7 @@ pub(super) fn test_edge() -> Arc<Edge> {
     use sipauth_kernel::maps::LockoutPolicy as Policy;
     use std::time::Duration;
 
-    let metrics = Arc::new(crate::edge::metrics::Metrics::new());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let calls = Calls::new(
         sipauth_callback::Client::new(Duration::from_secs(1)),
         Sink::Remote {

@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sipauth_digest::{Algorithm, NcTracker, NonceKey};
 use sipauth_sip::{Message, build};
 
-use crate::edge::metrics::Metrics;
+use crate::metrics::Metrics;
 use admission::{Decision, Digest};
 use call::{Calls, Inbound, Next};
 use egress::Egress;

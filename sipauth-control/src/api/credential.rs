@@ -15,8 +15,8 @@ use super::{
     AccountId, ApiError, ApiResult, Page, body_fields, ha1, no_content, page_reply,
     refuse_if_assigned, reply, time,
 };
-use crate::control::ControlState;
-use crate::control::fields::{Field, Kind, field, validate};
+use crate::ControlState;
+use crate::fields::{Field, Kind, field, validate};
 use sipauth_store::applications;
 use sipauth_store::credentials::{self, CredentialRow, NewCredential};
 

@@ -23,7 +23,7 @@ use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
-use crate::edge::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
+use crate::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
 use sipauth_store::now;
 
 /// Outbound calls in progress at once; further requests wait in the queue.
@@ -148,7 +148,7 @@ async fn answered(
     let cb = Callback {
         url: &call.answer_url,
         method: method_of(&call.answer_method),
-        params: params(&call, "in-progress"),
+        params: params(call, "in-progress"),
         auth_token: &call.auth_token,
     };
     let actions = match calls.client.fetch(&cb).await {
@@ -233,7 +233,7 @@ async fn answered(
                 let next = dial_action(
                     calls,
                     &dial,
-                    params(&call, "in-progress"),
+                    params(call, "in-progress"),
                     &call.auth_token,
                     &call.call_uuid,
                     &told,

@@ -15,10 +15,8 @@ use super::{
     AccountId, ApiError, ApiResult, Page, body_fields, no_content, numeric_id, page_reply, reply,
     time,
 };
-use crate::control::ControlState;
-use crate::control::fields::{
-    AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate,
-};
+use crate::ControlState;
+use crate::fields::{AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate};
 use sipauth_model::snapshot::AuthType;
 use sipauth_store::applications::{self, ApplicationRow, Settings};
 use sipauth_store::{WriteTx, acls, credentials};

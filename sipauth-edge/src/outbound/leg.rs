@@ -14,8 +14,8 @@ use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
-use crate::edge::call::Cause;
-use crate::edge::sip::{Retransmit, wait_until};
+use crate::call::Cause;
+use crate::sip::{Retransmit, wait_until};
 
 /// What to dial.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 use super::{acl, application, call, credential, endpoint};
-use crate::control::ControlState;
-use crate::control::fields::{Field, schema};
+use crate::ControlState;
+use crate::fields::{Field, schema};
 
 struct Op {
     method: &'static str,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Timers;
 use super::conn::Conn;
-use crate::edge::sip::{Retransmit, wait_until};
+use crate::sip::{Retransmit, wait_until};
 
 /// How a client transaction ended.
 #[derive(Debug)]
@@ -223,7 +223,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::edge::outbound::{RING_TIMEOUT, message};
+    use crate::outbound::{RING_TIMEOUT, message};
 
     fn invite_bytes(branch: &str) -> Vec<u8> {
         message::build(&message::Request {

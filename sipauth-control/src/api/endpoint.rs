@@ -16,8 +16,8 @@ use super::{
     AccountId, ApiError, ApiResult, Page, body_fields, ha1, no_content, numeric_id, page_reply,
     reply, time,
 };
-use crate::control::ControlState;
-use crate::control::fields::{Field, Kind, field, validate};
+use crate::ControlState;
+use crate::fields::{Field, Kind, field, validate};
 use sipauth_store::endpoints::{self, EndpointRow, NewEndpoint};
 use sipauth_store::{WriteTx, applications};
 

@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
-use crate::control::ControlState;
-use crate::control::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
+use crate::ControlState;
+use crate::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use sipauth_model::{Credentials, MakeCall, Secret};
 use sipauth_store::calls::{self, CallRecord, Requested};
 use sipauth_store::now;

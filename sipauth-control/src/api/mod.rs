@@ -87,7 +87,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = crate::control::errors::error_response(self.status, self.message);
+        let mut r = crate::errors::error_response(self.status, self.message);
         let h = r.headers_mut();
         match self.status {
             StatusCode::UNAUTHORIZED => {
@@ -120,7 +120,7 @@ fn retry_secs(d: Duration) -> u64 {
 
 pub type ApiResult = Result<Response, ApiError>;
 
-pub use crate::control::errors::api_id;
+pub use crate::errors::api_id;
 
 /// A JSON response with `api_id` added.
 pub fn reply(status: StatusCode, mut body: Value) -> Response {
@@ -603,7 +603,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        crate::control::errors::json_errors(super::super::router(state))
+        crate::errors::json_errors(super::super::router(state))
     }
 
     async fn send(

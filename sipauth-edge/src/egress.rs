@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::{Duration, Instant};
 
-use crate::edge::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// How long a source stays proven after it last passed admission.
 pub const PROVEN_FOR: Duration = Duration::from_hours(1);

@@ -223,7 +223,7 @@ impl Transactions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::transport::Replier;
+    use crate::transport::Replier;
 
     fn invite(branch: &str, method: &str) -> Vec<u8> {
         format!(
