@@ -273,7 +273,7 @@ impl Default for Lockout {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
-    /// A tracing filter: `info`, `debug`, `sipauth_agent=trace,aya=warn`, ...
+    /// A tracing filter: `info`, `debug`, `sipauth_edge=trace,aya=warn`, ...
     pub filter: String,
 }
 

@@ -99,7 +99,7 @@ struct RunArgs {
     /// Default: /sys/fs/bpf/sipauth.
     #[arg(long = "pin-dir", value_name = "DIR")]
     pin_dir: Option<PathBuf>,
-    /// Log filter (`log.filter`), e.g. `info` or `sipauth_agent=debug`.
+    /// Log filter (`log.filter`), e.g. `info` or `sipauth_edge=debug`.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
     /// Print the effective configuration as TOML and exit.
