@@ -10,6 +10,7 @@ mod call;
 mod credential;
 mod endpoint;
 pub mod openapi;
+mod resource;
 #[cfg(test)]
 mod router_tests;
 
@@ -123,6 +124,7 @@ fn retry_secs(d: Duration) -> u64 {
 pub type ApiResult = Result<Response, ApiError>;
 
 pub use crate::errors::api_id;
+pub use resource::Resource;
 
 /// A JSON response with `api_id` added.
 pub fn reply(status: StatusCode, mut body: Value) -> Response {
@@ -135,6 +137,12 @@ pub fn reply(status: StatusCode, mut body: Value) -> Response {
 #[must_use]
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// 202 `{"message": "changed"}`: an update was stored.
+#[must_use]
+pub fn changed() -> Response {
+    reply(StatusCode::ACCEPTED, json!({ "message": "changed" }))
 }
 
 // === request bodies ===
