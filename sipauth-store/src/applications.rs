@@ -2,8 +2,10 @@
 //! them (`sip_auth_type` with its credential and IP ACL).
 #![forbid(unsafe_code)]
 
+use sqlx::Any;
 use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 
 use super::{FromRow, StoreError, Table, WriteTx, now};
 
@@ -69,21 +71,16 @@ pub async fn insert(
     s: &Settings,
 ) -> Result<(), StoreError> {
     let t = now();
-    sqlx::query(
-        "INSERT INTO applications (app_id, account, app_name, answer_url, answer_method, hangup_url, hangup_method, \
-         sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    bind_settings(
+        sqlx::query(
+            "INSERT INTO applications (app_name, answer_url, answer_method, hangup_url, hangup_method, \
+             sip_auth_type, credential_uuid, ip_acl_uuid, app_id, account, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        ),
+        s,
     )
     .bind(app_id)
     .bind(acct)
-    .bind(&s.app_name)
-    .bind(&s.answer_url)
-    .bind(&s.answer_method)
-    .bind(&s.hangup_url)
-    .bind(&s.hangup_method)
-    .bind(&s.sip_auth_type)
-    .bind(&s.credential_uuid)
-    .bind(&s.ip_acl_uuid)
     .bind(t)
     .bind(t)
     .execute(&mut *w.tx)
@@ -93,24 +90,35 @@ pub async fn insert(
 
 /// Replaces the settings of application `app_id`.
 pub async fn update(w: &mut WriteTx, app_id: &str, s: &Settings) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
-         hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
-         WHERE app_id = $10",
+    bind_settings(
+        sqlx::query(
+            "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
+             hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
+             WHERE app_id = $10",
+        ),
+        s,
     )
-    .bind(&s.app_name)
-    .bind(&s.answer_url)
-    .bind(&s.answer_method)
-    .bind(&s.hangup_url)
-    .bind(&s.hangup_method)
-    .bind(&s.sip_auth_type)
-    .bind(&s.credential_uuid)
-    .bind(&s.ip_acl_uuid)
     .bind(now())
     .bind(app_id)
     .execute(&mut *w.tx)
     .await?;
     Ok(())
+}
+
+/// `q` with `s` bound as its first eight values, in the order of the
+/// fields of [`Settings`].
+fn bind_settings<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    s: &'q Settings,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    q.bind(&s.app_name)
+        .bind(&s.answer_url)
+        .bind(&s.answer_method)
+        .bind(&s.hangup_url)
+        .bind(&s.hangup_method)
+        .bind(&s.sip_auth_type)
+        .bind(&s.credential_uuid)
+        .bind(&s.ip_acl_uuid)
 }
 
 /// Deletes application `app_id`; its endpoints stay, detached.

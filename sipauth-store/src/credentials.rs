@@ -90,16 +90,9 @@ pub async fn delete(w: &mut WriteTx, acct: &str, uuid: &str) -> Result<(), Store
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::ha1;
     use super::super::{Store, snapshot, testing};
     use super::*;
-
-    fn ha1(tag: &str) -> Ha1 {
-        Ha1 {
-            md5: format!("md5-{tag}"),
-            sha256: format!("sha256-{tag}"),
-            sha512_256: format!("sha512-{tag}"),
-        }
-    }
 
     async fn add(store: &Store, uuid: &str, acct: &str, username: &str) {
         let mut w = store.write().await.unwrap();

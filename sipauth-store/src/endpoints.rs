@@ -98,16 +98,9 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::ha1;
     use super::super::{applications, snapshot, testing};
     use super::*;
-
-    fn ha1(tag: &str) -> Ha1 {
-        Ha1 {
-            md5: format!("md5-{tag}"),
-            sha256: format!("sha256-{tag}"),
-            sha512_256: format!("sha512-{tag}"),
-        }
-    }
 
     #[tokio::test]
     async fn endpoints_round_trip() {

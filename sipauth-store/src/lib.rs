@@ -633,7 +633,7 @@ mod tests {
 /// in it.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
-    use super::{Store, accounts};
+    use super::{Ha1, Store, accounts};
 
     /// A fresh SQLite store; it lives as long as the directory.
     pub async fn open() -> (tempfile::TempDir, Store) {
@@ -641,6 +641,16 @@ pub mod testing {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::open(&url).await.unwrap();
         (dir, store)
+    }
+
+    /// HA1 values that name `tag` (`md5-TAG`, `sha256-TAG`, `sha512-TAG`).
+    #[must_use]
+    pub fn ha1(tag: &str) -> Ha1 {
+        Ha1 {
+            md5: format!("md5-{tag}"),
+            sha256: format!("sha256-{tag}"),
+            sha512_256: format!("sha512-{tag}"),
+        }
     }
 
     /// Account `auth_id` (token `t-` and the id), committed.
