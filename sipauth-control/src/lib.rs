@@ -187,13 +187,13 @@ pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         .map(|a| Application {
             app_id: a.app_id,
             account: a.account,
-            answer_url: a.answer_url,
-            answer_method: a.answer_method,
-            hangup_url: a.hangup_url,
-            hangup_method: a.hangup_method,
-            sip_auth_type: AuthType::parse(&a.sip_auth_type).unwrap_or_default(),
-            credential_uuid: a.credential_uuid,
-            ip_acl_uuid: a.ip_acl_uuid,
+            answer_url: a.settings.answer_url,
+            answer_method: a.settings.answer_method,
+            hangup_url: a.settings.hangup_url,
+            hangup_method: a.settings.hangup_method,
+            sip_auth_type: AuthType::parse(&a.settings.sip_auth_type).unwrap_or_default(),
+            credential_uuid: a.settings.credential_uuid,
+            ip_acl_uuid: a.settings.ip_acl_uuid,
         })
         .collect();
     let credentials = t

@@ -2,60 +2,35 @@
 //! each entry stored as the network address and its prefix length.
 #![forbid(unsafe_code)]
 
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use super::{Store, StoreError, Table, WriteTx, now};
 
-use super::{Conn, FromRow, Page, Store, StoreError, WriteTx, from_rows, now};
+/// IP ACLs, read by account; the key is `uuid`.
+pub const TABLE: Table<AclRow> = Table::new("ip_acls", "uuid", "account");
+/// Entries, read by their IP ACL; the key is `uuid`.
+pub const ENTRIES: Table<EntryRow> = Table::new("ip_acl_entries", "uuid", "acl");
 
-const TABLE: &str = "ip_acls";
-const KEY: &str = "uuid";
-/// The columns the API shows, the key first.
-const COLUMNS: &str = "uuid, name, created_at, updated_at";
-const ENTRIES: &str = "ip_acl_entries";
-const ENTRY_COLUMNS: &str = "uuid, ip, cidr_prefix, description, created_at, updated_at";
-
-/// An IP ACL as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclRow {
-    pub uuid: String,
-    pub name: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl FromRow for AclRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            uuid: r.try_get("uuid")?,
-            name: r.try_get("name")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+row! {
+    /// An IP ACL as the API shows it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AclRow {
+        pub uuid: String,
+        pub name: String,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 
-/// An entry of an IP ACL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryRow {
-    pub uuid: String,
-    /// The network address.
-    pub ip: String,
-    pub cidr_prefix: i64,
-    pub description: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl FromRow for EntryRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            uuid: r.try_get("uuid")?,
-            ip: r.try_get("ip")?,
-            cidr_prefix: r.try_get("cidr_prefix")?,
-            description: r.try_get("description")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+row! {
+    /// An entry of an IP ACL.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct EntryRow {
+        pub uuid: String,
+        /// The network address.
+        pub ip: String,
+        pub cidr_prefix: i64,
+        pub description: String,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -87,16 +62,6 @@ pub struct EntryChange<'a> {
 
 // --- lists ---
 
-/// How many IP ACLs account `acct` holds.
-pub async fn count(w: &mut WriteTx, acct: &str) -> Result<i64, StoreError> {
-    super::count(&mut w.tx, TABLE, "account", acct).await
-}
-
-/// Whether account `acct` owns IP ACL `uuid`.
-pub async fn exists(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<bool, StoreError> {
-    super::exists(c.conn(), TABLE, KEY, acct, uuid).await
-}
-
 /// Inserts an IP ACL without entries, created now.
 pub async fn insert(w: &mut WriteTx, a: &NewAcl<'_>) -> Result<(), StoreError> {
     let t = now();
@@ -113,21 +78,6 @@ pub async fn insert(w: &mut WriteTx, a: &NewAcl<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A page of `acct`'s IP ACLs, oldest first.
-pub async fn list(
-    store: &Store,
-    acct: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<AclRow>, StoreError> {
-    super::page(store, TABLE, COLUMNS, "account", acct, limit, offset).await
-}
-
-/// IP ACL `uuid` if account `acct` owns it.
-pub async fn get(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<Option<AclRow>, StoreError> {
-    super::owned(c.conn(), TABLE, KEY, COLUMNS, acct, uuid).await
-}
-
 /// IP ACL `uuid` if account `acct` owns it, with all its entries (oldest
 /// first), read in one transaction.
 pub async fn get_with_entries(
@@ -136,18 +86,12 @@ pub async fn get_with_entries(
     uuid: &str,
 ) -> Result<Option<(AclRow, Vec<EntryRow>)>, StoreError> {
     let mut tx = store.pool().begin().await?;
-    let Some(acl) = super::owned(&mut tx, TABLE, KEY, COLUMNS, acct, uuid).await? else {
+    let Some(acl) = TABLE.owned(&mut tx, acct, uuid).await? else {
         return Ok(None);
     };
-    let entries = sqlx::query(
-        "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
-         WHERE acl = $1 ORDER BY created_at, uuid",
-    )
-    .bind(uuid)
-    .fetch_all(&mut *tx)
-    .await?;
+    let entries = ENTRIES.all_of(&mut tx, uuid).await?;
     tx.commit().await?;
-    Ok(Some((acl, from_rows(&entries)?)))
+    Ok(Some((acl, entries)))
 }
 
 /// Renames IP ACL `uuid`.
@@ -176,11 +120,6 @@ pub async fn delete(w: &mut WriteTx, uuid: &str) -> Result<(), StoreError> {
 
 // --- entries ---
 
-/// How many entries IP ACL `acl` holds.
-pub async fn count_entries(w: &mut WriteTx, acl: &str) -> Result<i64, StoreError> {
-    super::count(&mut w.tx, ENTRIES, "acl", acl).await
-}
-
 /// Inserts an entry, created now; its IP ACL is modified now too.
 pub async fn insert_entry(w: &mut WriteTx, e: &NewEntry<'_>) -> Result<(), StoreError> {
     let t = now();
@@ -203,33 +142,6 @@ pub async fn insert_entry(w: &mut WriteTx, e: &NewEntry<'_>) -> Result<(), Store
         .execute(&mut *w.tx)
         .await?;
     Ok(())
-}
-
-/// A page of IP ACL `acl`'s entries, oldest first.
-pub async fn list_entries(
-    store: &Store,
-    acl: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<EntryRow>, StoreError> {
-    super::page(store, ENTRIES, ENTRY_COLUMNS, "acl", acl, limit, offset).await
-}
-
-/// Entry `entry` of IP ACL `acl`, if it has one so named.
-pub async fn get_entry(
-    c: &mut impl Conn,
-    acl: &str,
-    entry: &str,
-) -> Result<Option<EntryRow>, StoreError> {
-    let row = sqlx::query(
-        "SELECT uuid, ip, cidr_prefix, description, created_at, updated_at FROM ip_acl_entries \
-         WHERE acl = $1 AND uuid = $2",
-    )
-    .bind(acl)
-    .bind(entry)
-    .fetch_optional(c.conn())
-    .await?;
-    Ok(row.as_ref().map(EntryRow::from_row).transpose()?)
 }
 
 /// Replaces what entry `entry` holds.
@@ -310,13 +222,13 @@ mod tests {
         entry(&store, "e3", "a2", "192.0.2.7", 32).await;
 
         let mut w = store.write().await.unwrap();
-        assert_eq!(count(&mut w, "MA1").await.unwrap(), 2);
-        assert_eq!(count_entries(&mut w, "a1").await.unwrap(), 2);
-        assert!(exists(&mut w, "MA1", "a2").await.unwrap());
-        assert!(!exists(&mut w, "MA1", "b1").await.unwrap());
+        assert_eq!(TABLE.count(&mut w, "MA1").await.unwrap(), 2);
+        assert_eq!(ENTRIES.count(&mut w, "a1").await.unwrap(), 2);
+        assert!(TABLE.exists(&mut w, "MA1", "a2").await.unwrap());
+        assert!(!TABLE.exists(&mut w, "MA1", "b1").await.unwrap());
         drop(w);
 
-        let page = list(&store, "MA1", 20, 0).await.unwrap();
+        let page = TABLE.list(&store, "MA1", 20, 0).await.unwrap();
         assert_eq!(page.total, 2);
         assert_eq!(
             page.rows
@@ -338,7 +250,7 @@ mod tests {
             .collect();
         assert_eq!(nets, [("e1", "198.51.100.0", 24), ("e2", "2001:db8::", 32)]);
         assert_eq!(get_with_entries(&store, "MA2", "a1").await.unwrap(), None);
-        let page = list_entries(&store, "a1", 1, 1).await.unwrap();
+        let page = ENTRIES.list(&store, "a1", 1, 1).await.unwrap();
         assert_eq!((page.total, page.rows[0].uuid.as_str()), (2, "e2"));
 
         let mut w = store.write().await.unwrap();
@@ -356,18 +268,18 @@ mod tests {
 
         let mut r = store.read().await.unwrap();
         assert_eq!(
-            get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
+            TABLE.get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
             "head office"
         );
-        assert_eq!(get(&mut r, "MA1", "a2").await.unwrap(), None);
-        let e1 = get_entry(&mut r, "a1", "e1").await.unwrap().unwrap();
+        assert_eq!(TABLE.get(&mut r, "MA1", "a2").await.unwrap(), None);
+        let e1 = ENTRIES.get(&mut r, "a1", "e1").await.unwrap().unwrap();
         assert_eq!(
             (e1.ip.as_str(), e1.cidr_prefix, e1.description.as_str()),
             ("203.0.113.0", 25, "moved")
         );
-        assert_eq!(get_entry(&mut r, "a1", "e2").await.unwrap(), None);
+        assert_eq!(ENTRIES.get(&mut r, "a1", "e2").await.unwrap(), None);
         assert_eq!(
-            get_entry(&mut r, "b1", "e1").await.unwrap(),
+            ENTRIES.get(&mut r, "b1", "e1").await.unwrap(),
             None,
             "another ACL's"
         );
@@ -406,7 +318,7 @@ mod tests {
         assert_eq!(snapshot::read_all(&store).await.unwrap(), before);
         let mut r = store.read().await.unwrap();
         assert_eq!(
-            get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
+            TABLE.get(&mut r, "MA1", "a1").await.unwrap().unwrap().name,
             "office"
         );
     }

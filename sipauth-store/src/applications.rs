@@ -2,30 +2,31 @@
 //! them (`sip_auth_type` with its credential and IP ACL).
 #![forbid(unsafe_code)]
 
+use sqlx::Any;
 use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 
-use super::{Conn, FromRow, Page, Store, StoreError, WriteTx, now};
+use super::{FromRow, StoreError, Table, WriteTx, now};
 
-const TABLE: &str = "applications";
-const KEY: &str = "app_id";
-/// The columns the API shows, the key first.
-const COLUMNS: &str = "app_id, app_name, answer_url, answer_method, hangup_url, hangup_method, \
-                       sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at";
+/// Read by account; the key is `app_id`.
+pub const TABLE: Table<ApplicationRow> = Table::new("applications", "app_id", "account");
 
-/// What an application is set to: what a create stores and an update
-/// replaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub app_name: String,
-    pub answer_url: String,
-    pub answer_method: String,
-    pub hangup_url: Option<String>,
-    pub hangup_method: String,
-    /// As the API names it (`""`, `ip_acl`, `credential`, ...).
-    pub sip_auth_type: String,
-    pub credential_uuid: Option<String>,
-    pub ip_acl_uuid: Option<String>,
+row! {
+    /// What an application is set to: what a create stores and an update
+    /// replaces.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Settings {
+        pub app_name: String,
+        pub answer_url: String,
+        pub answer_method: String,
+        pub hangup_url: Option<String>,
+        pub hangup_method: String,
+        /// As the API names it (`""`, `ip_acl`, `credential`, ...).
+        pub sip_auth_type: String,
+        pub credential_uuid: Option<String>,
+        pub ip_acl_uuid: Option<String>,
+    }
 }
 
 /// An application as the API shows it.
@@ -38,28 +39,28 @@ pub struct ApplicationRow {
 }
 
 impl FromRow for ApplicationRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "app_id",
+        "app_name",
+        "answer_url",
+        "answer_method",
+        "hangup_url",
+        "hangup_method",
+        "sip_auth_type",
+        "credential_uuid",
+        "ip_acl_uuid",
+        "created_at",
+        "updated_at",
+    ];
+
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             app_id: r.try_get("app_id")?,
-            settings: Settings {
-                app_name: r.try_get("app_name")?,
-                answer_url: r.try_get("answer_url")?,
-                answer_method: r.try_get("answer_method")?,
-                hangup_url: r.try_get("hangup_url")?,
-                hangup_method: r.try_get("hangup_method")?,
-                sip_auth_type: r.try_get("sip_auth_type")?,
-                credential_uuid: r.try_get("credential_uuid")?,
-                ip_acl_uuid: r.try_get("ip_acl_uuid")?,
-            },
+            settings: Settings::from_row(r)?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
         })
     }
-}
-
-/// Whether account `acct` owns application `app_id`.
-pub async fn exists(c: &mut impl Conn, acct: &str, app_id: &str) -> Result<bool, StoreError> {
-    super::exists(c.conn(), TABLE, KEY, acct, app_id).await
 }
 
 /// Inserts application `app_id` of account `acct`, created now.
@@ -70,21 +71,16 @@ pub async fn insert(
     s: &Settings,
 ) -> Result<(), StoreError> {
     let t = now();
-    sqlx::query(
-        "INSERT INTO applications (app_id, account, app_name, answer_url, answer_method, hangup_url, hangup_method, \
-         sip_auth_type, credential_uuid, ip_acl_uuid, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    bind_settings(
+        sqlx::query(
+            "INSERT INTO applications (app_name, answer_url, answer_method, hangup_url, hangup_method, \
+             sip_auth_type, credential_uuid, ip_acl_uuid, app_id, account, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        ),
+        s,
     )
     .bind(app_id)
     .bind(acct)
-    .bind(&s.app_name)
-    .bind(&s.answer_url)
-    .bind(&s.answer_method)
-    .bind(&s.hangup_url)
-    .bind(&s.hangup_method)
-    .bind(&s.sip_auth_type)
-    .bind(&s.credential_uuid)
-    .bind(&s.ip_acl_uuid)
     .bind(t)
     .bind(t)
     .execute(&mut *w.tx)
@@ -92,45 +88,37 @@ pub async fn insert(
     Ok(())
 }
 
-/// A page of `acct`'s applications, oldest first.
-pub async fn list(
-    store: &Store,
-    acct: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<ApplicationRow>, StoreError> {
-    super::page(store, TABLE, COLUMNS, "account", acct, limit, offset).await
-}
-
-/// Application `app_id` if account `acct` owns it.
-pub async fn get(
-    c: &mut impl Conn,
-    acct: &str,
-    app_id: &str,
-) -> Result<Option<ApplicationRow>, StoreError> {
-    super::owned(c.conn(), TABLE, KEY, COLUMNS, acct, app_id).await
-}
-
 /// Replaces the settings of application `app_id`.
 pub async fn update(w: &mut WriteTx, app_id: &str, s: &Settings) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
-         hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
-         WHERE app_id = $10",
+    bind_settings(
+        sqlx::query(
+            "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
+             hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
+             WHERE app_id = $10",
+        ),
+        s,
     )
-    .bind(&s.app_name)
-    .bind(&s.answer_url)
-    .bind(&s.answer_method)
-    .bind(&s.hangup_url)
-    .bind(&s.hangup_method)
-    .bind(&s.sip_auth_type)
-    .bind(&s.credential_uuid)
-    .bind(&s.ip_acl_uuid)
     .bind(now())
     .bind(app_id)
     .execute(&mut *w.tx)
     .await?;
     Ok(())
+}
+
+/// `q` with `s` bound as its first eight values, in the order of the
+/// fields of [`Settings`].
+fn bind_settings<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    s: &'q Settings,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    q.bind(&s.app_name)
+        .bind(&s.answer_url)
+        .bind(&s.answer_method)
+        .bind(&s.hangup_url)
+        .bind(&s.hangup_method)
+        .bind(&s.sip_auth_type)
+        .bind(&s.credential_uuid)
+        .bind(&s.ip_acl_uuid)
 }
 
 /// Deletes application `app_id`; its endpoints stay, detached.
@@ -250,16 +238,16 @@ mod tests {
         assert_eq!(using_credential(&mut w, "c1").await.unwrap(), ["200"]);
         assert_eq!(using_acl(&mut w, "a1").await.unwrap(), ["150", "200"]);
         assert!(using_acl(&mut w, "a9").await.unwrap().is_empty());
-        assert!(exists(&mut w, "MA1", "150").await.unwrap());
-        assert!(!exists(&mut w, "MA2", "150").await.unwrap());
+        assert!(TABLE.exists(&mut w, "MA1", "150").await.unwrap());
+        assert!(!TABLE.exists(&mut w, "MA2", "150").await.unwrap());
         w.commit().await.unwrap();
 
         let mut r = store.read().await.unwrap();
-        let row = get(&mut r, "MA1", "200").await.unwrap().unwrap();
+        let row = TABLE.get(&mut r, "MA1", "200").await.unwrap().unwrap();
         assert_eq!(row.settings, both);
-        assert_eq!(get(&mut r, "MA2", "200").await.unwrap(), None);
+        assert_eq!(TABLE.get(&mut r, "MA2", "200").await.unwrap(), None);
         drop(r);
-        let page = list(&store, "MA1", 2, 0).await.unwrap();
+        let page = TABLE.list(&store, "MA1", 2, 0).await.unwrap();
         assert_eq!(page.total, 3);
         assert_eq!(page.rows.len(), 2);
 
@@ -276,7 +264,10 @@ mod tests {
         let t = snapshot::read_all(&store).await.unwrap();
         let apps: Vec<_> = t.applications.iter().map(|a| a.app_id.as_str()).collect();
         assert_eq!(apps, ["100", "150"]);
-        assert_eq!(t.applications[1].ip_acl_uuid.as_deref(), Some("a1"));
+        assert_eq!(
+            t.applications[1].settings.ip_acl_uuid.as_deref(),
+            Some("a1")
+        );
         // Its endpoint stays, detached.
         assert_eq!(t.endpoints.len(), 1);
         assert_eq!(t.endpoints[0].app_id, None);
@@ -299,6 +290,6 @@ mod tests {
         ));
         drop(w);
         assert_eq!(store.version().await.unwrap(), 1);
-        assert_eq!(list(&store, "MA1", 20, 0).await.unwrap().total, 0);
+        assert_eq!(TABLE.list(&store, "MA1", 20, 0).await.unwrap().total, 0);
     }
 }

@@ -6,46 +6,29 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
 
-use super::{FromRow, Store, StoreError};
+use super::{FromRow as _, Store, StoreError, Table, columns};
 
-/// One call record, as stored and as sent by remote edges.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CallRecord {
-    pub call_uuid: String,
-    pub account: String,
-    pub direction: String,
-    pub from_number: String,
-    pub to_number: String,
-    pub answer_url: Option<String>,
-    pub call_status: String,
-    pub hangup_cause_name: Option<String>,
-    pub hangup_cause_code: Option<i64>,
-    pub sip_auth_type: Option<String>,
-    pub source_ip: Option<String>,
-    pub created_at: i64,
-    pub ended_at: Option<i64>,
-}
+/// Read by account; the key is `call_uuid`.
+pub const TABLE: Table<CallRecord> = Table::new("calls", "call_uuid", "account");
 
-impl FromRow for CallRecord {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            call_uuid: r.try_get("call_uuid")?,
-            account: r.try_get("account")?,
-            direction: r.try_get("direction")?,
-            from_number: r.try_get("from_number")?,
-            to_number: r.try_get("to_number")?,
-            answer_url: r.try_get("answer_url")?,
-            call_status: r.try_get("call_status")?,
-            hangup_cause_name: r.try_get("hangup_cause_name")?,
-            hangup_cause_code: r.try_get("hangup_cause_code")?,
-            sip_auth_type: r.try_get("sip_auth_type")?,
-            source_ip: r.try_get("source_ip")?,
-            created_at: r.try_get("created_at")?,
-            ended_at: r.try_get("ended_at")?,
-        })
+row! {
+    /// One call record, as stored and as sent by remote edges.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct CallRecord {
+        pub call_uuid: String,
+        pub account: String,
+        pub direction: String,
+        pub from_number: String,
+        pub to_number: String,
+        pub answer_url: Option<String>,
+        pub call_status: String,
+        pub hangup_cause_name: Option<String>,
+        pub hangup_cause_code: Option<i64>,
+        pub sip_auth_type: Option<String>,
+        pub source_ip: Option<String>,
+        pub created_at: i64,
+        pub ended_at: Option<i64>,
     }
 }
 
@@ -57,13 +40,12 @@ pub struct Requested<'a> {
     pub hangup_url: &'a str,
 }
 
-/// The columns of a written row, in the order of the statement's values.
-const COLUMNS: &str = "call_uuid, account, direction, from_number, to_number, answer_url, call_status, \
-                       hangup_cause_name, hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at, \
-                       answer_method, hangup_url";
-/// How many they are: 15 values a row (SQLite takes 32,766 values per
+/// The columns a written row has beside the record's own, in the order
+/// of the statement's values after them.
+const REQUESTED: &str = "answer_method, hangup_url";
+/// How many values a written row has: 15 (SQLite takes 32,766 values per
 /// statement, PostgreSQL 65,535).
-pub const VALUES_PER_ROW: usize = 15;
+pub const VALUES_PER_ROW: usize = CallRecord::COLUMNS.len() + 2;
 
 /// Inserts or replaces `records` in one statement (one round trip to the
 /// store): a new record is inserted; the final record of a call the API
@@ -99,7 +81,10 @@ async fn upsert<'r>(
     if order.is_empty() {
         return Ok(());
     }
-    let mut sql = format!("INSERT INTO calls ({COLUMNS}) VALUES ");
+    let mut sql = format!(
+        "INSERT INTO calls ({}, {REQUESTED}) VALUES ",
+        columns::<CallRecord>()
+    );
     for i in 0..order.len() {
         if i > 0 {
             sql.push_str(", ");
@@ -144,28 +129,17 @@ async fn upsert<'r>(
     Ok(())
 }
 
-/// Call `call_uuid` if account `acct` made or received it.
-pub async fn get(
-    store: &Store,
-    acct: &str,
-    call_uuid: &str,
-) -> Result<Option<CallRecord>, StoreError> {
-    let row = sqlx::query(
-        "SELECT call_uuid, account, direction, from_number, to_number, answer_url, call_status, hangup_cause_name, \
-         hangup_cause_code, sip_auth_type, source_ip, created_at, ended_at FROM calls \
-         WHERE account = $1 AND call_uuid = $2",
-    )
-    .bind(acct)
-    .bind(call_uuid)
-    .fetch_optional(store.pool())
-    .await?;
-    Ok(row.as_ref().map(CallRecord::from_row).transpose()?)
-}
-
 #[cfg(test)]
 mod tests {
+    use sqlx::Row as _;
+
     use super::super::testing;
     use super::*;
+
+    /// Call `uuid` of account `acct`, read as the API reads it.
+    async fn get(store: &Store, acct: &str, uuid: &str) -> Result<Option<CallRecord>, StoreError> {
+        TABLE.get(&mut store.read().await?, acct, uuid).await
+    }
 
     fn rec(uuid: &str, status: &str, code: i64) -> CallRecord {
         CallRecord {
@@ -222,7 +196,7 @@ mod tests {
         assert_eq!(get("c8").await, rec("c8", "failed", 4020));
         assert_eq!(get("c9").await, rec("c9", "completed", 4000));
         assert_eq!(requested(&store, "c9").await, (None, None));
-        assert_eq!(super::get(&store, "MA0002", "c9").await.unwrap(), None);
+        assert_eq!(self::get(&store, "MA0002", "c9").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -2,33 +2,19 @@
 //! (applications with a credential check take callers by them).
 #![forbid(unsafe_code)]
 
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use super::{Ha1, StoreError, Table, WriteTx, now};
 
-use super::{Conn, FromRow, Ha1, Page, Store, StoreError, WriteTx, now};
+/// Read by account; the key is `uuid`.
+pub const TABLE: Table<CredentialRow> = Table::new("credentials", "uuid", "account");
 
-const TABLE: &str = "credentials";
-const KEY: &str = "uuid";
-/// The columns the API shows, the key first.
-const COLUMNS: &str = "uuid, username, created_at, updated_at";
-
-/// A credential as the API shows it (never its HA1 values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialRow {
-    pub uuid: String,
-    pub username: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl FromRow for CredentialRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            uuid: r.try_get("uuid")?,
-            username: r.try_get("username")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+row! {
+    /// A credential as the API shows it (never its HA1 values).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CredentialRow {
+        pub uuid: String,
+        pub username: String,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -39,11 +25,6 @@ pub struct NewCredential<'a> {
     pub account: &'a str,
     pub username: &'a str,
     pub ha1: &'a Ha1,
-}
-
-/// How many credentials account `acct` holds.
-pub async fn count(w: &mut WriteTx, acct: &str) -> Result<i64, StoreError> {
-    super::count(&mut w.tx, TABLE, "account", acct).await
 }
 
 /// Whether account `acct` has a credential named `username`.
@@ -58,11 +39,6 @@ pub async fn username_taken(
         .fetch_optional(&mut *w.tx)
         .await?;
     Ok(row.is_some())
-}
-
-/// Whether account `acct` owns credential `uuid`.
-pub async fn exists(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<bool, StoreError> {
-    super::exists(c.conn(), TABLE, KEY, acct, uuid).await
 }
 
 /// Inserts a credential, created now.
@@ -83,25 +59,6 @@ pub async fn insert(w: &mut WriteTx, c: &NewCredential<'_>) -> Result<(), StoreE
     .execute(&mut *w.tx)
     .await?;
     Ok(())
-}
-
-/// A page of `acct`'s credentials, oldest first.
-pub async fn list(
-    store: &Store,
-    acct: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<CredentialRow>, StoreError> {
-    super::page(store, TABLE, COLUMNS, "account", acct, limit, offset).await
-}
-
-/// Credential `uuid` if account `acct` owns it.
-pub async fn get(
-    c: &mut impl Conn,
-    acct: &str,
-    uuid: &str,
-) -> Result<Option<CredentialRow>, StoreError> {
-    super::owned(c.conn(), TABLE, KEY, COLUMNS, acct, uuid).await
 }
 
 /// Replaces the HA1 values of `acct`'s credential `uuid` (a new password).
@@ -133,16 +90,9 @@ pub async fn delete(w: &mut WriteTx, acct: &str, uuid: &str) -> Result<(), Store
 
 #[cfg(test)]
 mod tests {
-    use super::super::{snapshot, testing};
+    use super::super::testing::ha1;
+    use super::super::{Store, snapshot, testing};
     use super::*;
-
-    fn ha1(tag: &str) -> Ha1 {
-        Ha1 {
-            md5: format!("md5-{tag}"),
-            sha256: format!("sha256-{tag}"),
-            sha512_256: format!("sha512-{tag}"),
-        }
-    }
 
     async fn add(store: &Store, uuid: &str, acct: &str, username: &str) {
         let mut w = store.write().await.unwrap();
@@ -171,26 +121,29 @@ mod tests {
         add(&store, "d0", "MA2", "alice").await;
 
         let mut w = store.write().await.unwrap();
-        assert_eq!(count(&mut w, "MA1").await.unwrap(), 3);
-        assert_eq!(count(&mut w, "MA2").await.unwrap(), 1);
+        assert_eq!(TABLE.count(&mut w, "MA1").await.unwrap(), 3);
+        assert_eq!(TABLE.count(&mut w, "MA2").await.unwrap(), 1);
         assert!(username_taken(&mut w, "MA1", "bob").await.unwrap());
         assert!(!username_taken(&mut w, "MA2", "bob").await.unwrap());
-        assert!(exists(&mut w, "MA1", "c1").await.unwrap());
-        assert!(!exists(&mut w, "MA2", "c1").await.unwrap(), "another's");
+        assert!(TABLE.exists(&mut w, "MA1", "c1").await.unwrap());
+        assert!(
+            !TABLE.exists(&mut w, "MA2", "c1").await.unwrap(),
+            "another's"
+        );
         drop(w);
 
         // Oldest first, then by key.
-        let page = list(&store, "MA1", 2, 1).await.unwrap();
+        let page = TABLE.list(&store, "MA1", 2, 1).await.unwrap();
         assert_eq!(page.total, 3);
         let names: Vec<_> = page.rows.iter().map(|r| r.username.as_str()).collect();
         assert_eq!(names, ["bob", "carol"]);
-        assert_eq!(list(&store, "MA3", 20, 0).await.unwrap().total, 0);
+        assert_eq!(TABLE.list(&store, "MA3", 20, 0).await.unwrap().total, 0);
 
         let mut r = store.read().await.unwrap();
-        let row = get(&mut r, "MA1", "c0").await.unwrap().unwrap();
+        let row = TABLE.get(&mut r, "MA1", "c0").await.unwrap().unwrap();
         assert_eq!((row.uuid.as_str(), row.username.as_str()), ("c0", "alice"));
         assert_eq!(row.created_at, row.updated_at);
-        assert_eq!(get(&mut r, "MA2", "c0").await.unwrap(), None);
+        assert_eq!(TABLE.get(&mut r, "MA2", "c0").await.unwrap(), None);
         drop(r);
 
         let mut w = store.write().await.unwrap();

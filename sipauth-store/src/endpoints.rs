@@ -2,37 +2,21 @@
 //! globally unique username and its HA1 values.
 #![forbid(unsafe_code)]
 
-use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use super::{Ha1, StoreError, Table, WriteTx, now};
 
-use super::{Conn, FromRow, Ha1, Page, Store, StoreError, WriteTx, now};
+/// Read by account; the key is `endpoint_id`.
+pub const TABLE: Table<EndpointRow> = Table::new("endpoints", "endpoint_id", "account");
 
-const TABLE: &str = "endpoints";
-const KEY: &str = "endpoint_id";
-/// The columns the API shows, the key first.
-const COLUMNS: &str = "endpoint_id, username, alias, app_id, created_at, updated_at";
-
-/// An endpoint as the API shows it (never its HA1 values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointRow {
-    pub endpoint_id: String,
-    pub username: String,
-    pub alias: String,
-    pub app_id: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl FromRow for EndpointRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            endpoint_id: r.try_get("endpoint_id")?,
-            username: r.try_get("username")?,
-            alias: r.try_get("alias")?,
-            app_id: r.try_get("app_id")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+row! {
+    /// An endpoint as the API shows it (never its HA1 values).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct EndpointRow {
+        pub endpoint_id: String,
+        pub username: String,
+        pub alias: String,
+        pub app_id: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -68,25 +52,6 @@ pub async fn insert(w: &mut WriteTx, e: &NewEndpoint<'_>) -> Result<(), StoreErr
     .execute(&mut *w.tx)
     .await?;
     Ok(())
-}
-
-/// A page of `acct`'s endpoints, oldest first.
-pub async fn list(
-    store: &Store,
-    acct: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<EndpointRow>, StoreError> {
-    super::page(store, TABLE, COLUMNS, "account", acct, limit, offset).await
-}
-
-/// Endpoint `id` if account `acct` owns it.
-pub async fn get(
-    c: &mut impl Conn,
-    acct: &str,
-    id: &str,
-) -> Result<Option<EndpointRow>, StoreError> {
-    super::owned(c.conn(), TABLE, KEY, COLUMNS, acct, id).await
 }
 
 /// Sets endpoint `id`'s alias and application (`None` detaches it).
@@ -133,16 +98,9 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::ha1;
     use super::super::{applications, snapshot, testing};
     use super::*;
-
-    fn ha1(tag: &str) -> Ha1 {
-        Ha1 {
-            md5: format!("md5-{tag}"),
-            sha256: format!("sha256-{tag}"),
-            sha512_256: format!("sha512-{tag}"),
-        }
-    }
 
     #[tokio::test]
     async fn endpoints_round_trip() {
@@ -180,7 +138,7 @@ mod tests {
         w.commit().await.unwrap();
 
         let mut r = store.read().await.unwrap();
-        let e1 = get(&mut r, "MA1", "e1").await.unwrap().unwrap();
+        let e1 = TABLE.get(&mut r, "MA1", "e1").await.unwrap().unwrap();
         assert_eq!(
             (
                 e1.username.as_str(),
@@ -189,9 +147,9 @@ mod tests {
             ),
             ("desk1", "alias", Some("100"))
         );
-        assert_eq!(get(&mut r, "MA2", "e1").await.unwrap(), None);
+        assert_eq!(TABLE.get(&mut r, "MA2", "e1").await.unwrap(), None);
         drop(r);
-        let page = list(&store, "MA1", 20, 1).await.unwrap();
+        let page = TABLE.list(&store, "MA1", 20, 1).await.unwrap();
         assert_eq!(page.total, 2);
         assert_eq!(page.rows.len(), 1);
         assert_eq!(page.rows[0].endpoint_id, "e2");
@@ -219,7 +177,7 @@ mod tests {
         );
         let mut r = store.read().await.unwrap();
         assert_eq!(
-            get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias,
+            TABLE.get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias,
             "kitchen"
         );
         drop(r);
@@ -227,7 +185,7 @@ mod tests {
         let mut w = store.write().await.unwrap();
         delete(&mut w, "e1").await.unwrap();
         w.commit().await.unwrap();
-        assert_eq!(list(&store, "MA1", 20, 0).await.unwrap().total, 1);
+        assert_eq!(TABLE.list(&store, "MA1", 20, 0).await.unwrap().total, 1);
     }
 
     #[tokio::test]
@@ -256,7 +214,10 @@ mod tests {
         ));
         drop(w);
         let mut r = store.read().await.unwrap();
-        assert_eq!(get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias, "a");
-        assert_eq!(get(&mut r, "MA2", "e2").await.unwrap(), None);
+        assert_eq!(
+            TABLE.get(&mut r, "MA1", "e1").await.unwrap().unwrap().alias,
+            "a"
+        );
+        assert_eq!(TABLE.get(&mut r, "MA2", "e2").await.unwrap(), None);
     }
 }

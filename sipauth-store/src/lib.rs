@@ -18,6 +18,33 @@
 //! of values) and PostgreSQL `$n`.
 #![forbid(unsafe_code)]
 
+/// Declares a row struct and its [`FromRow`]: each field is read from the
+/// column of its name, and `COLUMNS` names them all, in order, for the
+/// statements that select the row.
+macro_rules! row {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $crate::FromRow for $name {
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $( $field: sqlx::Row::try_get(r, stringify!($field))?, )*
+                })
+            }
+        }
+    };
+}
+
 pub mod accounts;
 pub mod acls;
 pub mod applications;
@@ -27,6 +54,7 @@ pub mod endpoints;
 pub mod snapshot;
 
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -121,9 +149,29 @@ pub struct Page<T> {
     pub rows: Vec<T>,
 }
 
-/// A row struct read from the columns its module selects.
-trait FromRow: Sized {
+/// A row struct read from the columns it names (most are declared with
+/// `row!`).
+pub trait FromRow: Sized {
+    /// The columns a statement selects to read the row.
+    const COLUMNS: &'static [&'static str];
+
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+/// The columns of `T`, as a statement lists them.
+fn columns<T: FromRow>() -> String {
+    T::COLUMNS.join(", ")
+}
+
+/// A table whose rows belong to an owner (an account, or for IP ACL
+/// entries their IP ACL): its name, its key column, its owner column and
+/// the row the API reads from it. One descriptor per table module; the
+/// reads below are the same for all of them.
+pub struct Table<T> {
+    name: &'static str,
+    key: &'static str,
+    owner: &'static str,
+    row: PhantomData<fn() -> T>,
 }
 
 fn from_rows<T: FromRow>(rows: &[AnyRow]) -> Result<Vec<T>, StoreError> {
@@ -344,93 +392,142 @@ impl Store {
     }
 }
 
-// === shared statements ===
-// Table and column names below are constants of the table modules, never
-// input.
+// === impl Table ===
+// Table and column names are constants of the table modules, never input.
 
-/// Row `id` (in column `key`) of `table` if account `acct` owns it: another
-/// account's id is as unknown as one that does not exist.
-async fn owned<T: FromRow>(
-    conn: &mut AnyConnection,
-    table: &str,
-    key: &str,
-    columns: &str,
-    acct: &str,
-    id: &str,
-) -> Result<Option<T>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {columns} FROM {table} WHERE account = $1 AND {key} = $2"
-    ))
-    .bind(acct)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.as_ref().map(T::from_row).transpose()?)
-}
+impl<T: FromRow> Table<T> {
+    const fn new(name: &'static str, key: &'static str, owner: &'static str) -> Self {
+        Self {
+            name,
+            key,
+            owner,
+            row: PhantomData,
+        }
+    }
 
-/// Whether account `acct` owns row `id` (in column `key`) of `table`.
-async fn exists(
-    conn: &mut AnyConnection,
-    table: &str,
-    key: &str,
-    acct: &str,
-    id: &str,
-) -> Result<bool, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT 1 FROM {table} WHERE account = $1 AND {key} = $2"
-    ))
-    .bind(acct)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
+    /// Row `id` if `owner` owns it: another owner's id is as unknown as
+    /// one that does not exist.
+    pub async fn get(
+        &self,
+        c: &mut impl Conn,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.owned(c.conn(), owner, id).await
+    }
 
-/// How many rows of `table` have `id` in column `owner`.
-async fn count(
-    conn: &mut AnyConnection,
-    table: &str,
-    owner: &str,
-    id: &str,
-) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
-            .bind(id)
-            .fetch_one(conn)
-            .await?
-            .try_get(0)?,
-    )
-}
-
-/// One page of `table`'s rows whose `owner` column is `id`, oldest first
-/// (then by the first of `columns`, the key), and how many there are.
-async fn page<T: FromRow>(
-    store: &Store,
-    table: &str,
-    columns: &str,
-    owner: &str,
-    id: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Page<T>, StoreError> {
-    let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {owner} = $1"))
+    async fn owned(
+        &self,
+        conn: &mut AnyConnection,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM {} WHERE {} = $1 AND {} = $2",
+            columns::<T>(),
+            self.name,
+            self.owner,
+            self.key
+        ))
+        .bind(owner)
         .bind(id)
-        .fetch_one(store.pool())
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.as_ref().map(T::from_row).transpose()?)
+    }
+
+    /// Whether `owner` owns row `id`.
+    pub async fn exists(
+        &self,
+        c: &mut impl Conn,
+        owner: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT 1 FROM {} WHERE {} = $1 AND {} = $2",
+            self.name, self.owner, self.key
+        ))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(c.conn())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// How many rows `owner` holds, counted inside a write (see the module
+    /// doc: a limit checked so cannot be raced past).
+    pub async fn count(&self, w: &mut WriteTx, owner: &str) -> Result<i64, StoreError> {
+        self.count_in(&mut w.tx, owner).await
+    }
+
+    async fn count_in(&self, conn: &mut AnyConnection, owner: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} = $1",
+            self.name, self.owner
+        ))
+        .bind(owner)
+        .fetch_one(conn)
         .await?
-        .try_get(0)?;
+        .try_get(0)?)
+    }
+
+    /// Every row `owner` holds, oldest first (then by key).
+    async fn all_of(&self, conn: &mut AnyConnection, owner: &str) -> Result<Vec<T>, StoreError> {
+        let rows = sqlx::query(&self.select_of_owner())
+            .bind(owner)
+            .fetch_all(conn)
+            .await?;
+        from_rows(&rows)
+    }
+
+    /// The rows of owner `$1`, oldest first, then by key.
+    fn select_of_owner(&self) -> String {
+        format!(
+            "SELECT {} FROM {} WHERE {} = $1 ORDER BY created_at, {}",
+            columns::<T>(),
+            self.name,
+            self.owner,
+            self.key
+        )
+    }
+
+    /// One page of `owner`'s rows, oldest first (then by key), and how
+    /// many there are.
+    pub async fn list(
+        &self,
+        store: &Store,
+        owner: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<T>, StoreError> {
+        let mut conn = store.pool().acquire().await?;
+        let total = self.count_in(&mut conn, owner).await?;
+        let rows = sqlx::query(&format!("{} LIMIT $2 OFFSET $3", self.select_of_owner()))
+            .bind(owner)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(Page {
+            total,
+            rows: from_rows(&rows)?,
+        })
+    }
+}
+
+/// Every row of `T` in `table`, ordered by `order`.
+async fn all<T: FromRow>(
+    conn: &mut AnyConnection,
+    table: &str,
+    order: &str,
+) -> Result<Vec<T>, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT {columns} FROM {table} WHERE {owner} = $1 ORDER BY created_at, {key} LIMIT $2 OFFSET $3",
-        key = columns.split(',').next().unwrap_or("created_at").trim()
+        "SELECT {} FROM {table} ORDER BY {order}",
+        columns::<T>()
     ))
-    .bind(id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(store.pool())
+    .fetch_all(conn)
     .await?;
-    Ok(Page {
-        total,
-        rows: from_rows(&rows)?,
-    })
+    from_rows(&rows)
 }
 
 /// `sqlite://PATH` with the directory created and `mode=rwc` so that the
@@ -536,7 +633,7 @@ mod tests {
 /// in it.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
-    use super::{Store, accounts};
+    use super::{Ha1, Store, accounts};
 
     /// A fresh SQLite store; it lives as long as the directory.
     pub async fn open() -> (tempfile::TempDir, Store) {
@@ -544,6 +641,16 @@ pub mod testing {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::open(&url).await.unwrap();
         (dir, store)
+    }
+
+    /// HA1 values that name `tag` (`md5-TAG`, `sha256-TAG`, `sha512-TAG`).
+    #[must_use]
+    pub fn ha1(tag: &str) -> Ha1 {
+        Ha1 {
+            md5: format!("md5-{tag}"),
+            sha256: format!("sha256-{tag}"),
+            sha512_256: format!("sha512-{tag}"),
+        }
     }
 
     /// Account `auth_id` (token `t-` and the id), committed.

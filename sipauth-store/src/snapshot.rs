@@ -5,13 +5,16 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{Backend, FromRow, Ha1, Store, StoreError, from_rows};
+use super::applications::Settings;
+use super::{Backend, FromRow, Ha1, Store, StoreError, all};
 
-/// An account and its token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub auth_id: String,
-    pub auth_token: String,
+row! {
+    /// An account and its token.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Account {
+        pub auth_id: String,
+        pub auth_token: String,
+    }
 }
 
 /// An application, as the edges route and check calls by it.
@@ -19,13 +22,7 @@ pub struct Account {
 pub struct Application {
     pub app_id: String,
     pub account: String,
-    pub answer_url: String,
-    pub answer_method: String,
-    pub hangup_url: Option<String>,
-    pub hangup_method: String,
-    pub sip_auth_type: String,
-    pub credential_uuid: Option<String>,
-    pub ip_acl_uuid: Option<String>,
+    pub settings: Settings,
 }
 
 /// A credential with its HA1 values.
@@ -37,19 +34,23 @@ pub struct Credential {
     pub ha1: Ha1,
 }
 
-/// An IP ACL's owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acl {
-    pub uuid: String,
-    pub account: String,
+row! {
+    /// An IP ACL's owner.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Acl {
+        pub uuid: String,
+        pub account: String,
+    }
 }
 
-/// An entry of IP ACL `acl`: a network address and its prefix length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclEntry {
-    pub acl: String,
-    pub ip: String,
-    pub cidr_prefix: i64,
+row! {
+    /// An entry of IP ACL `acl`: a network address and its prefix length.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AclEntry {
+        pub acl: String,
+        pub ip: String,
+        pub cidr_prefix: i64,
+    }
 }
 
 /// An endpoint with its HA1 values.
@@ -75,77 +76,79 @@ pub struct Tables {
     pub endpoints: Vec<Endpoint>,
 }
 
-fn ha1(r: &AnyRow) -> Result<Ha1, sqlx::Error> {
-    Ok(Ha1 {
-        md5: r.try_get("ha1_md5")?,
-        sha256: r.try_get("ha1_sha256")?,
-        sha512_256: r.try_get("ha1_sha512_256")?,
-    })
-}
+impl FromRow for Ha1 {
+    const COLUMNS: &'static [&'static str] = &["ha1_md5", "ha1_sha256", "ha1_sha512_256"];
 
-impl FromRow for Account {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            auth_id: r.try_get("auth_id")?,
-            auth_token: r.try_get("auth_token")?,
+            md5: r.try_get("ha1_md5")?,
+            sha256: r.try_get("ha1_sha256")?,
+            sha512_256: r.try_get("ha1_sha512_256")?,
         })
     }
 }
 
 impl FromRow for Application {
+    const COLUMNS: &'static [&'static str] = &[
+        "app_id",
+        "account",
+        "app_name",
+        "answer_url",
+        "answer_method",
+        "hangup_url",
+        "hangup_method",
+        "sip_auth_type",
+        "credential_uuid",
+        "ip_acl_uuid",
+    ];
+
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             app_id: r.try_get("app_id")?,
             account: r.try_get("account")?,
-            answer_url: r.try_get("answer_url")?,
-            answer_method: r.try_get("answer_method")?,
-            hangup_url: r.try_get("hangup_url")?,
-            hangup_method: r.try_get("hangup_method")?,
-            sip_auth_type: r.try_get("sip_auth_type")?,
-            credential_uuid: r.try_get("credential_uuid")?,
-            ip_acl_uuid: r.try_get("ip_acl_uuid")?,
+            settings: Settings::from_row(r)?,
         })
     }
 }
 
 impl FromRow for Credential {
+    const COLUMNS: &'static [&'static str] = &[
+        "uuid",
+        "account",
+        "username",
+        "ha1_md5",
+        "ha1_sha256",
+        "ha1_sha512_256",
+    ];
+
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             uuid: r.try_get("uuid")?,
             account: r.try_get("account")?,
             username: r.try_get("username")?,
-            ha1: ha1(r)?,
-        })
-    }
-}
-
-impl FromRow for Acl {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            uuid: r.try_get("uuid")?,
-            account: r.try_get("account")?,
-        })
-    }
-}
-
-impl FromRow for AclEntry {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            acl: r.try_get("acl")?,
-            ip: r.try_get("ip")?,
-            cidr_prefix: r.try_get("cidr_prefix")?,
+            ha1: Ha1::from_row(r)?,
         })
     }
 }
 
 impl FromRow for Endpoint {
+    const COLUMNS: &'static [&'static str] = &[
+        "endpoint_id",
+        "account",
+        "username",
+        "app_id",
+        "ha1_md5",
+        "ha1_sha256",
+        "ha1_sha512_256",
+    ];
+
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             endpoint_id: r.try_get("endpoint_id")?,
             account: r.try_get("account")?,
             username: r.try_get("username")?,
             app_id: r.try_get("app_id")?,
-            ha1: ha1(r)?,
+            ha1: Ha1::from_row(r)?,
         })
     }
 }
@@ -163,43 +166,17 @@ pub async fn read_all(store: &Store) -> Result<Tables, StoreError> {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let accounts = sqlx::query("SELECT auth_id, auth_token FROM accounts ORDER BY auth_id")
-        .fetch_all(&mut *tx)
-        .await?;
-    let applications = sqlx::query(
-        "SELECT app_id, account, answer_url, answer_method, hangup_url, hangup_method, \
-         sip_auth_type, credential_uuid, ip_acl_uuid FROM applications ORDER BY app_id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let credentials = sqlx::query(
-        "SELECT uuid, account, username, ha1_md5, ha1_sha256, ha1_sha512_256 \
-         FROM credentials ORDER BY uuid",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let acls = sqlx::query("SELECT uuid, account FROM ip_acls ORDER BY uuid")
-        .fetch_all(&mut *tx)
-        .await?;
-    let entries = sqlx::query("SELECT acl, ip, cidr_prefix FROM ip_acl_entries ORDER BY acl, uuid")
-        .fetch_all(&mut *tx)
-        .await?;
-    let endpoints = sqlx::query(
-        "SELECT endpoint_id, account, username, app_id, ha1_md5, ha1_sha256, ha1_sha512_256 \
-         FROM endpoints ORDER BY endpoint_id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Tables {
+    let tables = Tables {
         version: u64::try_from(version).unwrap_or(0),
-        accounts: from_rows(&accounts)?,
-        applications: from_rows(&applications)?,
-        credentials: from_rows(&credentials)?,
-        acls: from_rows(&acls)?,
-        entries: from_rows(&entries)?,
-        endpoints: from_rows(&endpoints)?,
-    })
+        accounts: all(&mut tx, "accounts", "auth_id").await?,
+        applications: all(&mut tx, "applications", "app_id").await?,
+        credentials: all(&mut tx, "credentials", "uuid").await?,
+        acls: all(&mut tx, "ip_acls", "uuid").await?,
+        entries: all(&mut tx, "ip_acl_entries", "acl, uuid").await?,
+        endpoints: all(&mut tx, "endpoints", "endpoint_id").await?,
+    };
+    tx.commit().await?;
+    Ok(tables)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, no_content, page_reply, refuse_if_assigned,
-    reply, time,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, no_content,
+    refuse_if_assigned, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{Field, Kind, field, validate};
@@ -54,8 +54,17 @@ pub const ENTRY_UPDATE: &[Field] = &[
 ];
 
 const ACL: &str = "/v1/Account/{auth_id}/SipAuth/IpAccessControlList";
-const PATH: &str = "SipAuth/IpAccessControlList/";
-const WHAT: &str = "IP ACL";
+const ACLS: Resource<AclRow> = Resource {
+    table: &acls::TABLE,
+    what: "IP ACL",
+    path: "SipAuth/IpAccessControlList/",
+};
+/// Entries, under their IP ACL's path.
+const ENTRIES: Resource<EntryRow> = Resource {
+    table: &acls::ENTRIES,
+    what: "IP ACL entry",
+    path: "Entry/",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -118,11 +127,7 @@ fn network(ip: &str, prefix: Option<i64>) -> Result<(String, i64), ApiError> {
 
 /// 404 unless account `acct` owns IP ACL `uuid`.
 async fn owned_acl(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<(), ApiError> {
-    if acls::exists(c, acct, uuid).await? {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(WHAT))
-    }
+    ACLS.row(c, acct, uuid).await.map(drop)
 }
 
 async fn create(
@@ -133,7 +138,7 @@ async fn create(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, CREATE)?;
     let mut w = s.store.write().await?;
-    if acls::count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
+    if acls::TABLE.count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
         return Err(ApiError::bad(format!(
             "ip_acls: an account may hold at most {MAX_PER_ACCOUNT}"
         )));
@@ -160,9 +165,7 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let page = acls::list(&s.store, &acct, paging.limit, paging.offset).await?;
-    Ok(page_reply(&acct, PATH, &paging, &page, acl_object))
+    ACLS.list(&s, &acct, page, acl_object).await
 }
 
 async fn get_one(
@@ -172,7 +175,7 @@ async fn get_one(
 ) -> ApiResult {
     let (acl, entries) = acls::get_with_entries(&s.store, &acct, &uuid)
         .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
+        .ok_or_else(|| ApiError::not_found(ACLS.what))?;
     let mut obj = acl_object(&acl);
     obj["entries"] = Value::Array(entries.iter().map(entry_object).collect());
     Ok(reply(StatusCode::OK, obj))
@@ -190,7 +193,7 @@ async fn update(
     owned_acl(&mut w, &acct, &uuid).await?;
     acls::rename(&mut w, &uuid, v.str("name").unwrap_or_default()).await?;
     s.committed(w).await?;
-    Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
+    Ok(changed())
 }
 
 async fn delete(
@@ -198,12 +201,11 @@ async fn delete(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut w = s.store.write().await?;
-    owned_acl(&mut w, &acct, &uuid).await?;
-    refuse_if_assigned(WHAT, &applications::using_acl(&mut w, &uuid).await?)?;
-    acls::delete(&mut w, &uuid).await?;
-    s.committed(w).await?;
-    Ok(no_content())
+    ACLS.delete(&s, &acct, &uuid, async |w| {
+        refuse_if_assigned(ACLS.what, &applications::using_acl(w, &uuid).await?)?;
+        Ok(acls::delete(w, &uuid).await?)
+    })
+    .await
 }
 
 // --- entries ---
@@ -219,7 +221,7 @@ async fn entry_create(
     let (ip, prefix) = network(v.str("ip").unwrap_or_default(), v.int("cidr_prefix"))?;
     let mut w = s.store.write().await?;
     owned_acl(&mut w, &acct, &uuid).await?;
-    if acls::count_entries(&mut w, &uuid).await? >= MAX_ENTRIES {
+    if acls::ENTRIES.count(&mut w, &uuid).await? >= MAX_ENTRIES {
         return Err(ApiError::bad(format!(
             "entries: an IP ACL may hold at most {MAX_ENTRIES}"
         )));
@@ -253,14 +255,10 @@ async fn entry_list(
     let mut r = s.store.read().await?;
     owned_acl(&mut r, &acct, &uuid).await?;
     drop(r);
-    let page = acls::list_entries(&s.store, &uuid, paging.limit, paging.offset).await?;
-    Ok(page_reply(
-        &acct,
-        &format!("{PATH}{uuid}/Entry/"),
-        &paging,
-        &page,
-        entry_object,
-    ))
+    let path = format!("{}{uuid}/{}", ACLS.path, ENTRIES.path);
+    ENTRIES
+        .list_under(&s, &acct, &uuid, &path, &paging, entry_object)
+        .await
 }
 
 /// Entry `entry` of IP ACL `acl`, or 404 when account `acct` does not own
@@ -272,9 +270,7 @@ async fn entry_row(
     entry: &str,
 ) -> Result<EntryRow, ApiError> {
     owned_acl(c, acct, acl).await?;
-    acls::get_entry(c, acl, entry)
-        .await?
-        .ok_or_else(|| ApiError::not_found("IP ACL entry"))
+    ENTRIES.row(c, acl, entry).await
 }
 
 async fn entry_get(

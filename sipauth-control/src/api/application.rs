@@ -12,8 +12,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, no_content, numeric_id, page_reply, reply,
-    time,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, numeric_id, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate};
@@ -89,8 +88,11 @@ pub const UPDATE: &[Field] = &[
     ),
 ];
 
-const PATH: &str = "Application/";
-const WHAT: &str = "application";
+const APPLICATIONS: Resource<ApplicationRow> = Resource {
+    table: &applications::TABLE,
+    what: "application",
+    path: "Application/",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -185,7 +187,7 @@ async fn resolve_auth(
         ));
     }
     if let Some(uuid) = &cred_given
-        && !credentials::exists(w, acct, uuid).await?
+        && !credentials::TABLE.exists(w, acct, uuid).await?
     {
         return Err(ApiError::field(
             "credential_uuid",
@@ -193,7 +195,7 @@ async fn resolve_auth(
         ));
     }
     if let Some(uuid) = &acl_given
-        && !acls::exists(w, acct, uuid).await?
+        && !acls::TABLE.exists(w, acct, uuid).await?
     {
         return Err(ApiError::field(
             "ip_acl_uuid",
@@ -243,11 +245,9 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let page = applications::list(&s.store, &acct, paging.limit, paging.offset).await?;
-    Ok(page_reply(&acct, PATH, &paging, &page, |r| {
-        object(r, &s.realm)
-    }))
+    APPLICATIONS
+        .list(&s, &acct, page, |r| object(r, &s.realm))
+        .await
 }
 
 async fn get_one(
@@ -255,11 +255,9 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, app_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut r = s.store.read().await?;
-    let row = applications::get(&mut r, &acct, &app_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    Ok(reply(StatusCode::OK, object(&row, &s.realm)))
+    APPLICATIONS
+        .get(&s, &acct, &app_id, |r| object(r, &s.realm))
+        .await
 }
 
 async fn update(
@@ -271,9 +269,7 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let row = applications::get(&mut w, &acct, &app_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let row = APPLICATIONS.row(&mut w, &acct, &app_id).await?;
     let old = row.settings;
     let current = Auth {
         kind: AuthType::parse(&old.sip_auth_type).unwrap_or_default(),
@@ -295,7 +291,7 @@ async fn update(
     applications::update(&mut w, &app_id, &settings).await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, app = %app_id, sip_auth_type = auth.kind.as_str(), "application changed");
-    Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
+    Ok(changed())
 }
 
 async fn delete(
@@ -303,11 +299,9 @@ async fn delete(
     AccountId(acct): AccountId,
     Path((_, app_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut w = s.store.write().await?;
-    applications::get(&mut w, &acct, &app_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    applications::delete(&mut w, &app_id).await?;
-    s.committed(w).await?;
-    Ok(no_content())
+    APPLICATIONS
+        .delete(&s, &acct, &app_id, async |w| {
+            Ok(applications::delete(w, &app_id).await?)
+        })
+        .await
 }

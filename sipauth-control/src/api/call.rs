@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{AccountId, ApiError, ApiResult, body_fields, reply, time};
+use super::{AccountId, ApiError, ApiResult, Resource, body_fields, reply, time};
 use crate::ControlState;
 use crate::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use sipauth_model::{Credentials, MakeCall, Secret};
@@ -71,6 +71,12 @@ pub const CREATE: &[Field] = &[
         "the longest the answered call may last, in seconds; default 14400",
     ),
 ];
+
+const CALLS: Resource<CallRecord> = Resource {
+    table: &calls::TABLE,
+    what: "call",
+    path: "Call/",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -203,8 +209,5 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let row = calls::get(&s.store, &acct, &uuid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("call"))?;
-    Ok(reply(StatusCode::OK, object(&row)))
+    CALLS.get(&s, &acct, &uuid, object).await
 }

@@ -12,8 +12,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, ha1, no_content, page_reply,
-    refuse_if_assigned, reply, time,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, ha1, refuse_if_assigned,
+    reply, time,
 };
 use crate::ControlState;
 use crate::fields::{Field, Kind, field, validate};
@@ -22,8 +22,11 @@ use sipauth_store::credentials::{self, CredentialRow, NewCredential};
 
 pub const MAX_PER_ACCOUNT: i64 = 200;
 
-const PATH: &str = "SipAuth/Credential/";
-const WHAT: &str = "credential";
+const CREDENTIALS: Resource<CredentialRow> = Resource {
+    table: &credentials::TABLE,
+    what: "credential",
+    path: "SipAuth/Credential/",
+};
 
 pub const CREATE: &[Field] = &[
     field("username", Kind::Username, true, "digest username"),
@@ -70,7 +73,7 @@ async fn create(
     );
     let ha1 = ha1(username, &s.realm, password);
     let mut w = s.store.write().await?;
-    if credentials::count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
+    if credentials::TABLE.count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
         return Err(ApiError::bad(format!(
             "credentials: an account may hold at most {MAX_PER_ACCOUNT}"
         )));
@@ -105,9 +108,7 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let page = credentials::list(&s.store, &acct, paging.limit, paging.offset).await?;
-    Ok(page_reply(&acct, PATH, &paging, &page, object))
+    CREDENTIALS.list(&s, &acct, page, object).await
 }
 
 async fn get_one(
@@ -115,11 +116,7 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut r = s.store.read().await?;
-    let row = credentials::get(&mut r, &acct, &uuid)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    Ok(reply(StatusCode::OK, object(&row)))
+    CREDENTIALS.get(&s, &acct, &uuid, object).await
 }
 
 /// Rotates the password; applications using the credential see it with
@@ -133,9 +130,7 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let row = credentials::get(&mut w, &acct, &uuid)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let row = CREDENTIALS.row(&mut w, &acct, &uuid).await?;
     let ha1 = ha1(
         &row.username,
         &s.realm,
@@ -144,7 +139,7 @@ async fn update(
     credentials::set_ha1(&mut w, &acct, &uuid, &ha1).await?;
     s.committed(w).await?;
     tracing::info!(account = %acct, credential = %uuid, "credential password rotated");
-    Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
+    Ok(changed())
 }
 
 async fn delete(
@@ -152,12 +147,11 @@ async fn delete(
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut w = s.store.write().await?;
-    credentials::get(&mut w, &acct, &uuid)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    refuse_if_assigned(WHAT, &applications::using_credential(&mut w, &uuid).await?)?;
-    credentials::delete(&mut w, &acct, &uuid).await?;
-    s.committed(w).await?;
-    Ok(no_content())
+    CREDENTIALS
+        .delete(&s, &acct, &uuid, async |w| {
+            let apps = applications::using_credential(w, &uuid).await?;
+            refuse_if_assigned(CREDENTIALS.what, &apps)?;
+            Ok(credentials::delete(w, &acct, &uuid).await?)
+        })
+        .await
 }

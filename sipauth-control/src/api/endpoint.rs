@@ -13,8 +13,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, body_fields, ha1, no_content, numeric_id, page_reply,
-    reply, time,
+    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, ha1, numeric_id, reply,
+    time,
 };
 use crate::ControlState;
 use crate::fields::{Field, Kind, field, validate};
@@ -45,8 +45,11 @@ pub const UPDATE: &[Field] = &[
     field("app_id", Kind::Id, false, "\"\" detaches"),
 ];
 
-const PATH: &str = "Endpoint/";
-const WHAT: &str = "endpoint";
+const ENDPOINTS: Resource<EndpointRow> = Resource {
+    table: &endpoints::TABLE,
+    what: "endpoint",
+    path: "Endpoint/",
+};
 
 pub fn routes() -> Router<Arc<ControlState>> {
     Router::new()
@@ -71,7 +74,7 @@ fn object(r: &EndpointRow, domain: &str) -> Value {
 
 /// 400 unless account `acct` owns application `app_id`.
 async fn check_app(w: &mut WriteTx, acct: &str, app_id: &str) -> Result<(), ApiError> {
-    if applications::exists(w, acct, app_id).await? {
+    if applications::TABLE.exists(w, acct, app_id).await? {
         Ok(())
     } else {
         Err(ApiError::field(
@@ -124,11 +127,9 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    let paging = Page::check(page)?;
-    let page = endpoints::list(&s.store, &acct, paging.limit, paging.offset).await?;
-    Ok(page_reply(&acct, PATH, &paging, &page, |r| {
-        object(r, &s.realm)
-    }))
+    ENDPOINTS
+        .list(&s, &acct, page, |r| object(r, &s.realm))
+        .await
 }
 
 async fn get_one(
@@ -136,11 +137,7 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut r = s.store.read().await?;
-    let row = endpoints::get(&mut r, &acct, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    Ok(reply(StatusCode::OK, object(&row, &s.realm)))
+    ENDPOINTS.get(&s, &acct, &id, |r| object(r, &s.realm)).await
 }
 
 async fn update(
@@ -152,9 +149,7 @@ async fn update(
 ) -> ApiResult {
     let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
     let mut w = s.store.write().await?;
-    let row = endpoints::get(&mut w, &acct, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
+    let row = ENDPOINTS.row(&mut w, &acct, &id).await?;
     let app_id: Option<String> = match v.str("app_id") {
         Some("") => None,
         Some(app) => {
@@ -170,7 +165,7 @@ async fn update(
         endpoints::set_ha1(&mut w, &id, &ha1).await?;
     }
     s.committed(w).await?;
-    Ok(reply(StatusCode::ACCEPTED, json!({ "message": "changed" })))
+    Ok(changed())
 }
 
 async fn delete(
@@ -178,11 +173,9 @@ async fn delete(
     AccountId(acct): AccountId,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut w = s.store.write().await?;
-    endpoints::get(&mut w, &acct, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(WHAT))?;
-    endpoints::delete(&mut w, &id).await?;
-    s.committed(w).await?;
-    Ok(no_content())
+    ENDPOINTS
+        .delete(&s, &acct, &id, async |w| {
+            Ok(endpoints::delete(w, &id).await?)
+        })
+        .await
 }
