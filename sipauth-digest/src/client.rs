@@ -1,13 +1,19 @@
 //! Client side: answering an upstream's 401/407 challenge.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use rand::RngCore as _;
 
 use crate::{Algorithm, ha1, hex, push_quoted, response};
 
-/// One parsed `WWW-Authenticate` / `Proxy-Authenticate` digest challenge
-/// (quoted values unquoted).
+/// One parsed `WWW-Authenticate` / `Proxy-Authenticate` digest challenge.
+///
+/// `realm`, `nonce` and `opaque` are the text between their quotes as it
+/// stands in the header, backslash escapes included (what
+/// `sipauth_sip::parse_challenge` gives): the answer hashes their unquoted
+/// values (RFC 7616 3.4; RFC 3261 25.1 quoted-pair) and quotes them again
+/// once.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ChallengeIn<'a> {
     /// `realm`.
@@ -102,16 +108,18 @@ pub fn authorization_with_cnonce(
         Some(_) => (Some(cnonce), Some(nc)),
         None => (None, None),
     };
-    let secret = ha1(alg, username, ch.realm, password);
-    let resp = response(alg, sess, &secret, ch.nonce, nc, cnonce, qop, method, uri);
+    let realm = unescape(ch.realm);
+    let nonce = unescape(ch.nonce);
+    let secret = ha1(alg, username, &realm, password);
+    let resp = response(alg, sess, &secret, &nonce, nc, cnonce, qop, method, uri);
 
     let mut out = String::with_capacity(256);
     out.push_str("Digest username=");
     push_quoted(&mut out, username);
     out.push_str(", realm=");
-    push_quoted(&mut out, ch.realm);
+    push_quoted(&mut out, &realm);
     out.push_str(", nonce=");
-    push_quoted(&mut out, ch.nonce);
+    push_quoted(&mut out, &nonce);
     out.push_str(", uri=");
     push_quoted(&mut out, uri);
     out.push_str(", response=");
@@ -123,7 +131,7 @@ pub fn authorization_with_cnonce(
     }
     if let Some(opaque) = ch.opaque {
         out.push_str(", opaque=");
-        push_quoted(&mut out, opaque);
+        push_quoted(&mut out, &unescape(opaque));
     }
     if let (Some(qop), Some(cnonce), Some(nc)) = (qop, cnonce, nc) {
         out.push_str(", qop=");
@@ -134,4 +142,23 @@ pub fn authorization_with_cnonce(
         let _ = write!(out, "{nc:08x}");
     }
     Some(out)
+}
+
+/// A quoted-string's content with its quoted-pairs (`\x`) resolved to the
+/// characters they stand for; borrowed when there are none.
+fn unescape(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            // A lone backslash at the end stands for itself.
+            out.push(chars.next().unwrap_or('\\'));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }

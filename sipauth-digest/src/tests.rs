@@ -976,3 +976,36 @@ fn cross_check_with_digest_auth_crate() {
         }
     }
 }
+
+#[test]
+fn escaped_challenge_values_are_hashed_unquoted_and_quoted_once() {
+    // As the header carries them: realm `a"b\c`, opaque `o\p`.
+    let c = ChallengeIn {
+        realm: r#"a\"b\\c"#,
+        nonce: "n1",
+        opaque: Some(r"o\\p"),
+        algorithm: Some("MD5"),
+        qop: vec!["auth"],
+        stale: false,
+    };
+    let v = authorization_with_cnonce(&c, "u", "pw", "INVITE", "sip:x@h", 1, "cn").unwrap();
+    assert!(v.contains(r#"realm="a\"b\\c""#), "{v}");
+    assert!(v.contains(r#"opaque="o\\p""#), "{v}");
+    let secret = ha1(Algorithm::Md5, "u", "a\"b\\c", "pw");
+    let expected = response(
+        Algorithm::Md5,
+        false,
+        &secret,
+        "n1",
+        Some(1),
+        Some("cn"),
+        Some("auth"),
+        "INVITE",
+        "sip:x@h",
+    );
+    assert!(v.contains(&format!("response=\"{expected}\"")), "{v}");
+    // Values without escapes are sent as they came.
+    let plain = ch(Some("MD5"), vec!["auth"]);
+    let v = authorization_with_cnonce(&plain, "u", "pw", "INVITE", "sip:x@h", 1, "cn").unwrap();
+    assert!(v.contains(r#"realm="provider.example.net""#), "{v}");
+}
