@@ -205,7 +205,9 @@ impl Party for Answered<'_> {
 
 /// Rings the `<Dial>` targets and bridges A to the first that answers,
 /// until `until` (the call's time limit, or the Dial's `timeLimit` once
-/// bridged if that comes first).
+/// bridged if that comes first). Over when A hung up or a time limit ran
+/// out (B hung up too), Connected when B hung up, Unreached when no
+/// target answered or A refused B's offer.
 async fn connect(
     call: &MakeCall,
     calls: &Calls,
