@@ -6,12 +6,19 @@
 //! returns drives the call. Records never hold a credential.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipauth_callback::{Action, Callback, Dial, Method};
+use sipauth_callback::{Callback, Dial, Method};
+use tokio::sync::mpsc;
 
-use super::outbound::Outcome;
+use crate::Edge;
+use crate::outbound::bridge::{self, Event};
+use crate::outcome::Outcome;
+use crate::script::{self, Dialed, Party};
+use crate::transaction::Key;
+use crate::transport::Replier;
 
 pub use sipauth_model::Cause;
 use sipauth_model::snapshot::{Application, AuthType};
@@ -161,82 +168,6 @@ pub struct Inbound {
     pub source_ip: String,
 }
 
-/// How the call ends before it is answered: the final response and the
-/// record's status and cause.
-pub struct Ending {
-    pub code: u16,
-    pub reason: &'static str,
-    pub status: &'static str,
-    pub cause: Cause,
-}
-
-/// What the answer_url's XML leaves the edge to do.
-pub enum Next {
-    /// End the call before it is answered.
-    End(Ending),
-    /// Bridge the caller to this `<Dial>`; `rest` is the XML after it.
-    Dial { dial: Dial, rest: Vec<Action> },
-}
-
-/// How a `<Dial>` ended, as its action URL is told.
-pub struct DialEnd {
-    /// DialStatus: completed, busy, failed, timeout, no-answer, cancel.
-    pub status: &'static str,
-    pub cause: Cause,
-    /// Whether a target rang (a 180 / 183) or answered.
-    pub alerted: bool,
-}
-
-/// Tells the `<Dial action>` URL how the Dial ended (signed with the
-/// account's token, the call's `params` and DialStatus, DialHangupCause,
-/// DialHangupCauseCode, DialRingStatus, DialALegUUID). With `redirect`
-/// (the Dial's, when the call can still go on) the XML it returns is what
-/// the call follows next: `Some(Ok(actions))`, or `Some(Err(cause))` when
-/// the fetch or the XML failed. `None`: no action URL, or only told.
-pub async fn dial_action(
-    calls: &Calls,
-    dial: &Dial,
-    mut params: Vec<(String, String)>,
-    auth_token: &str,
-    call_uuid: &str,
-    end: &DialEnd,
-    redirect: bool,
-) -> Option<Result<Vec<Action>, Cause>> {
-    let url = dial.action_url.as_deref()?;
-    params.extend([
-        ("DialStatus".to_owned(), end.status.to_owned()),
-        ("DialHangupCause".to_owned(), end.cause.name().to_owned()),
-        (
-            "DialHangupCauseCode".to_owned(),
-            end.cause.code().to_string(),
-        ),
-        ("DialRingStatus".to_owned(), end.alerted.to_string()),
-        ("DialALegUUID".to_owned(), call_uuid.to_owned()),
-    ]);
-    let cb = Callback {
-        url,
-        method: method_of(dial.action_method.as_deref().unwrap_or("POST")),
-        params,
-        auth_token,
-    };
-    if !(redirect && dial.redirect) {
-        if let Err(e) = calls.client.notify(&cb).await {
-            tracing::info!(call = %call_uuid, error = %e, "Dial action URL failed");
-        }
-        return None;
-    }
-    Some(match calls.client.fetch(&cb).await {
-        Err(e) => {
-            tracing::warn!(call = %call_uuid, error = %e, "Dial action URL failed");
-            Err(Cause::AnswerUrlUnreachable)
-        }
-        Ok(body) => sipauth_callback::parse_response_xml(&body).map_err(|e| {
-            tracing::warn!(call = %call_uuid, error = %e, "Dial action URL returned invalid XML");
-            Cause::InvalidAnswerXml
-        }),
-    })
-}
-
 /// `GET` or `POST` (anything else).
 #[must_use]
 pub fn method_of(m: &str) -> Method {
@@ -244,41 +175,6 @@ pub fn method_of(m: &str) -> Method {
         Method::Get
     } else {
         Method::Post
-    }
-}
-
-impl Ending {
-    /// The answer_url (or a Dial action URL) returned XML that is not valid.
-    #[must_use]
-    pub fn invalid_xml() -> Self {
-        Self {
-            code: 480,
-            reason: "Invalid Answer XML",
-            status: "failed",
-            cause: Cause::InvalidAnswerXml,
-        }
-    }
-
-    /// The answer_url (or a Dial action URL) could not be fetched.
-    #[must_use]
-    pub fn answer_url_failed() -> Self {
-        Self {
-            code: 480,
-            reason: "Answer URL Unreachable",
-            status: "failed",
-            cause: Cause::AnswerUrlUnreachable,
-        }
-    }
-
-    /// The final response and record fields of an outbound leg's failure.
-    #[must_use]
-    pub fn of_outcome(o: super::outbound::Outcome) -> Self {
-        Self {
-            code: o.code,
-            reason: sipauth_sip::build::reason_phrase(o.code),
-            status: o.status,
-            cause: o.cause,
-        }
     }
 }
 
@@ -303,106 +199,8 @@ impl Inbound {
         p
     }
 
-    /// Fetches the answer_url and follows the XML until the call ends or
-    /// a `<Dial>` takes it over.
-    pub async fn run(&self, calls: &Calls) -> Next {
-        let cb = Callback {
-            url: &self.app.answer_url,
-            method: method_of(&self.app.answer_method),
-            params: self.params("ringing"),
-            auth_token: &self.auth_token,
-        };
-        let body = match calls.client.fetch(&cb).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(call = %self.call_uuid, error = %e, "answer_url failed");
-                return Next::End(Ending::answer_url_failed());
-            }
-        };
-        match sipauth_callback::parse_response_xml(&body) {
-            Ok(actions) => self.follow(actions, None).await,
-            Err(e) => {
-                tracing::warn!(call = %self.call_uuid, error = %e, "answer_url returned invalid XML");
-                Next::End(Ending::invalid_xml())
-            }
-        }
-    }
-
-    /// Follows `actions` until the call ends or a `<Dial>` takes it over.
-    /// `unreached` is the outcome of a `<Dial>` that just reached nobody:
-    /// when nothing follows it, the call ends with it.
-    pub async fn follow(&self, actions: Vec<Action>, mut unreached: Option<Outcome>) -> Next {
-        let mut actions = actions.into_iter();
-        while let Some(action) = actions.next() {
-            match action {
-                Action::Hangup { reason } => {
-                    return Next::End(match reason.as_deref() {
-                        Some("busy") => Ending {
-                            code: 486,
-                            reason: "Busy Here",
-                            status: "busy",
-                            cause: Cause::BusyLine,
-                        },
-                        Some("rejected") => Ending {
-                            code: 603,
-                            reason: "Decline",
-                            status: "failed",
-                            cause: Cause::Rejected,
-                        },
-                        _ => Ending {
-                            code: 480,
-                            reason: "Temporarily Unavailable",
-                            status: "completed",
-                            cause: Cause::NormalHangup,
-                        },
-                    });
-                }
-                Action::Wait { length_secs } => {
-                    unreached = None;
-                    tokio::time::sleep(Duration::from_secs(u64::from(length_secs.min(3600)))).await;
-                }
-                Action::Speak { .. } => unreached = None,
-                Action::Dial(dial) => {
-                    return Next::Dial {
-                        dial,
-                        rest: actions.collect(),
-                    };
-                }
-            }
-        }
-        Next::End(match unreached {
-            Some(o) => Ending::of_outcome(o),
-            None => Ending {
-                code: 480,
-                reason: "Temporarily Unavailable",
-                status: "completed",
-                cause: Cause::EndOfXml,
-            },
-        })
-    }
-
-    /// Tells the Dial's action URL how it ended; see [`dial_action`].
-    pub async fn after_dial(
-        &self,
-        calls: &Calls,
-        dial: &Dial,
-        end: &DialEnd,
-        redirect: bool,
-    ) -> Option<Result<Vec<Action>, Cause>> {
-        dial_action(
-            calls,
-            dial,
-            self.params("in-progress"),
-            &self.auth_token,
-            &self.call_uuid,
-            end,
-            redirect,
-        )
-        .await
-    }
-
     /// The record of this call once it ended.
-    pub fn record(&self, created_at: i64, end: &Ending) -> CallRecord {
+    pub fn record(&self, created_at: i64, end: &Outcome) -> CallRecord {
         CallRecord {
             call_uuid: self.call_uuid.clone(),
             account: self.app.account.clone(),
@@ -421,7 +219,7 @@ impl Inbound {
     }
 
     /// Tells the hangup_url how the call ended (signed); failures are logged.
-    pub async fn hangup(&self, calls: &Calls, end: &Ending) {
+    pub async fn hangup(&self, calls: &Calls, end: &Outcome) {
         let Some(url) = self.app.hangup_url.as_deref().filter(|u| !u.is_empty()) else {
             return;
         };
@@ -435,6 +233,112 @@ impl Inbound {
             end.cause,
         )
         .await;
+    }
+}
+
+impl Edge {
+    /// Follows the answer_url and ends the call as it says (the final
+    /// response of the INVITE, or a bridge to a `<Dial>` target), then
+    /// writes the record and tells the hangup_url.
+    pub(crate) async fn answer(
+        self: Arc<Self>,
+        call: Inbound,
+        key: Key,
+        raw: Vec<u8>,
+        src: SocketAddr,
+        replier: Replier,
+    ) {
+        let created = now();
+        let Ok(msg) = sipauth_sip::parse(&raw) else {
+            return;
+        };
+        let mut caller = Unanswered {
+            edge: &self,
+            call: &call,
+            invite: bridge::Caller::new(&self, &key, &msg, src, &replier),
+            events: None,
+        };
+        let end = script::run(&self.calls.client, &mut caller).await;
+        if caller.events.is_some() {
+            caller.invite.unbridge(&self.bridges);
+            tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
+        }
+        self.calls.record(call.record(created, &end));
+        call.hangup(&self.calls, &end).await;
+    }
+}
+
+/// The caller of an inbound call, not answered until a `<Dial>` target
+/// answers: `<Hangup>` and the end of the XML are the final response of
+/// its INVITE, `<Wait>` keeps it waiting, `<Dial>` bridges it to the
+/// Dial's targets ([`bridge`]).
+struct Unanswered<'a> {
+    edge: &'a Edge,
+    call: &'a Inbound,
+    invite: bridge::Caller<'a>,
+    /// The caller's CANCEL, ACK, BYE and in-dialog requests, once the
+    /// first `<Dial>` bridged it (between Dials too).
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+}
+
+impl Party for Unanswered<'_> {
+    fn call_uuid(&self) -> &str {
+        &self.call.call_uuid
+    }
+
+    fn auth_token(&self) -> &str {
+        &self.call.auth_token
+    }
+
+    fn params(&self, status: &str) -> Vec<(String, String)> {
+        self.call.params(status)
+    }
+
+    fn answer_url(&self) -> Callback<'_> {
+        Callback {
+            url: &self.call.app.answer_url,
+            method: method_of(&self.call.app.answer_method),
+            params: self.call.params("ringing"),
+            auth_token: &self.call.auth_token,
+        }
+    }
+
+    /// A caller not yet answered has no time limit (a bridge has its own).
+    fn out_of_time(&self) -> bool {
+        false
+    }
+
+    async fn hang_up(&mut self, reason: Option<&str>) -> Outcome {
+        let o = Outcome::of_hangup(reason);
+        self.end(&o).await;
+        o
+    }
+
+    async fn end(&mut self, outcome: &Outcome) {
+        self.invite
+            .respond(self.edge, outcome.code, outcome.reason());
+    }
+
+    async fn wait(&mut self, length: Duration) -> Option<Outcome> {
+        tokio::time::sleep(length).await;
+        None
+    }
+
+    async fn dial(&mut self, dial: &Dial) -> (Dialed, bool) {
+        let invite = &self.invite;
+        let edge = self.edge;
+        let events = self
+            .events
+            .get_or_insert_with(|| invite.bridge(&edge.bridges));
+        edge.bridged(self.call, invite, dial, events).await
+    }
+
+    /// A CANCEL (or an early BYE) of the caller.
+    fn left(&mut self) -> bool {
+        self.events.as_mut().is_some_and(|events| {
+            std::iter::from_fn(|| events.try_recv().ok())
+                .any(|ev| matches!(ev, Event::Cancel | Event::Bye))
+        })
     }
 }
 

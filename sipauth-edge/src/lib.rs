@@ -17,7 +17,9 @@ pub mod conn;
 pub mod egress;
 pub mod metrics;
 pub mod outbound;
+pub mod outcome;
 pub mod registrar;
+mod script;
 pub mod sip;
 pub mod transaction;
 pub mod transport;
@@ -34,7 +36,7 @@ use sipauth_sip::{Message, build};
 
 use crate::metrics::Metrics;
 use admission::{Decision, Digest};
-use call::{Calls, Inbound, Next};
+use call::{Calls, Inbound};
 use egress::Egress;
 use registrar::Registrar;
 use sipauth_kernel::lockout::Lockouts;
@@ -467,30 +469,6 @@ impl Edge {
                 tokio::spawn(async move { edge.answer(call, key, raw, src, replier).await });
             }
         }
-    }
-
-    /// Follows the answer_url and ends the call as it says.
-    async fn answer(
-        self: Arc<Self>,
-        call: Inbound,
-        key: Key,
-        raw: Vec<u8>,
-        src: SocketAddr,
-        replier: Replier,
-    ) {
-        let created = sipauth_store::now();
-        let end = match call.run(&self.calls).await {
-            Next::End(end) => end,
-            Next::Dial { dial, rest } => {
-                Box::pin(self.bridge(call, dial, rest, created, key, raw, src, replier)).await;
-                return;
-            }
-        };
-        if let Ok(msg) = sipauth_sip::parse(&raw) {
-            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
-        }
-        self.calls.record(call.record(created, &end));
-        call.hangup(&self.calls, &end).await;
     }
 
     /// REGISTER: digest against the endpoint's credentials (401), then the

@@ -19,10 +19,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use sipauth_callback::{Action, Dial};
+use sipauth_callback::Dial;
 use sipauth_sip::{Message, build};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,7 +30,8 @@ use tokio::time::Instant;
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, message};
 use crate::Edge;
-use crate::call::{Cause, DialEnd, Ending, Inbound, Next};
+use crate::call::Inbound;
+use crate::script::Dialed;
 use crate::sip::{Retransmit, Timers, wait_until};
 use crate::transaction::Key;
 use crate::transport::Replier;
@@ -96,7 +97,7 @@ struct Entry {
 pub struct Bridges(Mutex<HashMap<(String, String), Entry>>);
 
 impl Bridges {
-    fn insert(
+    pub(crate) fn insert(
         &self,
         call_id: &str,
         from_tag: &str,
@@ -113,7 +114,7 @@ impl Bridges {
         rx
     }
 
-    fn remove(&self, call_id: &str, from_tag: &str) {
+    pub(crate) fn remove(&self, call_id: &str, from_tag: &str) {
         self.0
             .lock()
             .expect("bridges")
@@ -198,7 +199,7 @@ impl Bridges {
 }
 
 /// The caller's side of a bridge: its INVITE and how to answer it.
-struct Caller<'m> {
+pub(crate) struct Caller<'m> {
     key: &'m Key,
     msg: &'m Message<'m>,
     src: SocketAddr,
@@ -210,13 +211,56 @@ struct Caller<'m> {
     sent_by: String,
 }
 
-/// How one `<Dial>` of the caller ended.
-enum Bridged {
-    /// The call is over: answered and hung up, or cancelled by the caller
-    /// (its INVITE has had its final response).
-    Over { end: Ending, alerted: bool },
-    /// No target answered; the caller's INVITE waits for what comes next.
-    Failed { outcome: Outcome, alerted: bool },
+impl<'m> Caller<'m> {
+    pub(crate) fn new(
+        edge: &Edge,
+        key: &'m Key,
+        msg: &'m Message<'m>,
+        src: SocketAddr,
+        replier: &'m Replier,
+    ) -> Self {
+        Self {
+            key,
+            msg,
+            src,
+            replier,
+            to_tag: edge.to_tag(msg),
+            contact: edge_contact(msg, replier.is_reliable()),
+            sent_by: edge_sent_by(msg),
+        }
+    }
+
+    /// A final response to the caller's INVITE, without a body.
+    pub(crate) fn respond(&self, edge: &Edge, code: u16, reason: &str) {
+        edge.respond(
+            self.key,
+            self.msg,
+            self.src,
+            self.replier,
+            code,
+            reason,
+            &[],
+        );
+    }
+
+    /// The caller's CANCEL, ACK, BYE and in-dialog requests come to the
+    /// receiver from now on, until [`Caller::unbridge`].
+    pub(crate) fn bridge(&self, bridges: &Bridges) -> mpsc::UnboundedReceiver<Event> {
+        let (call_id, from_tag) = self.dialog_id();
+        bridges.insert(call_id, from_tag, &self.to_tag)
+    }
+
+    pub(crate) fn unbridge(&self, bridges: &Bridges) {
+        let (call_id, from_tag) = self.dialog_id();
+        bridges.remove(call_id, from_tag);
+    }
+
+    /// Call-ID and the caller's tag.
+    fn dialog_id(&self) -> (&'m str, &'m str) {
+        let call_id = self.msg.call_id().unwrap_or_default();
+        let from_tag = self.msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
+        (call_id, from_tag)
+    }
 }
 
 /// How the ringing leg ended, as far as the caller is concerned.
@@ -228,113 +272,18 @@ enum Rung {
 }
 
 impl Edge {
-    /// Bridges `call` to `dial`; when the Dial reaches nobody, its action
-    /// URL's XML (or else `rest`, the XML after the Dial) says what comes
-    /// next, which may be another Dial. Then writes the record and tells
-    /// the hangup_url.
-    #[expect(clippy::too_many_arguments, reason = "the INVITE, all of its parts")]
-    pub(crate) async fn bridge(
-        self: Arc<Self>,
-        call: Inbound,
-        mut dial: Dial,
-        mut rest: Vec<Action>,
-        created: i64,
-        key: Key,
-        raw: Vec<u8>,
-        src: SocketAddr,
-        replier: Replier,
-    ) {
-        let Ok(msg) = sipauth_sip::parse(&raw) else {
-            return;
-        };
-        // The caller's CANCEL, ACK, BYE and in-dialog requests come to this
-        // bridge from now on, between Dials too.
-        let call_id = msg.call_id().unwrap_or_default();
-        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
-        let mut events = self.bridges.insert(call_id, from_tag, &self.to_tag(&msg));
-        let cancelled = |events: &mut mpsc::UnboundedReceiver<Event>| {
-            std::iter::from_fn(|| events.try_recv().ok())
-                .any(|ev| matches!(ev, Event::Cancel | Event::Bye))
-        };
-        let end = loop {
-            let rung = self
-                .bridged(&call, &dial, &key, &msg, src, &replier, &mut events)
-                .await;
-            match rung {
-                Bridged::Over { end, alerted } => {
-                    // Answered and over, or cancelled: the action URL is
-                    // only told.
-                    let told = DialEnd {
-                        status: end.status,
-                        cause: end.cause,
-                        alerted,
-                    };
-                    let _ = call.after_dial(&self.calls, &dial, &told, false).await;
-                    break end;
-                }
-                Bridged::Failed { outcome, alerted } => {
-                    let told = DialEnd {
-                        status: outcome.status,
-                        cause: outcome.cause,
-                        alerted,
-                    };
-                    let actions = match call.after_dial(&self.calls, &dial, &told, true).await {
-                        Some(Ok(actions)) => actions,
-                        Some(Err(c)) => {
-                            let end = if c == Cause::InvalidAnswerXml {
-                                Ending::invalid_xml()
-                            } else {
-                                Ending::answer_url_failed()
-                            };
-                            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
-                            break end;
-                        }
-                        None => std::mem::take(&mut rest),
-                    };
-                    if cancelled(&mut events) {
-                        // The caller gave up while the action URL answered.
-                        self.respond(&key, &msg, src, &replier, 487, "Request Terminated", &[]);
-                        break Ending {
-                            code: 487,
-                            reason: "Request Terminated",
-                            status: "cancel",
-                            cause: Cause::Cancelled,
-                        };
-                    }
-                    match call.follow(actions, Some(outcome)).await {
-                        Next::End(end) => {
-                            self.respond(&key, &msg, src, &replier, end.code, end.reason, &[]);
-                            break end;
-                        }
-                        Next::Dial { dial: d, rest: r } => {
-                            dial = d;
-                            rest = r;
-                        }
-                    }
-                }
-            }
-        };
-        self.bridges.remove(call_id, from_tag);
-        tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
-        self.calls.record(call.record(created, &end));
-        call.hangup(&self.calls, &end).await;
-    }
-
     /// Rings `dial`'s targets for the caller: answered and over (the
-    /// caller's INVITE has its 200, or 487 when it cancelled), or failed
-    /// (no final response sent yet).
-    #[expect(clippy::too_many_arguments, reason = "the INVITE, all of its parts")]
-    async fn bridged(
+    /// caller's INVITE has its 200, or 487 when it cancelled), or no target
+    /// answered (no final response sent yet); and whether a target rang or
+    /// answered.
+    pub(crate) async fn bridged(
         &self,
         call: &Inbound,
+        caller: &Caller<'_>,
         dial: &Dial,
-        key: &Key,
-        msg: &Message<'_>,
-        src: SocketAddr,
-        replier: &Replier,
         events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Bridged {
-        let body = msg.body();
+    ) -> (Dialed, bool) {
+        let body = caller.msg.body();
         let plan = fork::Plan {
             from_user: &call.from_user,
             // Raw `X-{key}` when the caller authenticated with SIP auth.
@@ -343,44 +292,20 @@ impl Edge {
             settings: &self.calls.outbound,
         };
         let (legs, failed) = fork::legs(dial.clone(), &plan);
-        let caller = Caller {
-            key,
-            msg,
-            src,
-            replier,
-            to_tag: self.to_tag(msg),
-            contact: edge_contact(msg, replier.is_reliable()),
-            sent_by: edge_sent_by(msg),
-        };
-        let (rung, alerted) = self.ring(&caller, Fork::start(legs, failed), events).await;
+        let (rung, alerted) = self.ring(caller, Fork::start(legs, failed), events).await;
         match rung {
             Rung::Cancelled => {
-                self.respond(key, msg, src, replier, 487, "Request Terminated", &[]);
-                Bridged::Over {
-                    end: Ending {
-                        code: 487,
-                        reason: "Request Terminated",
-                        status: "cancel",
-                        cause: Cause::Cancelled,
-                    },
-                    alerted,
-                }
+                let o = Outcome::CANCELLED;
+                caller.respond(self, o.code, o.reason());
+                (Dialed::Over(o), alerted)
             }
-            Rung::Failed(outcome) => Bridged::Failed { outcome, alerted },
+            Rung::Failed(o) => (Dialed::Unreached(o), alerted),
             Rung::Answered(dialog) => {
                 let limit = dial.time_limit_secs.map_or(MAX_CALL, |t| {
                     Duration::from_secs(u64::from(t)).min(MAX_CALL)
                 });
-                self.talk(&caller, dialog, events, limit).await;
-                Bridged::Over {
-                    end: Ending {
-                        code: 200,
-                        reason: "OK",
-                        status: "completed",
-                        cause: Cause::NormalHangup,
-                    },
-                    alerted: true,
-                }
+                self.talk(caller, dialog, events, limit).await;
+                (Dialed::Over(Outcome::HUNG_UP), true)
             }
         }
     }

@@ -15,6 +15,7 @@ use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
 use crate::call::Cause;
+use crate::outcome::Outcome;
 use crate::sip::{Retransmit, wait_until};
 
 /// What to dial.
@@ -34,45 +35,6 @@ pub struct Leg {
     pub ring_timeout: Duration,
     /// Provisional responses out and a cancel in, for a bridged leg.
     pub hooks: Hooks,
-}
-
-/// How a leg ended without being answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// The final status to give a caller bridged to this leg.
-    pub code: u16,
-    /// CallStatus.
-    pub status: &'static str,
-    pub cause: Cause,
-}
-
-impl Outcome {
-    const fn new(code: u16, status: &'static str, cause: Cause) -> Self {
-        Self {
-            code,
-            status,
-            cause,
-        }
-    }
-
-    pub const AUTH_FAILED: Self = Self::new(403, "failed", Cause::OutboundAuthFailed);
-    pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", Cause::OutboundAuthTimeout);
-    pub const INVALID_DESTINATION: Self = Self::new(404, "failed", Cause::InvalidDestination);
-    pub const NETWORK_ERROR: Self = Self::new(503, "failed", Cause::NetworkError);
-    pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", Cause::DialNotAvailable);
-
-    /// The outcome of a final failure response `code` to an INVITE that
-    /// carried no credentials, or carried them and was not rejected for them.
-    #[must_use]
-    pub fn of_status(code: u16) -> Self {
-        match code {
-            486 | 600 => Self::new(code, "busy", Cause::BusyLine),
-            408 | 480 => Self::new(code, "no-answer", Cause::NoAnswer),
-            487 => Self::new(code, "cancel", Cause::Cancelled),
-            603 => Self::new(code, "failed", Cause::Rejected),
-            _ => Self::new(code, "failed", Cause::DestinationFailed),
-        }
-    }
 }
 
 /// How [`Leg::place`] ended.

@@ -16,26 +16,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipauth_callback::{Action, Callback, Method};
+use sipauth_callback::{Callback, Method};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
-use crate::call::{CallRecord, Calls, Cause, DialEnd, dial_action, method_of, notify_hangup};
+use crate::call::{CallRecord, Calls, method_of, notify_hangup};
+use crate::script::{self, Dialed, Party};
 use sipauth_store::now;
 
 /// Outbound calls in progress at once; further requests wait in the queue.
 const MAX_CALLS: usize = 4096;
 /// The offer of an API call: the edge carries no media.
 const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
-
-/// How the call ended.
-struct End {
-    status: &'static str,
-    cause: Cause,
-}
 
 /// Takes Make Call requests until the control plane goes away.
 pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
@@ -65,7 +60,7 @@ fn params(call: &MakeCall, status: &str) -> Vec<(String, String)> {
 }
 
 /// The record of an outbound call that ended.
-fn record(call: &MakeCall, end: &End) -> CallRecord {
+fn record(call: &MakeCall, end: &Outcome) -> CallRecord {
     CallRecord {
         call_uuid: call.call_uuid.clone(),
         account: call.account.clone(),
@@ -94,10 +89,7 @@ async fn run(call: MakeCall, calls: &Calls) {
         fork::number_target(&calls.outbound, &call.to)
     };
     let end = match target {
-        Err(o) => End {
-            status: o.status,
-            cause: o.cause,
-        },
+        Err(o) => o,
         Ok(target) => {
             let leg = Leg {
                 target,
@@ -110,13 +102,15 @@ async fn run(call: MakeCall, calls: &Calls) {
                 hooks: super::txn::Hooks::default(),
             };
             match leg.place().await {
-                LegEnd::Failed(o) => End {
-                    status: o.status,
-                    cause: o.cause,
-                },
+                LegEnd::Failed(o) => o,
                 LegEnd::Answered(dialog) => {
-                    let until = tokio::time::Instant::now() + call.time_limit;
-                    answered(&call, calls, dialog, until).await
+                    let mut answered = Answered {
+                        call: &call,
+                        calls,
+                        dialog,
+                        until: tokio::time::Instant::now() + call.time_limit,
+                    };
+                    script::run(&calls.client, &mut answered).await
                 }
             }
         }
@@ -138,150 +132,82 @@ async fn run(call: MakeCall, calls: &Calls) {
 }
 
 /// The far end answered: the answer_url says what happens next, until
-/// `until` (the call's time limit).
-async fn answered(
-    call: &MakeCall,
-    calls: &Calls,
-    mut dialog: Box<Dialog>,
+/// `until` (the call's time limit). `<Hangup>`, the end of the XML and the
+/// time limit send it a BYE; while it waits or rings it is connected to
+/// nothing (its re-INVITEs and UPDATEs are answered with [`OFFER`]);
+/// `<Dial>` bridges it to the first target to answer ([`connect`]).
+struct Answered<'a> {
+    call: &'a MakeCall,
+    calls: &'a Calls,
+    dialog: Box<Dialog>,
     until: tokio::time::Instant,
-) -> End {
-    let cb = Callback {
-        url: &call.answer_url,
-        method: method_of(&call.answer_method),
-        params: params(call, "in-progress"),
-        auth_token: &call.auth_token,
-    };
-    let actions = match calls.client.fetch(&cb).await {
-        Ok(body) => match sipauth_callback::parse_response_xml(&body) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(call = %call.call_uuid, error = %e, "answer_url returned invalid XML");
-                dialog.bye().await;
-                return End {
-                    status: "failed",
-                    cause: Cause::InvalidAnswerXml,
-                };
-            }
-        },
-        Err(e) => {
-            tracing::warn!(call = %call.call_uuid, error = %e, "answer_url failed");
-            dialog.bye().await;
-            return End {
-                status: "failed",
-                cause: Cause::AnswerUrlUnreachable,
-            };
-        }
-    };
-    let completed = |cause| End {
-        status: "completed",
-        cause,
-    };
-    // The outcome of a `<Dial>` that reached nobody, while nothing else
-    // has happened since.
-    let mut unreached: Option<Outcome> = None;
-    let mut actions = actions.into_iter();
-    while let Some(action) = actions.next() {
-        if tokio::time::Instant::now() >= until {
-            // The call's time limit.
-            dialog.bye().await;
-            return completed(Cause::NormalHangup);
-        }
-        match action {
-            Action::Hangup { .. } => {
-                dialog.bye().await;
-                return completed(Cause::NormalHangup);
-            }
-            Action::Wait { length_secs } => {
-                unreached = None;
-                let wait_until = (tokio::time::Instant::now()
-                    + Duration::from_secs(u64::from(length_secs.min(3600))))
-                .min(until);
-                loop {
-                    let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
-                    match dialog.hold(left).await {
-                        Held::Elapsed => break,
-                        Held::HungUp => return completed(Cause::NormalHangup),
-                        Held::Reinvite(raw) | Held::Request(raw) => {
-                            answer_alone(&mut dialog, &raw).await;
-                        }
-                    }
-                }
-                if tokio::time::Instant::now() >= until {
-                    // The call's time limit.
-                    dialog.bye().await;
-                    return completed(Cause::NormalHangup);
-                }
-            }
-            Action::Speak { .. } => unreached = None,
-            Action::Dial(dial) => {
-                let (dialed, alerted) = connect(call, calls, &mut dialog, &dial, until).await;
-                let told = match dialed {
-                    Dialed::AHungUp | Dialed::BHungUp => DialEnd {
-                        status: "completed",
-                        cause: Cause::NormalHangup,
-                        alerted,
-                    },
-                    Dialed::Unreached(o) => DialEnd {
-                        status: o.status,
-                        cause: o.cause,
-                        alerted,
-                    },
-                };
-                // A gone, the action URL is only told; otherwise its XML
-                // (with redirect) is what the call does next.
-                let a_up = !matches!(dialed, Dialed::AHungUp);
-                let next = dial_action(
-                    calls,
-                    &dial,
-                    params(call, "in-progress"),
-                    &call.auth_token,
-                    &call.call_uuid,
-                    &told,
-                    a_up,
-                )
-                .await;
-                match dialed {
-                    Dialed::AHungUp => return completed(Cause::NormalHangup),
-                    Dialed::BHungUp => unreached = None,
-                    Dialed::Unreached(o) => unreached = Some(o),
-                }
-                match next {
-                    Some(Ok(new)) => actions = new.into_iter(),
-                    Some(Err(c)) => {
-                        dialog.bye().await;
-                        return End {
-                            status: "failed",
-                            cause: c,
-                        };
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-    dialog.bye().await;
-    match unreached {
-        Some(o) => End {
-            status: o.status,
-            cause: o.cause,
-        },
-        None => completed(Cause::EndOfXml),
-    }
 }
 
-/// How a `<Dial>` of an answered call ended.
-enum Dialed {
-    /// A hung up (or the bridge ran out): the call is over.
-    AHungUp,
-    /// B hung up after talking (or the edge ended it): the XML goes on.
-    BHungUp,
-    /// No target answered.
-    Unreached(Outcome),
+impl Party for Answered<'_> {
+    fn call_uuid(&self) -> &str {
+        &self.call.call_uuid
+    }
+
+    fn auth_token(&self) -> &str {
+        &self.call.auth_token
+    }
+
+    fn params(&self, status: &str) -> Vec<(String, String)> {
+        params(self.call, status)
+    }
+
+    fn answer_url(&self) -> Callback<'_> {
+        Callback {
+            url: &self.call.answer_url,
+            method: method_of(&self.call.answer_method),
+            params: params(self.call, "in-progress"),
+            auth_token: &self.call.auth_token,
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        tokio::time::Instant::now() >= self.until
+    }
+
+    /// Answered already: any `reason` is a plain hangup.
+    async fn hang_up(&mut self, _reason: Option<&str>) -> Outcome {
+        self.dialog.bye().await;
+        Outcome::HUNG_UP
+    }
+
+    async fn end(&mut self, _outcome: &Outcome) {
+        self.dialog.bye().await;
+    }
+
+    async fn wait(&mut self, length: Duration) -> Option<Outcome> {
+        let wait_until = (tokio::time::Instant::now() + length).min(self.until);
+        loop {
+            let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
+            match self.dialog.hold(left).await {
+                Held::Elapsed => return None,
+                Held::HungUp => return Some(Outcome::HUNG_UP),
+                Held::Reinvite(raw) | Held::Request(raw) => {
+                    answer_alone(&mut self.dialog, &raw).await;
+                }
+            }
+        }
+    }
+
+    async fn dial(&mut self, dial: &sipauth_callback::Dial) -> (Dialed, bool) {
+        connect(self.call, self.calls, &mut self.dialog, dial, self.until).await
+    }
+
+    /// A hangup of A is seen at the next element.
+    fn left(&mut self) -> bool {
+        false
+    }
 }
 
 /// Rings the `<Dial>` targets and bridges A to the first that answers,
 /// until `until` (the call's time limit, or the Dial's `timeLimit` once
-/// bridged if that comes first).
+/// bridged if that comes first). Over when A hung up or a time limit ran
+/// out (B hung up too), Connected when B hung up, Unreached when no
+/// target answered or A refused B's offer.
 async fn connect(
     call: &MakeCall,
     calls: &Calls,
@@ -313,10 +239,10 @@ async fn connect(
                 Held::Reinvite(raw) | Held::Request(raw) => answer_alone(a, &raw).await,
                 Held::Elapsed => {
                     a.bye().await;
-                    return (Dialed::AHungUp, alerted);
+                    return (Dialed::Over(Outcome::HUNG_UP), alerted);
                 }
                 // A hung up while B rang: the fork cancels what rings.
-                Held::HungUp => return (Dialed::AHungUp, alerted),
+                Held::HungUp => return (Dialed::Over(Outcome::HUNG_UP), alerted),
             }
         }
     };
@@ -347,11 +273,11 @@ async fn connect(
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
-                    return (Dialed::AHungUp, alerted);
+                    return (Dialed::Over(Outcome::HUNG_UP), alerted);
                 }
                 Held::HungUp => {
                     b.bye().await;
-                    return (Dialed::AHungUp, alerted);
+                    return (Dialed::Over(Outcome::HUNG_UP), alerted);
                 }
             },
             held = b.hold(left) => match held {
@@ -360,9 +286,9 @@ async fn connect(
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
-                    return (Dialed::AHungUp, alerted);
+                    return (Dialed::Over(Outcome::HUNG_UP), alerted);
                 }
-                Held::HungUp => return (Dialed::BHungUp, alerted),
+                Held::HungUp => return (Dialed::Connected, alerted),
             },
         }
     }

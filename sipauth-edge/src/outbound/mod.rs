@@ -25,8 +25,10 @@ pub mod txn;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use leg::{Dialog, Held, Leg, LegEnd, Outcome};
+pub use leg::{Dialog, Held, Leg, LegEnd};
 pub use make_call::MakeCall;
+
+pub use crate::outcome::Outcome;
 
 pub use crate::sip::Timers;
 
