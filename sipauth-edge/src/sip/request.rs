@@ -220,3 +220,133 @@ impl std::fmt::Debug for OwnedRequest {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::*;
+
+    const SRC: &str = "192.0.2.1:5060";
+
+    fn invite(branch: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             From: <sip:a@192.0.2.1>;tag=ft\r\nTo: <sip:app@192.0.2.10>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The request as the edge makes it from a datagram.
+    fn request<'m>(
+        raw: &'m [u8],
+        replier: &Replier,
+        txns: &Arc<Transactions>,
+        tags: &ToTags,
+    ) -> ServerRequest<'m> {
+        let msg = sipauth_sip::parse(raw).unwrap();
+        let key = Key::of(&msg).unwrap();
+        ServerRequest::new(
+            msg,
+            key,
+            SRC.parse().unwrap(),
+            replier.clone(),
+            txns.clone(),
+            tags.clone(),
+        )
+    }
+
+    fn sent(rx: &mut UnboundedReceiver<Vec<u8>>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_answers_itself_once_and_a_retransmission_gets_the_same_answer() {
+        let (replier, mut rx) = Replier::channel();
+        let (txns, tags) = (Arc::new(Transactions::default()), ToTags::default());
+        let raw = invite("z9hG4bKonce");
+        let req = request(&raw, &replier, &txns, &tags);
+        assert!(matches!(req.arrive(), Seen::New));
+        req.respond(486, "Busy Here", &[], b"");
+        let first = sent(&mut rx);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].starts_with("SIP/2.0 486 Busy Here\r\n"),
+            "{}",
+            first[0]
+        );
+        let tag = format!("To: <sip:app@192.0.2.10>;tag={}\r\n", req.to_tag());
+        assert!(first[0].contains(&tag), "{}", first[0]);
+        assert_eq!(txns.len(), 1);
+        // No Timer G without a provisional: nothing while nobody asks.
+        tokio::time::advance(std::time::Duration::from_secs(40)).await;
+        tokio::task::yield_now().await;
+        assert!(sent(&mut rx).is_empty());
+        // The same datagram again: answered from the transaction, not judged.
+        let again = request(&raw, &replier, &txns, &tags);
+        assert!(matches!(again.arrive(), Seen::Retransmission));
+        assert_eq!(sent(&mut rx), first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stateless_challenge_leaves_no_transaction() {
+        let (replier, mut rx) = Replier::channel();
+        let (txns, tags) = (Arc::new(Transactions::default()), ToTags::default());
+        let raw = invite("z9hG4bKchal");
+        let challenge = [("Proxy-Authenticate", "Digest realm=\"example.com\"")];
+        let req = request(&raw, &replier, &txns, &tags);
+        assert!(matches!(req.arrive(), Seen::New));
+        req.respond_stateless(407, "Proxy Authentication Required", &challenge);
+        let first = sent(&mut rx);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"));
+        assert!(first[0].contains("Proxy-Authenticate: Digest realm=\"example.com\"\r\n"));
+        assert!(txns.is_empty());
+        // Its retransmission is a new request, and the same answer (the
+        // same To-tag) comes of it.
+        let again = request(&raw, &replier, &txns, &tags);
+        assert!(matches!(again.arrive(), Seen::New));
+        again.respond_stateless(407, "Proxy Authentication Required", &challenge);
+        assert_eq!(sent(&mut rx), first);
+        assert_eq!(again.to_tag(), req.to_tag());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owned_request_answers_in_the_same_transaction_after_its_buffer_is_gone() {
+        let (replier, mut rx) = Replier::channel();
+        let (txns, tags) = (Arc::new(Transactions::default()), ToTags::default());
+        let mut raw = invite("z9hG4bKlater");
+        let req = request(&raw, &replier, &txns, &tags);
+        assert!(matches!(req.arrive(), Seen::New));
+        req.respond(100, "Trying", &[], b"");
+        let tag = req.to_tag();
+        let owned = req.to_owned_request();
+        drop(req);
+        raw.fill(b'x');
+        let later = owned.request();
+        assert_eq!(later.method(), "INVITE");
+        assert_eq!(later.to_tag(), tag);
+        let ok = later.respond_kept(200, "OK", &[("Contact", "<sip:app@192.0.2.10>")], b"");
+        let got = sent(&mut rx);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].starts_with("SIP/2.0 100 Trying\r\n"));
+        // A 100 carries no To-tag; the final does.
+        assert!(
+            got[0].contains("To: <sip:app@192.0.2.10>\r\n"),
+            "{}",
+            got[0]
+        );
+        assert_eq!(got[1].as_bytes(), ok.as_slice());
+        assert!(got[1].contains(&format!(";tag={tag}\r\n")), "{}", got[1]);
+        // A retransmission of the INVITE gets the 200 again.
+        let raw = invite("z9hG4bKlater");
+        assert!(matches!(
+            request(&raw, &replier, &txns, &tags).arrive(),
+            Seen::Retransmission
+        ));
+        assert_eq!(sent(&mut rx), [got[1].clone()]);
+    }
+}
