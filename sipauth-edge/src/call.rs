@@ -6,7 +6,6 @@
 //! returns drives the call. Records never hold a credential.
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,7 @@ use crate::Edge;
 use crate::outbound::bridge::{self, Event};
 use crate::outcome::Outcome;
 use crate::script::{self, Dialed, Party};
-use crate::transaction::Key;
-use crate::transport::Replier;
+use crate::sip::OwnedRequest;
 
 pub use sipauth_model::Cause;
 use sipauth_model::snapshot::{Application, AuthType};
@@ -240,27 +238,18 @@ impl Edge {
     /// Follows the answer_url and ends the call as it says (the final
     /// response of the INVITE, or a bridge to a `<Dial>` target), then
     /// writes the record and tells the hangup_url.
-    pub(crate) async fn answer(
-        self: Arc<Self>,
-        call: Inbound,
-        key: Key,
-        raw: Vec<u8>,
-        src: SocketAddr,
-        replier: Replier,
-    ) {
+    pub(crate) async fn answer(self: Arc<Self>, call: Inbound, invite: OwnedRequest) {
         let created = now();
-        let Ok(msg) = sipauth_sip::parse(&raw) else {
-            return;
-        };
+        let req = invite.request();
         let mut caller = Unanswered {
             edge: &self,
             call: &call,
-            invite: bridge::Caller::new(&self, &key, &msg, src, &replier),
+            invite: bridge::Caller::new(&req),
             events: None,
         };
         let end = script::run(&self.calls.client, &mut caller).await;
         if caller.events.is_some() {
-            caller.invite.unbridge(&self.bridges);
+            caller.invite.unbridge(&self.dialogs);
             tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         }
         self.calls.record(call.record(created, &end));
@@ -315,8 +304,7 @@ impl Party for Unanswered<'_> {
     }
 
     async fn end(&mut self, outcome: &Outcome) {
-        self.invite
-            .respond(self.edge, outcome.code, outcome.reason());
+        self.invite.respond(outcome.code, outcome.reason());
     }
 
     async fn wait(&mut self, length: Duration) -> Option<Outcome> {
@@ -329,7 +317,7 @@ impl Party for Unanswered<'_> {
         let edge = self.edge;
         let events = self
             .events
-            .get_or_insert_with(|| invite.bridge(&edge.bridges));
+            .get_or_insert_with(|| invite.bridge(&edge.dialogs));
         edge.bridged(self.call, invite, dial, events).await
     }
 

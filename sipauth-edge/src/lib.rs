@@ -12,7 +12,6 @@
 
 pub mod admission;
 pub mod call;
-mod check;
 pub mod conn;
 pub mod egress;
 pub mod metrics;
@@ -21,26 +20,27 @@ pub mod outcome;
 pub mod registrar;
 mod script;
 pub mod sip;
-pub mod transaction;
 pub mod transport;
 pub mod view;
 
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sipauth_digest::{Algorithm, NcTracker, NonceKey};
-use sipauth_sip::{Message, build};
+use sipauth_sip::Message;
 
 use crate::metrics::Metrics;
 use admission::{Decision, Digest};
 use call::{Calls, Inbound};
 use egress::Egress;
 use registrar::Registrar;
+use sip::check;
+use sip::dialog::{self, Dialogs};
+use sip::transaction::{Key, Seen, Transactions};
+use sip::{ServerRequest, ToTags};
 use sipauth_kernel::lockout::Lockouts;
-use transaction::{Key, Seen, Transactions};
 use transport::Replier;
 
 /// Methods the edge implements, for `Allow`.
@@ -69,10 +69,11 @@ pub struct Edge {
     nc: NcTracker,
     txns: Arc<Transactions>,
     calls: Arc<Calls>,
-    /// Inbound calls bridged to an outbound leg (`<Dial><User>`).
-    bridges: outbound::bridge::Bridges,
-    /// Keys the To-tags: the same request gets the same tag.
-    tag_key: std::hash::RandomState,
+    /// The dialogs of inbound calls bridged to an outbound leg
+    /// (`<Dial><User>`).
+    dialogs: Dialogs,
+    /// The same request gets the same To-tag.
+    tags: ToTags,
 }
 
 fn unix_now() -> u64 {
@@ -103,8 +104,8 @@ impl Edge {
             digest,
             txns: Arc::new(Transactions::default()),
             calls,
-            bridges: outbound::bridge::Bridges::default(),
-            tag_key: std::hash::RandomState::new(),
+            dialogs: Dialogs::default(),
+            tags: ToTags::default(),
         });
         let weak = Arc::downgrade(&edge);
         tokio::spawn(async move {
@@ -121,6 +122,13 @@ impl Edge {
     }
 
     /// Handles one message from `src`; responses go through `replier`.
+    ///
+    /// The message is parsed once. A request then passes, in order: the
+    /// checks every request must pass ([`check`]), its server transaction
+    /// (a retransmission is answered from it and goes no further), the
+    /// option-tags it requires, the one match against the dialog table for
+    /// requests that belong to a dialog ([`dialog::is_in_dialog`]), and
+    /// method dispatch for the others.
     pub fn handle(self: &Arc<Self>, data: &[u8], src: SocketAddr, replier: &Replier) {
         let msg = match sipauth_sip::parse(data) {
             Ok(msg) => msg,
@@ -138,13 +146,13 @@ impl Edge {
                 return;
             }
             // A bridged caller's answer to the edge's BYE, or nothing of ours.
-            if !self.bridges.route(&msg) {
+            if !self.dialogs.route(&msg) {
                 self.metrics.stray_responses.fetch_add(1, Relaxed);
             }
             return;
         };
         self.metrics.request(method);
-        if let Err(why) = check_request(&msg) {
+        if let Err(why) = check::request(&msg) {
             self.refuse(&msg, why, src, replier);
             return;
         }
@@ -152,24 +160,28 @@ impl Edge {
             self.metrics.dropped.fetch_add(1, Relaxed);
             return;
         };
-        if method == "ACK" {
-            // The ACK of a bridged call's 2xx stops its retransmissions.
-            self.bridges.route(&msg);
-        }
-        match self.txns.arrive(&key, method == "ACK", replier) {
-            Seen::New => {}
+        let req = ServerRequest::new(
+            msg,
+            key,
+            src,
+            replier.clone(),
+            self.txns.clone(),
+            self.tags.clone(),
+        );
+        match req.arrive() {
+            Seen::New | Seen::Ack => {}
             Seen::Retransmission => {
                 self.metrics.retransmissions.fetch_add(1, Relaxed);
                 return;
             }
-            Seen::Ack => return,
         }
         // RFC 3261 8.2.2.3: the edge supports no extension, so every
         // option-tag a request requires is unsupported (not for ACK and
         // CANCEL, which cannot carry one). A locked-out source gets its
         // 403 from the method's handler instead.
-        if method != "CANCEL" {
-            let required: Vec<&str> = msg
+        if method != "ACK" && method != "CANCEL" {
+            let required: Vec<&str> = req
+                .msg()
                 .headers("Require")
                 .flat_map(|v| v.split(','))
                 .map(str::trim)
@@ -178,117 +190,42 @@ impl Edge {
             // The lockout map is only asked when it matters.
             if !required.is_empty() && !self.lockouts.is_locked(src.ip()) {
                 let unsupported = required.join(", ");
-                self.respond_stateless(
-                    &key,
-                    &msg,
-                    src,
-                    replier,
-                    420,
-                    "Bad Extension",
-                    &[("Unsupported", &unsupported)],
-                );
+                req.respond_stateless(420, "Bad Extension", &[("Unsupported", &unsupported)]);
                 return;
             }
         }
+        if dialog::is_in_dialog(method, req.msg()) {
+            self.in_dialog(&req);
+            return;
+        }
         match method {
-            "OPTIONS" => self.respond_stateless(
-                &key,
-                &msg,
-                src,
-                replier,
+            "OPTIONS" => req.respond_stateless(
                 200,
                 "OK",
                 &[("Allow", ALLOW), ("Accept", "application/sdp")],
             ),
-            // Inside a dialog (a To-tag): a bridged caller's re-INVITE, or
-            // a dialog we do not have (RFC 3261 12.2.2).
-            "INVITE" if msg.to().ok().and_then(|t| t.tag).is_some() => {
-                if self.bridges.in_dialog(&msg, data, &key, src, replier) {
-                    self.respond(&key, &msg, src, replier, 100, "Trying", &[]);
-                } else {
-                    self.respond_stateless(
-                        &key,
-                        &msg,
-                        src,
-                        replier,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        &[],
-                    );
-                }
-            }
-            "INVITE" => self.invite(&key, &msg, data, src, replier),
-            "REGISTER" => self.register(&key, &msg, src, replier),
-            // In a bridged call's dialog (BYE) or against its INVITE
-            // (CANCEL): answered here, acted on by the bridge.
-            "BYE" | "CANCEL" if self.bridges.route(&msg) => {
-                self.respond(&key, &msg, src, replier, 200, "OK", &[]);
-            }
-            // INFO and UPDATE of a bridged caller go to the far end, which
-            // answers them; outside a dialog of ours they get 481.
-            "INFO" | "UPDATE" if self.bridges.in_dialog(&msg, data, &key, src, replier) => {}
-            "BYE" | "CANCEL" | "INFO" | "UPDATE" => self.respond_stateless(
-                &key,
-                &msg,
-                src,
-                replier,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            ),
-            _ => self.respond_stateless(
-                &key,
-                &msg,
-                src,
-                replier,
-                405,
-                "Method Not Allowed",
-                &[("Allow", ALLOW)],
-            ),
+            "INVITE" => self.invite(&req),
+            "REGISTER" => self.register(&req),
+            _ => req.respond_stateless(405, "Method Not Allowed", &[("Allow", ALLOW)]),
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one response, all of its parts")]
-    fn respond(
-        &self,
-        key: &Key,
-        msg: &Message<'_>,
-        src: SocketAddr,
-        replier: &Replier,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-    ) {
-        let tag = (code > 100).then(|| self.to_tag(msg));
-        let bytes = build::response(msg, code, reason, src, tag.as_deref(), extra, b"");
-        self.txns.respond(key, code, bytes, replier);
-    }
-
-    /// A final answer with no effect but itself (a challenge, 404, 405):
-    /// sent once, the transaction forgotten (RFC 3261 8.2.7). A
-    /// retransmission of the request is judged again, to the same effect.
-    #[expect(clippy::too_many_arguments, reason = "one response, all of its parts")]
-    fn respond_stateless(
-        &self,
-        key: &Key,
-        msg: &Message<'_>,
-        src: SocketAddr,
-        replier: &Replier,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-    ) {
-        let tag = self.to_tag(msg);
-        let bytes = build::response(msg, code, reason, src, Some(&tag), extra, b"");
-        self.txns.respond_stateless(key, bytes, replier);
-    }
-
-    fn to_tag(&self, msg: &Message<'_>) -> String {
-        let mut h = self.tag_key.build_hasher();
-        msg.call_id().ok().hash(&mut h);
-        msg.from().ok().and_then(|f| f.tag).hash(&mut h);
-        msg.top_via().ok().and_then(|v| v.branch).hash(&mut h);
-        format!("{:016x}", h.finish())
+    /// A request that belongs to a dialog (or, a CANCEL, to an INVITE),
+    /// matched once against the dialog table. A bridged caller's BYE and
+    /// CANCEL are answered here and acted on by the bridge; its re-INVITE
+    /// gets 100 here and its answer from the bridge, which also answers
+    /// its INFO and UPDATE (after the far end did). Outside a dialog of
+    /// ours: 481 (RFC 3261 12.2.2), and an ACK is absorbed.
+    fn in_dialog(&self, req: &ServerRequest<'_>) {
+        let method = req.method();
+        let taken = self.dialogs.dispatch(req);
+        match method {
+            "ACK" => {}
+            "INVITE" if taken => req.respond(100, "Trying", &[], b""),
+            "BYE" | "CANCEL" if taken => req.respond(200, "OK", &[], b""),
+            "INFO" | "UPDATE" if taken => {}
+            _ => req.respond_stateless(481, "Call/Transaction Does Not Exist", &[]),
+        }
     }
 
     /// One challenge header value per configured algorithm.
@@ -345,14 +282,8 @@ impl Edge {
         Digest::Checked(v, c.username.to_owned())
     }
 
-    fn invite(
-        self: &Arc<Self>,
-        key: &Key,
-        msg: &Message<'_>,
-        raw: &[u8],
-        src: SocketAddr,
-        replier: &Replier,
-    ) {
+    fn invite(self: &Arc<Self>, req: &ServerRequest<'_>) {
+        let (msg, src) = (req.msg(), req.src());
         let view = self.view.borrow().clone();
         let ruri_user = msg
             .request_uri()
@@ -412,13 +343,13 @@ impl Edge {
         match decision {
             Decision::LockedOut | Decision::Denied => {
                 self.metrics.denied.fetch_add(1, Relaxed);
-                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+                req.respond(403, "Forbidden", &[], b"");
             }
             Decision::NotFound => {
-                self.respond_stateless(key, msg, src, replier, 404, "Not Found", &[]);
+                req.respond_stateless(404, "Not Found", &[]);
             }
             Decision::BadRequest(reason) => {
-                self.respond_stateless(key, msg, src, replier, 400, reason, &[]);
+                req.respond_stateless(400, reason, &[]);
             }
             Decision::Challenge { stale } => {
                 let values = self.challenges(stale);
@@ -426,29 +357,21 @@ impl Edge {
                     .iter()
                     .map(|v| ("Proxy-Authenticate", v.as_str()))
                     .collect();
-                self.respond_stateless(
-                    key,
-                    msg,
-                    src,
-                    replier,
-                    407,
-                    "Proxy Authentication Required",
-                    &extra,
-                );
+                req.respond_stateless(407, "Proxy Authentication Required", &extra);
             }
             Decision::NotRegistered => {
-                self.respond(key, msg, src, replier, 486, "Busy Here", &[]);
+                req.respond(486, "Busy Here", &[], b"");
             }
             Decision::Allow { auth_type, user } => {
                 let Some(app) = app else { return };
                 let Some(auth_token) = view.account(&app.account).map(|a| a.auth_token.clone())
                 else {
-                    self.respond(key, msg, src, replier, 500, "Server Internal Error", &[]);
+                    req.respond(500, "Server Internal Error", &[], b"");
                     return;
                 };
                 self.metrics.allowed.fetch_add(1, Relaxed);
                 self.egress.prove(src.ip());
-                self.respond(key, msg, src, replier, 100, "Trying", &[]);
+                req.respond(100, "Trying", &[], b"");
                 let call = Inbound {
                     call_uuid: uuid::Uuid::new_v4().to_string(),
                     app,
@@ -464,16 +387,16 @@ impl Edge {
                     auth_user: user,
                     source_ip: src_ip,
                 };
-                let (edge, key, raw, replier) =
-                    (self.clone(), key.clone(), raw.to_vec(), replier.clone());
-                tokio::spawn(async move { edge.answer(call, key, raw, src, replier).await });
+                let (edge, invite) = (self.clone(), req.to_owned_request());
+                tokio::spawn(async move { edge.answer(call, invite).await });
             }
         }
     }
 
     /// REGISTER: digest against the endpoint's credentials (401), then the
     /// binding is added, refreshed or removed.
-    fn register(&self, key: &Key, msg: &Message<'_>, src: SocketAddr, replier: &Replier) {
+    fn register(&self, req: &ServerRequest<'_>) {
+        let (msg, src) = (req.msg(), req.src());
         let view = self.view.borrow().clone();
         let admitted = admission::admit_register(self.lockouts.is_locked(src.ip()), || {
             self.digest(msg, "Authorization", |u| {
@@ -488,11 +411,11 @@ impl Edge {
                     .iter()
                     .map(|v| ("WWW-Authenticate", v.as_str()))
                     .collect();
-                self.respond_stateless(key, msg, src, replier, 401, "Unauthorized", &extra);
+                req.respond_stateless(401, "Unauthorized", &extra);
                 return;
             }
             Err(Decision::BadRequest(reason)) => {
-                self.respond_stateless(key, msg, src, replier, 400, reason, &[]);
+                req.respond_stateless(400, reason, &[]);
                 return;
             }
             Err(d) => {
@@ -500,7 +423,7 @@ impl Edge {
                     self.metrics.denied.fetch_add(1, Relaxed);
                     self.lockouts.record_failure(src.ip());
                 }
-                self.respond(key, msg, src, replier, 403, "Forbidden", &[]);
+                req.respond(403, "Forbidden", &[], b"");
                 return;
             }
         };
@@ -512,15 +435,7 @@ impl Edge {
             msg.contacts().filter_map(Result::ok).collect();
         if msg.header("Contact").is_some_and(|c| c.trim() == "*") {
             if default_expires != 0 {
-                self.respond_stateless(
-                    key,
-                    msg,
-                    src,
-                    replier,
-                    400,
-                    "Bad Request (Contact: * needs Expires: 0)",
-                    &[],
-                );
+                req.respond_stateless(400, "Bad Request (Contact: * needs Expires: 0)", &[]);
                 return;
             }
             self.registrar.clear(&username);
@@ -533,15 +448,7 @@ impl Edge {
                 .unwrap_or(default_expires);
             if asked != 0 && asked < self.digest.min_expires {
                 let min = self.digest.min_expires.to_string();
-                self.respond_stateless(
-                    key,
-                    msg,
-                    src,
-                    replier,
-                    423,
-                    "Interval Too Brief",
-                    &[("Min-Expires", &min)],
-                );
+                req.respond_stateless(423, "Interval Too Brief", &[("Min-Expires", &min)]);
                 return;
             }
             self.registrar
@@ -556,12 +463,6 @@ impl Edge {
         let extra: Vec<(&str, &str)> = bound.iter().map(|b| ("Contact", b.as_str())).collect();
         tracing::debug!(user = %username, bindings = bound.len(), "registered");
         self.egress.prove(src.ip());
-        self.respond(key, msg, src, replier, 200, "OK", &extra);
+        req.respond(200, "OK", &extra, b"");
     }
-}
-
-/// What RFC 3261 (8.1.1, 8.2.1, 8.2.2.1) requires of every request before
-/// it is judged; see [`check`].
-fn check_request(msg: &Message<'_>) -> Result<(), check::Refusal> {
-    check::request(msg)
 }

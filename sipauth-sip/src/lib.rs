@@ -29,7 +29,7 @@ mod via;
 pub use auth::{DigestChallenge, DigestCredentials, parse_challenge, parse_credentials};
 pub use error::ParseError;
 pub use lex::unfold;
-pub use message::{MAX_HEADER_SECTION, Message, StartLine, frame, parse};
+pub use message::{MAX_HEADER_SECTION, Message, OwnedMessage, StartLine, frame, parse};
 pub use nameaddr::{NameAddr, parse_name_addr};
 pub use names::canonical_name;
 pub use uri::{SipUri, parse_uri};

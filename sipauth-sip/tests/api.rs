@@ -505,3 +505,54 @@ fn reason_phrases() {
         assert_eq!(reason_phrase(code), phrase, "{code}");
     }
 }
+
+#[test]
+fn an_owned_copy_reads_as_the_message_it_was_made_from() {
+    let mut buf = b"\r\nINVITE sip:app@192.0.2.10 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKo\r\nv: SIP/2.0/TCP p\r\n\
+        From: \"A\" <sip:a@192.0.2.1>;tag=ft\r\nTo: <sip:app@192.0.2.10>\r\n\
+        Call-ID: c1\r\nCSeq: 7 INVITE\r\nX-Folded: one\r\n two\r\n\
+        Content-Length: 4\r\n\r\nv=0\ntrailing"
+        .to_vec();
+    let src = "192.0.2.1:5060".parse().unwrap();
+    let m = parse(&buf).unwrap();
+    let owned = sipauth_sip::OwnedMessage::from(&m);
+    let expected = sipauth_sip::build::response(&m, 180, "Ringing", src, Some("t"), &[], b"");
+    let span = m.span();
+    assert_eq!(span.start, 2);
+    let lines: Vec<(String, String)> = m
+        .header_lines()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    // The received buffer is reused; the copy does not depend on it.
+    buf.fill(b'x');
+    let c = owned.message();
+    assert_eq!(c.method(), Some("INVITE"));
+    assert_eq!(c.request_uri(), Some("sip:app@192.0.2.10"));
+    assert_eq!(c.version(), "SIP/2.0");
+    assert_eq!(c.call_id(), Ok("c1"));
+    assert_eq!(c.cseq(), Ok((7, "INVITE")));
+    assert_eq!(c.from().unwrap().tag, Some("ft"));
+    assert_eq!(c.vias().count(), 2);
+    assert_eq!(c.top_via().unwrap().branch, Some("z9hG4bKo"));
+    assert_eq!(c.header_unfolded("X-Folded").as_deref(), Some("one two"));
+    assert_eq!(c.body(), b"v=0\n");
+    // The copy is the message alone: no leading CRLF, nothing past the body.
+    assert_eq!(c.span(), 0..span.len());
+    assert!(c.validate().is_ok());
+    let copied: Vec<(String, String)> = c
+        .header_lines()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(copied, lines);
+    assert_eq!(
+        sipauth_sip::build::response(&c, 180, "Ringing", src, Some("t"), &[], b""),
+        expected
+    );
+    // A response keeps its status line.
+    let resp = parse(b"SIP/2.0 486 Busy Here\r\nCall-ID: r\r\n\r\n").unwrap();
+    let owned = sipauth_sip::OwnedMessage::from(&resp);
+    assert_eq!(owned.message().status(), Some(486));
+    assert_eq!(owned.message().call_id(), Ok("r"));
+    assert_eq!(owned.message().start(), resp.start());
+}

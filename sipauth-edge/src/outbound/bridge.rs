@@ -17,9 +17,7 @@
 //! copied to the outbound leg, nor the other way.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use sipauth_callback::Dial;
@@ -32,8 +30,9 @@ use super::{Dialog, Held, Outcome, message};
 use crate::Edge;
 use crate::call::Inbound;
 use crate::script::Dialed;
-use crate::sip::{Retransmit, Timers, wait_until};
-use crate::transaction::Key;
+use crate::sip::dialog::Dialogs;
+pub use crate::sip::dialog::Event;
+use crate::sip::{OwnedRequest, Retransmit, ServerRequest, Timers, wait_until};
 use crate::transport::Replier;
 use sipauth_model::snapshot::AuthType;
 
@@ -44,165 +43,10 @@ const MAX_CALL: Duration = Duration::from_hours(4);
 /// transactions, not the outbound legs' (whose Timer B may be shorter).
 const TIMERS: Timers = Timers::RFC;
 
-/// What the caller's side of a bridge sends into it.
-#[derive(Debug)]
-pub enum Event {
-    /// The ACK of the 2xx, with its body (the answer to an offer the
-    /// 2xx carried).
-    Ack(Vec<u8>),
-    /// BYE (already answered 200).
-    Bye,
-    /// CANCEL of the INVITE (already answered 200).
-    Cancel,
-    /// A re-INVITE of the caller (already registered as a transaction).
-    Reinvite(InDialog),
-    /// An INFO or UPDATE of the caller (already registered as a
-    /// transaction).
-    Request(InDialog),
-    /// A response to a request the edge sent the caller (a re-INVITE or
-    /// the BYE).
-    Response {
-        code: u16,
-        method: String,
-        cseq: u32,
-        content_type: Option<String>,
-        body: Vec<u8>,
-    },
-}
-
-/// A caller's request inside its dialog and how to answer it.
-pub struct InDialog {
-    raw: Vec<u8>,
-    key: Key,
-    src: SocketAddr,
-    replier: Replier,
-}
-
-impl std::fmt::Debug for InDialog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InDialog")
-            .field("src", &self.src)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Entry {
-    /// The edge's To-tag towards the caller.
-    to_tag: String,
-    tx: mpsc::UnboundedSender<Event>,
-}
-
-/// Bridged calls by Call-ID and the caller's tag.
-#[derive(Default)]
-pub struct Bridges(Mutex<HashMap<(String, String), Entry>>);
-
-impl Bridges {
-    pub(crate) fn insert(
-        &self,
-        call_id: &str,
-        from_tag: &str,
-        to_tag: &str,
-    ) -> mpsc::UnboundedReceiver<Event> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.0.lock().expect("bridges").insert(
-            (call_id.to_owned(), from_tag.to_owned()),
-            Entry {
-                to_tag: to_tag.to_owned(),
-                tx,
-            },
-        );
-        rx
-    }
-
-    pub(crate) fn remove(&self, call_id: &str, from_tag: &str) {
-        self.0
-            .lock()
-            .expect("bridges")
-            .remove(&(call_id.to_owned(), from_tag.to_owned()));
-    }
-
-    /// Hands a request of a bridged caller inside its dialog (re-INVITE,
-    /// INFO, UPDATE) to its bridge; true when one took it (false: no dialog
-    /// of ours, 481).
-    pub fn in_dialog(
-        &self,
-        msg: &Message<'_>,
-        raw: &[u8],
-        key: &Key,
-        src: SocketAddr,
-        replier: &Replier,
-    ) -> bool {
-        let (Ok(call_id), Ok(from), Ok(to)) = (msg.call_id(), msg.from(), msg.to()) else {
-            return false;
-        };
-        let map = self.0.lock().expect("bridges");
-        let Some(e) = map.get(&(call_id.to_owned(), from.tag.unwrap_or_default().to_owned()))
-        else {
-            return false;
-        };
-        if to.tag != Some(e.to_tag.as_str()) {
-            return false;
-        }
-        let r = InDialog {
-            raw: raw.to_vec(),
-            key: key.clone(),
-            src,
-            replier: replier.clone(),
-        };
-        let event = if msg.method() == Some("INVITE") {
-            Event::Reinvite(r)
-        } else {
-            Event::Request(r)
-        };
-        e.tx.send(event).is_ok()
-    }
-
-    /// Hands a message of a bridged caller (ACK, BYE, CANCEL, or a response
-    /// to the edge's own requests) to its bridge; true when one took it.
-    pub fn route(&self, msg: &Message<'_>) -> bool {
-        let Ok(call_id) = msg.call_id() else {
-            return false;
-        };
-        let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
-        let to_tag = msg.to().ok().and_then(|t| t.tag);
-        // Requests of the caller carry its tag in From; responses to the
-        // edge's requests carry it in To.
-        let (caller_tag, edge_tag) = match msg.method() {
-            None => (to_tag.unwrap_or_default(), Some(from_tag)),
-            Some(_) => (from_tag, to_tag),
-        };
-        let map = self.0.lock().expect("bridges");
-        let Some(e) = map.get(&(call_id.to_owned(), caller_tag.to_owned())) else {
-            return false;
-        };
-        let dialog_matches = edge_tag == Some(e.to_tag.as_str());
-        let event = match msg.method() {
-            None if dialog_matches => {
-                let (Some(code), Ok((cseq, method))) = (msg.status(), msg.cseq()) else {
-                    return false;
-                };
-                Event::Response {
-                    code,
-                    method: method.to_owned(),
-                    cseq,
-                    content_type: msg.header("Content-Type").map(str::to_owned),
-                    body: msg.body().to_vec(),
-                }
-            }
-            Some("ACK") if dialog_matches => Event::Ack(msg.body().to_vec()),
-            Some("BYE") if dialog_matches => Event::Bye,
-            Some("CANCEL") => Event::Cancel,
-            _ => return false,
-        };
-        e.tx.send(event).is_ok()
-    }
-}
-
 /// The caller's side of a bridge: its INVITE and how to answer it.
 pub(crate) struct Caller<'m> {
-    key: &'m Key,
+    req: &'m ServerRequest<'m>,
     msg: &'m Message<'m>,
-    src: SocketAddr,
     replier: &'m Replier,
     to_tag: String,
     /// The edge's Contact, from the Request-URI the caller used.
@@ -212,47 +56,33 @@ pub(crate) struct Caller<'m> {
 }
 
 impl<'m> Caller<'m> {
-    pub(crate) fn new(
-        edge: &Edge,
-        key: &'m Key,
-        msg: &'m Message<'m>,
-        src: SocketAddr,
-        replier: &'m Replier,
-    ) -> Self {
+    pub(crate) fn new(req: &'m ServerRequest<'m>) -> Self {
+        let (msg, replier) = (req.msg(), req.replier());
         Self {
-            key,
+            req,
             msg,
-            src,
             replier,
-            to_tag: edge.to_tag(msg),
+            to_tag: req.to_tag(),
             contact: edge_contact(msg, replier.is_reliable()),
             sent_by: edge_sent_by(msg),
         }
     }
 
     /// A final response to the caller's INVITE, without a body.
-    pub(crate) fn respond(&self, edge: &Edge, code: u16, reason: &str) {
-        edge.respond(
-            self.key,
-            self.msg,
-            self.src,
-            self.replier,
-            code,
-            reason,
-            &[],
-        );
+    pub(crate) fn respond(&self, code: u16, reason: &str) {
+        self.req.respond(code, reason, &[], b"");
     }
 
     /// The caller's CANCEL, ACK, BYE and in-dialog requests come to the
     /// receiver from now on, until [`Caller::unbridge`].
-    pub(crate) fn bridge(&self, bridges: &Bridges) -> mpsc::UnboundedReceiver<Event> {
+    pub(crate) fn bridge(&self, dialogs: &Dialogs) -> mpsc::UnboundedReceiver<Event> {
         let (call_id, from_tag) = self.dialog_id();
-        bridges.insert(call_id, from_tag, &self.to_tag)
+        dialogs.insert(call_id, from_tag, &self.to_tag)
     }
 
-    pub(crate) fn unbridge(&self, bridges: &Bridges) {
+    pub(crate) fn unbridge(&self, dialogs: &Dialogs) {
         let (call_id, from_tag) = self.dialog_id();
-        bridges.remove(call_id, from_tag);
+        dialogs.remove(call_id, from_tag);
     }
 
     /// Call-ID and the caller's tag.
@@ -296,7 +126,7 @@ impl Edge {
         match rung {
             Rung::Cancelled => {
                 let o = Outcome::CANCELLED;
-                caller.respond(self, o.code, o.reason());
+                caller.respond(o.code, o.reason());
                 (Dialed::Over(o), alerted)
             }
             Rung::Failed(o) => (Dialed::Unreached(o), alerted),
@@ -325,7 +155,7 @@ impl Edge {
                 ring = fork.next() => match ring {
                     Ring::Progress(raw) => {
                         alerted = true;
-                        self.provisional(caller, &raw);
+                        Self::provisional(caller, &raw);
                     }
                     Ring::Answered(dialog) => return (Rung::Answered(dialog), true),
                     Ring::Failed(_) if cancelled => return (Rung::Cancelled, alerted),
@@ -342,7 +172,7 @@ impl Edge {
     }
 
     /// Relays a 180 / 183 of the leg (and its SDP) to the caller.
-    fn provisional(&self, caller: &Caller<'_>, raw: &[u8]) {
+    fn provisional(caller: &Caller<'_>, raw: &[u8]) {
         let Ok(resp) = sipauth_sip::parse(raw) else {
             return;
         };
@@ -357,16 +187,9 @@ impl Edge {
                 resp.header("Content-Type").unwrap_or("application/sdp"),
             ));
         }
-        let bytes = build::response(
-            caller.msg,
-            code,
-            build::reason_phrase(code),
-            caller.src,
-            Some(&caller.to_tag),
-            &extra,
-            body,
-        );
-        self.txns.respond(caller.key, code, bytes, caller.replier);
+        caller
+            .req
+            .respond(code, build::reason_phrase(code), &extra, body);
     }
 
     /// The leg answered: 200 to the caller, then both legs stay up until
@@ -389,17 +212,7 @@ impl Edge {
         if !dialog.sdp.is_empty() {
             extra.push(("Content-Type", "application/sdp"));
         }
-        let ok = build::response(
-            caller.msg,
-            200,
-            "OK",
-            caller.src,
-            Some(&caller.to_tag),
-            &extra,
-            &dialog.sdp,
-        );
-        self.txns
-            .respond(caller.key, 200, ok.clone(), caller.replier);
+        let ok = caller.req.respond_kept(200, "OK", &extra, &dialog.sdp);
         let mut toward = Toward::new(caller);
         let end_by = Instant::now() + limit;
         // RFC 3261 13.3.1.4: a 2xx is retransmitted (over UDP) until the
@@ -458,7 +271,7 @@ impl Edge {
                 Turn::Caller(Some(Event::Reinvite(r))) => {
                     let code = self.caller_reinvite(caller, &mut dialog, &r).await;
                     if (200..300).contains(&code.0) && !reliable {
-                        pending = Some(Pending::new(code.1, r.replier.clone()));
+                        pending = Some(Pending::new(code.1, r.replier().clone()));
                     }
                 }
                 Turn::Caller(Some(Event::Request(r))) => {
@@ -491,11 +304,10 @@ impl Edge {
         &self,
         caller: &Caller<'_>,
         dialog: &mut Dialog,
-        r: &InDialog,
+        r: &OwnedRequest,
     ) -> (u16, Vec<u8>) {
-        let Ok(m) = sipauth_sip::parse(&r.raw) else {
-            return (0, Vec::new());
-        };
+        let req = r.request();
+        let m = req.msg();
         let offer = m.body();
         let (code, sdp) = if offer.is_empty() {
             (200, dialog.sdp.clone())
@@ -509,16 +321,7 @@ impl Edge {
         if !sdp.is_empty() {
             extra.push(("Content-Type", "application/sdp"));
         }
-        let bytes = build::response(
-            &m,
-            code,
-            build::reason_phrase(code),
-            r.src,
-            None,
-            &extra,
-            &sdp,
-        );
-        self.txns.respond(&r.key, code, bytes.clone(), &r.replier);
+        let bytes = req.respond_kept(code, build::reason_phrase(code), &extra, &sdp);
         (code, bytes)
     }
 
@@ -549,10 +352,9 @@ impl Edge {
 
     /// An INFO or UPDATE of the caller: passed to the far end in the leg's
     /// dialog, its answer back.
-    async fn caller_request(&self, caller: &Caller<'_>, dialog: &mut Dialog, r: &InDialog) {
-        let Ok(m) = sipauth_sip::parse(&r.raw) else {
-            return;
-        };
+    async fn caller_request(&self, caller: &Caller<'_>, dialog: &mut Dialog, r: &OwnedRequest) {
+        let req = r.request();
+        let m = req.msg();
         let method = m.method().unwrap_or("INFO");
         let (code, ct, body) = match dialog
             .request(method, m.header("Content-Type"), m.body())
@@ -571,16 +373,7 @@ impl Edge {
                 ct.as_deref().unwrap_or("application/octet-stream"),
             ));
         }
-        let bytes = build::response(
-            &m,
-            code,
-            build::reason_phrase(code),
-            r.src,
-            None,
-            &extra,
-            &body,
-        );
-        self.txns.respond(&r.key, code, bytes, &r.replier);
+        req.respond(code, build::reason_phrase(code), &extra, &body);
     }
 
     /// Passes the far end's INFO or UPDATE (raw) to the caller inside the
@@ -654,7 +447,7 @@ impl Edge {
                             }
                         }
                         Some(Event::Bye) | None => return Err(None),
-                        Some(Event::Reinvite(r)) => self.glare(&r),
+                        Some(Event::Reinvite(r)) => Self::glare(&r),
                         Some(_) => {}
                     }
                     schedule.restart(Instant::now());
@@ -664,12 +457,8 @@ impl Edge {
     }
 
     /// A caller's re-INVITE while ours is pending: 491 (RFC 3261 14.2).
-    fn glare(&self, r: &InDialog) {
-        let Ok(m) = sipauth_sip::parse(&r.raw) else {
-            return;
-        };
-        let bytes = build::response(&m, 491, "Request Pending", r.src, None, &[], b"");
-        self.txns.respond(&r.key, 491, bytes, &r.replier);
+    fn glare(r: &OwnedRequest) {
+        r.request().respond(491, "Request Pending", &[], b"");
     }
 
     /// Sends the caller a BYE in the inbound dialog and waits for its
@@ -859,6 +648,7 @@ fn edge_contact(msg: &Message<'_>, tcp: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::dialog::Dialogs as Bridges;
 
     fn request(method: &str, to_tag: Option<&str>) -> Vec<u8> {
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();

@@ -16,7 +16,7 @@
 //! retransmission is judged again to the same effect. A final non-2xx
 //! response to an INVITE over UDP that follows a provisional one (the
 //! client has stopped retransmitting) is retransmitted (Timer G, doubling
-//! from T1 to T2, [`super::sip::Retransmit::timer_g`]) until the ACK arrives
+//! from T1 to T2, [`super::Retransmit::timer_g`]) until the ACK arrives
 //! or Timer H (64*T1) fires; the ACK is absorbed. Transactions are forgotten 64*T1 after they start (Timer J/H
 //! bound); at most [`MAX_TRANSACTIONS`] are remembered.
 #![forbid(unsafe_code)]
@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::{Duration, Instant};
 
-use super::sip::{Retransmit, Timers};
-use super::transport::Replier;
+use super::timers::{Retransmit, Timers};
+use crate::transport::Replier;
 
 /// The timers of server transactions: RFC 3261's values.
 const TIMERS: Timers = Timers::RFC;

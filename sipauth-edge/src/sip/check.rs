@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use sipauth_sip::{Message, ParseError, build};
 
-use super::Edge;
-use super::transport::Replier;
+use crate::Edge;
+use crate::transport::Replier;
 
 /// Why a request is refused before it is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -181,7 +181,7 @@ impl Edge {
 
     fn send_refusal(&self, msg: &Message<'_>, why: Refusal, src: SocketAddr, replier: &Replier) {
         let code = why.code();
-        let tag = self.to_tag(msg);
+        let tag = self.tags.tag(msg);
         let reason = why.to_string();
         replier.send(build::response(
             msg,
@@ -197,9 +197,9 @@ impl Edge {
 
 /// A real edge with no applications and in-memory lockouts, for tests.
 #[cfg(test)]
-pub(super) fn test_edge() -> Arc<Edge> {
-    use super::call::{Calls, Sink};
-    use super::{DigestSettings, outbound, view};
+pub(crate) fn test_edge() -> Arc<Edge> {
+    use crate::call::{Calls, Sink};
+    use crate::{DigestSettings, outbound, view};
     use sipauth_kernel::lockout::Lockouts;
     use sipauth_kernel::maps::LockoutPolicy as Policy;
     use std::time::Duration;
