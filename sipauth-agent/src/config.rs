@@ -139,7 +139,8 @@ impl Default for Sip {
     }
 }
 
-/// Bounds on SIP over TCP. A source is an IPv4 address or an IPv6 /64.
+/// Bounds on SIP over TCP. A source is an IPv4 address or an IPv6 prefix
+/// of `lockout.ipv6_prefix` bits, as for lockouts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tcp {

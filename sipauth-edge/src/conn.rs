@@ -4,18 +4,21 @@
 //! Content-Length frames a message on a stream) within a header-size limit
 //! and answers RFC 5626 3.5.1 keep-alive pings.
 //!
-//! A source is an IPv4 address or an IPv6 /64: one end site gets a /64, so
-//! counting IPv6 per address would give one attacker 2^64 fresh caps.
+//! A source is what a lockout locks: an IPv4 address, or an IPv6 prefix of
+//! `lockout.ipv6_prefix` bits (a /64 by default: one end site gets a /64,
+//! so counting IPv6 per address would give one attacker 2^64 fresh caps).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sipauth_sip::ParseError;
 use tokio::sync::watch;
+
+use sipauth_kernel::lockout::source_key;
 
 use crate::metrics::ConnCounters;
 
@@ -37,6 +40,9 @@ pub struct Limits {
     pub first_message: Duration,
     /// Bytes of a header section (start line to the empty line).
     pub max_header: usize,
+    /// IPv6 sources are grouped per prefix of this many bits, as lockouts
+    /// are (`lockout.ipv6_prefix`).
+    pub ipv6_prefix: u8,
 }
 
 /// Why a connection was not taken.
@@ -107,16 +113,6 @@ impl Closure {
     }
 }
 
-/// The source a connection counts against: an IPv4 address, or the /64 of
-/// an IPv6 one (IPv4-mapped IPv6 counts as IPv4).
-#[must_use]
-pub fn source_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
 /// Open connections and who holds them.
 pub struct ConnLimits {
     limits: Limits,
@@ -163,6 +159,12 @@ impl ConnLimits {
         &self.limits
     }
 
+    /// The source `ip` counts against: the lockout's key of it (IPv4-mapped
+    /// IPv6 counts as IPv4).
+    fn source_of(&self, ip: IpAddr) -> IpAddr {
+        source_key(ip, self.limits.ipv6_prefix)
+    }
+
     /// A slot for a connection from `ip`, or why there is none (counted).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
         let ip = ip.to_canonical();
@@ -171,7 +173,7 @@ impl ConnLimits {
             Some(Refusal::Total)
         } else if state
             .sources
-            .get(&source_of(ip))
+            .get(&self.source_of(ip))
             .is_some_and(|s| s.open >= self.limits.per_source)
         {
             Some(Refusal::PerSource)
@@ -184,7 +186,7 @@ impl ConnLimits {
             return Err(why);
         }
         state.total += 1;
-        let source = state.sources.entry(source_of(ip)).or_default();
+        let source = state.sources.entry(self.source_of(ip)).or_default();
         source.open += 1;
         let (n, kick) = source
             .addrs
@@ -225,7 +227,7 @@ impl ConnLimits {
         for ip in &locked {
             if let Some((_, kick)) = state
                 .sources
-                .get(&source_of(*ip))
+                .get(&self.source_of(*ip))
                 .and_then(|s| s.addrs.get(ip))
             {
                 kick.send_replace(true);
@@ -243,7 +245,7 @@ impl ConnLimits {
     fn release(&self, ip: IpAddr) {
         let mut state = self.state.lock().expect("connection slots");
         state.total = state.total.saturating_sub(1);
-        let key = source_of(ip);
+        let key = self.source_of(ip);
         if let Some(source) = state.sources.get_mut(&key) {
             source.open = source.open.saturating_sub(1);
             if let Some((n, _)) = source.addrs.get_mut(&ip) {
@@ -406,11 +408,37 @@ mod tests {
             idle: Duration::from_mins(3),
             first_message: Duration::from_secs(10),
             max_header: 1024,
+            ipv6_prefix: 64,
         }
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_the_lockout_prefix() {
+        for (prefix, second, shares) in [
+            (128, "2001:db8:1:2::2", false),
+            (64, "2001:db8:1:2:ffff::1", true),
+            (64, "2001:db8:1:3::1", false),
+            (48, "2001:db8:1:ffff::9", true),
+            (48, "2001:db8:2::1", false),
+        ] {
+            let l = ConnLimits::new(
+                Limits {
+                    ipv6_prefix: prefix,
+                    ..limits(1, 100)
+                },
+                Arc::new(ConnCounters::default()),
+            );
+            let _first = l.admit(ip("2001:db8:1:2::1")).unwrap();
+            assert_eq!(
+                l.admit(ip(second)).err(),
+                shares.then_some(Refusal::PerSource),
+                "/{prefix} {second}"
+            );
+        }
     }
 
     #[test]

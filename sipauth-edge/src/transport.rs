@@ -410,6 +410,7 @@ mod tests {
             idle: Duration::from_secs(30),
             first_message: Duration::from_secs(5),
             max_header: 2048,
+            ipv6_prefix: 64,
         }
     }
 

@@ -72,6 +72,7 @@ impl EdgeSettings {
             idle: Duration::from_secs(t.idle_timeout_secs),
             first_message: Duration::from_secs(t.first_message_secs),
             max_header: t.max_header_bytes as usize,
+            ipv6_prefix: lockout.ipv6_prefix(),
         };
         let gateway = &cfg.sip.number_gateway;
         if !gateway.is_empty()
