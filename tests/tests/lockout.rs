@@ -115,6 +115,52 @@ fn never_lock(agent: &Agent<'_>) -> Value {
 }
 
 #[test]
+fn with_xdp_off_forged_failures_never_lock_out_a_never_lock_source() {
+    let rig = Rig::new(2);
+    let (c1, c2) = (rig.caller(0), rig.caller(1));
+    let opts = Options {
+        xdp_mode: "off",
+        lockout_extra: format!("never_lock = [\"{}/32\"]\n", c1.v4),
+        ..Options::default()
+    };
+    let agent = Agent::start(&rig, &opts);
+    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), REJECT, RIG_AUTH_TOKEN);
+    let target = acl_app(&agent, &answer, &[("192.0.2.0".to_owned(), 24)]);
+    let legit = acl_app(&agent, &answer, &[(c1.v4.to_string(), 32)]);
+
+    // 15 forged failures from each source, judged in user space: every one
+    // gets its 403; the never-lock source is only counted, the other is
+    // locked out by its 10th.
+    for (c, tag) in [(c1, "nl"), (c2, "other")] {
+        for n in 0..15 {
+            let from = SocketAddr::new(c.v4, 5070);
+            let inv = invite(&target, from, edge_of(c, c.v4), &format!("{tag}{n}"));
+            assert_eq!(
+                final_status(c, c.v4, &inv, Duration::from_secs(2)),
+                Some(403),
+                "{tag} INVITE {n}"
+            );
+        }
+    }
+    let m = agent.metrics();
+    assert_eq!(metric(&m, NEVER_LOCK_FAILURES), 15, "{m}");
+    assert_eq!(locked(&agent), [c2.v4.to_string()]);
+
+    // The never-lock source still calls its own application.
+    let from = SocketAddr::new(c1.v4, 5071);
+    let inv = invite(&legit, from, edge_of(c1, c1.v4), "legit-nl");
+    assert_eq!(
+        final_status(c1, c1.v4, &inv, Duration::from_secs(5)),
+        Some(603)
+    );
+    assert_eq!(answer.wait_for(1).len(), 1);
+    // And an operator cannot lock it out.
+    let body = json!({"address": c1.v4.to_string(), "duration_secs": 60}).to_string();
+    let (s, resp) = agent.admin("POST", "/admin/lockouts", Some(&body));
+    assert_eq!(s, 409, "{resp}");
+}
+
+#[test]
 fn forged_failures_never_lock_out_a_never_lock_source() {
     let rig = Rig::new(3);
     let (c1, c2, c3) = (rig.caller(0), rig.caller(1), rig.caller(2));
