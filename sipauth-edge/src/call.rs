@@ -14,7 +14,7 @@ use sipauth_callback::{Callback, Dial, Method};
 use crate::Edge;
 use crate::outbound::bridge::{Bridge, Caller};
 use crate::outcome::Outcome;
-use crate::script::{self, Dialed, Party};
+use crate::script::{self, Dialed, Party, method_of};
 use crate::sip::OwnedRequest;
 
 pub use sipauth_model::Cause;
@@ -163,16 +163,6 @@ pub struct Inbound {
     pub auth_type: AuthType,
     pub auth_user: Option<String>,
     pub source_ip: String,
-}
-
-/// `GET` or `POST` (anything else).
-#[must_use]
-pub fn method_of(m: &str) -> Method {
-    if m.eq_ignore_ascii_case("GET") {
-        Method::Get
-    } else {
-        Method::Post
-    }
 }
 
 impl Inbound {

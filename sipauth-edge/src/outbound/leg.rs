@@ -8,13 +8,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use sipauth_digest::ChallengeIn;
+use sipauth_model::Cause;
 use sipauth_sip::{Message, OwnedMessage, build};
 
 use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
-use crate::call::Cause;
 use crate::outcome::Outcome;
 use crate::sip::{self, Retransmit, wait_until};
 

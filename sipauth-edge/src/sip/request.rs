@@ -54,7 +54,7 @@ impl ToTags {
 /// To has none, and `extra` headers then `body`. Every answer of the edge
 /// is made here: those of [`ServerRequest`], the refusals of
 /// [`super::check`], and an outbound leg's answers to the far end's
-/// requests inside its dialog ([`crate::outbound::Dialog`]).
+/// requests inside the leg's dialog.
 #[must_use]
 pub fn response(
     msg: &Message<'_>,
