@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Dial, Method};
-use tokio::sync::mpsc;
 
 use crate::Edge;
-use crate::outbound::bridge::{self, Event};
+use crate::outbound::bridge::{Bridge, Caller};
 use crate::outcome::Outcome;
-use crate::script::{self, Dialed, Party};
+use crate::script::{self, Dialed, Party, method_of};
 use crate::sip::OwnedRequest;
 
 pub use sipauth_model::Cause;
@@ -166,16 +165,6 @@ pub struct Inbound {
     pub source_ip: String,
 }
 
-/// `GET` or `POST` (anything else).
-#[must_use]
-pub fn method_of(m: &str) -> Method {
-    if m.eq_ignore_ascii_case("GET") {
-        Method::Get
-    } else {
-        Method::Post
-    }
-}
-
 impl Inbound {
     /// The parameters of this call's callbacks.
     pub fn params(&self, status: &str) -> Vec<(String, String)> {
@@ -242,14 +231,11 @@ impl Edge {
         let created = now();
         let req = invite.request();
         let mut caller = Unanswered {
-            edge: &self,
             call: &call,
-            invite: bridge::Caller::new(&req),
-            events: None,
+            bridge: Bridge::new(&self.calls.outbound, &self.dialogs, Caller::new(&req)),
         };
         let end = script::run(&self.calls.client, &mut caller).await;
-        if caller.events.is_some() {
-            caller.invite.unbridge(&self.dialogs);
+        if caller.bridge.close() {
             tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         }
         self.calls.record(call.record(created, &end));
@@ -260,14 +246,10 @@ impl Edge {
 /// The caller of an inbound call, not answered until a `<Dial>` target
 /// answers: `<Hangup>` and the end of the XML are the final response of
 /// its INVITE, `<Wait>` keeps it waiting, `<Dial>` bridges it to the
-/// Dial's targets ([`bridge`]).
+/// Dial's targets ([`Bridge`]).
 struct Unanswered<'a> {
-    edge: &'a Edge,
     call: &'a Inbound,
-    invite: bridge::Caller<'a>,
-    /// The caller's CANCEL, ACK, BYE and in-dialog requests, once the
-    /// first `<Dial>` bridged it (between Dials too).
-    events: Option<mpsc::UnboundedReceiver<Event>>,
+    bridge: Bridge<'a>,
 }
 
 impl Party for Unanswered<'_> {
@@ -304,7 +286,7 @@ impl Party for Unanswered<'_> {
     }
 
     async fn end(&mut self, outcome: &Outcome) {
-        self.invite.respond(outcome.code, outcome.reason());
+        self.bridge.caller().respond(outcome.code, outcome.reason());
     }
 
     async fn wait(&mut self, length: Duration) -> Option<Outcome> {
@@ -313,20 +295,16 @@ impl Party for Unanswered<'_> {
     }
 
     async fn dial(&mut self, dial: &Dial) -> (Dialed, bool) {
-        let invite = &self.invite;
-        let edge = self.edge;
-        let events = self
-            .events
-            .get_or_insert_with(|| invite.bridge(&edge.dialogs));
-        edge.bridged(self.call, invite, dial, events).await
+        // Raw `X-{key}` when the caller authenticated with SIP auth.
+        let raw_headers = self.call.auth_type != AuthType::None;
+        self.bridge
+            .dial(&self.call.from_user, raw_headers, dial)
+            .await
     }
 
     /// A CANCEL (or an early BYE) of the caller.
     fn left(&mut self) -> bool {
-        self.events.as_mut().is_some_and(|events| {
-            std::iter::from_fn(|| events.try_recv().ok())
-                .any(|ev| matches!(ev, Event::Cancel | Event::Bye))
-        })
+        self.bridge.left()
     }
 }
 

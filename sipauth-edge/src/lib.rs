@@ -23,6 +23,9 @@ pub mod sip;
 pub mod transport;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -153,7 +156,7 @@ impl Edge {
         };
         self.metrics.request(method);
         if let Err(why) = check::request(&msg) {
-            self.refuse(&msg, why, src, replier);
+            check::refuse(&self.metrics, &self.tags, &msg, why, src, replier);
             return;
         }
         let Some(key) = Key::of(&msg) else {
@@ -208,6 +211,18 @@ impl Edge {
             "REGISTER" => self.register(&req),
             _ => req.respond_stateless(405, "Method Not Allowed", &[("Allow", ALLOW)]),
         }
+    }
+
+    /// A message that did not parse (or, on a stream, could not be
+    /// framed): see [`check::refuse_unparseable`].
+    pub fn refuse_unparseable(
+        &self,
+        data: &[u8],
+        error: sipauth_sip::ParseError,
+        src: SocketAddr,
+        replier: &Replier,
+    ) {
+        check::refuse_unparseable(&self.metrics, &self.tags, data, error, src, replier);
     }
 
     /// A request that belongs to a dialog (or, a CANCEL, to an INVITE),

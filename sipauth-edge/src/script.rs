@@ -23,10 +23,20 @@
 
 use std::time::Duration;
 
-use sipauth_callback::{Action, Callback, Client, Dial};
+use sipauth_callback::{Action, Callback, Client, Dial, Method};
 
-use crate::call::method_of;
 use crate::outcome::Outcome;
+
+/// The callback method an XML or application setting names: `GET`, or
+/// `POST` for anything else.
+#[must_use]
+pub(crate) fn method_of(m: &str) -> Method {
+    if m.eq_ignore_ascii_case("GET") {
+        Method::Get
+    } else {
+        Method::Post
+    }
+}
 
 /// `<Wait length>` waits this long at most.
 const MAX_WAIT: Duration = Duration::from_hours(1);

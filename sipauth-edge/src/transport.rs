@@ -393,7 +393,7 @@ mod tests {
 
     /// A real edge (no applications) serving TCP on loopback within `limits`.
     fn serve(limits: Limits) -> (SocketAddr, Arc<Edge>, Arc<ConnLimits>) {
-        let edge = crate::check::test_edge();
+        let edge = crate::tests::test_edge();
         let metrics = edge.metrics.clone();
         let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
         let addr = listener.local_addr().unwrap();

@@ -21,20 +21,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sipauth_callback::Dial;
-use sipauth_sip::{Message, build};
+use sipauth_sip::{Message, OwnedMessage, build};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::fork::{self, Fork, Ring};
-use super::{Dialog, Held, Outcome, message};
-use crate::Edge;
-use crate::call::Inbound;
+use super::{Dialog, Held, Outcome, Settings, message};
 use crate::script::Dialed;
 use crate::sip::dialog::Dialogs;
 pub use crate::sip::dialog::Event;
 use crate::sip::{OwnedRequest, Retransmit, ServerRequest, Timers, wait_until};
 use crate::transport::Replier;
-use sipauth_model::snapshot::AuthType;
 
 /// A bridged call is ended by the edge after this long.
 const MAX_CALL: Duration = Duration::from_hours(4);
@@ -75,12 +72,12 @@ impl<'m> Caller<'m> {
 
     /// The caller's CANCEL, ACK, BYE and in-dialog requests come to the
     /// receiver from now on, until [`Caller::unbridge`].
-    pub(crate) fn bridge(&self, dialogs: &Dialogs) -> mpsc::UnboundedReceiver<Event> {
+    fn bridge(&self, dialogs: &Dialogs) -> mpsc::UnboundedReceiver<Event> {
         let (call_id, from_tag) = self.dialog_id();
         dialogs.insert(call_id, from_tag, &self.to_tag)
     }
 
-    pub(crate) fn unbridge(&self, dialogs: &Dialogs) {
+    fn unbridge(&self, dialogs: &Dialogs) {
         let (call_id, from_tag) = self.dialog_id();
         dialogs.remove(call_id, from_tag);
     }
@@ -101,28 +98,62 @@ enum Rung {
     Cancelled,
 }
 
-impl Edge {
+/// An inbound caller that `<Dial>` bridges to the first of its targets to
+/// answer, with what that needs: the outbound legs' settings, the edge's
+/// dialog table, and what comes in the caller's dialog once the first
+/// `<Dial>` put it in the table (it stays there between Dials, until
+/// [`Bridge::close`]).
+pub(crate) struct Bridge<'a> {
+    settings: &'a Settings,
+    dialogs: &'a Dialogs,
+    caller: Caller<'a>,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+}
+
+// === impl Bridge ===
+
+impl<'a> Bridge<'a> {
+    pub(crate) fn new(settings: &'a Settings, dialogs: &'a Dialogs, caller: Caller<'a>) -> Self {
+        Self {
+            settings,
+            dialogs,
+            caller,
+            events: None,
+        }
+    }
+
+    pub(crate) fn caller(&self) -> &Caller<'a> {
+        &self.caller
+    }
+
     /// Rings `dial`'s targets for the caller: answered and over (the
     /// caller's INVITE has its 200, or 487 when it cancelled), or no target
     /// answered (no final response sent yet); and whether a target rang or
-    /// answered.
-    pub(crate) async fn bridged(
-        &self,
-        call: &Inbound,
-        caller: &Caller<'_>,
+    /// answered. The legs' From user is `from_user`; their `sipHeaders`
+    /// go raw (`X-{key}`) when `raw_headers` (the caller authenticated
+    /// with SIP auth).
+    pub(crate) async fn dial(
+        &mut self,
+        from_user: &str,
+        raw_headers: bool,
         dial: &Dial,
-        events: &mut mpsc::UnboundedReceiver<Event>,
     ) -> (Dialed, bool) {
+        let Self {
+            settings,
+            dialogs,
+            caller,
+            events,
+        } = self;
+        let events = events.get_or_insert_with(|| caller.bridge(dialogs));
         let body = caller.msg.body();
         let plan = fork::Plan {
-            from_user: &call.from_user,
-            // Raw `X-{key}` when the caller authenticated with SIP auth.
-            raw_headers: call.auth_type != AuthType::None,
+            from_user,
+            raw_headers,
             sdp: (!body.is_empty()).then(|| body.to_vec()),
-            settings: &self.calls.outbound,
+            settings,
         };
         let (legs, failed) = fork::legs(dial.clone(), &plan);
-        let (rung, alerted) = self.ring(caller, Fork::start(legs, failed), events).await;
+        let (rung, alerted) = ring(caller, Fork::start(legs, failed), events).await;
         match rung {
             Rung::Cancelled => {
                 let o = Outcome::CANCELLED;
@@ -134,346 +165,355 @@ impl Edge {
                 let limit = dial.time_limit_secs.map_or(MAX_CALL, |t| {
                     Duration::from_secs(u64::from(t)).min(MAX_CALL)
                 });
-                self.talk(caller, dialog, events, limit).await;
+                talk(caller, dialog, events, limit).await;
                 (Dialed::Over(Outcome::HUNG_UP), true)
             }
         }
     }
 
-    /// Rings the legs, relaying their provisional responses, until one is
-    /// answered, all fail, or the caller cancels.
-    async fn ring(
-        &self,
-        caller: &Caller<'_>,
-        mut fork: Fork,
-        events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> (Rung, bool) {
-        let mut cancelled = false;
-        let mut alerted = false;
-        loop {
-            tokio::select! {
-                ring = fork.next() => match ring {
-                    Ring::Progress(raw) => {
-                        alerted = true;
-                        Self::provisional(caller, &raw);
-                    }
-                    Ring::Answered(dialog) => return (Rung::Answered(dialog), true),
-                    Ring::Failed(_) if cancelled => return (Rung::Cancelled, alerted),
-                    Ring::Failed(o) => return (Rung::Failed(o), alerted),
-                },
-                Some(ev) = events.recv() => {
-                    if matches!(ev, Event::Cancel | Event::Bye) && !cancelled {
-                        cancelled = true;
-                        fork.cancel();
-                    }
+    /// Whether the caller left: a CANCEL (or an early BYE) came in its
+    /// dialog since the last look.
+    pub(crate) fn left(&mut self) -> bool {
+        self.events.as_mut().is_some_and(|events| {
+            std::iter::from_fn(|| events.try_recv().ok())
+                .any(|ev| matches!(ev, Event::Cancel | Event::Bye))
+        })
+    }
+
+    /// Takes the caller's dialog out of the table; true when a `<Dial>`
+    /// had put it there.
+    pub(crate) fn close(&mut self) -> bool {
+        let bridged = self.events.take().is_some();
+        if bridged {
+            self.caller.unbridge(self.dialogs);
+        }
+        bridged
+    }
+}
+
+impl Drop for Bridge<'_> {
+    /// A bridge never leaves its dialog in the table.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Rings the legs, relaying their provisional responses, until one is
+/// answered, all fail, or the caller cancels.
+async fn ring(
+    caller: &Caller<'_>,
+    mut fork: Fork,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> (Rung, bool) {
+    let mut cancelled = false;
+    let mut alerted = false;
+    loop {
+        tokio::select! {
+            ring = fork.next() => match ring {
+                Ring::Progress(resp) => {
+                    alerted = true;
+                    provisional(caller, &resp);
+                }
+                Ring::Answered(dialog) => return (Rung::Answered(dialog), true),
+                Ring::Failed(_) if cancelled => return (Rung::Cancelled, alerted),
+                Ring::Failed(o) => return (Rung::Failed(o), alerted),
+            },
+            Some(ev) = events.recv() => {
+                if matches!(ev, Event::Cancel | Event::Bye) && !cancelled {
+                    cancelled = true;
+                    fork.cancel();
                 }
             }
         }
     }
+}
 
-    /// Relays a 180 / 183 of the leg (and its SDP) to the caller.
-    fn provisional(caller: &Caller<'_>, raw: &[u8]) {
-        let Ok(resp) = sipauth_sip::parse(raw) else {
-            return;
-        };
-        let Some(code @ 101..=199) = resp.status() else {
-            return;
-        };
-        let body = resp.body();
-        let mut extra = vec![("Contact", caller.contact.as_str())];
-        if !body.is_empty() {
-            extra.push((
-                "Content-Type",
-                resp.header("Content-Type").unwrap_or("application/sdp"),
-            ));
-        }
-        caller
-            .req
-            .respond(code, build::reason_phrase(code), &extra, body);
+/// Relays a 180 / 183 of the leg (and its SDP) to the caller.
+fn provisional(caller: &Caller<'_>, resp: &OwnedMessage) {
+    let resp = resp.message();
+    let Some(code @ 101..=199) = resp.status() else {
+        return;
+    };
+    let body = resp.body();
+    let mut extra = vec![("Contact", caller.contact.as_str())];
+    if !body.is_empty() {
+        extra.push((
+            "Content-Type",
+            resp.header("Content-Type").unwrap_or("application/sdp"),
+        ));
     }
+    caller
+        .req
+        .respond(code, build::reason_phrase(code), &extra, body);
+}
 
-    /// The leg answered: 200 to the caller, then both legs stay up until
-    /// a BYE on either side or `limit` (`<Dial timeLimit>`, at most
-    /// [`MAX_CALL`]). Re-INVITEs, UPDATEs and INFOs of either side are
-    /// passed to the other and their answers back.
-    async fn talk(
-        &self,
-        caller: &Caller<'_>,
-        mut dialog: Box<Dialog>,
-        events: &mut mpsc::UnboundedReceiver<Event>,
-        limit: Duration,
-    ) {
-        enum Turn {
-            Far(Held),
-            Caller(Option<Event>),
-            Retransmit,
-        }
-        let mut extra = vec![("Contact", caller.contact.as_str())];
-        if !dialog.sdp.is_empty() {
-            extra.push(("Content-Type", "application/sdp"));
-        }
-        let ok = caller.req.respond_kept(200, "OK", &extra, &dialog.sdp);
-        let mut toward = Toward::new(caller);
-        let end_by = Instant::now() + limit;
-        // RFC 3261 13.3.1.4: a 2xx is retransmitted (over UDP) until the
-        // ACK, which may carry the answer to an offer in the 2xx.
-        let reliable = caller.replier.is_reliable();
-        let mut first_acked = false;
-        let mut pending = (!reliable).then(|| Pending::new(ok, caller.replier.clone()));
-        loop {
-            let left = end_by.saturating_duration_since(Instant::now());
-            let next = pending.as_ref().and_then(|p| p.schedule.next_deadline());
-            let turn = tokio::select! {
-                held = dialog.hold(left) => Turn::Far(held),
-                ev = events.recv() => Turn::Caller(ev),
-                () = wait_until(next) => Turn::Retransmit,
-            };
-            match turn {
-                Turn::Far(Held::Reinvite(raw)) => {
-                    match self.reinvite_caller(&mut toward, &raw, events).await {
-                        Ok(answer) => dialog.respond(&raw, 200, &answer).await,
-                        Err(Some(code)) => dialog.respond(&raw, code, b"").await,
-                        Err(None) => {
-                            // The caller hung up meanwhile.
-                            dialog.respond(&raw, 487, b"").await;
-                            dialog.bye().await;
-                            return;
-                        }
-                    }
-                }
-                Turn::Far(Held::Request(raw)) => {
-                    match self.request_caller(&mut toward, &raw, events).await {
-                        Ok((code, ct, body)) => {
-                            dialog.respond_with(&raw, code, ct.as_deref(), &body).await;
-                        }
-                        Err(Some(code)) => dialog.respond_with(&raw, code, None, b"").await,
-                        Err(None) => {
-                            dialog.respond_with(&raw, 481, None, b"").await;
-                            dialog.bye().await;
-                            return;
-                        }
-                    }
-                }
-                Turn::Far(held) => {
-                    if matches!(held, Held::Elapsed) {
+/// The leg answered: 200 to the caller, then both legs stay up until
+/// a BYE on either side or `limit` (`<Dial timeLimit>`, at most
+/// [`MAX_CALL`]). Re-INVITEs, UPDATEs and INFOs of either side are
+/// passed to the other and their answers back.
+async fn talk(
+    caller: &Caller<'_>,
+    mut dialog: Box<Dialog>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    limit: Duration,
+) {
+    enum Turn {
+        Far(Held),
+        Caller(Option<Event>),
+        Retransmit,
+    }
+    let mut extra = vec![("Contact", caller.contact.as_str())];
+    if !dialog.sdp.is_empty() {
+        extra.push(("Content-Type", "application/sdp"));
+    }
+    let ok = caller.req.respond_kept(200, "OK", &extra, &dialog.sdp);
+    let mut toward = Toward::new(caller);
+    let end_by = Instant::now() + limit;
+    // RFC 3261 13.3.1.4: a 2xx is retransmitted (over UDP) until the
+    // ACK, which may carry the answer to an offer in the 2xx.
+    let reliable = caller.replier.is_reliable();
+    let mut first_acked = false;
+    let mut pending = (!reliable).then(|| Pending::new(ok, caller.replier.clone()));
+    loop {
+        let left = end_by.saturating_duration_since(Instant::now());
+        let next = pending.as_ref().and_then(|p| p.schedule.next_deadline());
+        let turn = tokio::select! {
+            held = dialog.hold(left) => Turn::Far(held),
+            ev = events.recv() => Turn::Caller(ev),
+            () = wait_until(next) => Turn::Retransmit,
+        };
+        match turn {
+            Turn::Far(Held::Reinvite(req)) => {
+                match reinvite_caller(&mut toward, &req, events).await {
+                    Ok(answer) => dialog.respond(&req, 200, &answer).await,
+                    Err(Some(code)) => dialog.respond(&req, code, b"").await,
+                    Err(None) => {
+                        // The caller hung up meanwhile.
+                        dialog.respond(&req, 487, b"").await;
                         dialog.bye().await;
-                    }
-                    self.bye_caller(&mut toward, events).await;
-                    return;
-                }
-                Turn::Caller(Some(Event::Ack(answer))) => {
-                    if !first_acked && dialog.ack_pending() {
-                        dialog.ack(Some(&answer)).await;
-                    }
-                    first_acked = true;
-                    pending = None;
-                }
-                Turn::Caller(Some(Event::Reinvite(r))) => {
-                    let code = self.caller_reinvite(caller, &mut dialog, &r).await;
-                    if (200..300).contains(&code.0) && !reliable {
-                        pending = Some(Pending::new(code.1, r.replier().clone()));
-                    }
-                }
-                Turn::Caller(Some(Event::Request(r))) => {
-                    self.caller_request(caller, &mut dialog, &r).await;
-                }
-                Turn::Caller(Some(Event::Bye) | None) => {
-                    dialog.bye().await;
-                    return;
-                }
-                Turn::Caller(Some(_)) => {}
-                Turn::Retransmit => {
-                    let Some(p) = pending.as_mut() else { continue };
-                    if !p.resend() {
-                        // No ACK in 64*T1: the dialog is over (13.3.1.4).
-                        tracing::info!(call_id = %caller.msg.call_id().unwrap_or_default(), "bridged caller never ACKed a 2xx");
-                        dialog.bye().await;
-                        self.bye_caller(&mut toward, events).await;
                         return;
                     }
                 }
             }
-        }
-    }
-
-    /// A re-INVITE of the caller: its offer goes to the far end in a
-    /// re-INVITE of the leg, and the answer back in our 200. One without an
-    /// offer is answered with the far end's session as it stands. Returns
-    /// the status sent and the response.
-    async fn caller_reinvite(
-        &self,
-        caller: &Caller<'_>,
-        dialog: &mut Dialog,
-        r: &OwnedRequest,
-    ) -> (u16, Vec<u8>) {
-        let req = r.request();
-        let m = req.msg();
-        let offer = m.body();
-        let (code, sdp) = if offer.is_empty() {
-            (200, dialog.sdp.clone())
-        } else {
-            match dialog.reinvite(offer).await {
-                Ok(answer) => (200, answer),
-                Err(code) => (code.max(300), Vec::new()),
-            }
-        };
-        let mut extra = vec![("Contact", caller.contact.as_str())];
-        if !sdp.is_empty() {
-            extra.push(("Content-Type", "application/sdp"));
-        }
-        let bytes = req.respond_kept(code, build::reason_phrase(code), &extra, &sdp);
-        (code, bytes)
-    }
-
-    /// Passes the far end's re-INVITE (raw) to the caller as a re-INVITE of
-    /// the inbound dialog and returns the caller's answer. `Err(Some(code))`
-    /// when the caller refused it (or never answered: 408), `Err(None)`
-    /// when the caller hung up meanwhile.
-    async fn reinvite_caller(
-        &self,
-        toward: &mut Toward,
-        far_request: &[u8],
-        events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Result<Vec<u8>, Option<u16>> {
-        let offer = sipauth_sip::parse(far_request)
-            .map(|m| m.body().to_vec())
-            .unwrap_or_default();
-        let branch = message::branch();
-        let cseq = toward.next_cseq();
-        let invite = toward.request("INVITE", &branch, cseq, &offer);
-        match self
-            .transact(toward, invite, "INVITE", &branch, cseq, events)
-            .await?
-        {
-            (200..=299, _, answer) => Ok(answer),
-            (code, _, _) => Err(Some(code)),
-        }
-    }
-
-    /// An INFO or UPDATE of the caller: passed to the far end in the leg's
-    /// dialog, its answer back.
-    async fn caller_request(&self, caller: &Caller<'_>, dialog: &mut Dialog, r: &OwnedRequest) {
-        let req = r.request();
-        let m = req.msg();
-        let method = m.method().unwrap_or("INFO");
-        let (code, ct, body) = match dialog
-            .request(method, m.header("Content-Type"), m.body())
-            .await
-        {
-            Ok(answer) => answer,
-            Err(code) => (code, None, Vec::new()),
-        };
-        let mut extra = Vec::new();
-        if method == "UPDATE" && (200..300).contains(&code) {
-            extra.push(("Contact", caller.contact.as_str()));
-        }
-        if !body.is_empty() {
-            extra.push((
-                "Content-Type",
-                ct.as_deref().unwrap_or("application/octet-stream"),
-            ));
-        }
-        req.respond(code, build::reason_phrase(code), &extra, &body);
-    }
-
-    /// Passes the far end's INFO or UPDATE (raw) to the caller inside the
-    /// inbound dialog and returns the caller's final answer: status, body
-    /// type and body. `Err(Some(408))` when the caller never answered,
-    /// `Err(None)` when it hung up meanwhile.
-    async fn request_caller(
-        &self,
-        toward: &mut Toward,
-        far_request: &[u8],
-        events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
-        let m = sipauth_sip::parse(far_request).map_err(|_| Some(400))?;
-        let method = m.method().unwrap_or("INFO");
-        let branch = message::branch();
-        let cseq = toward.next_cseq();
-        let request =
-            toward.request_with(method, &branch, cseq, m.header("Content-Type"), m.body());
-        self.transact(toward, request, method, &branch, cseq, events)
-            .await
-    }
-
-    /// One client transaction of ours towards the caller (RFC 3261 17.1):
-    /// `request` is sent, and over UDP again from T1 doubling up to T2 (an
-    /// INVITE stops once a provisional response came; the wait restarts
-    /// with each event seen) until its final response, which an INVITE
-    /// ACKs (a 2xx in a new transaction, a failure on the INVITE's
-    /// branch). The final status, body type and body; `Err(Some(408))`
-    /// after 64*T1 without one (a ringing INVITE included), `Err(None)`
-    /// when the caller hung up meanwhile. A re-INVITE of the caller
-    /// meanwhile gets 491.
-    async fn transact(
-        &self,
-        toward: &Toward,
-        request: Vec<u8>,
-        method: &str,
-        branch: &str,
-        cseq: u32,
-        events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
-        let invite = method == "INVITE";
-        toward.replier.send(request.clone());
-        // TCP retransmits by itself. Timer E's schedule for an INVITE too,
-        // and no interval of T2 after a provisional response.
-        let mut schedule =
-            Retransmit::timer_e(&TIMERS, Instant::now(), toward.replier.is_reliable());
-        loop {
-            tokio::select! {
-                () = wait_until(schedule.next_deadline()) => {
-                    if !schedule.fire(Instant::now()) {
-                        return Err(Some(408));
+            Turn::Far(Held::Request(req)) => {
+                match request_caller(&mut toward, &req, events).await {
+                    Ok((code, ct, body)) => {
+                        dialog.respond_with(&req, code, ct.as_deref(), &body).await;
                     }
-                    toward.replier.send(request.clone());
+                    Err(Some(code)) => dialog.respond_with(&req, code, None, b"").await,
+                    Err(None) => {
+                        dialog.respond_with(&req, 481, None, b"").await;
+                        dialog.bye().await;
+                        return;
+                    }
                 }
-                ev = events.recv() => {
-                    match ev {
-                        Some(Event::Response { code, method: m, cseq: c, content_type, body })
-                            if m == method && c == cseq =>
-                        {
-                            if code >= 200 {
-                                if invite {
-                                    let fresh = message::branch();
-                                    let ack_branch = if code < 300 { fresh.as_str() } else { branch };
-                                    toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
-                                }
-                                return Ok((code, content_type, body));
-                            }
-                            // An INVITE waits once it rings.
+            }
+            Turn::Far(held) => {
+                if matches!(held, Held::Elapsed) {
+                    dialog.bye().await;
+                }
+                bye_caller(&mut toward, events).await;
+                return;
+            }
+            Turn::Caller(Some(Event::Ack(answer))) => {
+                if !first_acked && dialog.ack_pending() {
+                    dialog.ack(Some(&answer)).await;
+                }
+                first_acked = true;
+                pending = None;
+            }
+            Turn::Caller(Some(Event::Reinvite(r))) => {
+                let code = caller_reinvite(caller, &mut dialog, &r).await;
+                if (200..300).contains(&code.0) && !reliable {
+                    pending = Some(Pending::new(code.1, r.replier().clone()));
+                }
+            }
+            Turn::Caller(Some(Event::Request(r))) => {
+                caller_request(caller, &mut dialog, &r).await;
+            }
+            Turn::Caller(Some(Event::Bye) | None) => {
+                dialog.bye().await;
+                return;
+            }
+            Turn::Caller(Some(_)) => {}
+            Turn::Retransmit => {
+                let Some(p) = pending.as_mut() else { continue };
+                if !p.resend() {
+                    // No ACK in 64*T1: the dialog is over (13.3.1.4).
+                    tracing::info!(call_id = %caller.msg.call_id().unwrap_or_default(), "bridged caller never ACKed a 2xx");
+                    dialog.bye().await;
+                    bye_caller(&mut toward, events).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A re-INVITE of the caller: its offer goes to the far end in a
+/// re-INVITE of the leg, and the answer back in our 200. One without an
+/// offer is answered with the far end's session as it stands. Returns
+/// the status sent and the response.
+async fn caller_reinvite(
+    caller: &Caller<'_>,
+    dialog: &mut Dialog,
+    r: &OwnedRequest,
+) -> (u16, Vec<u8>) {
+    let req = r.request();
+    let m = req.msg();
+    let offer = m.body();
+    let (code, sdp) = if offer.is_empty() {
+        (200, dialog.sdp.clone())
+    } else {
+        match dialog.reinvite(offer).await {
+            Ok(answer) => (200, answer),
+            Err(code) => (code.max(300), Vec::new()),
+        }
+    };
+    let mut extra = vec![("Contact", caller.contact.as_str())];
+    if !sdp.is_empty() {
+        extra.push(("Content-Type", "application/sdp"));
+    }
+    let bytes = req.respond_kept(code, build::reason_phrase(code), &extra, &sdp);
+    (code, bytes)
+}
+
+/// Passes the far end's re-INVITE to the caller as a re-INVITE of
+/// the inbound dialog and returns the caller's answer. `Err(Some(code))`
+/// when the caller refused it (or never answered: 408), `Err(None)`
+/// when the caller hung up meanwhile.
+async fn reinvite_caller(
+    toward: &mut Toward,
+    far_request: &OwnedMessage,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<Vec<u8>, Option<u16>> {
+    let offer = far_request.message().body().to_vec();
+    let branch = message::branch();
+    let cseq = toward.next_cseq();
+    let invite = toward.request("INVITE", &branch, cseq, &offer);
+    match transact(toward, invite, "INVITE", &branch, cseq, events).await? {
+        (200..=299, _, answer) => Ok(answer),
+        (code, _, _) => Err(Some(code)),
+    }
+}
+
+/// An INFO or UPDATE of the caller: passed to the far end in the leg's
+/// dialog, its answer back.
+async fn caller_request(caller: &Caller<'_>, dialog: &mut Dialog, r: &OwnedRequest) {
+    let req = r.request();
+    let m = req.msg();
+    let method = m.method().unwrap_or("INFO");
+    let (code, ct, body) = match dialog
+        .request(method, m.header("Content-Type"), m.body())
+        .await
+    {
+        Ok(answer) => answer,
+        Err(code) => (code, None, Vec::new()),
+    };
+    let mut extra = Vec::new();
+    if method == "UPDATE" && (200..300).contains(&code) {
+        extra.push(("Contact", caller.contact.as_str()));
+    }
+    if !body.is_empty() {
+        extra.push((
+            "Content-Type",
+            ct.as_deref().unwrap_or("application/octet-stream"),
+        ));
+    }
+    req.respond(code, build::reason_phrase(code), &extra, &body);
+}
+
+/// Passes the far end's INFO or UPDATE to the caller inside the
+/// inbound dialog and returns the caller's final answer: status, body
+/// type and body. `Err(Some(408))` when the caller never answered,
+/// `Err(None)` when it hung up meanwhile.
+async fn request_caller(
+    toward: &mut Toward,
+    far_request: &OwnedMessage,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
+    let m = far_request.message();
+    let method = m.method().unwrap_or("INFO");
+    let branch = message::branch();
+    let cseq = toward.next_cseq();
+    let request = toward.request_with(method, &branch, cseq, m.header("Content-Type"), m.body());
+    transact(toward, request, method, &branch, cseq, events).await
+}
+
+/// One client transaction of ours towards the caller (RFC 3261 17.1):
+/// `request` is sent, and over UDP again from T1 doubling up to T2 (an
+/// INVITE stops once a provisional response came; the wait restarts
+/// with each event seen) until its final response, which an INVITE
+/// ACKs (a 2xx in a new transaction, a failure on the INVITE's
+/// branch). The final status, body type and body; `Err(Some(408))`
+/// after 64*T1 without one (a ringing INVITE included), `Err(None)`
+/// when the caller hung up meanwhile. A re-INVITE of the caller
+/// meanwhile gets 491.
+async fn transact(
+    toward: &Toward,
+    request: Vec<u8>,
+    method: &str,
+    branch: &str,
+    cseq: u32,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<(u16, Option<String>, Vec<u8>), Option<u16>> {
+    let invite = method == "INVITE";
+    toward.replier.send(request.clone());
+    // TCP retransmits by itself. Timer E's schedule for an INVITE too,
+    // and no interval of T2 after a provisional response.
+    let mut schedule = Retransmit::timer_e(&TIMERS, Instant::now(), toward.replier.is_reliable());
+    loop {
+        tokio::select! {
+            () = wait_until(schedule.next_deadline()) => {
+                if !schedule.fire(Instant::now()) {
+                    return Err(Some(408));
+                }
+                toward.replier.send(request.clone());
+            }
+            ev = events.recv() => {
+                match ev {
+                    Some(Event::Response { code, method: m, cseq: c, content_type, body })
+                        if m == method && c == cseq =>
+                    {
+                        if code >= 200 {
                             if invite {
-                                schedule.stop();
+                                let fresh = message::branch();
+                                let ack_branch = if code < 300 { fresh.as_str() } else { branch };
+                                toward.replier.send(toward.request("ACK", ack_branch, cseq, b""));
                             }
+                            return Ok((code, content_type, body));
                         }
-                        Some(Event::Bye) | None => return Err(None),
-                        Some(Event::Reinvite(r)) => Self::glare(&r),
-                        Some(_) => {}
+                        // An INVITE waits once it rings.
+                        if invite {
+                            schedule.stop();
+                        }
                     }
-                    schedule.restart(Instant::now());
+                    Some(Event::Bye) | None => return Err(None),
+                    Some(Event::Reinvite(r)) => glare(&r),
+                    Some(_) => {}
                 }
+                schedule.restart(Instant::now());
             }
         }
     }
+}
 
-    /// A caller's re-INVITE while ours is pending: 491 (RFC 3261 14.2).
-    fn glare(r: &OwnedRequest) {
-        r.request().respond(491, "Request Pending", &[], b"");
-    }
+/// A caller's re-INVITE while ours is pending: 491 (RFC 3261 14.2).
+fn glare(r: &OwnedRequest) {
+    r.request().respond(491, "Request Pending", &[], b"");
+}
 
-    /// Sends the caller a BYE in the inbound dialog and waits for its
-    /// answer (retransmitting over UDP, Timer F at 64*T1).
-    async fn bye_caller(&self, toward: &mut Toward, events: &mut mpsc::UnboundedReceiver<Event>) {
-        let branch = message::branch();
-        let cseq = toward.next_cseq();
-        let bye = toward.request("BYE", &branch, cseq, b"");
-        if self
-            .transact(toward, bye, "BYE", &branch, cseq, events)
-            .await
-            .is_err()
-        {
-            tracing::debug!("bridged caller did not answer the BYE");
-        }
+/// Sends the caller a BYE in the inbound dialog and waits for its
+/// answer (retransmitting over UDP, Timer F at 64*T1).
+async fn bye_caller(toward: &mut Toward, events: &mut mpsc::UnboundedReceiver<Event>) {
+    let branch = message::branch();
+    let cseq = toward.next_cseq();
+    let bye = toward.request("BYE", &branch, cseq, b"");
+    if transact(toward, bye, "BYE", &branch, cseq, events)
+        .await
+        .is_err()
+    {
+        tracing::debug!("bridged caller did not answer the BYE");
     }
 }
 
@@ -647,44 +687,70 @@ fn edge_contact(msg: &Message<'_>, tcp: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::sip::dialog::Dialogs as Bridges;
+    use std::sync::Arc;
 
-    fn request(method: &str, to_tag: Option<&str>) -> Vec<u8> {
-        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    use super::*;
+    use crate::sip::ToTags;
+    use crate::sip::transaction::{Key, Transactions};
+
+    /// A request of the caller in the dialog of `call_id` with its tag ct.
+    fn from_caller(method: &str, to_tag: &str) -> Vec<u8> {
         format!(
-            "{method} sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx\r\n\
+            "{method} sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc\r\n\
              From: <sip:caller@192.0.2.1>;tag=ct\r\nTo: <sip:app@192.0.2.10>{to_tag}\r\n\
              Call-ID: c1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
         .into_bytes()
     }
 
-    #[test]
-    fn routes_only_the_bridged_callers_dialog() {
-        let bridges = Bridges::default();
-        let mut rx = bridges.insert("c1", "ct", "et");
-        let routed = |raw: &[u8]| bridges.route(&sipauth_sip::parse(raw).unwrap());
-        assert!(routed(&request("CANCEL", None)));
-        assert!(matches!(rx.try_recv(), Ok(Event::Cancel)));
-        assert!(routed(&request("ACK", Some("et"))));
-        assert!(matches!(rx.try_recv(), Ok(Event::Ack(_))));
-        assert!(routed(&request("BYE", Some("et"))));
-        assert!(matches!(rx.try_recv(), Ok(Event::Bye)));
-        // Another dialog's tag, or no tag at all: not this call.
-        assert!(!routed(&request("BYE", Some("other"))));
-        assert!(!routed(&request("BYE", None)));
-        // The caller's answer to the edge's BYE (From is the edge's side).
-        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKy\r\n\
-            From: <sip:app@192.0.2.10>;tag=et\r\nTo: <sip:caller@192.0.2.1>;tag=ct\r\n\
-            Call-ID: c1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
-        assert!(routed(resp));
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(Event::Response { code: 200, ref method, .. }) if method == "BYE"
-        ));
-        bridges.remove("c1", "ct");
-        assert!(!routed(&request("BYE", Some("et"))));
+    /// The caller's dialog is in the edge's table from the first `<Dial>`
+    /// until the bridge is closed (or dropped), and a CANCEL in it tells
+    /// that the caller left.
+    #[tokio::test]
+    async fn a_bridge_keeps_its_callers_dialog_in_the_table_until_closed() {
+        let invite = from_caller("INVITE", "");
+        let msg = sipauth_sip::parse(&invite).unwrap();
+        let key = Key::of(&msg).unwrap();
+        let (replier, mut sent) = Replier::channel();
+        let req = ServerRequest::new(
+            msg,
+            key,
+            "192.0.2.1:5060".parse().unwrap(),
+            replier,
+            Arc::new(Transactions::default()),
+            ToTags::default(),
+        );
+        let cancel = from_caller("CANCEL", "");
+        let cancel = sipauth_sip::parse(&cancel).unwrap();
+        let (dialogs, settings) = (Dialogs::default(), Settings::default());
+        let mut bridge = Bridge::new(&settings, &dialogs, Caller::new(&req));
+        assert!(!dialogs.route(&cancel), "not in the table before a Dial");
+        let nobody = Dial {
+            timeout_secs: None,
+            time_limit_secs: None,
+            caller_id: None,
+            action_url: None,
+            action_method: None,
+            redirect: true,
+            targets: Vec::new(),
+        };
+        let dialed = bridge.dial("caller", false, &nobody).await;
+        assert_eq!(
+            dialed,
+            (Dialed::Unreached(Outcome::DIAL_UNAVAILABLE), false)
+        );
+        assert!(sent.try_recv().is_err(), "no final response yet");
+        assert!(!bridge.left());
+        assert!(dialogs.route(&cancel));
+        assert!(bridge.left());
+        assert!(bridge.close());
+        assert!(!dialogs.route(&cancel));
+        assert!(!bridge.close());
+
+        let mut again = Bridge::new(&settings, &dialogs, Caller::new(&req));
+        again.dial("caller", false, &nobody).await;
+        drop(again);
+        assert!(!dialogs.route(&cancel), "a dropped bridge leaves the table");
     }
 
     /// RFC 3261 13.3.1.4: the 2xx to the caller goes again from T1

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sipauth_sip::OwnedMessage;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -133,41 +134,135 @@ impl Conn {
         }
     }
 
-    /// The next message from the far end. Cancel-safe: a message is never
-    /// lost when the future is dropped.
-    pub async fn recv(&mut self) -> io::Result<Vec<u8>> {
-        match &mut self.io {
-            Io::Udp { sock, scratch } => {
-                scratch.clear();
-                sock.recv_buf(scratch).await?;
-                Ok(scratch.clone())
+    /// The next message from the far end, parsed once here: the layers
+    /// above read it without parsing again. A message that does not parse
+    /// is dropped (RFC 3261 18.3: nothing can be answered to it on a leg).
+    /// Cancel-safe: a message is never lost when the future is dropped.
+    pub async fn recv(&mut self) -> io::Result<OwnedMessage> {
+        loop {
+            let parsed = match &mut self.io {
+                Io::Udp { sock, scratch } => {
+                    scratch.clear();
+                    sock.recv_buf(scratch).await?;
+                    parse(scratch)
+                }
+                Io::Tcp { stream, buf } => {
+                    let n = next_frame(stream, buf).await?;
+                    let parsed = parse(&buf[..n]);
+                    buf.drain(..n);
+                    parsed
+                }
+                #[cfg(test)]
+                Io::Mem { rx, .. } => {
+                    let raw = rx
+                        .recv()
+                        .await
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                    parse(&raw)
+                }
+            };
+            if let Some(msg) = parsed {
+                return Ok(msg);
             }
-            Io::Tcp { stream, buf } => loop {
-                match sipauth_sip::frame(buf) {
-                    Ok(Some(n)) => return Ok(buf.drain(..n).collect()),
-                    Ok(None) => {}
-                    Err(e) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-                    }
-                }
-                if buf.len() > TCP_MAX_BUFFER {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "message too large",
-                    ));
-                }
-                // Into the buffer's spare room (no chunk on the stack: this
-                // future lives inside every call's state).
-                buf.reserve(8192);
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                }
-            },
-            #[cfg(test)]
-            Io::Mem { rx, .. } => rx
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof)),
         }
+    }
+}
+
+/// One received message as the leg keeps it; `None` when it does not
+/// parse.
+fn parse(raw: &[u8]) -> Option<OwnedMessage> {
+    match sipauth_sip::parse(raw) {
+        Ok(m) => Some(OwnedMessage::from(&m)),
+        Err(e) => {
+            tracing::debug!(error = %e, "outbound leg: unparseable message dropped");
+            None
+        }
+    }
+}
+
+/// Reads `stream` into `buf` until it holds a whole message, and returns
+/// its length (Content-Length framing). Cancel-safe: what was read stays
+/// in `buf`.
+async fn next_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match sipauth_sip::frame(buf) {
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+            }
+        }
+        if buf.len() > TCP_MAX_BUFFER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message too large",
+            ));
+        }
+        // Into the buffer's spare room (no chunk on the stack: this
+        // future lives inside every call's state).
+        buf.reserve(8192);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RINGING: &[u8] =
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bKr\r\n\
+        From: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:b@192.0.2.2>;tag=2\r\nCall-ID: c\r\n\
+        CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
+
+    /// The far end's response reaches the leg parsed, with its body; what
+    /// does not parse never reaches it.
+    #[tokio::test]
+    async fn a_far_response_arrives_parsed_and_junk_is_dropped() {
+        let (mut conn, to_leg, _from_leg) = Conn::mem(false);
+        to_leg.send(b"\xff\xfe junk\r\n\r\n".to_vec()).unwrap();
+        to_leg.send(b"SIP/2.0 99 Bad\r\n\r\n".to_vec()).unwrap();
+        to_leg.send(RINGING.to_vec()).unwrap();
+        let got = conn.recv().await.unwrap();
+        let m = got.message();
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.cseq(), Ok((1, "INVITE")));
+        assert_eq!(m.top_via().unwrap().branch, Some("z9hG4bKr"));
+        assert_eq!(m.header("Content-Type"), Some("application/sdp"));
+        assert_eq!(m.body(), b"v=0\r\n");
+        drop(to_leg);
+        assert_eq!(
+            conn.recv().await.unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+
+    /// Over TCP, two messages in one read are framed and parsed one by
+    /// one.
+    #[tokio::test]
+    async fn tcp_frames_then_parses_each_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target {
+            uri: "sip:b@127.0.0.1;transport=tcp".to_owned(),
+            addr: listener.local_addr().unwrap(),
+            transport: Transport::Tcp,
+        };
+        let far = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let ok = String::from_utf8(RINGING.to_vec())
+                .unwrap()
+                .replace("180 Ringing", "200 OK");
+            let both = [RINGING, ok.as_bytes()].concat();
+            s.write_all(&both).await.unwrap();
+            s
+        });
+        let mut conn = Conn::open(&target, Duration::from_secs(1)).await.unwrap();
+        let _far = far.await.unwrap();
+        let first = conn.recv().await.unwrap();
+        let second = conn.recv().await.unwrap();
+        assert_eq!(first.message().status(), Some(180));
+        assert_eq!(second.message().status(), Some(200));
+        assert_eq!(second.message().body(), b"v=0\r\n");
     }
 }

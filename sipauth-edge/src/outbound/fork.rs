@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use sipauth_callback::{Dial, DialTarget};
+use sipauth_sip::OwnedMessage;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -126,8 +127,8 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
 /// What [`Fork::next`] saw.
 #[derive(Debug)]
 pub enum Ring {
-    /// A 180 / 183 of some leg (raw), to relay.
-    Progress(Vec<u8>),
+    /// A 180 / 183 of some leg, to relay.
+    Progress(OwnedMessage),
     /// The first leg to answer; the others are being cancelled.
     Answered(Box<Dialog>),
     /// Every leg ended unanswered: the best of their outcomes.
@@ -138,7 +139,7 @@ pub enum Ring {
 pub struct Fork {
     legs: JoinSet<LegEnd>,
     cancel: watch::Sender<bool>,
-    progress: mpsc::UnboundedReceiver<Vec<u8>>,
+    progress: mpsc::UnboundedReceiver<OwnedMessage>,
     failures: Vec<Outcome>,
     cancelled: bool,
 }
@@ -178,7 +179,7 @@ impl Fork {
         loop {
             tokio::select! {
                 biased;
-                Some(raw) = self.progress.recv(), if !self.cancelled => return Ring::Progress(raw),
+                Some(resp) = self.progress.recv(), if !self.cancelled => return Ring::Progress(resp),
                 joined = self.legs.join_next() => match joined {
                     None => return Ring::Failed(self.best()),
                     Some(Ok(LegEnd::Answered(dialog))) if !self.cancelled => {

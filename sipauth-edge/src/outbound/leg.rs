@@ -8,15 +8,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use sipauth_digest::ChallengeIn;
-use sipauth_sip::{Message, build};
+use sipauth_model::Cause;
+use sipauth_sip::{Message, OwnedMessage, build};
 
 use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
-use crate::call::Cause;
 use crate::outcome::Outcome;
-use crate::sip::{Retransmit, wait_until};
+use crate::sip::{self, Retransmit, wait_until};
 
 /// What to dial.
 #[derive(Debug)]
@@ -89,12 +89,11 @@ pub enum Held {
     Elapsed,
     /// The far end hung up (BYE), or its connection failed.
     HungUp,
-    /// The far end sent a re-INVITE (raw); answer it with
-    /// [`Dialog::respond`].
-    Reinvite(Vec<u8>),
-    /// The far end sent an INFO or UPDATE (raw) to pass on; answer it with
+    /// The far end sent a re-INVITE; answer it with [`Dialog::respond`].
+    Reinvite(OwnedMessage),
+    /// The far end sent an INFO or UPDATE to pass on; answer it with
     /// [`Dialog::respond_with`].
-    Request(Vec<u8>),
+    Request(OwnedMessage),
 }
 
 /// A 2xx we sent to a re-INVITE, retransmitted over UDP until its ACK.
@@ -202,8 +201,8 @@ impl Leg {
                 &mut self.hooks,
             )
             .await;
-            let raw = match end {
-                End::Final(raw) => raw,
+            let resp = match end {
+                End::Final(resp) => resp,
                 End::Transport(e) => {
                     tracing::info!(target = %self.target.addr, error = %e, "outbound leg: transport failed");
                     return LegEnd::Failed(Outcome::NETWORK_ERROR);
@@ -227,9 +226,7 @@ impl Leg {
                     });
                 }
             };
-            let Ok(resp) = sipauth_sip::parse(&raw) else {
-                return LegEnd::Failed(Outcome::NETWORK_ERROR);
-            };
+            let resp = resp.message();
             let code = resp.status().unwrap_or(500);
             let resp_to = resp.header("To").unwrap_or(&to).to_owned();
             if code >= 300 {
@@ -282,10 +279,14 @@ impl Leg {
 impl Leg {
     /// A 2xx crossed our CANCEL: the far end answered anyway, so the leg
     /// is ACKed and hung up with a BYE (RFC 3261 9.1).
-    async fn hang_up_crossed(&self, conn: Conn, acks: Acks, invite: &Request<'_>, ok: &[u8]) {
-        let Ok(resp) = sipauth_sip::parse(ok) else {
-            return;
-        };
+    async fn hang_up_crossed(
+        &self,
+        conn: Conn,
+        acks: Acks,
+        invite: &Request<'_>,
+        ok: &OwnedMessage,
+    ) {
+        let resp = ok.message();
         let setup = Setup {
             from: invite.from.to_owned(),
             to: resp.header("To").unwrap_or(invite.to).to_owned(),
@@ -364,7 +365,7 @@ async fn cancel(
     invite: &Request<'_>,
     timers: &Timers,
     acks: &Acks,
-) -> Option<Vec<u8>> {
+) -> Option<OwnedMessage> {
     let req = message::build(&Request {
         method: "CANCEL",
         contact: None,
@@ -383,31 +384,33 @@ async fn cancel(
                 conn.send(&req).await.ok()?;
             }
             r = conn.recv() => {
-                let raw = r.ok()?;
-                match txn::response_to(&raw, invite.branch, "INVITE") {
-                    Some(200..=299) => return Some(raw),
+                let msg = r.ok()?;
+                let status = txn::response_to(&msg.message(), invite.branch, "INVITE");
+                match status {
+                    Some(200..=299) => return Some(msg),
                     Some(300..) => {
-                        if let Ok(m) = sipauth_sip::parse(&raw) {
-                            let to = m.header("To").unwrap_or(invite.to);
-                            let ack = message::build(&Request {
+                        let ack = {
+                            let m = msg.message();
+                            message::build(&Request {
                                 method: "ACK",
-                                to,
+                                to: m.header("To").unwrap_or(invite.to),
                                 contact: None,
                                 extra: &[],
                                 body: None,
                                 ..*invite
-                            });
-                            let _ = conn.send(&ack).await;
-                        }
+                            })
+                        };
+                        let _ = conn.send(&ack).await;
                         return None;
                     }
                     Some(_) => {}
                     None => {
-                        if txn::response_to(&raw, invite.branch, "CANCEL").is_some_and(|s| s >= 200) {
+                        let m = msg.message();
+                        if txn::response_to(&m, invite.branch, "CANCEL").is_some_and(|s| s >= 200) {
                             schedule.stop();
                             schedule.give_up_by(Instant::now() + timers.cancel_wait());
                         } else {
-                            acks.absorb(conn, &raw).await;
+                            acks.absorb(conn, &m).await;
                         }
                     }
                 }
@@ -539,14 +542,12 @@ impl Dialog {
                 &mut Hooks::default(),
             )
             .await;
-            let raw = match end {
-                End::Final(raw) => raw,
+            let resp = match end {
+                End::Final(resp) => resp,
                 End::Timeout { .. } | End::Cancelled { .. } => return Err(408),
                 End::Transport(_) => return Err(503),
             };
-            let Ok(resp) = sipauth_sip::parse(&raw) else {
-                return Err(500);
-            };
+            let resp = resp.message();
             let code = resp.status().unwrap_or(500);
             if code >= 300 {
                 // RFC 3261 17.1.1.3: the INVITE's branch and route set.
@@ -599,8 +600,8 @@ impl Dialog {
                     self.resend_answer().await;
                 }
                 r = self.conn.recv() => {
-                    let Ok(raw) = r else { return Held::HungUp };
-                    match self.incoming(&raw).await {
+                    let Ok(msg) = r else { return Held::HungUp };
+                    match self.incoming(msg).await {
                         Some(Held::HungUp) => return Held::HungUp,
                         Some(held) => return held,
                         None => {}
@@ -626,7 +627,7 @@ impl Dialog {
 
     /// Answers a re-INVITE the far end sent (handed out by
     /// [`Dialog::hold`]) with `code` and, for a 2xx, `sdp`.
-    pub async fn respond(&mut self, request: &[u8], code: u16, sdp: &[u8]) {
+    pub async fn respond(&mut self, request: &OwnedMessage, code: u16, sdp: &[u8]) {
         self.respond_with(request, code, Some("application/sdp"), sdp)
             .await;
     }
@@ -637,28 +638,18 @@ impl Dialog {
     /// request.
     pub async fn respond_with(
         &mut self,
-        request: &[u8],
+        request: &OwnedMessage,
         code: u16,
         content_type: Option<&str>,
         body: &[u8],
     ) {
-        let Ok(m) = sipauth_sip::parse(request) else {
-            return;
-        };
+        let m = request.message();
         let contact = self.contact.clone();
         let mut extra = vec![("Contact", contact.as_str())];
         if !body.is_empty() {
             extra.push(("Content-Type", content_type.unwrap_or("application/sdp")));
         }
-        let bytes = build::response(
-            &m,
-            code,
-            build::reason_phrase(code),
-            self.peer,
-            None,
-            &extra,
-            body,
-        );
+        let bytes = self.response(&m, code, build::reason_phrase(code), &extra, body);
         let _ = self.conn.send(&bytes).await;
         if let Some(b) = m.top_via().ok().and_then(|v| v.branch) {
             self.last_answer = Some((b.to_owned(), bytes.clone()));
@@ -670,6 +661,20 @@ impl Dialog {
                 schedule: Retransmit::timer_g(&self.timers, Instant::now(), false),
             });
         }
+    }
+
+    /// Our response to `request` of the far end, written by the SIP layer
+    /// ([`sip::response`]): the far end's To-tag is ours already, as the
+    /// request is inside the dialog.
+    fn response(
+        &self,
+        request: &Message<'_>,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<u8> {
+        sip::response(request, code, reason, self.peer, None, extra, body)
     }
 
     /// Sends an INFO or UPDATE in the dialog with a body of
@@ -703,8 +708,8 @@ impl Dialog {
         )
         .await
         {
-            End::Final(raw) => {
-                let m = sipauth_sip::parse(&raw).map_err(|_| 500u16)?;
+            End::Final(resp) => {
+                let m = resp.message();
                 Ok((
                     m.status().unwrap_or(500),
                     m.header("Content-Type").map(str::to_owned),
@@ -718,54 +723,78 @@ impl Dialog {
 
     /// Handles one message inside the dialog: `Some` when the caller must
     /// act (a BYE ended the call; a re-INVITE wants an answer).
-    async fn incoming(&mut self, raw: &[u8]) -> Option<Held> {
-        let m = sipauth_sip::parse(raw).ok()?;
-        if m.method().is_some_and(|x| x != "ACK")
-            && let Some((branch, answer)) = &self.last_answer
-            && m.top_via().ok().and_then(|v| v.branch) == Some(branch.as_str())
-        {
-            // A retransmission of a request we answered.
-            let answer = answer.clone();
-            let _ = self.conn.send(&answer).await;
-            return None;
+    async fn incoming(&mut self, msg: OwnedMessage) -> Option<Held> {
+        /// What a message of the far end asks of the dialog.
+        enum Next {
+            /// Send this answer; the call is over when true (a BYE).
+            Answer(Vec<u8>, bool),
+            /// Our 2xx came again: its ACK again.
+            Ack,
+            /// A final response of an earlier transaction: its ACK again.
+            Absorb,
+            Reinvite,
+            Request,
+            Nothing,
         }
-        match m.method() {
-            None => {
+        let next = 'next: {
+            let m = msg.message();
+            if m.method().is_some_and(|x| x != "ACK")
+                && let Some((branch, answer)) = &self.last_answer
+                && m.top_via().ok().and_then(|v| v.branch) == Some(branch.as_str())
+            {
+                // A retransmission of a request we answered.
+                break 'next Next::Answer(answer.clone(), false);
+            }
+            match m.method() {
                 // A retransmitted 2xx: the ACK did not arrive.
-                if txn::response_to(raw, &self.invite_branch, "INVITE")
-                    .is_some_and(|s| (200..300).contains(&s))
+                None if txn::response_to(&m, &self.invite_branch, "INVITE")
+                    .is_some_and(|s| (200..300).contains(&s)) =>
                 {
-                    if let Some(ack) = &self.ack {
-                        let _ = self.conn.send(ack).await;
+                    Next::Ack
+                }
+                None => Next::Absorb,
+                Some("ACK") => {
+                    let cseq = m.cseq().map_or(0, |c| c.0);
+                    if self.answered.as_ref().is_some_and(|a| a.cseq == cseq) {
+                        self.answered = None;
                     }
-                } else {
-                    self.acks.absorb(&mut self.conn, raw).await;
+                    Next::Nothing
+                }
+                Some(method) => {
+                    let ours = m.call_id().is_ok_and(|c| c == self.call_id);
+                    let (code, reason) = match method {
+                        "INVITE" if ours => break 'next Next::Reinvite,
+                        "INFO" | "UPDATE" if ours => break 'next Next::Request,
+                        "BYE" if ours => (200, "OK"),
+                        "BYE" | "INVITE" | "INFO" | "UPDATE" => {
+                            (481, "Call/Transaction Does Not Exist")
+                        }
+                        "OPTIONS" => (200, "OK"),
+                        _ => (405, "Method Not Allowed"),
+                    };
+                    let resp = self.response(&m, code, reason, &[], b"");
+                    Next::Answer(resp, method == "BYE" && ours)
+                }
+            }
+        };
+        match next {
+            Next::Answer(bytes, hung_up) => {
+                let _ = self.conn.send(&bytes).await;
+                hung_up.then_some(Held::HungUp)
+            }
+            Next::Ack => {
+                if let Some(ack) = &self.ack {
+                    let _ = self.conn.send(ack).await;
                 }
                 None
             }
-            Some("ACK") => {
-                let cseq = m.cseq().map_or(0, |c| c.0);
-                if self.answered.as_ref().is_some_and(|a| a.cseq == cseq) {
-                    self.answered = None;
-                }
+            Next::Absorb => {
+                self.acks.absorb(&mut self.conn, &msg.message()).await;
                 None
             }
-            Some(method) => {
-                let ours = m.call_id().is_ok_and(|c| c == self.call_id);
-                let (code, reason) = match method {
-                    "INVITE" if ours => return Some(Held::Reinvite(raw.to_vec())),
-                    "INFO" | "UPDATE" if ours => return Some(Held::Request(raw.to_vec())),
-                    "BYE" if ours => (200, "OK"),
-                    "BYE" | "INVITE" | "INFO" | "UPDATE" => {
-                        (481, "Call/Transaction Does Not Exist")
-                    }
-                    "OPTIONS" => (200, "OK"),
-                    _ => (405, "Method Not Allowed"),
-                };
-                let resp = build::response(&m, code, reason, self.peer, None, &[], b"");
-                let _ = self.conn.send(&resp).await;
-                (method == "BYE" && ours).then_some(Held::HungUp)
-            }
+            Next::Reinvite => Some(Held::Reinvite(msg)),
+            Next::Request => Some(Held::Request(msg)),
+            Next::Nothing => None,
         }
     }
 
@@ -788,8 +817,8 @@ impl Dialog {
         )
         .await
         {
-            End::Final(raw) => {
-                let status = sipauth_sip::parse(&raw).ok().and_then(|m| m.status());
+            End::Final(resp) => {
+                let status = resp.message().status();
                 tracing::debug!(call_id = %self.call_id, ?status, "BYE answered");
             }
             End::Timeout { .. } | End::Cancelled { .. } => {
@@ -916,5 +945,119 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_secs(32));
         drop(conn);
         assert_eq!(sent.await.unwrap(), [("CANCEL".to_owned(), 0)]);
+    }
+
+    /// A dialog as [`Leg::place`] makes it from a 2xx, on a channel pair.
+    fn answered() -> (
+        Dialog,
+        tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let (conn, to_leg, from_leg) = Conn::mem(false);
+        let leg = Leg {
+            target: Target::parse("sip:bob@192.0.2.2").unwrap(),
+            from_user: "alice".to_owned(),
+            credentials: None,
+            headers: Vec::new(),
+            sdp: None,
+            timers: Timers::RFC,
+            ring_timeout: super::super::RING_TIMEOUT,
+            hooks: Hooks::default(),
+        };
+        let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:40000;branch=z9hG4bKi\r\n\
+            From: <sip:alice@192.0.2.1>;tag=1\r\nTo: <sip:bob@192.0.2.2>;tag=2\r\n\
+            Call-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@192.0.2.2>\r\n\
+            Content-Length: 0\r\n\r\n";
+        let setup = Setup {
+            from: "<sip:alice@192.0.2.1>;tag=1".to_owned(),
+            to: "<sip:bob@192.0.2.2>;tag=2".to_owned(),
+            contact: "<sip:alice@192.0.2.1:40000>".to_owned(),
+            call_id: "c".to_owned(),
+            cseq: 1,
+            branch: "z9hG4bKi".to_owned(),
+        };
+        let resp = sipauth_sip::parse(ok).unwrap();
+        let dialog = Dialog::new(conn, Acks::default(), &leg, setup, &resp);
+        (dialog, to_leg, from_leg)
+    }
+
+    /// A request of the far end inside the dialog of [`answered`] (or of
+    /// another Call-ID).
+    fn far_request(method: &str, call_id: &str, branch: &str, cseq: u32) -> Vec<u8> {
+        format!(
+            "{method} sip:alice@192.0.2.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch={branch}\r\n\
+             From: <sip:bob@192.0.2.2>;tag=2\r\nTo: <sip:alice@192.0.2.1>;tag=1\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn sent(from_leg: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<String> {
+        std::iter::from_fn(|| from_leg.try_recv().ok())
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    /// The far end's BYE is answered 200 by the SIP layer's one response
+    /// writer and ends the hold at once; one of another dialog gets 481,
+    /// an OPTIONS 200, and neither ends anything.
+    #[tokio::test(start_paused = true)]
+    async fn a_far_bye_is_answered_through_the_sip_layer_and_ends_the_call() {
+        let (mut dialog, to_leg, mut from_leg) = answered();
+        to_leg
+            .send(far_request("BYE", "other", "z9hG4bKb0", 7))
+            .unwrap();
+        to_leg
+            .send(far_request("OPTIONS", "c", "z9hG4bKo1", 7))
+            .unwrap();
+        to_leg
+            .send(far_request("BYE", "c", "z9hG4bKb1", 8))
+            .unwrap();
+        let t0 = Instant::now();
+        let held = dialog.hold(Duration::from_secs(30)).await;
+        assert!(matches!(held, Held::HungUp), "{held:?}");
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        let got = sent(&mut from_leg);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("SIP/2.0 481 Call/Transaction Does Not Exist\r\n"),
+            "{}",
+            got[0]
+        );
+        assert!(got[1].starts_with("SIP/2.0 200 OK\r\n"), "{}", got[1]);
+        assert!(got[2].starts_with("SIP/2.0 200 OK\r\n"), "{}", got[2]);
+        let ok = sipauth_sip::parse(got[2].as_bytes()).unwrap();
+        assert_eq!(ok.cseq(), Ok((8, "BYE")));
+        assert_eq!(ok.call_id(), Ok("c"));
+        assert_eq!(ok.top_via().unwrap().branch, Some("z9hG4bKb1"));
+        assert_eq!(ok.to().unwrap().tag, Some("1"));
+        assert_eq!(ok.from().unwrap().tag, Some("2"));
+    }
+
+    /// The far end's re-INVITE reaches the caller of [`Dialog::hold`]
+    /// parsed; its answer is sent again to a retransmission of it, and the
+    /// ACK stops the 2xx's own retransmissions.
+    #[tokio::test(start_paused = true)]
+    async fn a_far_reinvite_is_handed_on_parsed_and_its_answer_kept() {
+        let (mut dialog, to_leg, mut from_leg) = answered();
+        let reinvite = far_request("INVITE", "c", "z9hG4bKr1", 9);
+        to_leg.send(reinvite.clone()).unwrap();
+        let Held::Reinvite(req) = dialog.hold(Duration::from_secs(30)).await else {
+            panic!("the re-INVITE was not handed on");
+        };
+        assert_eq!(req.message().cseq(), Ok((9, "INVITE")));
+        dialog.respond(&req, 200, b"v=0\r\n").await;
+        let answer = sent(&mut from_leg);
+        assert_eq!(answer.len(), 1);
+        assert!(answer[0].starts_with("SIP/2.0 200 OK\r\n"), "{}", answer[0]);
+        assert!(answer[0].contains("Contact: <sip:alice@192.0.2.1:40000>\r\n"));
+        assert!(answer[0].ends_with("\r\n\r\nv=0\r\n"), "{}", answer[0]);
+        to_leg.send(reinvite).unwrap();
+        to_leg
+            .send(far_request("ACK", "c", "z9hG4bKa1", 9))
+            .unwrap();
+        let held = dialog.hold(Duration::from_secs(2)).await;
+        assert!(matches!(held, Held::Elapsed), "{held:?}");
+        assert_eq!(sent(&mut from_leg), answer, "answered again, once");
     }
 }

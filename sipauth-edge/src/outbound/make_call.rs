@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Method};
+use sipauth_sip::OwnedMessage;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
-use crate::call::{CallRecord, Calls, method_of, notify_hangup};
-use crate::script::{self, Dialed, Party};
+use crate::call::{CallRecord, Calls, notify_hangup};
+use crate::script::{self, Dialed, Party, method_of};
 use sipauth_store::now;
 
 /// Outbound calls in progress at once; further requests wait in the queue.
@@ -186,8 +187,8 @@ impl Party for Answered<'_> {
             match self.dialog.hold(left).await {
                 Held::Elapsed => return None,
                 Held::HungUp => return Some(Outcome::HUNG_UP),
-                Held::Reinvite(raw) | Held::Request(raw) => {
-                    answer_alone(&mut self.dialog, &raw).await;
+                Held::Reinvite(req) | Held::Request(req) => {
+                    answer_alone(&mut self.dialog, &req).await;
                 }
             }
         }
@@ -236,7 +237,7 @@ async fn connect(
                 }
             },
             held = a.hold(until.saturating_duration_since(tokio::time::Instant::now())) => match held {
-                Held::Reinvite(raw) | Held::Request(raw) => answer_alone(a, &raw).await,
+                Held::Reinvite(req) | Held::Request(req) => answer_alone(a, &req).await,
                 Held::Elapsed => {
                     a.bye().await;
                     return (Dialed::Over(Outcome::HUNG_UP), alerted);
@@ -268,8 +269,8 @@ async fn connect(
         let left = end_by.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
             held = a.hold(left) => match held {
-                Held::Reinvite(raw) => relay(a, &mut b, &raw).await,
-                Held::Request(raw) => relay_request(a, &mut b, &raw).await,
+                Held::Reinvite(req) => relay(a, &mut b, &req).await,
+                Held::Request(req) => relay_request(a, &mut b, &req).await,
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
@@ -281,8 +282,8 @@ async fn connect(
                 }
             },
             held = b.hold(left) => match held {
-                Held::Reinvite(raw) => relay(&mut b, a, &raw).await,
-                Held::Request(raw) => relay_request(&mut b, a, &raw).await,
+                Held::Reinvite(req) => relay(&mut b, a, &req).await,
+                Held::Request(req) => relay_request(&mut b, a, &req).await,
                 Held::Elapsed => {
                     a.bye().await;
                     b.bye().await;
@@ -296,49 +297,44 @@ async fn connect(
 
 /// Answers a request of A while it is connected to nothing: the session
 /// stays ours (an offer gets [`OFFER`] as its answer), INFO is taken.
-async fn answer_alone(a: &mut Dialog, raw: &[u8]) {
-    let Ok(m) = sipauth_sip::parse(raw) else {
-        return;
+async fn answer_alone(a: &mut Dialog, req: &OwnedMessage) {
+    let sdp: &[u8] = {
+        let m = req.message();
+        match m.method() {
+            Some("INVITE") => OFFER,
+            Some("UPDATE") if !m.body().is_empty() => OFFER,
+            _ => b"",
+        }
     };
-    let sdp: &[u8] = match m.method() {
-        Some("INVITE") => OFFER,
-        Some("UPDATE") if !m.body().is_empty() => OFFER,
-        _ => b"",
-    };
-    a.respond(raw, 200, sdp).await;
+    a.respond(req, 200, sdp).await;
 }
 
 /// Passes an INFO or UPDATE of one party to the other and its answer
 /// back.
-async fn relay_request(from: &mut Dialog, to: &mut Dialog, raw: &[u8]) {
-    let Ok(m) = sipauth_sip::parse(raw) else {
-        return;
-    };
-    let method = m.method().unwrap_or("INFO").to_owned();
-    let content_type = m.header("Content-Type").map(str::to_owned);
-    match to.request(&method, content_type.as_deref(), m.body()).await {
-        Ok((code, ct, body)) => from.respond_with(raw, code, ct.as_deref(), &body).await,
-        Err(code) => from.respond_with(raw, code, None, b"").await,
+async fn relay_request(from: &mut Dialog, to: &mut Dialog, req: &OwnedMessage) {
+    let m = req.message();
+    let method = m.method().unwrap_or("INFO");
+    match to.request(method, m.header("Content-Type"), m.body()).await {
+        Ok((code, ct, body)) => from.respond_with(req, code, ct.as_deref(), &body).await,
+        Err(code) => from.respond_with(req, code, None, b"").await,
     }
 }
 
 /// Passes a re-INVITE of one party to the other and its answer back (a
 /// re-INVITE without an offer is answered with the other party's session
 /// as it stands).
-async fn relay(from: &mut Dialog, to: &mut Dialog, raw: &[u8]) {
-    let offer = sipauth_sip::parse(raw)
-        .map(|m| m.body().to_vec())
-        .unwrap_or_default();
+async fn relay(from: &mut Dialog, to: &mut Dialog, req: &OwnedMessage) {
+    let offer = req.message().body().to_vec();
     if offer.is_empty() {
         let current = to.sdp.clone();
-        from.respond(raw, 200, &current).await;
+        from.respond(req, 200, &current).await;
         return;
     }
     match to.reinvite(&offer).await {
         Ok(answer) => {
             from.sdp = offer;
-            from.respond(raw, 200, &answer).await;
+            from.respond(req, 200, &answer).await;
         }
-        Err(code) => from.respond(raw, code, b"").await,
+        Err(code) => from.respond(req, code, b"").await,
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use sipauth_sip::{Message, OwnedMessage};
+
 use super::Timers;
 use super::conn::Conn;
 use crate::sip::{Retransmit, wait_until};
@@ -20,8 +22,8 @@ use crate::sip::{Retransmit, wait_until};
 /// How a client transaction ended.
 #[derive(Debug)]
 pub enum End {
-    /// The final response (the raw message).
-    Final(Vec<u8>),
+    /// The final response, parsed once on arrival.
+    Final(OwnedMessage),
     /// No final response in time; `provisional` is the highest provisional
     /// status seen (0 when nothing came back at all).
     Timeout {
@@ -36,10 +38,10 @@ pub enum End {
 }
 
 /// What a bridged INVITE shares with the leg on the other side: its
-/// provisional responses (180 and up, raw) and a request to cancel it.
+/// provisional responses (180 and up) and a request to cancel it.
 #[derive(Debug, Default)]
 pub struct Hooks {
-    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<OwnedMessage>>,
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
@@ -76,12 +78,9 @@ impl Acks {
             .map(|(_, a)| a.as_slice())
     }
 
-    /// Re-sends the ACK when `raw` is a final response to an earlier
+    /// Re-sends the ACK when `m` is a final response to an earlier
     /// transaction; true when it was one.
-    pub async fn absorb(&self, conn: &mut Conn, raw: &[u8]) -> bool {
-        let Ok(m) = sipauth_sip::parse(raw) else {
-            return false;
-        };
+    pub async fn absorb(&self, conn: &mut Conn, m: &Message<'_>) -> bool {
         let branch = m.top_via().ok().and_then(|v| v.branch);
         let Some(ack) = branch.and_then(|b| self.for_branch(b)) else {
             return false;
@@ -93,10 +92,9 @@ impl Acks {
     }
 }
 
-/// The status when `raw` is a response to the transaction `branch` /
+/// The status when `m` is a response to the transaction `branch` /
 /// `method`.
-pub fn response_to(raw: &[u8], branch: &str, method: &str) -> Option<u16> {
-    let m = sipauth_sip::parse(raw).ok()?;
+pub fn response_to(m: &Message<'_>, branch: &str, method: &str) -> Option<u16> {
     let status = m.status()?;
     let via = m.top_via().ok()?;
     let (_, cseq_method) = m.cseq().ok()?;
@@ -142,11 +140,12 @@ pub async fn invite(
                 }
             }
             r = conn.recv() => {
-                let raw = match r {
-                    Ok(raw) => raw,
+                let msg = match r {
+                    Ok(msg) => msg,
                     Err(e) => return End::Transport(e),
                 };
-                match response_to(&raw, branch, "INVITE") {
+                let status = response_to(&msg.message(), branch, "INVITE");
+                match status {
                     Some(s @ 100..=199) => {
                         provisional = provisional.max(s);
                         schedule.provisional();
@@ -159,12 +158,12 @@ pub async fn invite(
                         if s > 100
                             && let Some(tx) = &hooks.progress
                         {
-                            let _ = tx.send(raw);
+                            let _ = tx.send(msg);
                         }
                     }
-                    Some(_) => return End::Final(raw),
+                    Some(_) => return End::Final(msg),
                     None => {
-                        acks.absorb(conn, &raw).await;
+                        acks.absorb(conn, &msg.message()).await;
                     }
                 }
             }
@@ -199,18 +198,19 @@ pub async fn non_invite(
                 }
             }
             r = conn.recv() => {
-                let raw = match r {
-                    Ok(raw) => raw,
+                let msg = match r {
+                    Ok(msg) => msg,
                     Err(e) => return End::Transport(e),
                 };
-                match response_to(&raw, branch, method) {
+                let status = response_to(&msg.message(), branch, method);
+                match status {
                     Some(s @ 100..=199) => {
                         provisional = provisional.max(s);
                         schedule.provisional();
                     }
-                    Some(_) => return End::Final(raw),
+                    Some(_) => return End::Final(msg),
                     None => {
-                        acks.absorb(conn, &raw).await;
+                        acks.absorb(conn, &msg.message()).await;
                     }
                 }
             }
@@ -359,10 +359,10 @@ mod tests {
         let (_, t, resent) = far.await.unwrap();
         assert_eq!(resent, 0, "no retransmission after a provisional response");
         assert!(t.elapsed() >= Duration::from_secs(40), "past Timer B");
-        let End::Final(raw) = end else {
+        let End::Final(resp) = end else {
             panic!("{end:?}")
         };
-        assert_eq!(sipauth_sip::parse(&raw).unwrap().status(), Some(486));
+        assert_eq!(resp.message().status(), Some(486));
     }
 
     #[tokio::test(start_paused = true)]

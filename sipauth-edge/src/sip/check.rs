@@ -13,12 +13,12 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use sipauth_sip::{Message, ParseError, build};
+use sipauth_sip::{Message, ParseError};
 
-use crate::Edge;
+use super::request::{ToTags, response};
+use crate::metrics::Metrics;
 use crate::transport::Replier;
 
 /// Why a request is refused before it is judged.
@@ -135,178 +135,79 @@ pub fn salvage(data: &[u8], datagram: bool) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
-// === impl Edge ===
-
-impl Edge {
-    /// A message that did not parse (or, on a stream, could not be framed):
-    /// a request whose headers still read gets 400 naming the fault;
-    /// anything else is dropped.
-    pub fn refuse_unparseable(
-        self: &Arc<Self>,
-        data: &[u8],
-        error: ParseError,
-        src: SocketAddr,
-        replier: &Replier,
-    ) {
-        self.metrics.malformed.fetch_add(1, Relaxed);
-        let head = salvage(data, !replier.is_reliable());
-        let msg = head.as_deref().and_then(|h| sipauth_sip::parse(h).ok());
-        match msg {
-            Some(msg) if has_usable_via(&msg) && msg.method() != Some("ACK") => {
-                tracing::debug!(%src, %error, "unparseable SIP request refused");
-                self.send_refusal(&msg, Refusal::Malformed(error), src, replier);
-            }
-            _ => {
-                // Without a request's headers there is no Via to answer to.
-                self.metrics.dropped.fetch_add(1, Relaxed);
-                tracing::debug!(%src, %error, "unparseable SIP message dropped");
-            }
+/// A message that did not parse (or, on a stream, could not be framed):
+/// a request whose headers still read gets 400 naming the fault;
+/// anything else is dropped.
+pub fn refuse_unparseable(
+    metrics: &Metrics,
+    tags: &ToTags,
+    data: &[u8],
+    error: ParseError,
+    src: SocketAddr,
+    replier: &Replier,
+) {
+    metrics.malformed.fetch_add(1, Relaxed);
+    let head = salvage(data, !replier.is_reliable());
+    let msg = head.as_deref().and_then(|h| sipauth_sip::parse(h).ok());
+    match msg {
+        Some(msg) if has_usable_via(&msg) && msg.method() != Some("ACK") => {
+            tracing::debug!(%src, %error, "unparseable SIP request refused");
+            send_refusal(tags, &msg, Refusal::Malformed(error), src, replier);
         }
-    }
-
-    /// A request that failed [`request`]: answered once, unless it is an
-    /// ACK (never answered) or has no Via a response could follow.
-    pub fn refuse(&self, msg: &Message<'_>, why: Refusal, src: SocketAddr, replier: &Replier) {
-        if let Refusal::Malformed(_) = why {
-            self.metrics.malformed.fetch_add(1, Relaxed);
+        _ => {
+            // Without a request's headers there is no Via to answer to.
+            metrics.dropped.fetch_add(1, Relaxed);
+            tracing::debug!(%src, %error, "unparseable SIP message dropped");
         }
-        if !has_usable_via(msg) || msg.method() == Some("ACK") {
-            self.metrics.dropped.fetch_add(1, Relaxed);
-            tracing::debug!(%src, error = %why, "refused request dropped");
-            return;
-        }
-        tracing::debug!(%src, error = %why, "request refused");
-        self.send_refusal(msg, why, src, replier);
-    }
-
-    fn send_refusal(&self, msg: &Message<'_>, why: Refusal, src: SocketAddr, replier: &Replier) {
-        let code = why.code();
-        let tag = self.tags.tag(msg);
-        let reason = why.to_string();
-        replier.send(build::response(
-            msg,
-            code,
-            &reason,
-            src,
-            Some(&tag),
-            &[],
-            b"",
-        ));
     }
 }
 
-/// A real edge with no applications and in-memory lockouts, for tests.
-#[cfg(test)]
-pub(crate) fn test_edge() -> Arc<Edge> {
-    use crate::call::{Calls, Sink};
-    use crate::{DigestSettings, outbound, view};
-    use sipauth_kernel::lockout::Lockouts;
-    use sipauth_kernel::maps::LockoutPolicy as Policy;
-    use std::time::Duration;
+/// A request that failed [`request`]: answered once, unless it is an ACK
+/// (never answered) or has no Via a response could follow.
+pub fn refuse(
+    metrics: &Metrics,
+    tags: &ToTags,
+    msg: &Message<'_>,
+    why: Refusal,
+    src: SocketAddr,
+    replier: &Replier,
+) {
+    if let Refusal::Malformed(_) = why {
+        metrics.malformed.fetch_add(1, Relaxed);
+    }
+    if !has_usable_via(msg) || msg.method() == Some("ACK") {
+        metrics.dropped.fetch_add(1, Relaxed);
+        tracing::debug!(%src, error = %why, "refused request dropped");
+        return;
+    }
+    tracing::debug!(%src, error = %why, "request refused");
+    send_refusal(tags, msg, why, src, replier);
+}
 
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let calls = Calls::new(
-        sipauth_callback::Client::new(Duration::from_secs(1)),
-        Sink::Remote {
-            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
-            token: String::new(),
-            http: reqwest::Client::new(),
-        },
-        metrics.clone(),
-        outbound::Settings {
-            timers: outbound::Timers::default(),
-            number_gateway: None,
-        },
-    );
-    Edge::new(
-        Arc::new(Lockouts::memory(Policy::default(), &[])),
-        metrics,
-        view::Views::new().subscribe(),
-        DigestSettings {
-            realm: "example.com".to_owned(),
-            algorithms: vec![sipauth_digest::Algorithm::Md5],
-            nonce_ttl_secs: 300,
-            key: sipauth_digest::NonceKey::random(),
-            min_expires: 60,
-            max_expires: 3600,
-        },
-        calls,
-        u32::MAX,
-    )
+/// The refusal, sent once with the edge's To-tag (no transaction).
+fn send_refusal(
+    tags: &ToTags,
+    msg: &Message<'_>,
+    why: Refusal,
+    src: SocketAddr,
+    replier: &Replier,
+) {
+    let tag = tags.tag(msg);
+    let reason = why.to_string();
+    replier.send(response(
+        msg,
+        why.code(),
+        &reason,
+        src,
+        Some(&tag),
+        &[],
+        b"",
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What the edge sends back to one datagram.
-    fn answer(data: &[u8]) -> (Option<String>, Arc<Edge>) {
-        let edge = test_edge();
-        let (replier, mut rx) = Replier::channel();
-        edge.handle(data, "192.0.2.1:5060".parse().unwrap(), &replier);
-        let got = rx
-            .try_recv()
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        (got, edge)
-    }
-
-    #[tokio::test]
-    async fn the_edge_answers_refusals_once_and_drops_what_it_cannot_answer() {
-        let ok = req(
-            "OPTIONS sip:b@example.com SIP/2.0",
-            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n",
-        );
-        let (got, _) = answer(&ok);
-        assert!(got.unwrap().starts_with("SIP/2.0 200 OK\r\n"));
-
-        let v7 = req("OPTIONS sip:b@example.com SIP/7.0", "CSeq: 1 OPTIONS\r\n");
-        let (got, edge) = answer(&v7);
-        assert!(
-            got.unwrap()
-                .starts_with("SIP/2.0 505 Version Not Supported\r\n")
-        );
-        assert_eq!(edge.metrics.malformed.load(Relaxed), 0);
-
-        let twice = req(
-            "INVITE sip:b@example.com SIP/2.0",
-            "CSeq: 1 INVITE\r\nCall-ID: c2\r\n",
-        );
-        let (got, edge) = answer(&twice);
-        let got = got.unwrap();
-        assert!(
-            got.starts_with("SIP/2.0 400 Bad Request (Call-ID header appears more than once)\r\n"),
-            "{got}"
-        );
-        assert!(got.contains(";tag="), "{got}");
-        assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
-
-        // Content-Length beyond the datagram (RFC 3261 18.3): 400.
-        let long = req(
-            "INVITE sip:b@example.com SIP/2.0",
-            "CSeq: 1 INVITE\r\nContent-Length: 500\r\n",
-        );
-        let (got, _) = answer(&long);
-        let got = got.unwrap();
-        assert!(
-            got.starts_with("SIP/2.0 400 Bad Request (Content-Length 500"),
-            "{got}"
-        );
-        assert!(got.contains("CSeq: 1 INVITE\r\n"), "{got}");
-
-        // No answer: a malformed response, an ACK, a request without Via.
-        for data in [
-            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 99999999999 INVITE\r\n\r\n".to_vec(),
-            req("ACK sip:b@example.com SIP/2.0", "CSeq: 1 INVITE\r\n"),
-            b"OPTIONS sip:b@example.com SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_vec(),
-            b"\xff\xfe\x00junk".to_vec(),
-        ] {
-            let (got, edge) = answer(&data);
-            assert_eq!(got, None, "{}", String::from_utf8_lossy(&data));
-            assert_eq!(edge.metrics.dropped.load(Relaxed), 1);
-            assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
-        }
-    }
 
     fn req(start: &str, headers: &str) -> Vec<u8> {
         format!(
@@ -318,6 +219,55 @@ mod tests {
 
     fn check(bytes: &[u8]) -> Result<(), Refusal> {
         request(&sipauth_sip::parse(bytes).unwrap())
+    }
+
+    /// A refusal is one response, with the edge's To-tag and no
+    /// transaction; an ACK is never answered, and a message that did not
+    /// parse is answered from its salvaged headers.
+    #[test]
+    fn a_refusal_is_sent_once_and_an_ack_is_dropped() {
+        let (metrics, tags) = (Metrics::new(), ToTags::default());
+        let (replier, mut rx) = Replier::channel();
+        let src: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let r = req("OPTIONS sip:b@example.com SIP/7.0", "CSeq: 1 OPTIONS\r\n");
+        let msg = sipauth_sip::parse(&r).unwrap();
+        refuse(&metrics, &tags, &msg, check(&r).unwrap_err(), src, &replier);
+        let got = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        assert!(
+            got.starts_with("SIP/2.0 505 Version Not Supported\r\n"),
+            "{got}"
+        );
+        let tag = format!("To: <sip:b@example.com>;tag={}\r\n", tags.tag(&msg));
+        assert!(got.contains(&tag), "{got}");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(metrics.malformed.load(Relaxed), 0);
+
+        let ack = req("ACK sip:b@example.com SIP/2.0", "CSeq: 1 INVITE\r\n");
+        let msg = sipauth_sip::parse(&ack).unwrap();
+        refuse(
+            &metrics,
+            &tags,
+            &msg,
+            check(&ack).unwrap_err(),
+            src,
+            &replier,
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(metrics.malformed.load(Relaxed), 1);
+        assert_eq!(metrics.dropped.load(Relaxed), 1);
+
+        let long = req(
+            "INVITE sip:b@example.com SIP/2.0",
+            "CSeq: 1 INVITE\r\nContent-Length: 500\r\n",
+        );
+        let error = sipauth_sip::parse(&long).unwrap_err();
+        refuse_unparseable(&metrics, &tags, &long, error, src, &replier);
+        let got = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        assert!(
+            got.starts_with("SIP/2.0 400 Bad Request (Content-Length 500"),
+            "{got}"
+        );
+        assert_eq!(metrics.malformed.load(Relaxed), 2);
     }
 
     #[test]

@@ -175,7 +175,6 @@ impl Dialogs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Replier;
 
     fn request(method: &str, branch: &str, to_tag: Option<&str>) -> Vec<u8> {
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
@@ -187,80 +186,30 @@ mod tests {
         .into_bytes()
     }
 
-    /// What the edge sends back to one datagram.
-    fn answers(edge: &std::sync::Arc<crate::Edge>, data: &[u8]) -> Vec<String> {
-        let (replier, mut rx) = Replier::channel();
-        edge.handle(data, "192.0.2.1:5060".parse().unwrap(), &replier);
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|b| String::from_utf8(b).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn an_in_dialog_bye_reaches_its_dialog_and_an_unknown_one_gets_481() {
-        let edge = crate::check::test_edge();
-        let mut events = edge.dialogs.insert("c1", "ct", "et");
-        let got = answers(&edge, &request("BYE", "z9hG4bKb1", Some("et")));
-        assert_eq!(got.len(), 1);
-        assert!(got[0].starts_with("SIP/2.0 200 OK\r\n"), "{}", got[0]);
-        assert!(matches!(events.try_recv(), Ok(Event::Bye)));
-        // Another dialog's tag, or none: not ours, and the dialog hears
-        // nothing of it.
-        for to_tag in [Some("other"), None] {
-            let got = answers(&edge, &request("BYE", "z9hG4bKb2", to_tag));
-            assert_eq!(got.len(), 1);
-            assert!(
-                got[0].starts_with("SIP/2.0 481 Call/Transaction Does Not Exist\r\n"),
-                "{}",
-                got[0]
-            );
-        }
-        assert!(events.try_recv().is_err());
-        // 481 is stateless: no transaction is kept for it.
-        assert_eq!(edge.txns.len(), 1);
-        edge.dialogs.remove("c1", "ct");
-        let got = answers(&edge, &request("BYE", "z9hG4bKb3", Some("et")));
-        assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
-    }
-
-    #[tokio::test]
-    async fn a_re_invite_reaches_its_dialog_which_answers_it() {
-        let edge = crate::check::test_edge();
-        let mut events = edge.dialogs.insert("c1", "ct", "et");
-        let (replier, mut rx) = Replier::channel();
-        let reinvite = request("INVITE", "z9hG4bKr1", Some("et"));
-        edge.handle(&reinvite, "192.0.2.1:5060".parse().unwrap(), &replier);
-        let trying = rx.try_recv().unwrap();
-        assert!(trying.starts_with(b"SIP/2.0 100 Trying\r\n"));
-        let Ok(Event::Reinvite(r)) = events.try_recv() else {
-            panic!("the re-INVITE did not reach its dialog");
-        };
-        // The dialog's owner answers it, in its transaction, on its way back.
-        let req = r.request();
-        assert_eq!(req.msg().cseq(), Ok((2, "INVITE")));
-        req.respond(488, "Not Acceptable Here", &[], b"");
-        let answer = String::from_utf8(rx.try_recv().unwrap()).unwrap();
-        assert!(
-            answer.starts_with("SIP/2.0 488 Not Acceptable Here\r\n"),
-            "{answer}"
-        );
-        assert!(
-            answer.contains("To: <sip:app@192.0.2.10>;tag=et\r\n"),
-            "{answer}"
-        );
-        edge.handle(&reinvite, "192.0.2.1:5060".parse().unwrap(), &replier);
-        assert_eq!(rx.try_recv().unwrap(), answer.as_bytes());
-        assert!(
-            events.try_recv().is_err(),
-            "a retransmission is not handed on"
-        );
-        // An ACK of the dialog goes to it; of no dialog, it is absorbed.
-        assert!(answers(&edge, &request("ACK", "z9hG4bKa1", Some("et"))).is_empty());
-        assert!(matches!(events.try_recv(), Ok(Event::Ack(_))));
-        assert!(answers(&edge, &request("ACK", "z9hG4bKa2", Some("zz"))).is_empty());
-        assert!(events.try_recv().is_err());
-        // Without a dialog, a re-INVITE gets 481, not a judgement.
-        let got = answers(&edge, &request("INVITE", "z9hG4bKr2", Some("zz")));
-        assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
+    #[test]
+    fn routes_only_the_bridged_callers_dialog() {
+        let dialogs = Dialogs::default();
+        let mut rx = dialogs.insert("c1", "ct", "et");
+        let routed = |raw: &[u8]| dialogs.route(&sipauth_sip::parse(raw).unwrap());
+        assert!(routed(&request("CANCEL", "z9hG4bKx", None)));
+        assert!(matches!(rx.try_recv(), Ok(Event::Cancel)));
+        assert!(routed(&request("ACK", "z9hG4bKx", Some("et"))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Ack(_))));
+        assert!(routed(&request("BYE", "z9hG4bKx", Some("et"))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Bye)));
+        // Another dialog's tag, or no tag at all: not this call.
+        assert!(!routed(&request("BYE", "z9hG4bKx", Some("other"))));
+        assert!(!routed(&request("BYE", "z9hG4bKx", None)));
+        // The caller's answer to the edge's BYE (From is the edge's side).
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKy\r\n\
+            From: <sip:app@192.0.2.10>;tag=et\r\nTo: <sip:caller@192.0.2.1>;tag=ct\r\n\
+            Call-ID: c1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        assert!(routed(resp));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Event::Response { code: 200, ref method, .. }) if method == "BYE"
+        ));
+        dialogs.remove("c1", "ct");
+        assert!(!routed(&request("BYE", "z9hG4bKx", Some("et"))));
     }
 }

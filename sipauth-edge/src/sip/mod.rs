@@ -25,5 +25,5 @@ pub mod request;
 pub mod timers;
 pub mod transaction;
 
-pub use request::{OwnedRequest, ServerRequest, ToTags};
+pub use request::{OwnedRequest, ServerRequest, ToTags, response};
 pub use timers::{Retransmit, Timers, wait_until};

@@ -49,6 +49,25 @@ impl ToTags {
     }
 }
 
+/// The one place a response is written (RFC 3261 8.2.6): to `msg`, a
+/// request from `src`, with the edge's To-tag `to_tag` when the request's
+/// To has none, and `extra` headers then `body`. Every answer of the edge
+/// is made here: those of [`ServerRequest`], the refusals of
+/// [`super::check`], and an outbound leg's answers to the far end's
+/// requests inside the leg's dialog.
+#[must_use]
+pub fn response(
+    msg: &Message<'_>,
+    code: u16,
+    reason: &str,
+    src: SocketAddr,
+    to_tag: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    build::response(msg, code, reason, src, to_tag, extra, body)
+}
+
 /// Where the answers to a request go and what remembers them.
 #[derive(Clone)]
 struct Answering {
@@ -167,7 +186,7 @@ impl<'m> ServerRequest<'m> {
 
     fn response(&self, code: u16, reason: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let tag = (code > 100).then(|| self.to_tag());
-        build::response(
+        response(
             &self.msg,
             code,
             reason,

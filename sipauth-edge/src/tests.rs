@@ -1,0 +1,216 @@
+//! Tests of the whole edge: [`Edge::handle`] from a datagram to the
+//! responses it sends back, through the SIP layer and the dialog table.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::Edge;
+use crate::sip::dialog::Event;
+use crate::transport::Replier;
+
+/// A real edge with no applications and in-memory lockouts, for tests.
+pub(crate) fn test_edge() -> Arc<Edge> {
+    use crate::call::{Calls, Sink};
+    use crate::{DigestSettings, outbound, view};
+    use sipauth_kernel::lockout::Lockouts;
+    use sipauth_kernel::maps::LockoutPolicy as Policy;
+    use std::time::Duration;
+
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let calls = Calls::new(
+        sipauth_callback::Client::new(Duration::from_secs(1)),
+        Sink::Remote {
+            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        },
+        metrics.clone(),
+        outbound::Settings {
+            timers: outbound::Timers::default(),
+            number_gateway: None,
+        },
+    );
+    Edge::new(
+        Arc::new(Lockouts::memory(Policy::default(), &[])),
+        metrics,
+        view::Views::new().subscribe(),
+        DigestSettings {
+            realm: "example.com".to_owned(),
+            algorithms: vec![sipauth_digest::Algorithm::Md5],
+            nonce_ttl_secs: 300,
+            key: sipauth_digest::NonceKey::random(),
+            min_expires: 60,
+            max_expires: 3600,
+        },
+        calls,
+        u32::MAX,
+    )
+}
+
+/// A request from the caller of a dialog whose Call-ID is c1 and whose
+/// tag is ct.
+fn dialog_request(method: &str, branch: &str, to_tag: Option<&str>) -> Vec<u8> {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "{method} sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+     From: <sip:caller@192.0.2.1>;tag=ct\r\nTo: <sip:app@192.0.2.10>{to_tag}\r\n\
+     Call-ID: c1\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn req(start: &str, headers: &str) -> Vec<u8> {
+    format!(
+    "{start}\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+     To: <sip:b@example.com>\r\nCall-ID: c1\r\nMax-Forwards: 70\r\n{headers}\r\n"
+)
+.into_bytes()
+}
+
+/// What the edge sends back to one datagram.
+fn answer(data: &[u8]) -> (Option<String>, Arc<Edge>) {
+    let edge = test_edge();
+    let (replier, mut rx) = Replier::channel();
+    edge.handle(data, "192.0.2.1:5060".parse().unwrap(), &replier);
+    let got = rx
+        .try_recv()
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    (got, edge)
+}
+
+#[tokio::test]
+async fn the_edge_answers_refusals_once_and_drops_what_it_cannot_answer() {
+    let ok = req(
+        "OPTIONS sip:b@example.com SIP/2.0",
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n",
+    );
+    let (got, _) = answer(&ok);
+    assert!(got.unwrap().starts_with("SIP/2.0 200 OK\r\n"));
+
+    let v7 = req("OPTIONS sip:b@example.com SIP/7.0", "CSeq: 1 OPTIONS\r\n");
+    let (got, edge) = answer(&v7);
+    assert!(
+        got.unwrap()
+            .starts_with("SIP/2.0 505 Version Not Supported\r\n")
+    );
+    assert_eq!(edge.metrics.malformed.load(Relaxed), 0);
+
+    let twice = req(
+        "INVITE sip:b@example.com SIP/2.0",
+        "CSeq: 1 INVITE\r\nCall-ID: c2\r\n",
+    );
+    let (got, edge) = answer(&twice);
+    let got = got.unwrap();
+    assert!(
+        got.starts_with("SIP/2.0 400 Bad Request (Call-ID header appears more than once)\r\n"),
+        "{got}"
+    );
+    assert!(got.contains(";tag="), "{got}");
+    assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
+
+    // Content-Length beyond the datagram (RFC 3261 18.3): 400.
+    let long = req(
+        "INVITE sip:b@example.com SIP/2.0",
+        "CSeq: 1 INVITE\r\nContent-Length: 500\r\n",
+    );
+    let (got, _) = answer(&long);
+    let got = got.unwrap();
+    assert!(
+        got.starts_with("SIP/2.0 400 Bad Request (Content-Length 500"),
+        "{got}"
+    );
+    assert!(got.contains("CSeq: 1 INVITE\r\n"), "{got}");
+
+    // No answer: a malformed response, an ACK, a request without Via.
+    for data in [
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 99999999999 INVITE\r\n\r\n"
+            .to_vec(),
+        req("ACK sip:b@example.com SIP/2.0", "CSeq: 1 INVITE\r\n"),
+        b"OPTIONS sip:b@example.com SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_vec(),
+        b"\xff\xfe\x00junk".to_vec(),
+    ] {
+        let (got, edge) = answer(&data);
+        assert_eq!(got, None, "{}", String::from_utf8_lossy(&data));
+        assert_eq!(edge.metrics.dropped.load(Relaxed), 1);
+        assert_eq!(edge.metrics.malformed.load(Relaxed), 1);
+    }
+}
+
+/// What the edge sends back to one datagram.
+fn answers(edge: &std::sync::Arc<crate::Edge>, data: &[u8]) -> Vec<String> {
+    let (replier, mut rx) = Replier::channel();
+    edge.handle(data, "192.0.2.1:5060".parse().unwrap(), &replier);
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|b| String::from_utf8(b).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_in_dialog_bye_reaches_its_dialog_and_an_unknown_one_gets_481() {
+    let edge = test_edge();
+    let mut events = edge.dialogs.insert("c1", "ct", "et");
+    let got = answers(&edge, &dialog_request("BYE", "z9hG4bKb1", Some("et")));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("SIP/2.0 200 OK\r\n"), "{}", got[0]);
+    assert!(matches!(events.try_recv(), Ok(Event::Bye)));
+    // Another dialog's tag, or none: not ours, and the dialog hears
+    // nothing of it.
+    for to_tag in [Some("other"), None] {
+        let got = answers(&edge, &dialog_request("BYE", "z9hG4bKb2", to_tag));
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("SIP/2.0 481 Call/Transaction Does Not Exist\r\n"),
+            "{}",
+            got[0]
+        );
+    }
+    assert!(events.try_recv().is_err());
+    // 481 is stateless: no transaction is kept for it.
+    assert_eq!(edge.txns.len(), 1);
+    edge.dialogs.remove("c1", "ct");
+    let got = answers(&edge, &dialog_request("BYE", "z9hG4bKb3", Some("et")));
+    assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
+}
+
+#[tokio::test]
+async fn a_re_invite_reaches_its_dialog_which_answers_it() {
+    let edge = test_edge();
+    let mut events = edge.dialogs.insert("c1", "ct", "et");
+    let (replier, mut rx) = Replier::channel();
+    let reinvite = dialog_request("INVITE", "z9hG4bKr1", Some("et"));
+    edge.handle(&reinvite, "192.0.2.1:5060".parse().unwrap(), &replier);
+    let trying = rx.try_recv().unwrap();
+    assert!(trying.starts_with(b"SIP/2.0 100 Trying\r\n"));
+    let Ok(Event::Reinvite(r)) = events.try_recv() else {
+        panic!("the re-INVITE did not reach its dialog");
+    };
+    // The dialog's owner answers it, in its transaction, on its way back.
+    let req = r.request();
+    assert_eq!(req.msg().cseq(), Ok((2, "INVITE")));
+    req.respond(488, "Not Acceptable Here", &[], b"");
+    let answer = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+    assert!(
+        answer.starts_with("SIP/2.0 488 Not Acceptable Here\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("To: <sip:app@192.0.2.10>;tag=et\r\n"),
+        "{answer}"
+    );
+    edge.handle(&reinvite, "192.0.2.1:5060".parse().unwrap(), &replier);
+    assert_eq!(rx.try_recv().unwrap(), answer.as_bytes());
+    assert!(
+        events.try_recv().is_err(),
+        "a retransmission is not handed on"
+    );
+    // An ACK of the dialog goes to it; of no dialog, it is absorbed.
+    assert!(answers(&edge, &dialog_request("ACK", "z9hG4bKa1", Some("et"))).is_empty());
+    assert!(matches!(events.try_recv(), Ok(Event::Ack(_))));
+    assert!(answers(&edge, &dialog_request("ACK", "z9hG4bKa2", Some("zz"))).is_empty());
+    assert!(events.try_recv().is_err());
+    // Without a dialog, a re-INVITE gets 481, not a judgement.
+    let got = answers(&edge, &dialog_request("INVITE", "z9hG4bKr2", Some("zz")));
+    assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
+}
