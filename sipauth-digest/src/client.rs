@@ -5,37 +5,15 @@ use std::fmt::Write as _;
 
 use rand::RngCore as _;
 
-use crate::{Algorithm, ha1, hex, push_quoted, response};
+use sipauth_sip::DigestChallenge;
 
-/// One parsed `WWW-Authenticate` / `Proxy-Authenticate` digest challenge.
-///
-/// `realm`, `nonce` and `opaque` are the text between their quotes as it
-/// stands in the header, backslash escapes included (what
-/// `sipauth_sip::parse_challenge` gives): the answer hashes their unquoted
-/// values (RFC 7616 3.4; RFC 3261 25.1 quoted-pair) and quotes them again
-/// once.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct ChallengeIn<'a> {
-    /// `realm`.
-    pub realm: &'a str,
-    /// `nonce`.
-    pub nonce: &'a str,
-    /// `opaque`, echoed back unchanged.
-    pub opaque: Option<&'a str>,
-    /// `algorithm`, `None` when absent (MD5).
-    pub algorithm: Option<&'a str>,
-    /// The `qop` options, already split at commas; empty when the challenge
-    /// has no qop (RFC 2069).
-    pub qop: Vec<&'a str>,
-    /// `stale=true`.
-    pub stale: bool,
-}
+use crate::{Algorithm, ha1, hex, push_quoted, response};
 
 /// Index of the challenge with the strongest supported algorithm
 /// (SHA-512-256 over SHA-256 over MD5, `-sess` variants counting as their
 /// base algorithm); the first one on a tie. `None` when no challenge names a
 /// supported algorithm.
-pub fn pick_challenge(challenges: &[ChallengeIn<'_>]) -> Option<usize> {
+pub fn pick_challenge(challenges: &[DigestChallenge<'_>]) -> Option<usize> {
     let mut best: Option<(usize, u8)> = None;
     for (i, ch) in challenges.iter().enumerate() {
         let Some((alg, _)) = Algorithm::parse(ch.algorithm) else {
@@ -48,7 +26,11 @@ pub fn pick_challenge(challenges: &[ChallengeIn<'_>]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// The `Authorization` / `Proxy-Authorization` value answering `ch`.
+/// The `Authorization` / `Proxy-Authorization` value answering `ch`, a
+/// challenge as `sipauth_sip::parse_challenge` read it: `realm`, `nonce` and
+/// `opaque` are the text between their quotes, backslash escapes included;
+/// the answer hashes their unquoted values (RFC 7616 3.4; RFC 3261 25.1
+/// quoted-pair) and quotes them again once.
 ///
 /// Carries username, realm, nonce, uri, response, the algorithm as the
 /// challenge named it (left out when the challenge had none) and opaque when
@@ -60,7 +42,7 @@ pub fn pick_challenge(challenges: &[ChallengeIn<'_>]) -> Option<usize> {
 /// options but not `auth`, for a `-sess` algorithm without qop (no cnonce
 /// may be sent then), or when a value holds a CR, LF or NUL.
 pub fn authorization(
-    ch: &ChallengeIn<'_>,
+    ch: &DigestChallenge<'_>,
     username: &str,
     password: &str,
     method: &str,
@@ -75,7 +57,7 @@ pub fn authorization(
 /// [`authorization`] with the cnonce given, for tests.
 #[doc(hidden)]
 pub fn authorization_with_cnonce(
-    ch: &ChallengeIn<'_>,
+    ch: &DigestChallenge<'_>,
     username: &str,
     password: &str,
     method: &str,

@@ -8,7 +8,7 @@
 //! - [`NonceKey`] issues and checks stateless nonces, so any edge holding the
 //!   same secret accepts a nonce another edge issued;
 //! - [`NcTracker`] rejects a replayed nonce count;
-//! - [`verify`] checks one set of [`Credentials`] and returns a [`Verdict`];
+//! - [`verify`] checks one set of [`DigestCredentials`] and returns a [`Verdict`];
 //! - [`challenge`] formats the `WWW-Authenticate` / `Proxy-Authenticate` value.
 //!
 //! Client side (the edge answering an upstream provider's 401/407):
@@ -29,8 +29,10 @@ use sha2::{Digest, Sha256, Sha512_256};
 
 #[doc(hidden)]
 pub use client::authorization_with_cnonce;
-pub use client::{ChallengeIn, authorization, pick_challenge};
-pub use server::{Credentials, NcTracker, NonceError, NonceKey, Verdict, challenge, verify};
+pub use client::{authorization, pick_challenge};
+pub use server::{NcTracker, NonceError, NonceKey, Verdict, challenge, verify};
+/// The parsed headers the server side verifies and the client side answers.
+pub use sipauth_sip::{DigestChallenge, DigestCredentials};
 
 /// A digest hash algorithm. The `-sess` variants are the same algorithm with
 /// a session HA1 and are carried as a separate flag (see [`Algorithm::parse`]).

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::{RngCore as _, TryRngCore as _};
 use sha2::Sha256;
+use sipauth_sip::DigestCredentials;
 use subtle::ConstantTimeEq as _;
 
 use crate::{Algorithm, Ha1Set, push_quoted, response};
@@ -261,30 +262,6 @@ pub enum Verdict {
     BadRequest(&'static str),
 }
 
-/// The fields of an `Authorization` / `Proxy-Authorization` header, already
-/// parsed (quoted values unquoted, `nc` read as hex).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Credentials<'a> {
-    /// `username`.
-    pub username: &'a str,
-    /// `realm`.
-    pub realm: &'a str,
-    /// `nonce`.
-    pub nonce: &'a str,
-    /// `uri` (the digest-uri), exactly as the client sent it.
-    pub uri: &'a str,
-    /// `response`.
-    pub response: &'a str,
-    /// `algorithm`, `None` when absent (MD5).
-    pub algorithm: Option<&'a str>,
-    /// `cnonce`.
-    pub cnonce: Option<&'a str>,
-    /// `qop`.
-    pub qop: Option<&'a str>,
-    /// `nc`.
-    pub nc: Option<u32>,
-}
-
 /// Verifies credentials against the expected `realm` for a request with
 /// `method`.
 ///
@@ -304,7 +281,7 @@ pub struct Credentials<'a> {
     reason = "the edge passes its per-request context explicitly; time is an argument for testability"
 )]
 pub fn verify(
-    c: &Credentials<'_>,
+    c: &DigestCredentials<'_>,
     method: &str,
     realm: &str,
     key: &NonceKey,

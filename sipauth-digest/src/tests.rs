@@ -476,7 +476,7 @@ impl Fixture {
         }
     }
 
-    fn verify(&self, c: &Credentials<'_>, now: u64) -> Verdict {
+    fn verify(&self, c: &DigestCredentials<'_>, now: u64) -> Verdict {
         verify(
             c,
             "REGISTER",
@@ -507,8 +507,13 @@ fn client_response(alg: &str, password: &str, nonce: &str, uri: &str, nc: u32) -
     )
 }
 
-fn creds<'a>(nonce: &'a str, resp: &'a str, alg: Option<&'a str>, nc: u32) -> Credentials<'a> {
-    Credentials {
+fn creds<'a>(
+    nonce: &'a str,
+    resp: &'a str,
+    alg: Option<&'a str>,
+    nc: u32,
+) -> DigestCredentials<'a> {
+    DigestCredentials {
         username: "alice",
         realm: REALM,
         nonce,
@@ -518,6 +523,8 @@ fn creds<'a>(nonce: &'a str, resp: &'a str, alg: Option<&'a str>, nc: u32) -> Cr
         cnonce: Some("cn0"),
         qop: Some("auth"),
         nc: Some(nc),
+        opaque: None,
+        userhash: false,
     }
 }
 
@@ -574,13 +581,13 @@ fn verify_reaches_every_verdict() {
     let good = client_response("SHA-256", "wonderland", &nonce, "sip:sip.example.com", 1);
     let base = creds(&nonce, &good, Some("SHA-256"), 1);
 
-    let c = Credentials {
+    let c = DigestCredentials {
         realm: "evil.example.com",
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("realm mismatch"));
 
-    let c = Credentials {
+    let c = DigestCredentials {
         algorithm: Some("SHA-1"),
         ..base
     };
@@ -599,64 +606,64 @@ fn verify_reaches_every_verdict() {
         "sip:sip.example.com",
         1,
     );
-    let c = Credentials {
+    let c = DigestCredentials {
         response: &wrong,
         ..base
     };
     assert_eq!(f.verify(&c, NOW + TTL + 1), Verdict::WrongResponse);
 
     let forged = NonceKey::random().issue(REALM, NOW);
-    let c = Credentials {
+    let c = DigestCredentials {
         nonce: &forged,
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::InvalidNonce);
-    let c = Credentials {
+    let c = DigestCredentials {
         nonce: "dcd98b7102dd2f0e8b11d0f600bfb0c093",
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::InvalidNonce);
 
-    let c = Credentials { qop: None, ..base };
+    let c = DigestCredentials { qop: None, ..base };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("missing qop"));
-    let c = Credentials {
+    let c = DigestCredentials {
         qop: Some("auth-int"),
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("unsupported qop"));
-    let c = Credentials {
+    let c = DigestCredentials {
         cnonce: None,
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("missing cnonce"));
-    let c = Credentials {
+    let c = DigestCredentials {
         cnonce: Some(""),
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("missing cnonce"));
-    let c = Credentials { nc: None, ..base };
+    let c = DigestCredentials { nc: None, ..base };
     assert_eq!(f.verify(&c, NOW), Verdict::BadRequest("missing nc"));
 
-    let c = Credentials {
+    let c = DigestCredentials {
         username: "bob",
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::UnknownUser);
 
     let wrong = client_response("SHA-256", "looking-glass", &nonce, "sip:sip.example.com", 1);
-    let c = Credentials {
+    let c = DigestCredentials {
         response: &wrong,
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::WrongResponse);
-    let c = Credentials {
+    let c = DigestCredentials {
         response: "",
         ..base
     };
     assert_eq!(f.verify(&c, NOW), Verdict::WrongResponse);
     // Right password, but the response was made for another algorithm.
     let md5 = client_response("MD5", "wonderland", &nonce, "sip:sip.example.com", 1);
-    let c = Credentials {
+    let c = DigestCredentials {
         response: &md5,
         ..base
     };
@@ -674,7 +681,7 @@ fn verify_reaches_every_verdict() {
         "INVITE",
         "sip:sip.example.com",
     );
-    let c = Credentials {
+    let c = DigestCredentials {
         response: &invite,
         ..base
     };
@@ -732,14 +739,15 @@ fn params(v: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn ch<'a>(alg: Option<&'a str>, qop: Vec<&'a str>) -> ChallengeIn<'a> {
-    ChallengeIn {
+fn ch<'a>(alg: Option<&'a str>, qop: Vec<&'a str>) -> DigestChallenge<'a> {
+    DigestChallenge {
         realm: "provider.example.net",
         nonce: "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
         opaque: Some("FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"),
         algorithm: alg,
         qop,
         stale: false,
+        domain: None,
     }
 }
 
@@ -887,13 +895,14 @@ fn client_answer_passes_server_verify() {
     for alg in [Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512_256] {
         let nonce = f.key.issue(REALM, NOW);
         let hdr = challenge(alg, REALM, &nonce, Some("op"), false);
-        let c = ChallengeIn {
+        let c = DigestChallenge {
             realm: REALM,
             nonce: &nonce,
             opaque: Some("op"),
             algorithm: Some(alg.name()),
             qop: vec!["auth"],
             stale: false,
+            domain: None,
         };
         assert!(hdr.contains(&format!("algorithm={}", alg.name())));
         let v = authorization(
@@ -906,7 +915,7 @@ fn client_answer_passes_server_verify() {
         )
         .unwrap();
         let p = params(&v);
-        let cred = Credentials {
+        let cred = DigestCredentials {
             username: &p["username"],
             realm: &p["realm"],
             nonce: &p["nonce"],
@@ -916,6 +925,8 @@ fn client_answer_passes_server_verify() {
             cnonce: p.get("cnonce").map(String::as_str),
             qop: p.get("qop").map(String::as_str),
             nc: p.get("nc").map(|n| u32::from_str_radix(n, 16).unwrap()),
+            opaque: None,
+            userhash: false,
         };
         assert_eq!(f.verify(&cred, NOW + 2), Verdict::Ok, "{alg}");
         assert_eq!(f.verify(&cred, NOW + 2), Verdict::Replay, "{alg}");
@@ -961,13 +972,14 @@ fn cross_check_with_digest_auth_crate() {
                 r#"Digest realm="{realm}", nonce="{nonce}", opaque="5ccc069c403ebaf9f0171e9517f40e41", algorithm={alg}{qop}"#
             );
             let theirs = digest_auth_response(&www, uri, cnonce);
-            let c = ChallengeIn {
+            let c = DigestChallenge {
                 realm,
                 nonce,
                 opaque: Some("5ccc069c403ebaf9f0171e9517f40e41"),
                 algorithm: Some(alg),
                 qop: if with_qop { vec!["auth"] } else { vec![] },
                 stale: false,
+                domain: None,
             };
             let ours =
                 authorization_with_cnonce(&c, "trunk1", "hunter2", "REGISTER", uri, 1, cnonce)
@@ -980,13 +992,14 @@ fn cross_check_with_digest_auth_crate() {
 #[test]
 fn escaped_challenge_values_are_hashed_unquoted_and_quoted_once() {
     // As the header carries them: realm `a"b\c`, opaque `o\p`.
-    let c = ChallengeIn {
+    let c = DigestChallenge {
         realm: r#"a\"b\\c"#,
         nonce: "n1",
         opaque: Some(r"o\\p"),
         algorithm: Some("MD5"),
         qop: vec!["auth"],
         stale: false,
+        domain: None,
     };
     let v = authorization_with_cnonce(&c, "u", "pw", "INVITE", "sip:x@h", 1, "cn").unwrap();
     assert!(v.contains(r#"realm="a\"b\\c""#), "{v}");

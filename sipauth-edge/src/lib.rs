@@ -272,20 +272,9 @@ impl Edge {
         else {
             return Digest::Absent;
         };
-        let input = sipauth_digest::Credentials {
-            username: c.username,
-            realm: c.realm,
-            nonce: c.nonce,
-            uri: c.uri,
-            response: c.response,
-            algorithm: c.algorithm,
-            cnonce: c.cnonce,
-            qop: c.qop,
-            nc: c.nc,
-        };
         let method = msg.method().unwrap_or_default();
         let v = sipauth_digest::verify(
-            &input,
+            &c,
             method,
             realm,
             &self.digest.key,

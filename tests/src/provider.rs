@@ -414,20 +414,9 @@ impl Far {
                 self.respond(m, 407, &extra, "");
                 return;
             };
-            let input = sipauth_digest::Credentials {
-                username: c.username,
-                realm: c.realm,
-                nonce: c.nonce,
-                uri: c.uri,
-                response: c.response,
-                algorithm: c.algorithm,
-                cnonce: c.cnonce,
-                qop: c.qop,
-                nc: c.nc,
-            };
             let ha1 = self.ha1.clone();
             let verdict = sipauth_digest::verify(
-                &input,
+                &c,
                 "INVITE",
                 REALM,
                 &self.key,

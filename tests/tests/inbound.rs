@@ -360,18 +360,10 @@ fn replayed_and_stale_credentials() {
     assert_eq!(challenges.len(), 2, "{}", first[0]);
     assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
     let ch = sipauth_sip::parse_challenge(challenges[0]).unwrap();
-    let input = sipauth_digest::ChallengeIn {
-        realm: ch.realm,
-        nonce: ch.nonce,
-        opaque: ch.opaque,
-        algorithm: ch.algorithm,
-        qop: ch.qop.clone(),
-        stale: ch.stale,
-    };
     // The uri is the server's address, as many clients write it.
     let uri = format!("sip:{}", c.edge_v4);
-    let auth = sipauth_digest::authorization(&input, "replay-user", "Secret123", "INVITE", &uri, 1)
-        .unwrap();
+    let auth =
+        sipauth_digest::authorization(&ch, "replay-user", "Secret123", "INVITE", &uri, 1).unwrap();
     let ok = send("r2", Some(&auth));
     assert_eq!(ok.last().map(|r| status(r)), Some(603), "{ok:?}");
     // The same credentials again, in a new request: a replay.
@@ -380,8 +372,8 @@ fn replayed_and_stale_credentials() {
     // After the nonce's lifetime: a fresh challenge marked stale, not a 403.
     // Nonce ages are whole seconds: wait past the next one.
     std::thread::sleep(Duration::from_millis(3_200));
-    let late = sipauth_digest::authorization(&input, "replay-user", "Secret123", "INVITE", &uri, 2)
-        .unwrap();
+    let late =
+        sipauth_digest::authorization(&ch, "replay-user", "Secret123", "INVITE", &uri, 2).unwrap();
     let stale = send("r4", Some(&late));
     assert_eq!(status(&stale[0]), 407, "{stale:?}");
     assert!(stale[0].contains("stale=true"), "{}", stale[0]);

@@ -262,19 +262,8 @@ fn raw_provider(
                         .header("Proxy-Authorization")
                         .and_then(|v| sipauth_sip::parse_credentials(v).ok());
                     let verdict = creds.map(|c| {
-                        let input = sipauth_digest::Credentials {
-                            username: c.username,
-                            realm: c.realm,
-                            nonce: c.nonce,
-                            uri: c.uri,
-                            response: c.response,
-                            algorithm: c.algorithm,
-                            cnonce: c.cnonce,
-                            qop: c.qop,
-                            nc: c.nc,
-                        };
                         sipauth_digest::verify(
-                            &input,
+                            &c,
                             "INVITE",
                             REALM,
                             &key,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sipauth_digest::ChallengeIn;
 use sipauth_model::Cause;
 use sipauth_sip::{Message, OwnedMessage, build};
 
@@ -318,20 +317,9 @@ fn answer_challenge(
     } else {
         ("Proxy-Authenticate", "Proxy-Authorization")
     };
-    let parsed: Vec<sipauth_sip::DigestChallenge<'_>> = resp
+    let offered: Vec<sipauth_sip::DigestChallenge<'_>> = resp
         .headers(challenge_header)
         .filter_map(|v| sipauth_sip::parse_challenge(v).ok())
-        .collect();
-    let offered: Vec<ChallengeIn<'_>> = parsed
-        .iter()
-        .map(|c| ChallengeIn {
-            realm: c.realm,
-            nonce: c.nonce,
-            opaque: c.opaque,
-            algorithm: c.algorithm,
-            qop: c.qop.clone(),
-            stale: c.stale,
-        })
         .collect();
     let ch = &offered[sipauth_digest::pick_challenge(&offered)?];
     if auth.sent {
