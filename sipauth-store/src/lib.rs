@@ -500,10 +500,44 @@ impl<T: FromRow> Table<T> {
         limit: i64,
         offset: i64,
     ) -> Result<Page<T>, StoreError> {
+        self.list_where(store, owner, None, limit, offset).await
+    }
+
+    /// [`Table::list`] of the rows whose `column` equals the value given
+    /// (every row when `filter` is `None`); the total counts those rows.
+    pub async fn list_where(
+        &self,
+        store: &Store,
+        owner: &str,
+        filter: Option<(&'static str, &str)>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<T>, StoreError> {
+        let (filter_sql, next) = match filter {
+            Some((column, _)) => (format!(" AND {column} = $2"), 3),
+            None => (String::new(), 2),
+        };
+        let (limit_at, offset_at) = (next, next + 1);
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} = $1{filter_sql}",
+            self.name, self.owner
+        );
+        let select_sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1{filter_sql} ORDER BY created_at, {} LIMIT ${limit_at} OFFSET ${offset_at}",
+            columns::<T>(),
+            self.name,
+            self.owner,
+            self.key,
+        );
+        let mut count = sqlx::query(&count_sql).bind(owner);
+        let mut select = sqlx::query(&select_sql).bind(owner);
+        if let Some((_, value)) = filter {
+            count = count.bind(value);
+            select = select.bind(value);
+        }
         let mut conn = store.pool().acquire().await?;
-        let total = self.count_in(&mut conn, owner).await?;
-        let rows = sqlx::query(&format!("{} LIMIT $2 OFFSET $3", self.select_of_owner()))
-            .bind(owner)
+        let total: i64 = count.fetch_one(&mut *conn).await?.try_get(0)?;
+        let rows = select
             .bind(limit)
             .bind(offset)
             .fetch_all(&mut *conn)

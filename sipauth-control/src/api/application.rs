@@ -240,14 +240,44 @@ async fn create(
     ))
 }
 
+/// The List Application filter.
+#[derive(serde::Deserialize)]
+struct Filter {
+    /// Only the applications of this name (exact match).
+    app_name: Option<String>,
+}
+
 async fn list(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     page: Query<Page>,
+    Query(f): Query<Filter>,
 ) -> ApiResult {
-    APPLICATIONS
-        .list(&s, &acct, page, |r| object(r, &s.realm))
-        .await
+    let mut paging = Page::check(page)?;
+    let name = f.app_name.filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        paging.filter = format!(
+            "{}&",
+            serde_urlencoded::to_string([("app_name", n)]).unwrap_or_default()
+        );
+    }
+    let rows = APPLICATIONS
+        .table
+        .list_where(
+            &s.store,
+            &acct,
+            name.as_deref().map(|n| ("app_name", n)),
+            paging.limit,
+            paging.offset,
+        )
+        .await?;
+    Ok(super::page_reply(
+        &acct,
+        APPLICATIONS.path,
+        &paging,
+        &rows,
+        |r| object(r, &s.realm),
+    ))
 }
 
 async fn get_one(

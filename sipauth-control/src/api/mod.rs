@@ -367,6 +367,9 @@ pub struct Page {
 pub struct Paging {
     pub limit: i64,
     pub offset: i64,
+    /// The list's filter as query parameters (form-encoded, each followed
+    /// by `&`), kept in its `next` and `previous` links.
+    pub filter: String,
 }
 
 impl Page {
@@ -387,7 +390,11 @@ impl Page {
                 .filter(|n| *n >= 0)
                 .ok_or_else(|| ApiError::field("offset", "must be a non-negative integer"))?,
         };
-        Ok(Paging { limit, offset })
+        Ok(Paging {
+            limit,
+            offset,
+            filter: String::new(),
+        })
     }
 }
 
@@ -434,7 +441,12 @@ pub fn ha1(username: &str, realm: &str, password: &str) -> sipauth_store::Ha1 {
 /// `{"meta": {...}, "objects": [...]}` as Plivo lists are.
 pub fn list_reply(path: &str, paging: &Paging, total: i64, objects: Vec<Value>) -> Response {
     let objects = Value::Array(objects);
-    let link = |offset: i64| format!("{path}?limit={}&offset={offset}", paging.limit);
+    let link = |offset: i64| {
+        format!(
+            "{path}?{}limit={}&offset={offset}",
+            paging.filter, paging.limit
+        )
+    };
     let next = (paging.offset + paging.limit < total).then(|| link(paging.offset + paging.limit));
     let previous = (paging.offset > 0).then(|| link((paging.offset - paging.limit).max(0)));
     reply(

@@ -192,6 +192,9 @@ fn parameters(path: &str, list: bool) -> Vec<Value> {
     if list {
         p.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 20, "default": 20 } }));
         p.push(json!({ "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } }));
+        if path == APP {
+            p.push(json!({ "name": "app_name", "in": "query", "description": "Only the applications of this name", "schema": { "type": "string" } }));
+        }
     }
     p
 }

@@ -774,3 +774,47 @@ async fn calls_through_the_router() {
         not_found("call")
     );
 }
+
+#[tokio::test]
+async fn applications_are_listed_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir).await;
+    let (me, other) = clients(&app);
+    for (c, name) in [
+        (&me, "front desk"),
+        (&me, "sales"),
+        (&me, "front desk"),
+        (&other, "front desk"),
+    ] {
+        let form = format!(
+            "app_name={}&answer_url=http://127.0.0.1/a",
+            name.replace(' ', "+")
+        );
+        let (s, v) = c.req("POST", "Application", &form).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = me.req("GET", "Application?app_name=front+desk", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["meta"]["total_count"], 2, "{v}");
+    let names: Vec<&str> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["app_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["front desk", "front desk"]);
+    // The filter stays in the links of a page.
+    let (_, v) = me
+        .req("GET", "Application?app_name=front%20desk&limit=1", "")
+        .await;
+    assert_eq!(v["meta"]["total_count"], 2, "{v}");
+    assert_eq!(
+        v["meta"]["next"],
+        format!("/v1/Account/{ACCT}/Application/?app_name=front+desk&limit=1&offset=1")
+    );
+    // No such name: an empty page; an empty name: no filter.
+    let (_, v) = me.req("GET", "Application?app_name=nobody", "").await;
+    assert_eq!(v["meta"]["total_count"], 0, "{v}");
+    let (_, v) = me.req("GET", "Application?app_name=", "").await;
+    assert_eq!(v["meta"]["total_count"], 3, "{v}");
+}
