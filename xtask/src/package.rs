@@ -43,8 +43,8 @@ pub fn run(no_build: bool) -> anyhow::Result<PathBuf> {
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.ends_with(".deb"))
         .map(PathBuf::from)
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .with_context(|| format!("no .deb path in cargo-deb's output: {stdout}"))?;
     if !deb.is_file() {
         bail!("cargo-deb named {}, which does not exist", deb.display());
