@@ -276,14 +276,28 @@ impl Default for Lockout {
 pub struct Log {
     /// A tracing filter: `info`, `debug`, `sipauth_edge=trace,aya=warn`, ...
     pub filter: String,
+    /// How each line on stderr is written.
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Self {
             filter: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event for a person to read.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the event's fields at the top level, and its spans.
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,6 +458,15 @@ mod tests {
     fn the_shipped_file_states_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sipauth.toml");
         assert_eq!(Config::from_file(&path).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let c: Config = toml::from_str("[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.filter, "info");
+        assert_eq!(Config::default().log.format, LogFormat::Text);
+        assert!(toml::from_str::<Config>("[log]\nformat = \"syslog\"\n").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sipauth_agent::config::{Config, XdpMode};
+use sipauth_agent::config::{Config, LogFormat, XdpMode};
 
 #[derive(Parser)]
 #[command(
@@ -102,6 +102,9 @@ struct RunArgs {
     /// Log filter (`log.filter`), e.g. `info` or `sipauth_edge=debug`.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Log format (`log.format`): text, or json (one object per line).
+    #[arg(long = "log-format", value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -114,6 +117,14 @@ fn parse_mode(s: &str) -> Result<XdpMode, String> {
         "generic" => Ok(XdpMode::Generic),
         "off" => Ok(XdpMode::Off),
         _ => Err("one of auto, native, generic, off".to_owned()),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("text or json".to_owned()),
     }
 }
 
@@ -163,6 +174,9 @@ impl RunArgs {
         if let Some(l) = self.log {
             cfg.log.filter = l;
         }
+        if let Some(f) = self.log_format {
+            cfg.log.format = f;
+        }
         Ok((cfg, self.print_config))
     }
 }
@@ -193,7 +207,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(d) = database {
                 cfg.control.database = d;
             }
-            init_logging("warn")?;
+            init_logging("warn", cfg.log.format)?;
             return runtime()?.block_on(create_account(cfg, &name, json));
         }
     };
@@ -203,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = cfg.finish()?;
-    init_logging(&cfg.log.filter)?;
+    init_logging(&cfg.log.filter, cfg.log.format)?;
     runtime()?.block_on(which(cfg))
 }
 
@@ -226,13 +240,8 @@ async fn create_account(cfg: Config, name: &str, json: bool) -> anyhow::Result<(
     Ok(())
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log filter {filter:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("logging: {e}"))
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let journal_stream = std::env::var("JOURNAL_STREAM").ok();
+    let output = sipauth_agent::logging::Output::stderr(format, journal_stream.as_deref());
+    Ok(sipauth_agent::logging::init(filter, output)?)
 }

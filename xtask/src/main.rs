@@ -2,6 +2,7 @@
 //! logic lives here.
 
 mod fuzz;
+mod package;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,14 @@ enum Cmd {
     },
     /// Benchmarks in the netns rig; figures go to bench-results/.
     Bench,
+    /// The Debian package (cargo-deb, installed on first use):
+    /// /usr/bin/sipauth, /etc/sipauth/sipauth.toml and the sipauth.service
+    /// unit, into target/debian/. Its path is printed last.
+    Package {
+        /// Pack the release binary as it is instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Fuzz sipauth-sip (cargo-fuzz, installed on first use): by default
     /// the TCP stream framing and the digest header targets, one after the
     /// other, over their corpora in fuzz/corpus/ (minimized afterwards).
@@ -53,7 +62,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
-    if !matches!(cli.command, Cmd::Setup | Cmd::Fuzz { .. }) {
+    if !matches!(
+        cli.command,
+        Cmd::Setup | Cmd::Fuzz { .. } | Cmd::Package { .. }
+    ) {
         // Setup says the same in its own words.
         setup::require_root()?;
     }
@@ -99,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
+        Cmd::Package { no_build } => package::run(no_build).map(drop),
         Cmd::Bench => {
             setup::ensure()?;
             cargo(&["build", "--release", "-p", "sipauth-agent"])?;

@@ -14,7 +14,9 @@ use anyhow::{Context as _, bail};
 /// private servers of their own; the packaged cluster is not used), the
 /// sqlite3 shell (the API tests change a live store under the server) and
 /// python3-venv (the API tests install openapi-spec-validator from PyPI
-/// into a virtualenv of their own).
+/// into a virtualenv of their own); for the Debian package and its test,
+/// dpkg-dev (cargo-deb's dependency lookup), adduser (the package's
+/// scripts), systemd (`systemd-analyze verify`) and util-linux (`setpriv`).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -33,6 +35,10 @@ const PACKAGES: &[&str] = &[
     "postgresql",
     "sqlite3",
     "python3-venv",
+    "dpkg-dev",
+    "adduser",
+    "systemd",
+    "util-linux",
 ];
 
 /// The rustup name of Debian's toolchain (see sipauth-kernel/build.rs).
@@ -41,6 +47,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz for `cargo xtask fuzz`; installed on its first use, not by
 /// `setup` (neither the build nor the tests need it).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// cargo-deb for `cargo xtask package` (and the package test, which runs
+/// it); installed on its first use.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 pub fn run() -> anyhow::Result<()> {
     require_root()?;
@@ -201,6 +210,34 @@ fn cargo_fuzz() -> anyhow::Result<()> {
         CARGO_FUZZ_VERSION,
         "--locked",
     ]))
+}
+
+fn cargo_deb_ok() -> bool {
+    Command::new(cargo_home_bin().join("cargo-deb"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
+}
+
+fn cargo_deb() -> anyhow::Result<()> {
+    if cargo_deb_ok() {
+        println!("  cargo-deb {CARGO_DEB_VERSION} present");
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_cmd(Command::new(cargo).args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))
+}
+
+/// Installs cargo-deb when missing; the path of its binary.
+pub fn cargo_deb_installed() -> anyhow::Result<PathBuf> {
+    step("cargo-deb", cargo_deb)?;
+    Ok(cargo_home_bin().join("cargo-deb"))
 }
 
 /// Installs cargo-fuzz when missing and picks the toolchain to run it with.

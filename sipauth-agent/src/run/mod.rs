@@ -108,6 +108,27 @@ async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
     Ok(state)
 }
 
+/// The capabilities loading and attaching the XDP program takes that
+/// `effective` lacks. Root has them all; a service needs these three (and
+/// CAP_NET_BIND_SERVICE only to listen below port 1024):
+/// - CAP_BPF: maps, program load, opening pinned maps;
+/// - CAP_NET_ADMIN: loading a networking program type, attaching it;
+/// - CAP_PERFMON: without it the verifier applies its Spectre v1
+///   restrictions and refuses the program's packet pointer arithmetic
+///   ("pointer arithmetic with it prohibited for !root").
+fn missing_for_xdp(effective: rustix::thread::CapabilitySet) -> Vec<&'static str> {
+    use rustix::thread::CapabilitySet;
+    [
+        (CapabilitySet::BPF, "CAP_BPF"),
+        (CapabilitySet::NET_ADMIN, "CAP_NET_ADMIN"),
+        (CapabilitySet::PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !effective.contains(*cap))
+    .map(|(_, name)| name)
+    .collect()
+}
+
 /// Starts XDP, the lockout table and the SIP listeners; returns the edge's
 /// HTTP routes (`/metrics`, `/admin`).
 fn start_edge(
@@ -118,9 +139,15 @@ fn start_edge(
     make_calls: Option<tokio::sync::mpsc::Receiver<MakeCall>>,
 ) -> anyhow::Result<Router> {
     let xdp = if let Some(options) = &settings.xdp {
-        if !rustix::process::geteuid().is_root() {
+        let effective = rustix::thread::capabilities(None)
+            .map_or(rustix::thread::CapabilitySet::empty(), |c| c.effective);
+        let missing = missing_for_xdp(effective);
+        if !missing.is_empty() {
             anyhow::bail!(
-                "XDP needs root (CAP_BPF and CAP_NET_ADMIN); run as root or set xdp.mode = \"off\""
+                "XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and {} is missing: run as \
+                 root, give sipauth these capabilities (the packaged sipauth.service does), or \
+                 set xdp.mode = \"off\"",
+                missing.join(" and ")
             );
         }
         let xdp = Arc::new(
@@ -284,5 +311,33 @@ async fn sync_maps(xdp: Arc<Xdp>, mut view: sipauth_edge::view::View) {
         if view.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::thread::CapabilitySet;
+
+    use super::missing_for_xdp;
+
+    #[test]
+    fn xdp_takes_three_capabilities_not_root() {
+        assert_eq!(
+            missing_for_xdp(CapabilitySet::empty()),
+            ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]
+        );
+        assert_eq!(
+            missing_for_xdp(CapabilitySet::NET_BIND_SERVICE | CapabilitySet::BPF),
+            ["CAP_NET_ADMIN", "CAP_PERFMON"]
+        );
+        assert_eq!(
+            missing_for_xdp(CapabilitySet::BPF | CapabilitySet::NET_ADMIN),
+            ["CAP_PERFMON"]
+        );
+        assert!(
+            missing_for_xdp(CapabilitySet::BPF | CapabilitySet::NET_ADMIN | CapabilitySet::PERFMON)
+                .is_empty()
+        );
+        assert!(missing_for_xdp(CapabilitySet::all()).is_empty());
     }
 }
