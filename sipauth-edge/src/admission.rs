@@ -23,7 +23,7 @@
 
 use sipauth_digest::Verdict;
 
-use super::call::Cause;
+use sipauth_model::Cause;
 use sipauth_model::snapshot::{Application, AuthType};
 
 /// What the digest check made of a request's credentials.

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod metrics;
 pub mod outbound;
 pub mod outcome;
+pub mod records;
 pub mod registrar;
 mod script;
 pub mod sip;
@@ -36,8 +37,9 @@ use sipauth_sip::Message;
 
 use crate::metrics::Metrics;
 use admission::{Decision, Digest};
-use call::{Calls, Inbound};
+use call::Inbound;
 use egress::Egress;
+use records::Calls;
 use registrar::Registrar;
 use sip::check;
 use sip::dialog::{self, Dialogs};

@@ -11,7 +11,7 @@ use crate::transport::Replier;
 
 /// A real edge with no applications and in-memory lockouts, for tests.
 pub(crate) fn test_edge() -> Arc<Edge> {
-    use crate::call::{Calls, Sink};
+    use crate::records::{Calls, Sink};
     use crate::{DigestSettings, outbound, view};
     use sipauth_kernel::lockout::Lockouts;
     use sipauth_kernel::maps::LockoutPolicy as Policy;

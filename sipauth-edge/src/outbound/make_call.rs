@@ -24,7 +24,7 @@ use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
-use crate::call::{CallRecord, Calls, notify_hangup};
+use crate::records::{CallRecord, Calls, notify_hangup};
 use crate::script::{self, Dialed, Party, method_of};
 use sipauth_store::now;
 
