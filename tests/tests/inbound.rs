@@ -315,7 +315,12 @@ fn acl_changes_are_enforced_within_a_second_in_user_space_and_xdp() {
         metric(&before, denied_xdp),
         "no denials after the change"
     );
-    assert!(metric(&after, allowed_xdp) - metric(&before, allowed_xdp) >= 2_000);
+    // The flood stops once less than 1% is left unsent (see peers::flood).
+    let allowed = metric(&after, allowed_xdp) - metric(&before, allowed_xdp);
+    assert!(
+        allowed >= 1_980,
+        "XDP passed {allowed} of 2000 allowed INVITEs"
+    );
 }
 
 /// Digest by hand: the right answer, a replay of it, and a stale nonce.
