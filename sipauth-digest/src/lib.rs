@@ -5,8 +5,9 @@
 //! `Authorization` / `WWW-Authenticate` headers and hands over the fields.
 //!
 //! Server side (the edge challenging its own users):
-//! - [`NonceKey`] issues and checks stateless nonces, so any edge holding the
-//!   same secret accepts a nonce another edge issued;
+//! - [`NonceKey`] issues and checks stateless nonces; a nonce is accepted
+//!   by the instance that issued it, and reported stale (a re-challenge, not
+//!   a failure) by any other instance holding the same secret;
 //! - [`NcTracker`] rejects a replayed nonce count;
 //! - [`verify`] checks one set of [`DigestCredentials`] and returns a [`Verdict`];
 //! - [`challenge`] formats the `WWW-Authenticate` / `Proxy-Authenticate` value.

@@ -20,6 +20,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// anything else computed with the same HMAC.
 const NONCE_TAG: &[u8] = b"sipauth-digest nonce v1\0";
 const TIME_LEN: usize = 8;
+const INSTANCE_LEN: usize = 8;
 const RANDOM_LEN: usize = 16;
 const SEAL_LEN: usize = 16;
 const NONCE_BYTES: usize = TIME_LEN + RANDOM_LEN + SEAL_LEN;
@@ -41,28 +42,38 @@ pub enum NonceError {
     Invalid,
 }
 
-/// The secret that seals stateless nonces.
+/// The secret that seals stateless nonces, and the instance that uses it.
 ///
 /// A nonce is the base64url text (no padding, 54 characters) of 40 bytes:
 ///
 /// ```text
 /// [issue time: 8 bytes, seconds since the Unix epoch, big-endian]
-/// [16 random bytes]
-/// [first 16 bytes of HMAC-SHA256(secret, tag || time || random || realm)]
+/// [instance: 8 bytes, random per NonceKey made]
+/// [8 random bytes]
+/// [first 16 bytes of HMAC-SHA256(secret, tag || time || instance || random || realm)]
 /// ```
 ///
-/// where `tag` is the constant `"sipauth-digest nonce v1\0"`. Every edge
-/// holding the same secret verifies every other edge's nonces; nothing is
-/// stored per nonce except the nonce counts in [`NcTracker`].
+/// where `tag` is the constant `"sipauth-digest nonce v1\0"`.
+///
+/// A nonce is accepted only by the instance that issued it, because only
+/// that instance holds its nonce counts ([`NcTracker`]): that is what makes
+/// a (nonce, nc) pair good once. Another instance holding the same secret
+/// (another edge of the fleet, or this edge after a restart) recognises the
+/// seal and reports [`NonceError::Stale`], so a client with the right
+/// credentials is asked again with `stale=true` and a nonce of its own
+/// (RFC 7616 3.3), without counting a failure.
 #[derive(Clone)]
 pub struct NonceKey {
     secret: [u8; 32],
+    instance: [u8; INSTANCE_LEN],
 }
 
 impl NonceKey {
-    /// A key from a shared secret.
+    /// A key from a shared secret, for a new instance.
     pub fn new(secret: [u8; 32]) -> Self {
-        NonceKey { secret }
+        let mut instance = [0u8; INSTANCE_LEN];
+        rand::rng().fill_bytes(&mut instance);
+        NonceKey { secret, instance }
     }
 
     /// A key from the operating system's random source (for a single edge,
@@ -72,7 +83,7 @@ impl NonceKey {
         rand::rngs::OsRng
             .try_fill_bytes(&mut secret)
             .expect("operating system random source failed");
-        NonceKey { secret }
+        Self::new(secret)
     }
 
     fn mac(&self, head: &[u8], realm: &str) -> HmacSha256 {
@@ -88,7 +99,8 @@ impl NonceKey {
     pub fn issue(&self, realm: &str, now_unix_secs: u64) -> String {
         let mut raw = [0u8; NONCE_BYTES];
         raw[..TIME_LEN].copy_from_slice(&now_unix_secs.to_be_bytes());
-        rand::rng().fill_bytes(&mut raw[TIME_LEN..TIME_LEN + RANDOM_LEN]);
+        raw[TIME_LEN..TIME_LEN + INSTANCE_LEN].copy_from_slice(&self.instance);
+        rand::rng().fill_bytes(&mut raw[TIME_LEN + INSTANCE_LEN..TIME_LEN + RANDOM_LEN]);
         let tag = self
             .mac(&raw[..TIME_LEN + RANDOM_LEN], realm)
             .finalize()
@@ -97,9 +109,10 @@ impl NonceKey {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Checks a nonce: `Ok(issued_at)` when this key sealed it for `realm`
-    /// and it is at most `ttl_secs` old; [`NonceError::Stale`] when sealed
-    /// right but older than that, or issued more than 5 s in the future;
+    /// Checks a nonce: `Ok(issued_at)` when this instance sealed it for
+    /// `realm` and it is at most `ttl_secs` old; [`NonceError::Stale`] when
+    /// sealed right but older than that, issued more than 5 s in the future,
+    /// or issued by another instance holding the same secret;
     /// [`NonceError::Invalid`] otherwise (other key, other realm, altered,
     /// malformed).
     pub fn check(
@@ -126,6 +139,9 @@ impl NonceKey {
         let mut time = [0u8; TIME_LEN];
         time.copy_from_slice(&head[..TIME_LEN]);
         let issued = u64::from_be_bytes(time);
+        if head[TIME_LEN..TIME_LEN + INSTANCE_LEN] != self.instance {
+            return Err(NonceError::Stale);
+        }
         if issued > now_unix_secs.saturating_add(FUTURE_SKEW_SECS)
             || now_unix_secs.saturating_sub(issued) > ttl_secs
         {
@@ -250,8 +266,9 @@ pub enum Verdict {
     WrongResponse,
     /// No credential for this username.
     UnknownUser,
-    /// The nonce was ours but has expired, and the response was right
-    /// for it: challenge again with `stale=true`.
+    /// The nonce was sealed with our secret but has expired or was issued
+    /// by another instance, and the response was right for it: challenge
+    /// again with `stale=true`.
     Stale,
     /// The nonce was not made by this key for this realm.
     InvalidNonce,
