@@ -20,6 +20,7 @@ pub struct Config {
     pub lockout: Lockout,
     pub control: Control,
     pub edge: EdgeFollow,
+    pub cluster: Cluster,
     pub log: Log,
 }
 
@@ -75,6 +76,27 @@ impl Default for EdgeFollow {
             control_url: String::new(),
             token: String::new(),
             state_dir: PathBuf::from("/var/lib/sipauth"),
+        }
+    }
+}
+
+/// A fleet of edges sharing failure counts, lockouts and registrations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://[:password@]host:port/db` or `rediss://...` (TLS); the
+    /// address of one node of a Redis Cluster works too. Empty: this edge
+    /// alone.
+    pub redis_url: String,
+    /// Hash tag of the fleet's keys, so several fleets can share a Redis.
+    pub key_prefix: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            key_prefix: "sipauth".to_owned(),
         }
     }
 }
@@ -333,6 +355,25 @@ impl Config {
 
     /// Checks what serde cannot, and resolves `admin.token_file`.
     pub fn finish(mut self) -> Result<Self, ConfigError> {
+        let url = &self.cluster.redis_url;
+        if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid {
+                field: "cluster.redis_url",
+                rule: "a redis:// or rediss:// URL, or empty",
+            });
+        }
+        if self.cluster.key_prefix.is_empty()
+            || !self
+                .cluster
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::Invalid {
+                field: "cluster.key_prefix",
+                rule: "letters, digits, - and _ only, not empty",
+            });
+        }
         if self.sip.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "sip.listen",

@@ -83,6 +83,10 @@ struct RunArgs {
     /// The control plane's edge token (`edge.token`; `sipauth edge`).
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+    /// Redis of the fleet this edge joins (`cluster.redis_url`):
+    /// redis://[:password@]host:port/db or rediss://. Default: none.
+    #[arg(long = "redis", value_name = "URL")]
+    redis: Option<String>,
     /// XDP mode (`xdp.mode`): auto = native, falling back to generic;
     /// native; generic; off = user space only.
     #[arg(long = "xdp-mode", value_name = "MODE", value_parser = parse_mode)]
@@ -158,6 +162,9 @@ impl RunArgs {
         }
         if let Some(t) = self.token {
             cfg.edge.token = t;
+        }
+        if let Some(u) = self.redis {
+            cfg.cluster.redis_url = u;
         }
         if let Some(m) = self.xdp_mode {
             cfg.xdp.mode = m;

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod call;
+pub mod cluster;
 pub mod conn;
 pub mod egress;
 pub mod metrics;
@@ -38,6 +39,7 @@ use sipauth_sip::Message;
 use crate::metrics::Metrics;
 use admission::{Decision, Digest};
 use call::Inbound;
+use cluster::Cluster;
 use egress::Egress;
 use records::Calls;
 use registrar::Registrar;
@@ -69,7 +71,9 @@ pub struct Edge {
     pub egress: Arc<Egress>,
     /// The snapshot requests are judged against.
     pub view: view::View,
-    pub registrar: Registrar,
+    pub registrar: Arc<Registrar>,
+    /// The fleet this edge belongs to (or none).
+    pub cluster: Cluster,
     digest: DigestSettings,
     nc: NcTracker,
     txns: Arc<Transactions>,
@@ -98,13 +102,22 @@ impl Edge {
         digest: DigestSettings,
         calls: Arc<Calls>,
         unproven_replies_per_sec: u32,
+        fleet: &cluster::Settings,
     ) -> Arc<Self> {
+        let registrar = Arc::new(Registrar::default());
+        let cluster = Cluster::start(
+            fleet,
+            lockouts.clone(),
+            registrar.clone(),
+            metrics.cluster.clone(),
+        );
         let edge = Arc::new(Self {
             lockouts,
             egress: Arc::new(Egress::new(metrics.clone(), unproven_replies_per_sec)),
             metrics,
             view,
-            registrar: Registrar::default(),
+            registrar,
+            cluster,
             nc: NcTracker::new(digest.nonce_ttl_secs, 1_000_000),
             digest,
             txns: Arc::new(Transactions::default()),
@@ -445,6 +458,7 @@ impl Edge {
                 return;
             }
             self.registrar.clear(&username);
+            self.cluster.clear(&username);
         }
         for c in &contacts {
             let asked = c
@@ -457,8 +471,9 @@ impl Edge {
                 req.respond_stateless(423, "Interval Too Brief", &[("Min-Expires", &min)]);
                 return;
             }
-            self.registrar
-                .bind(&username, c.uri, asked.min(self.digest.max_expires));
+            let secs = asked.min(self.digest.max_expires);
+            self.registrar.bind(&username, c.uri, secs);
+            self.cluster.bind(&username, c.uri, secs);
         }
         let bound: Vec<String> = self
             .registrar

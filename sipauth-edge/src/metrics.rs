@@ -40,6 +40,8 @@ pub struct Metrics {
     pub unproven_suppressed: AtomicU64,
     /// TCP connections: open, refused and closed.
     pub tcp: Arc<ConnCounters>,
+    /// The fleet's connection and traffic.
+    pub cluster: Arc<crate::cluster::Counters>,
 }
 
 /// Stream connections of one transport: open now, refused and closed by
@@ -211,6 +213,7 @@ impl Metrics {
             );
         }
         self.tcp.render("tcp", &mut out);
+        self.cluster.render(&mut out);
         if let Some(xdp) = xdp {
             out.push_str("# HELP sipauth_xdp_packets_total Packets judged by the XDP program, by verdict and reason.\n");
             out.push_str("# TYPE sipauth_xdp_packets_total counter\n");

@@ -56,6 +56,25 @@ impl Registrar {
             .collect()
     }
 
+    /// Every live binding as (username, contact, seconds left).
+    pub fn all(&self) -> Vec<(String, String, u64)> {
+        let now = Instant::now();
+        self.bindings
+            .lock()
+            .expect("registrar")
+            .iter()
+            .flat_map(|(user, list)| {
+                list.iter().filter(|b| b.expires > now).map(move |b| {
+                    (
+                        user.clone(),
+                        b.contact.clone(),
+                        b.expires.duration_since(now).as_secs(),
+                    )
+                })
+            })
+            .collect()
+    }
+
     pub fn is_live(&self, username: &str) -> bool {
         !self.bindings(username).is_empty()
     }

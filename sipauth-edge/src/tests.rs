@@ -45,6 +45,7 @@ pub(crate) fn test_edge() -> Arc<Edge> {
         },
         calls,
         u32::MAX,
+        &crate::cluster::Settings::default(),
     )
 }
 

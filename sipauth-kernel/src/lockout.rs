@@ -66,27 +66,31 @@ pub struct Added {
 struct Window {
     start: tokio::time::Instant,
     count: u32,
+    /// Tells windows apart (for [`Lockouts::failure_windows`]).
+    id: u64,
+}
+
+/// Ids of memory-store windows.
+static WINDOW_IDS: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_window(now: tokio::time::Instant) -> Window {
+    Window {
+        start: now,
+        count: 0,
+        id: WINDOW_IDS.fetch_add(1, Relaxed),
+    }
 }
 
 /// Counts one failure at `now`; returns the new window and whether it
 /// reached the threshold (which starts a fresh window).
 fn count_failure(w: Option<Window>, now: tokio::time::Instant, p: &Policy) -> (Window, bool) {
     let mut w = match w {
-        Some(w) if now.duration_since(w.start) < p.window() => w,
-        _ => Window {
-            start: now,
-            count: 0,
-        },
+        Some(w) if w.count > 0 && now.duration_since(w.start) < p.window() => w,
+        _ => fresh_window(now),
     };
     w.count += 1;
     if w.count >= p.threshold() {
-        (
-            Window {
-                start: now,
-                count: 0,
-            },
-            true,
-        )
+        (fresh_window(now), true)
     } else {
         (w, false)
     }
@@ -206,8 +210,59 @@ impl Lockouts {
         }
     }
 
-    fn key(&self, ip: IpAddr) -> IpAddr {
-        source_key(ip, self.policy.ipv6_prefix())
+    /// The key `ip` is counted and locked out under (see [`source_key`]).
+    #[must_use]
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        source_key(ip.to_canonical(), self.policy.ipv6_prefix())
+    }
+
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Every open failure window: (source key, an id of the window that
+    /// changes when a new one opens, failures in it). A fleet reads this to
+    /// add the failures counted here, by user space and by the XDP program
+    /// alike, to its own count.
+    pub fn failure_windows(&self) -> Result<Vec<(IpAddr, u64, u32)>, XdpError> {
+        match &self.store {
+            Store::Kernel(xdp) => Ok(xdp
+                .failure_list()?
+                .into_iter()
+                .map(|(key, start, count)| (key, u64::from(start), count))
+                .collect()),
+            Store::Memory(_) => {
+                let now = tokio::time::Instant::now();
+                let m = self.failures.lock().expect("failure table");
+                Ok(m.iter()
+                    .filter(|(_, w)| {
+                        w.count > 0 && now.duration_since(w.start) < self.policy.window()
+                    })
+                    .map(|(key, w)| (*key, w.id, w.count))
+                    .collect())
+            }
+        }
+    }
+
+    /// Active lockouts as (source key, time left).
+    pub fn active(&self) -> Result<Vec<(IpAddr, Duration)>, XdpError> {
+        let now = now_ns();
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|&(_, until)| until > now)
+            .map(|(key, until)| (key, Duration::from_nanos(until - now)))
+            .collect())
+    }
+
+    /// Time left of the lockout of `ip`'s source key, if any.
+    pub fn remaining(&self, ip: IpAddr) -> Result<Option<Duration>, XdpError> {
+        let now = now_ns();
+        Ok(self
+            .deadline(self.key(ip))?
+            .filter(|&until| until > now)
+            .map(|until| Duration::from_nanos(until - now)))
     }
 
     /// Failures of never-lock sources judged in user space (each would

@@ -12,7 +12,9 @@ use anyhow::{Context as _, bail};
 /// prebuilt `core` for bpfel-unknown-none), what bpf-linker builds against,
 /// the rig's peers and tools, PostgreSQL (the store's tests start
 /// private servers of their own; the packaged cluster is not used), the
-/// sqlite3 shell (the API tests change a live store under the server) and
+/// sqlite3 shell (the API tests change a live store under the server),
+/// redis-server and redis-tools (the fleet's tests start private servers
+/// and a Redis Cluster of their own; the packaged service is not used) and
 /// python3-venv (the API tests install openapi-spec-validator from PyPI
 /// into a virtualenv of their own); for the Debian package and its test,
 /// dpkg-dev (cargo-deb's dependency lookup), adduser (the package's
@@ -34,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     "postgresql",
     "sqlite3",
+    "redis-server",
+    "redis-tools",
     "python3-venv",
     "dpkg-dev",
     "adduser",

@@ -18,6 +18,9 @@
 //! - `GET /admin/snapshot`: the version and content the edge enforces (no
 //!   secrets: HA1 values and tokens are left out).
 //!
+//! Lockouts set or lifted here reach every edge of the fleet
+//! (`cluster.redis_url`), and every edge lists the fleet's.
+//!
 //! Writes go straight to the XDP maps when XDP is on; never-lock prefixes
 //! added at run time then live in a pinned map and survive an agent
 //! restart.
@@ -134,11 +137,14 @@ async fn add(
         None => state.lockout_duration,
     };
     match state.lockouts.lock(address, duration) {
-        Ok(source) => (
-            StatusCode::CREATED,
-            Json(json!({ "address": source, "duration_secs": duration.as_secs() })),
-        )
-            .into_response(),
+        Ok(source) => {
+            state.cluster.lock(address, duration);
+            (
+                StatusCode::CREATED,
+                Json(json!({ "address": source, "duration_secs": duration.as_secs() })),
+            )
+                .into_response()
+        }
         Err(e) => lockout_error(&e),
     }
 }
@@ -151,7 +157,10 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
         );
     };
     match state.lockouts.lift(address) {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            state.cluster.lift(address);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("{address} is not locked out"),

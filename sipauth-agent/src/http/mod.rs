@@ -19,6 +19,8 @@ use sipauth_kernel::maps::Xdp;
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub lockouts: Arc<Lockouts>,
+    /// Operator lockouts and lifts reach the whole fleet through it.
+    pub cluster: sipauth_edge::cluster::Cluster,
     pub xdp: Option<Arc<Xdp>>,
     /// The snapshot the edge enforces.
     pub views: Arc<sipauth_edge::view::Views>,

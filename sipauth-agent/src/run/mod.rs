@@ -206,6 +206,7 @@ fn start_edge(
         digest,
         calls,
         cfg.sip.unproven_replies_per_sec,
+        &settings.cluster,
     );
     // Every listener shares one set of TCP bounds; the total has to fit in
     // the open-file limit.
@@ -238,6 +239,7 @@ fn start_edge(
     Ok(http::router(Arc::new(AppState {
         metrics,
         lockouts,
+        cluster: edge.cluster.clone(),
         xdp,
         views: views.clone(),
         admin_token: cfg.admin.token.clone(),

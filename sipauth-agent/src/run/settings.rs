@@ -33,6 +33,7 @@ pub struct EdgeSettings {
     /// `max_total` as configured; lowered to the open-file limit at start.
     pub tcp: Limits,
     pub outbound: outbound::Settings,
+    pub cluster: sipauth_edge::cluster::Settings,
 }
 
 impl EdgeSettings {
@@ -97,6 +98,10 @@ impl EdgeSettings {
             never_lock,
             tcp,
             outbound,
+            cluster: sipauth_edge::cluster::Settings {
+                redis_url: cfg.cluster.redis_url.clone(),
+                key_prefix: cfg.cluster.key_prefix.clone(),
+            },
         })
     }
 }

@@ -466,6 +466,27 @@ impl Xdp {
         Err(XdpError::Record("the failure counter kept changing"))
     }
 
+    /// Every open failure window: (source key, window start in
+    /// `CLOCK_MONOTONIC` seconds, failures in it). Closed windows and
+    /// words reset by a lockout (count 0) are left out.
+    pub fn failure_list(&self) -> Result<Vec<(IpAddr, u32, u32)>, XdpError> {
+        let window = self.settings().failure_window_secs;
+        let now = monotonic_secs();
+        let map = self.failures.lock().expect("failure map lock");
+        let words = map
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(failures::NAME))?;
+        Ok(words
+            .into_iter()
+            .filter(|&(_, word)| failures::current(word, now, window) > 0)
+            .map(|(k, word)| {
+                let (start, count) = failures::unpack(word);
+                (ip_of(k), start, count)
+            })
+            .collect())
+    }
+
     /// Failures of `ip` in its open window (0 when none or closed).
     pub fn failure_count(&self, ip: IpAddr) -> Result<u32, XdpError> {
         let window = self.settings().failure_window_secs;

@@ -1,0 +1,288 @@
+//! The fleet against a private `redis-server` started by each test (on a
+//! free loopback port, no persistence): two or three edges' tables, each
+//! with its own [`Cluster`], kept in step through it.
+
+use std::net::{IpAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sipauth_kernel::lockout::Lockouts;
+use sipauth_kernel::maps::LockoutPolicy;
+
+use super::*;
+
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::on(port)
+    }
+
+    fn on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (cargo xtask setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One edge's tables and its handle on the fleet.
+struct Node {
+    lockouts: Arc<Lockouts>,
+    registrar: Arc<Registrar>,
+    counters: Arc<Counters>,
+    cluster: Cluster,
+}
+
+fn node(url: &str, prefix: &str) -> Node {
+    let policy = LockoutPolicy::new(10, 60, 60, 64).expect("policy");
+    let lockouts = Arc::new(Lockouts::memory(policy, &[]));
+    let registrar = Arc::new(Registrar::default());
+    let counters = Arc::new(Counters::default());
+    let cluster = Cluster::start(
+        &Settings {
+            redis_url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+        },
+        lockouts.clone(),
+        registrar.clone(),
+        counters.clone(),
+    );
+    Node {
+        lockouts,
+        registrar,
+        counters,
+        cluster,
+    }
+}
+
+async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t.elapsed()
+}
+
+async fn connected(nodes: &[&Node]) {
+    for n in nodes {
+        until("connected", Duration::from_secs(5), || {
+            n.counters.up.load(Relaxed)
+        })
+        .await;
+    }
+}
+
+const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 77));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_over_edges_lock_the_source_out_on_all() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis.url(), "t1"),
+        node(&redis.url(), "t1"),
+        node(&redis.url(), "t1"),
+    );
+    connected(&[&a, &b, &c]).await;
+    for (n, count) in [(&a, 4), (&b, 3), (&c, 2)] {
+        for _ in 0..count {
+            assert!(!n.lockouts.record_failure(SRC), "no edge reaches 10 alone");
+        }
+    }
+    // Nine in all: nobody is locked out.
+    tokio::time::sleep(PUSH_EVERY * 3).await;
+    for n in [&a, &b, &c] {
+        assert!(!n.lockouts.is_locked(SRC));
+    }
+    c.lockouts.record_failure(SRC);
+    for n in [&a, &b, &c] {
+        let took = until("locked out everywhere", Duration::from_secs(1), || {
+            n.lockouts.is_locked(SRC)
+        })
+        .await;
+        assert!(took < Duration::from_secs(1));
+    }
+    // One end for all, the fleet's: within a second of each other.
+    let ends: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .map(|n| millis(n.lockouts.remaining(SRC).unwrap().unwrap()))
+        .collect();
+    let spread = ends.iter().max().unwrap() - ends.iter().min().unwrap();
+    assert!(spread < SAME_END_MS, "ends {ends:?}");
+    // Attempts during the lockout are not failures and extend nothing.
+    assert!(b.counters.failures_sent.load(Relaxed) <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lockout_and_lift_reach_every_edge() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), "t2"), node(&redis.url(), "t2"));
+    connected(&[&a, &b]).await;
+    a.lockouts.lock(SRC, Duration::from_mins(5)).unwrap();
+    a.cluster.lock(SRC, Duration::from_mins(5));
+    until("locked on b", Duration::from_secs(1), || {
+        b.lockouts.is_locked(SRC)
+    })
+    .await;
+    let left = b.lockouts.remaining(SRC).unwrap().unwrap();
+    assert!(left > Duration::from_secs(290), "{left:?}");
+    b.lockouts.lift(SRC).unwrap();
+    b.cluster.lift(SRC);
+    until("lifted on a", Duration::from_secs(1), || {
+        !a.lockouts.is_locked(SRC)
+    })
+    .await;
+    // The fleet forgot it: a later hand-over does not bring it back.
+    tokio::time::sleep(PUSH_EVERY * 3).await;
+    assert!(!a.lockouts.is_locked(SRC) && !b.lockouts.is_locked(SRC));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_made_by_one_edge_alone_joins_the_fleet() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), "t3"), node(&redis.url(), "t3"));
+    connected(&[&a, &b]).await;
+    // Ten failures on one edge lock it there first.
+    for _ in 0..10 {
+        a.lockouts.record_failure(SRC);
+    }
+    assert!(a.lockouts.is_locked(SRC));
+    until("locked on b", Duration::from_secs(1), || {
+        b.lockouts.is_locked(SRC)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_through_one_edge_is_seen_by_the_others() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), "t4"), node(&redis.url(), "t4"));
+    connected(&[&a, &b]).await;
+    a.registrar.bind("alice", "sip:alice@192.0.2.5:5060", 120);
+    a.cluster.bind("alice", "sip:alice@192.0.2.5:5060", 120);
+    until("bound on b", Duration::from_secs(1), || {
+        b.registrar.is_live("alice")
+    })
+    .await;
+    let left = b.registrar.bindings("alice")[0].1;
+    assert!((118..=120).contains(&left), "{left}");
+    // A third edge started later learns it from the table.
+    let c = node(&redis.url(), "t4");
+    connected(&[&c]).await;
+    assert!(c.registrar.is_live("alice"));
+    // Expires: 0 through another edge removes it everywhere.
+    b.registrar.bind("alice", "sip:alice@192.0.2.5:5060", 0);
+    b.cluster.bind("alice", "sip:alice@192.0.2.5:5060", 0);
+    until("unbound on a", Duration::from_secs(1), || {
+        !a.registrar.is_live("alice")
+    })
+    .await;
+    until("unbound on c", Duration::from_secs(1), || {
+        !c.registrar.is_live("alice")
+    })
+    .await;
+    // Contact: *
+    c.registrar.bind("bob", "sip:bob@192.0.2.6", 60);
+    c.cluster.bind("bob", "sip:bob@192.0.2.6", 60);
+    until("bound on a", Duration::from_secs(1), || {
+        a.registrar.is_live("bob")
+    })
+    .await;
+    a.registrar.clear("bob");
+    a.cluster.clear("bob");
+    until("cleared on c", Duration::from_secs(1), || {
+        !c.registrar.is_live("bob")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_go_on_alone_while_redis_is_away_and_catch_up_after() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let (a, b) = (node(&redis.url(), "t5"), node(&redis.url(), "t5"));
+    connected(&[&a, &b]).await;
+    drop(redis);
+    until("down on a", Duration::from_secs(5), || {
+        !a.counters.up.load(Relaxed)
+    })
+    .await;
+    // Alone, an edge still counts and locks out by itself, at once.
+    let t = Instant::now();
+    for _ in 0..10 {
+        a.lockouts.record_failure(SRC);
+    }
+    assert!(a.lockouts.is_locked(SRC));
+    a.registrar.bind("carol", "sip:carol@192.0.2.7", 300);
+    a.cluster.bind("carol", "sip:carol@192.0.2.7", 300);
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "nothing waits for Redis"
+    );
+    let mut text = String::new();
+    a.counters.render(&mut text);
+    assert!(text.contains("sipauth_cluster_up 0\n"), "{text}");
+    assert!(!b.lockouts.is_locked(SRC));
+
+    // Back (empty: it kept nothing): what a made while apart reaches b.
+    let _redis = Redis::on(port);
+    connected(&[&a, &b]).await;
+    until("locked on b", Duration::from_secs(5), || {
+        b.lockouts.is_locked(SRC)
+    })
+    .await;
+    until("bound on b", Duration::from_secs(5), || {
+        b.registrar.is_live("carol")
+    })
+    .await;
+    assert!(a.counters.disconnects.load(Relaxed) >= 1);
+}
+
+#[test]
+fn a_password_is_not_shown() {
+    assert_eq!(
+        redacted("redis://:s3cret@10.0.0.1:6379/0"),
+        "redis://***@10.0.0.1:6379/0"
+    );
+    assert_eq!(
+        redacted("rediss://user:pw@r.test:6380"),
+        "rediss://***@r.test:6380"
+    );
+    assert_eq!(redacted("redis://10.0.0.1"), "redis://10.0.0.1");
+}
