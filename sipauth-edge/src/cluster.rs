@@ -523,16 +523,31 @@ impl Fleet {
                 .filter(|(key, _)| known.get(key).is_none_or(|&until| until <= now))
                 .collect()
         };
+        if new.is_empty() {
+            return Ok(());
+        }
+        // A lockout this edge holds that the fleet lifted while the edge
+        // was away (or down: the kernel's map outlives the process) ends no
+        // later than the lifted one would have: it goes. Anything else was
+        // opened here meanwhile, and joins the fleet.
+        let lifted: HashMap<String, u64> =
+            redis::lifted(conn, &self.keys).await?.into_iter().collect();
         for (key, left) in new {
+            let source = key.to_string();
+            let end = now.saturating_add(millis(left));
+            if lifted
+                .get(&source)
+                .is_some_and(|&was| end <= was + SAME_END_MS)
+            {
+                if let Err(e) = self.lockouts.lift(key) {
+                    tracing::error!(src = %key, error = %e, "cluster: lifting failed");
+                }
+                tracing::info!(src = %key, "cluster: lockout lifted by the fleet while this edge was away");
+                continue;
+            }
             let until = self
                 .scripts
-                .lock(
-                    conn,
-                    &self.keys,
-                    &key.to_string(),
-                    millis(left),
-                    LockMode::Keep,
-                )
+                .lock(conn, &self.keys, &source, millis(left), LockMode::Keep)
                 .await?;
             self.apply_lock(key, until);
         }
@@ -550,18 +565,15 @@ impl Fleet {
         );
         {
             let _held = self.syncing.lock().await;
+            redis::drop_ended(conn, &self.keys, server).await?;
             let fleet = redis::lockouts(conn, &self.keys).await?;
-            let mut ended = Vec::new();
             let mut current = HashSet::new();
             for (source, until) in fleet {
-                if until <= server {
-                    ended.push(source);
-                } else if let Ok(key) = source.parse::<IpAddr>() {
+                if let Ok(key) = source.parse::<IpAddr>() {
                     current.insert(key);
                     self.apply_lock(key, until);
                 }
             }
-            redis::drop_lockouts(conn, &self.keys, &ended).await?;
             let gone: Vec<IpAddr> = self
                 .known
                 .lock()

@@ -13,6 +13,7 @@ pub mod answer;
 pub mod caller;
 pub mod calls;
 pub mod control;
+pub mod fleet;
 pub mod http;
 pub mod netns;
 pub mod openapi;

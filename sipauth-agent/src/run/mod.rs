@@ -166,6 +166,13 @@ fn start_edge(
     });
     let metrics = Arc::new(Metrics::new());
     let key = if cfg.sip.nonce_secret.is_empty() {
+        if !cfg.cluster.redis_url.is_empty() {
+            tracing::warn!(
+                "cluster.redis_url is set but sip.nonce_secret is not: a nonce from another \
+                 edge will get a plain challenge here instead of stale=true; give every edge \
+                 the same sip.nonce_secret"
+            );
+        }
         NonceKey::random()
     } else {
         let mut secret = [0u8; 32];

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `{p}:fail:<source>` | string | failures in the open window; expires with it |
 //! | `{p}:lockouts` | hash | source -> end (Redis server time, ms) |
+//! | `{p}:lifted` | hash | source -> end its lifted lockout would have had |
 //! | `{p}:reg:<user>` | hash | contact -> end (ms) |
 //! | `{p}:users` | set | users with a `reg` hash |
 //! | `{p}:events` | stream | `lock`, `lift`, `bind`, `clear`, in order |
@@ -113,6 +114,10 @@ impl Keys {
         format!("{}:lockouts", self.tag)
     }
 
+    pub fn lifted(&self) -> String {
+        format!("{}:lifted", self.tag)
+    }
+
     pub fn reg(&self, user: &str) -> String {
         format!("{}:reg:{user}", self.tag)
     }
@@ -145,6 +150,7 @@ fn fail_script() -> Script {
          redis.call('DEL', KEYS[1])\n\
          local untl = now + tonumber(ARGV[5])\n\
          redis.call('HSET', KEYS[2], ARGV[1], untl)\n\
+         redis.call('HDEL', KEYS[4], ARGV[1])\n\
          redis.call('XADD', KEYS[3], 'MAXLEN', '~', '{STREAM_MAX}', '*', 'op', 'lock', 'src', ARGV[1], 'until', untl)\n\
          return 1\n"
     ))
@@ -162,15 +168,20 @@ fn lock_script() -> Script {
          local untl = now + tonumber(ARGV[2])\n\
          redis.call('HSET', KEYS[1], ARGV[1], untl)\n\
          redis.call('DEL', KEYS[3])\n\
+         redis.call('HDEL', KEYS[4], ARGV[1])\n\
          redis.call('XADD', KEYS[2], 'MAXLEN', '~', '{STREAM_MAX}', '*', 'op', 'lock', 'src', ARGV[1], 'until', untl)\n\
          return untl\n"
     ))
 }
 
-/// Lifts a source's lockout and forgets its failures.
+/// Lifts a source's lockout and forgets its failures. The end the lockout
+/// would have had is kept, so an edge that was away and still holds it
+/// can tell it was lifted.
 fn lift_script() -> Script {
     Script::new(&format!(
-        "redis.call('HDEL', KEYS[1], ARGV[1])\n\
+        "local held = redis.call('HGET', KEYS[1], ARGV[1])\n\
+         if held then redis.call('HSET', KEYS[4], ARGV[1], held) end\n\
+         redis.call('HDEL', KEYS[1], ARGV[1])\n\
          redis.call('DEL', KEYS[3])\n\
          redis.call('XADD', KEYS[2], 'MAXLEN', '~', '{STREAM_MAX}', '*', 'op', 'lift', 'src', ARGV[1])\n\
          return 1\n"
@@ -272,6 +283,7 @@ impl Scripts {
             .key(keys.fail(source))
             .key(keys.lockouts())
             .key(keys.events())
+            .key(keys.lifted())
             .arg(source)
             .arg(n)
             .arg(p.threshold)
@@ -295,6 +307,7 @@ impl Scripts {
             .key(keys.lockouts())
             .key(keys.events())
             .key(keys.fail(source))
+            .key(keys.lifted())
             .arg(source)
             .arg(ms.max(1))
             .arg(if mode == LockMode::Keep {
@@ -312,6 +325,7 @@ impl Scripts {
             .key(keys.lockouts())
             .key(keys.events())
             .key(keys.fail(source))
+            .key(keys.lifted())
             .arg(source)
             .invoke_async(conn)
             .await?;
@@ -463,16 +477,34 @@ pub async fn lockouts(conn: &mut Conn, keys: &Keys) -> RedisResult<Vec<(String, 
         .await
 }
 
-/// Removes lockouts that have ended.
-pub async fn drop_lockouts(conn: &mut Conn, keys: &Keys, sources: &[String]) -> RedisResult<()> {
-    if sources.is_empty() {
-        return Ok(());
-    }
-    redis::cmd("HDEL")
-        .arg(keys.lockouts())
-        .arg(sources)
+/// Lockouts lifted before their end, as (source, the end they had).
+pub async fn lifted(conn: &mut Conn, keys: &Keys) -> RedisResult<Vec<(String, u64)>> {
+    redis::cmd("HGETALL")
+        .arg(keys.lifted())
         .query_async(conn)
         .await
+}
+
+/// Forgets lockouts and lifts whose end has passed.
+pub async fn drop_ended(conn: &mut Conn, keys: &Keys, now_ms: u64) -> RedisResult<()> {
+    for (hash, entries) in [
+        (keys.lockouts(), lockouts(conn, keys).await?),
+        (keys.lifted(), lifted(conn, keys).await?),
+    ] {
+        let ended: Vec<String> = entries
+            .into_iter()
+            .filter(|&(_, until)| until <= now_ms)
+            .map(|(source, _)| source)
+            .collect();
+        if !ended.is_empty() {
+            let () = redis::cmd("HDEL")
+                .arg(hash)
+                .arg(ended)
+                .query_async(conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The fleet's registrations as (user, contact, end ms).
