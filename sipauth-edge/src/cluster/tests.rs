@@ -28,11 +28,16 @@ impl Redis {
     }
 
     fn on(port: u16) -> Self {
+        Self::with(port, &[])
+    }
+
+    fn with(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -272,6 +277,24 @@ async fn edges_go_on_alone_while_redis_is_away_and_catch_up_after() {
     })
     .await;
     assert!(a.counters.disconnects.load(Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_with_a_password_is_joined_with_it_and_not_without() {
+    let port = Redis::start().port;
+    let redis = Redis::with(port, &["--requirepass", "s3cret-pw"]);
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/0", redis.port);
+    let (a, b) = (node(&url, "t6"), node(&url, "t6"));
+    connected(&[&a, &b]).await;
+    a.lockouts.lock(SRC, Duration::from_mins(1)).unwrap();
+    a.cluster.lock(SRC, Duration::from_mins(1));
+    until("locked on b", Duration::from_secs(1), || {
+        b.lockouts.is_locked(SRC)
+    })
+    .await;
+    let wrong = node(&redis.url(), "t6");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!wrong.counters.up.load(Relaxed), "no password, no fleet");
 }
 
 #[test]
