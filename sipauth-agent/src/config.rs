@@ -90,6 +90,9 @@ pub struct Cluster {
     pub redis_url: String,
     /// Hash tag of the fleet's keys, so several fleets can share a Redis.
     pub key_prefix: String,
+    /// PEM certificate authority a `rediss://` server's certificate must
+    /// chain to; unset: the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for Cluster {
@@ -97,6 +100,7 @@ impl Default for Cluster {
         Self {
             redis_url: String::new(),
             key_prefix: "sipauth".to_owned(),
+            redis_ca_file: None,
         }
     }
 }

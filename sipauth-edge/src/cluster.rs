@@ -69,6 +69,9 @@ pub struct Settings {
     /// Prefix (hash tag) of the keys, so that several fleets can share a
     /// Redis.
     pub key_prefix: String,
+    /// PEM certificate authority of a `rediss://` server; None: the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The fleet's counters, for `/metrics`.
@@ -129,7 +132,7 @@ pub struct Cluster {
 }
 
 struct Fleet {
-    url: String,
+    target: redis::Target,
     keys: Keys,
     scripts: Scripts,
     policy: redis::Policy,
@@ -206,7 +209,10 @@ impl Cluster {
             &settings.key_prefix
         };
         let fleet = Arc::new(Fleet {
-            url: settings.redis_url.clone(),
+            target: redis::Target {
+                url: settings.redis_url.clone(),
+                ca: settings.ca_pem.clone(),
+            },
             keys: Keys::new(prefix),
             scripts: Scripts::default(),
             policy,
@@ -332,7 +338,7 @@ impl Fleet {
             }
             if !reported {
                 tracing::warn!(
-                    redis = %redacted(&self.url),
+                    redis = %redacted(&self.target.url),
                     error = %err,
                     "cluster: Redis unreachable; enforcing what this edge knows until it is back"
                 );
@@ -346,8 +352,8 @@ impl Fleet {
     /// One connected stretch; returns why it ended.
     async fn session(self: &Arc<Self>, backoff: &mut Duration) -> String {
         let connect = async {
-            let reader = redis::connect(&self.url, READ_BLOCK + SYNC_TIMEOUT).await?;
-            let writer = redis::connect(&self.url, SYNC_TIMEOUT).await?;
+            let reader = redis::connect(&self.target, READ_BLOCK + SYNC_TIMEOUT).await?;
+            let writer = redis::connect(&self.target, SYNC_TIMEOUT).await?;
             Ok::<_, ::redis::RedisError>((reader, writer))
         };
         let (mut reader, mut writer) = match tokio::time::timeout(SYNC_TIMEOUT * 2, connect).await {
@@ -368,7 +374,7 @@ impl Fleet {
         *self.conn.lock().expect("conn") = Some(writer.clone());
         self.counters.up.store(true, Relaxed);
         *backoff = Duration::from_millis(100);
-        tracing::info!(redis = %redacted(&self.url), "cluster: connected; following the fleet");
+        tracing::info!(redis = %redacted(&self.target.url), "cluster: connected; following the fleet");
 
         let result = tokio::select! {
             r = async { tokio::try_join!(self.follow(&mut reader, after), self.keep_up(&mut writer)) } => r,

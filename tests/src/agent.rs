@@ -25,6 +25,8 @@ pub struct Options {
     pub lockout: (u32, u64, u64),
     /// Lines added to `[lockout]`.
     pub lockout_extra: String,
+    /// Whole sections added at the end (`[cluster]`, say).
+    pub sections: String,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
             lockout: (10, 60, 60),
             lockout_extra: String::new(),
+            sections: String::new(),
         }
     }
 }
@@ -79,7 +82,7 @@ impl<'r> Agent<'r> {
              [control]\ndatabase = \"sqlite://{}\"\n\
              [[control.accounts]]\nauth_id = \"{RIG_AUTH_ID}\"\nauth_token = \"{RIG_AUTH_TOKEN}\"\n\
              [edge]\nstate_dir = \"{}\"\n\
-             [log]\nfilter = \"info\"\n",
+             [log]\nfilter = \"info\"\n{}",
             opts.sip_extra,
             opts.lockout.0,
             opts.lockout.1,
@@ -91,6 +94,7 @@ impl<'r> Agent<'r> {
             rig.pin_dir.display(),
             dir.path().join("sipauth.db").display(),
             dir.path().display(),
+            opts.sections,
         );
         let cfg_path = dir.path().join("sipauth.toml");
         std::fs::write(&cfg_path, config).expect("write config");

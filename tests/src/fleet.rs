@@ -55,7 +55,7 @@ pub struct Edge {
 pub struct Fleet {
     pub edges: Vec<Edge>,
     pub caller: Netns,
-    redis: Vec<Child>,
+    redis: Vec<Redis>,
     pub backend: Backend,
     control: Child,
     dir: tempfile::TempDir,
@@ -107,10 +107,10 @@ impl Fleet {
         plug(&hub, &caller, CALLER, "pc");
 
         let redis = match backend {
-            Backend::Single => vec![redis_server(&hub, &dir, 6379, false)],
+            Backend::Single => vec![Redis::start(&hub, HUB, 6379)],
             Backend::Cluster => {
-                let nodes: Vec<Child> = (7001..=7003)
-                    .map(|p| redis_server(&hub, &dir, p, true))
+                let nodes: Vec<Redis> = (7001..=7003)
+                    .map(|p| Redis::node(&hub, HUB, p, true))
                     .collect();
                 let mut create = hub.cmd("redis-cli");
                 create.args(["--cluster", "create"]);
@@ -239,14 +239,12 @@ impl Fleet {
     /// it back, empty.
     pub fn stop_redis(&mut self) {
         assert_eq!(self.backend, Backend::Single);
-        for mut r in self.redis.drain(..) {
-            kill(&mut r);
-        }
+        self.redis.clear();
     }
 
     pub fn restart_redis(&mut self) {
         assert_eq!(self.backend, Backend::Single);
-        self.redis = vec![redis_server(&self.hub, &self.dir, 6379, false)];
+        self.redis = vec![Redis::start(&self.hub, HUB, 6379)];
     }
 
     /// `(status, JSON)` of an API request to the control plane.
@@ -273,6 +271,60 @@ impl Fleet {
             r.status,
             serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// Waits until every edge's snapshot holds `needle` (an id).
+    pub fn until_known(&self, needle: &str) {
+        let t = Instant::now();
+        while !self.edges.iter().all(|e| e.knows(needle)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "edges never saw {needle}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An application that admits only 192.0.2.0/24: every INVITE from
+    /// the caller's addresses is a failure (dropped and counted by XDP, or
+    /// refused in user space). Returns its app_id once every edge has it.
+    #[must_use]
+    pub fn acl_app(&self) -> String {
+        let acl = self.create(
+            "SipAuth/IpAccessControlList/",
+            &serde_json::json!({"name": "office"}),
+        )["ip_acl_uuid"]
+            .as_str()
+            .expect("ip_acl_uuid")
+            .to_owned();
+        self.create(
+            &format!("SipAuth/IpAccessControlList/{acl}/Entry/"),
+            &serde_json::json!({"ip": "192.0.2.0", "cidr_prefix": 24}),
+        );
+        let app = self.create(
+            "Application/",
+            &serde_json::json!({"app_name": "fleet", "answer_url": "http://192.0.2.1/answer",
+                    "sip_auth_type": "ip_acl", "ip_acl_uuid": acl}),
+        )["app_id"]
+            .as_str()
+            .expect("app_id")
+            .to_owned();
+        self.until_known(&app);
+        app
+    }
+
+    /// Sends `n` INVITEs to `app` through `edge` from `src` (an address of
+    /// the caller), 20 ms apart.
+    pub fn fire(&self, src: Ipv4Addr, edge: &Edge, app: &str, n: usize, tag: &str) {
+        let sock = self.caller.enter(|| {
+            std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(src), 0)).expect("bind")
+        });
+        let from = sock.local_addr().expect("local address");
+        for i in 0..n {
+            let msg = crate::peers::invite(app, from, edge.sip(), &format!("{tag}{i}"));
+            sock.send_to(msg.as_bytes(), edge.sip()).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// POST that must succeed; returns the body.
@@ -357,49 +409,66 @@ impl Drop for Fleet {
             }
         }
         kill(&mut self.control);
-        for r in &mut self.redis {
-            kill(r);
+        self.redis.clear();
+    }
+}
+
+/// A private `redis-server` (no persistence) in a namespace, ended when
+/// dropped.
+pub struct Redis {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// A single server on `bind:port` inside `ns`.
+    #[must_use]
+    pub fn start(ns: &Netns, bind: Ipv4Addr, port: u16) -> Self {
+        Self::node(ns, bind, port, false)
+    }
+
+    /// A server, as a Cluster node when `cluster`.
+    #[must_use]
+    pub fn node(ns: &Netns, bind: Ipv4Addr, port: u16, cluster: bool) -> Self {
+        let dir = tempfile::tempdir().expect("redis dir");
+        let mut cmd = ns.cmd("redis-server");
+        cmd.args(["--bind", &bind.to_string(), "--port", &port.to_string()])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path());
+        if cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(dir.path().join("nodes.conf"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (cargo xtask setup installs it)");
+        let redis = Self { child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pong = ns
+                .cmd("redis-cli")
+                .args(["-h", &bind.to_string(), "-p", &port.to_string(), "PING"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
+            if pong {
+                return redis;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server {bind}:{port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child goes to the caller, which ends and waits for it; kill() waits on failure"
-)]
-fn redis_server(hub: &Netns, dir: &tempfile::TempDir, port: u16, cluster: bool) -> Child {
-    let data = dir.path().join(format!("redis-{port}"));
-    std::fs::create_dir_all(&data).expect("redis dir");
-    let mut cmd = hub.cmd("redis-server");
-    cmd.args(["--bind", &HUB.to_string(), "--port", &port.to_string()])
-        .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&data);
-    if cluster {
-        cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
-            .arg(data.join("nodes.conf"));
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (cargo xtask setup installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pong = hub
-            .cmd("redis-cli")
-            .args(["-h", &HUB.to_string(), "-p", &port.to_string(), "PING"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
-        if pong {
-            return child;
-        }
-        if Instant::now() > deadline {
-            kill(&mut child);
-            panic!("redis-server :{port} did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+impl Drop for Redis {
+    fn drop(&mut self) {
+        kill(&mut self.child);
     }
 }
 

@@ -22,18 +22,6 @@ fn id(v: &serde_json::Value, field: &str) -> String {
         .to_owned()
 }
 
-/// Waits until every edge's snapshot holds `needle`.
-fn until_known(fleet: &Fleet, needle: &str) {
-    let t = Instant::now();
-    while !fleet.edges.iter().all(|e| e.knows(needle)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "edges never saw {needle}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until `pred` holds for every edge; returns the time it took.
 fn until_all(fleet: &Fleet, what: &str, limit: Duration, pred: impl Fn(&Edge) -> bool) -> Duration {
     let t = Instant::now();
@@ -51,59 +39,19 @@ fn from(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(CALLER), port)
 }
 
-/// An application that admits only 192.0.2.0/24: every INVITE from the
-/// caller is a failure (dropped and counted by XDP, or refused in user
-/// space).
-fn acl_app(fleet: &Fleet) -> String {
-    let acl = id(
-        &fleet.create("SipAuth/IpAccessControlList/", &json!({"name": "office"})),
-        "ip_acl_uuid",
-    );
-    fleet.create(
-        &format!("SipAuth/IpAccessControlList/{acl}/Entry/"),
-        &json!({"ip": "192.0.2.0", "cidr_prefix": 24}),
-    );
-    let app = id(
-        &fleet.create(
-            "Application/",
-            &json!({"app_name": "fleet", "answer_url": "http://192.0.2.1/answer",
-                    "sip_auth_type": "ip_acl", "ip_acl_uuid": acl}),
-        ),
-        "app_id",
-    );
-    until_known(fleet, &app);
-    app
-}
-
-fn fire(fleet: &Fleet, edge: &Edge, app: &str, n: usize, tag: &str) {
-    let sock = fleet
-        .caller
-        .enter(|| std::net::UdpSocket::bind(from(0)).expect("bind"));
-    for i in 0..n {
-        let msg = invite(
-            app,
-            from(sock.local_addr().unwrap().port()),
-            edge.sip(),
-            &format!("{tag}{i}"),
-        );
-        sock.send_to(msg.as_bytes(), edge.sip()).expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn spread_failures_lock_out_everywhere(backend: Backend) {
     let fleet = Fleet::start(backend);
-    let app = acl_app(&fleet);
+    let app = fleet.acl_app();
     // 4 + 3 + 2: nine failures, on no edge more than four.
     for (e, n) in [(0, 4), (1, 3), (2, 2)] {
-        fire(&fleet, &fleet.edges[e], &app, n, &format!("s{e}-"));
+        fleet.fire(CALLER, &fleet.edges[e], &app, n, &format!("s{e}-"));
     }
     std::thread::sleep(Duration::from_millis(800));
     for e in &fleet.edges {
         assert!(!e.lists(CALLER), "nine failures lock nobody out");
     }
     // The tenth, on the third edge: locked out on all three within 1 s.
-    fire(&fleet, &fleet.edges[2], &app, 1, "tenth");
+    fleet.fire(CALLER, &fleet.edges[2], &app, 1, "tenth");
     let took = until_all(&fleet, "lockout", Duration::from_secs(1), |e| {
         e.lists(CALLER)
     });
@@ -111,7 +59,7 @@ fn spread_failures_lock_out_everywhere(backend: Backend) {
     // Each edge's XDP program drops the source.
     for (i, e) in fleet.edges.iter().enumerate() {
         let before = metric(&e.metrics(), LOCKED_DROP);
-        fire(&fleet, e, &app, 5, &format!("locked{i}-"));
+        fleet.fire(CALLER, e, &app, 5, &format!("locked{i}-"));
         let dropped = metric(&e.metrics(), LOCKED_DROP) - before;
         assert_eq!(dropped, 5, "edge {} dropped {dropped} of 5 in XDP", i + 1);
     }
@@ -250,7 +198,7 @@ fn a_registration_through_one_edge_admits_calls_through_another() {
         &json!({"username": "desk", "password": "Desk12345", "alias": "Desk", "app_id": app}),
     );
     let user = id(&ep, "username");
-    until_known(&fleet, &user);
+    fleet.until_known(&user);
     let (a, b, c) = (&fleet.edges[0], &fleet.edges[1], &fleet.edges[2]);
     assert_eq!(
         call(&fleet, b, &app, &user, "before"),

@@ -101,6 +101,17 @@ impl EdgeSettings {
             cluster: sipauth_edge::cluster::Settings {
                 redis_url: cfg.cluster.redis_url.clone(),
                 key_prefix: cfg.cluster.key_prefix.clone(),
+                ca_pem: cfg
+                    .cluster
+                    .redis_ca_file
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read(path).map_err(|e| SettingsError {
+                            field: "cluster.redis_ca_file",
+                            reason: format!("{}: {e}", path.display()),
+                        })
+                    })
+                    .transpose()?,
             },
         })
     }

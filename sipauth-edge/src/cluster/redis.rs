@@ -64,11 +64,33 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Connects to `url`; when the server says it is part of a Cluster, to
-/// the Cluster through it. `response` bounds each reply (the stream
+/// Where the fleet's Redis is, and which certificate authority a
+/// `rediss://` server's certificate must chain to.
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    /// PEM; None: the system's roots.
+    pub ca: Option<Vec<u8>>,
+}
+
+impl Target {
+    fn certs(&self) -> Option<redis::TlsCertificates> {
+        self.ca.as_ref().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
+}
+
+/// Connects to the target; when the server says it is part of a Cluster,
+/// to the Cluster through it. `response` bounds each reply (the stream
 /// reader blocks up to a second on purpose, so it asks for more).
-pub async fn connect(url: &str, response: Duration) -> RedisResult<Conn> {
-    let client = redis::Client::open(url)?;
+pub async fn connect(target: &Target, response: Duration) -> RedisResult<Conn> {
+    let url = target.url.as_str();
+    let client = match target.certs() {
+        Some(certs) => redis::Client::build_with_tls(url, certs)?,
+        None => redis::Client::open(url)?,
+    };
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(response));
@@ -82,13 +104,14 @@ pub async fn connect(url: &str, response: Duration) -> RedisResult<Conn> {
     if !info.contains("cluster_enabled:1") {
         return Ok(Conn::Single(single));
     }
-    let cluster = redis::cluster::ClusterClient::builder(vec![url])
+    let mut builder = redis::cluster::ClusterClient::builder(vec![url])
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(response)
-        .retries(1)
-        .build()?
-        .get_async_connection()
-        .await?;
+        .retries(1);
+    if let Some(certs) = target.certs() {
+        builder = builder.certs(certs);
+    }
+    let cluster = builder.build()?.get_async_connection().await?;
     Ok(Conn::Cluster(cluster))
 }
 

@@ -75,6 +75,10 @@ struct Node {
 }
 
 fn node(url: &str, prefix: &str) -> Node {
+    node_with(url, prefix, None)
+}
+
+fn node_with(url: &str, prefix: &str, ca: Option<&[u8]>) -> Node {
     let policy = LockoutPolicy::new(10, 60, 60, 64).expect("policy");
     let lockouts = Arc::new(Lockouts::memory(policy, &[]));
     let registrar = Arc::new(Registrar::default());
@@ -83,6 +87,7 @@ fn node(url: &str, prefix: &str) -> Node {
         &Settings {
             redis_url: url.to_owned(),
             key_prefix: prefix.to_owned(),
+            ca_pem: ca.map(<[u8]>::to_vec),
         },
         lockouts.clone(),
         registrar.clone(),
@@ -295,6 +300,107 @@ async fn a_redis_with_a_password_is_joined_with_it_and_not_without() {
     let wrong = node(&redis.url(), "t6");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!wrong.counters.up.load(Relaxed), "no password, no fleet");
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl.
+fn tls_files(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fleet test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_over_tls_is_joined_when_its_certificate_chains_to_the_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    tls_files(certs.path());
+    let port = Redis::start().port;
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    // The plain port is turned off (the later --port wins), the TLS one
+    // takes its place.
+    let _redis = Redis::with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &p("server.pem"),
+            "--tls-key-file",
+            &p("server.key"),
+            "--tls-ca-cert-file",
+            &p("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let (a, b) = (
+        node_with(&url, "t7", Some(&ca)),
+        node_with(&url, "t7", Some(&ca)),
+    );
+    connected(&[&a, &b]).await;
+    a.registrar.bind("dave", "sip:dave@192.0.2.8", 60);
+    a.cluster.bind("dave", "sip:dave@192.0.2.8", 60);
+    until("bound on b", Duration::from_secs(1), || {
+        b.registrar.is_live("dave")
+    })
+    .await;
+    // Without the CA (the system's roots), the certificate is refused.
+    let untrusted = node(&url, "t7");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!untrusted.counters.up.load(Relaxed));
 }
 
 #[test]

@@ -12,12 +12,17 @@
 //!   challenges with 407, in authenticated call setups per second, with
 //!   the edge's CPU time per call;
 //! - `reflection`: replies per forged INVITE received, in datagrams and
-//!   bytes, with XDP off and on.
+//!   bytes, with XDP off and on;
+//! - `fleet`: a lockout's spread from the tenth failure to every edge's
+//!   kernel map, and the edge's CPU per authenticated call with and
+//!   without Redis.
 
 // The crate root is `bench.rs`, not a `main.rs`: its modules live in
 // `bench/` by path.
 #[path = "bench/answer.rs"]
 mod answer;
+#[path = "bench/fleet.rs"]
+mod fleet;
 #[path = "bench/inbound.rs"]
 mod inbound;
 #[path = "bench/outbound.rs"]
@@ -34,12 +39,13 @@ use std::path::{Path, PathBuf};
 /// A part: runs, writes its file under the given directory, prints.
 type Part = fn(&Path) -> anyhow::Result<()>;
 
-const PARTS: [(&str, Part); 5] = [
+const PARTS: [(&str, Part); 6] = [
     ("propagation", propagation::run),
     ("xdp-flood", xdp_flood::run),
     ("inbound", inbound::run),
     ("outbound", outbound::run),
     ("reflection", reflection::run),
+    ("fleet", fleet::run),
 ];
 
 /// The CPU the edge is pinned to in the rate benchmarks, and the one

@@ -315,7 +315,7 @@ fn finish(mut child: Child, dir: &Path) -> SippRun {
     run
 }
 
-struct Step {
+pub(crate) struct Step {
     rate: u32,
     calls: u32,
     created: u64,
@@ -337,7 +337,7 @@ struct Step {
     edge_share: f64,
     sipp_share: f64,
     answer_share: f64,
-    edge_cpu_us_per_call: f64,
+    pub(crate) edge_cpu_us_per_call: f64,
 }
 
 impl Step {
@@ -345,7 +345,7 @@ impl Step {
         self.failed as f64 / f64::from(self.calls)
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "rate_asked": self.rate,
             "rate_achieved": self.achieved,
@@ -369,19 +369,33 @@ impl Step {
     }
 }
 
-struct Setups {
-    steps: Vec<Step>,
+pub(crate) struct Setups {
+    pub(crate) steps: Vec<Step>,
     edge_threads: usize,
     /// The edge's CPU use while idle, in share of a CPU, over 2 s.
     edge_idle_cpu: f64,
 }
 
 fn setups(rates: &[u32]) -> Setups {
+    setups_with(rates, false)
+}
+
+/// Setups at `rates`; with `fleet`, the edge is joined to a Redis of its
+/// own (in its namespace), as an edge of a fleet is.
+pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     let rig = Rig::new(1);
+    let redis = fleet.then(|| {
+        sipauth_tests::fleet::Redis::start(&rig.edge, std::net::Ipv4Addr::LOCALHOST, 6391)
+    });
     let opts = Options {
         sip_extra: "challenge_algorithms = [\"MD5\", \"SHA-256\"]\n".to_owned(),
         // A step past saturation must not lock the caller out of the next.
         lockout: (1_000_000, 60, 60),
+        sections: if fleet {
+            "[cluster]\nredis_url = \"redis://127.0.0.1:6391/0\"\n".to_owned()
+        } else {
+            String::new()
+        },
         ..Options::default()
     };
     let agent = start_pinned(&rig, &opts);
@@ -428,6 +442,7 @@ fn setups(rates: &[u32]) -> Setups {
         std::thread::sleep(Duration::from_secs(1));
     }
     drop(agent);
+    drop(redis);
     Setups {
         steps,
         edge_threads,
