@@ -49,6 +49,10 @@ pub struct ControlState {
     /// Where Make Call requests go when an edge runs in this process
     /// (`sipauth run`); unset, calls stay "queued".
     pub originate: std::sync::OnceLock<tokio::sync::mpsc::Sender<sipauth_model::MakeCall>>,
+    /// Where endpoints' registrations are read (the edge's registrar in
+    /// `sipauth run`, the fleet's Redis for `sipauth control`); unset,
+    /// every endpoint shows as not registered.
+    pub registrations: std::sync::OnceLock<Arc<dyn sipauth_model::Registrations>>,
     /// Account tokens read lately, and when: an API request costs no
     /// query for them while they are fresher than [`TOKEN_TTL`].
     tokens: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
@@ -78,6 +82,7 @@ impl ControlState {
             version: watch::channel(v).0,
             cache: Mutex::new(None),
             originate: std::sync::OnceLock::new(),
+            registrations: std::sync::OnceLock::new(),
             tokens: Mutex::new(std::collections::HashMap::new()),
         });
         tokio::spawn(poll_versions(Arc::downgrade(&state)));

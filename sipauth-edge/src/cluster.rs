@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sipauth_kernel::lockout::Lockouts;
 
-use self::redis::{BindMode, Conn, Event, Keys, LockMode, Scripts};
+use self::redis::{BindMode, Binding, Conn, Event, Keys, LockMode, Scripts};
 use crate::registrar::Registrar;
 
 /// The longest a write to Redis may take.
@@ -136,7 +136,8 @@ struct Fleet {
     keys: Keys,
     scripts: Scripts,
     policy: redis::Policy,
-    lockouts: Arc<Lockouts>,
+    /// None for a follower of registrations only (the control plane).
+    lockouts: Option<Arc<Lockouts>>,
     registrar: Arc<Registrar>,
     counters: Arc<Counters>,
     /// The writing connection while connected.
@@ -193,16 +194,45 @@ impl Cluster {
         registrar: Arc<Registrar>,
         counters: Arc<Counters>,
     ) -> Self {
+        Self::join(settings, Some(lockouts), registrar, counters)
+    }
+
+    /// Follows the fleet's registrations into `registrar`, changing
+    /// nothing: what a control plane shows of its endpoints.
+    #[must_use]
+    pub fn follow_registrations(
+        settings: &Settings,
+        registrar: Arc<Registrar>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self::join(settings, None, registrar, counters)
+    }
+
+    fn join(
+        settings: &Settings,
+        lockouts: Option<Arc<Lockouts>>,
+        registrar: Arc<Registrar>,
+        counters: Arc<Counters>,
+    ) -> Self {
         if settings.redis_url.is_empty() {
             return Self::single();
         }
         counters.configured.store(true, Relaxed);
-        let p = lockouts.policy();
-        let policy = redis::Policy {
-            threshold: p.threshold(),
-            window_ms: millis(p.window()),
-            duration_ms: millis(p.duration()),
-        };
+        let policy = lockouts.as_ref().map_or(
+            redis::Policy {
+                threshold: u32::MAX,
+                window_ms: 0,
+                duration_ms: 0,
+            },
+            |l| {
+                let p = l.policy();
+                redis::Policy {
+                    threshold: p.threshold(),
+                    window_ms: millis(p.window()),
+                    duration_ms: millis(p.duration()),
+                }
+            },
+        );
         let prefix = if settings.key_prefix.is_empty() {
             "sipauth"
         } else {
@@ -234,7 +264,10 @@ impl Cluster {
     /// lockout is replaced by this one.
     pub fn lock(&self, ip: IpAddr, duration: Duration) {
         self.write(move |f, mut conn| async move {
-            let source = f.lockouts.key(ip);
+            let Some(lockouts) = f.lockouts.as_deref() else {
+                return Ok(());
+            };
+            let source = lockouts.key(ip);
             let until = f
                 .scripts
                 .lock(
@@ -253,23 +286,30 @@ impl Cluster {
     /// An operator lifted `ip`'s lockout here.
     pub fn lift(&self, ip: IpAddr) {
         self.write(move |f, mut conn| async move {
-            let source = f.lockouts.key(ip);
+            let Some(lockouts) = f.lockouts.as_deref() else {
+                return Ok(());
+            };
+            let source = lockouts.key(ip);
             f.scripts
                 .lift(&mut conn, &f.keys, &source.to_string())
                 .await
         });
     }
 
-    /// A REGISTER added, refreshed (`secs` > 0) or removed a binding here.
-    pub fn bind(&self, user: &str, contact: &str, secs: u32) {
-        let (user, contact) = (user.to_owned(), contact.to_owned());
+    /// A REGISTER from `user_agent` added, refreshed (`secs` > 0) or
+    /// removed a binding here.
+    pub fn bind(&self, user: &str, contact: &str, secs: u32, user_agent: &str) {
+        let b = Binding {
+            user: user.to_owned(),
+            contact: contact.to_owned(),
+            user_agent: user_agent.to_owned(),
+        };
         self.write(move |f, mut conn| async move {
             f.scripts
                 .bind(
                     &mut conn,
                     &f.keys,
-                    &user,
-                    &contact,
+                    &b,
                     u64::from(secs) * 1000,
                     BindMode::Set,
                 )
@@ -430,28 +470,27 @@ impl Fleet {
                 }
             }
             Event::Lift { source } => {
-                if let Ok(key) = source.parse::<IpAddr>() {
+                if let (Ok(key), Some(lockouts)) =
+                    (source.parse::<IpAddr>(), self.lockouts.as_deref())
+                {
                     // Lifted here first, forgotten after: a hand-over in
                     // between must not see a lockout the fleet dropped.
-                    if let Err(e) = self.lockouts.lift(key) {
+                    if let Err(e) = lockouts.lift(key) {
                         tracing::error!(src = %source, error = %e, "cluster: lifting failed");
                     }
                     self.known.lock().expect("known").remove(&key);
                     self.sent.lock().expect("sent").remove(&key);
                 }
             }
-            Event::Bind {
-                user,
-                contact,
-                until_ms,
-            } => {
+            Event::Bind { binding, until_ms } => {
                 let left = until_ms.saturating_sub(self.server_now()).div_ceil(1000);
                 let secs = if until_ms == 0 {
                     0
                 } else {
                     u32::try_from(left).unwrap_or(u32::MAX)
                 };
-                self.registrar.bind(&user, &contact, secs);
+                self.registrar
+                    .bind(&binding.user, &binding.contact, secs, &binding.user_agent);
             }
             Event::Clear { user } => self.registrar.clear(&user),
         }
@@ -460,17 +499,20 @@ impl Fleet {
     /// The fleet locked `key` out until `until_ms`: so does this edge,
     /// ending at the same time (within a second).
     fn apply_lock(&self, key: IpAddr, until_ms: u64) {
+        let Some(lockouts) = self.lockouts.as_deref() else {
+            return;
+        };
         let now = self.server_now();
         if until_ms <= now {
             return;
         }
         self.known.lock().expect("known").insert(key, until_ms);
         let left = until_ms - now;
-        let here = self.lockouts.remaining(key).ok().flatten().map(millis);
+        let here = lockouts.remaining(key).ok().flatten().map(millis);
         if here.is_some_and(|h| h.abs_diff(left) < SAME_END_MS) {
             return;
         }
-        match self.lockouts.lock(key, Duration::from_millis(left)) {
+        match lockouts.lock(key, Duration::from_millis(left)) {
             Ok(_) => {}
             Err(sipauth_kernel::lockout::LockoutError::NeverLock { cidr, .. }) => {
                 tracing::debug!(src = %key, never_lock = %cidr, "cluster: fleet lockout of a never-lock source not applied here");
@@ -482,7 +524,10 @@ impl Fleet {
     /// Hands the fleet the failures counted here since the last look and
     /// the lockouts opened here that it does not have.
     async fn push(&self, conn: &mut Conn) -> ::redis::RedisResult<()> {
-        let windows = self.lockouts.failure_windows().unwrap_or_else(|e| {
+        let Some(lockouts) = self.lockouts.as_deref() else {
+            return Ok(());
+        };
+        let windows = lockouts.failure_windows().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cluster: reading failure counts failed");
             Vec::new()
         });
@@ -516,8 +561,11 @@ impl Fleet {
     /// Lockouts in force here that the fleet does not know join it, without
     /// extending one it has; this edge then ends them when the fleet does.
     async fn hand_over_lockouts(&self, conn: &mut Conn) -> ::redis::RedisResult<()> {
+        let Some(lockouts) = self.lockouts.as_deref() else {
+            return Ok(());
+        };
         let _held = self.syncing.lock().await;
-        let active = self.lockouts.active().unwrap_or_else(|e| {
+        let active = lockouts.active().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cluster: reading lockouts failed");
             Vec::new()
         });
@@ -545,7 +593,7 @@ impl Fleet {
                 .get(&source)
                 .is_some_and(|&was| end <= was + SAME_END_MS)
             {
-                if let Err(e) = self.lockouts.lift(key) {
+                if let Err(e) = lockouts.lift(key) {
                     tracing::error!(src = %key, error = %e, "cluster: lifting failed");
                 }
                 tracing::info!(src = %key, "cluster: lockout lifted by the fleet while this edge was away");
@@ -569,7 +617,7 @@ impl Fleet {
             i64::try_from(server).unwrap_or(i64::MAX) - i64::try_from(local_ms()).unwrap_or(0),
             Relaxed,
         );
-        {
+        if let Some(lockouts) = self.lockouts.as_deref() {
             let _held = self.syncing.lock().await;
             redis::drop_ended(conn, &self.keys, server).await?;
             let fleet = redis::lockouts(conn, &self.keys).await?;
@@ -589,7 +637,7 @@ impl Fleet {
                 .copied()
                 .collect();
             for key in gone {
-                if let Err(e) = self.lockouts.lift(key) {
+                if let Err(e) = lockouts.lift(key) {
                     tracing::error!(src = %key, error = %e, "cluster: lifting failed");
                 }
                 self.known.lock().expect("known").remove(&key);
@@ -599,24 +647,27 @@ impl Fleet {
 
         let fleet = redis::bindings(conn, &self.keys).await?;
         let mut theirs = HashSet::new();
-        for (user, contact, until) in fleet {
+        for (b, until) in fleet {
             if until > server {
                 let secs = u32::try_from((until - server).div_ceil(1000)).unwrap_or(u32::MAX);
-                self.registrar.bind(&user, &contact, secs);
-                theirs.insert((user, contact));
+                self.registrar
+                    .bind(&b.user, &b.contact, secs, &b.user_agent);
+                theirs.insert((b.user, b.contact));
             }
         }
-        for (user, contact, left) in self.registrar.all() {
+        if self.lockouts.is_none() {
+            // A follower only reads.
+            return Ok(());
+        }
+        for (user, contact, left, user_agent) in self.registrar.all() {
             if !theirs.contains(&(user.clone(), contact.clone())) && left > 0 {
+                let b = Binding {
+                    user,
+                    contact,
+                    user_agent,
+                };
                 self.scripts
-                    .bind(
-                        conn,
-                        &self.keys,
-                        &user,
-                        &contact,
-                        left * 1000,
-                        BindMode::Max,
-                    )
+                    .bind(conn, &self.keys, &b, left * 1000, BindMode::Max)
                     .await?;
             }
         }

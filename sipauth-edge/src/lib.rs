@@ -472,8 +472,9 @@ impl Edge {
                 return;
             }
             let secs = asked.min(self.digest.max_expires);
-            self.registrar.bind(&username, c.uri, secs);
-            self.cluster.bind(&username, c.uri, secs);
+            let agent = msg.header("User-Agent").unwrap_or_default().trim();
+            self.registrar.bind(&username, c.uri, secs, agent);
+            self.cluster.bind(&username, c.uri, secs, agent);
         }
         let bound: Vec<String> = self
             .registrar

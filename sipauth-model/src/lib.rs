@@ -6,8 +6,10 @@
 
 mod cause;
 mod make_call;
+mod registration;
 pub mod snapshot;
 
 pub use self::cause::Cause;
 pub use self::make_call::{Credentials, DEFAULT_TIME_LIMIT, MakeCall, Secret};
+pub use self::registration::{Registration, Registrations};
 pub use self::snapshot::Snapshot;

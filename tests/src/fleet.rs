@@ -123,7 +123,7 @@ impl Fleet {
                 nodes
             }
         };
-        let control = start_control(&hub, &dir);
+        let control = start_control(&hub, &dir, &redis_url(backend));
 
         let mut fleet = Self {
             edges: Vec::new(),
@@ -150,10 +150,7 @@ impl Fleet {
     /// The Redis URL the edges use.
     #[must_use]
     pub fn redis_url(&self) -> String {
-        match self.backend {
-            Backend::Single => format!("redis://{HUB}:6379/0"),
-            Backend::Cluster => format!("redis://{HUB}:7001"),
-        }
+        redis_url(self.backend)
     }
 
     fn edge(&self, ns: Netns, addr: Ipv4Addr, i: u8) -> Edge {
@@ -496,14 +493,23 @@ fn wait_cluster_ok(hub: &Netns) {
     }
 }
 
-fn start_control(hub: &Netns, dir: &tempfile::TempDir) -> Child {
+fn redis_url(backend: Backend) -> String {
+    match backend {
+        Backend::Single => format!("redis://{HUB}:6379/0"),
+        Backend::Cluster => format!("redis://{HUB}:7001"),
+    }
+}
+
+/// `sipauth control`, which shows the fleet's registrations from Redis.
+fn start_control(hub: &Netns, dir: &tempfile::TempDir, redis: &str) -> Child {
     let cfg = dir.path().join("control.toml");
     std::fs::write(
         &cfg,
         format!(
             "[http]\nlisten = \"{HUB}:{CONTROL_PORT}\"\n[sip]\ndomain = \"fleet.test\"\n\
              [control]\ndatabase = \"sqlite://{}\"\nedge_token = \"{EDGE_TOKEN}\"\n\
-             [[control.accounts]]\nauth_id = \"{AUTH_ID}\"\nauth_token = \"{AUTH_TOKEN}\"\n",
+             [[control.accounts]]\nauth_id = \"{AUTH_ID}\"\nauth_token = \"{AUTH_TOKEN}\"\n\
+             [cluster]\nredis_url = \"{redis}\"\n",
             dir.path().join("sipauth.db").display()
         ),
     )

@@ -134,7 +134,7 @@ fn register(
             "REGISTER sip:fleet.test SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5070;branch=z9hG4bK{tag}{cseq};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:{user}@fleet.test>;tag=r{tag}\r\nTo: <sip:{user}@fleet.test>\r\n\
              Call-ID: reg-{tag}@fleet\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{CALLER}:5070>\r\n\
-             Expires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n"
+             Expires: {expires}\r\nUser-Agent: fleet-phone/1.0\r\n{auth}Content-Length: 0\r\n\r\n"
         )
     };
     let first = udp_replies(
@@ -198,7 +198,14 @@ fn a_registration_through_one_edge_admits_calls_through_another() {
         &json!({"username": "desk", "password": "Desk12345", "alias": "Desk", "app_id": app}),
     );
     let user = id(&ep, "username");
+    let endpoint = format!("Endpoint/{}/", id(&ep, "endpoint_id"));
     fleet.until_known(&user);
+    let (s, shown) = fleet.api("GET", &endpoint, None);
+    assert_eq!(
+        (s, &shown["sip_registered"]),
+        (200, &json!("false")),
+        "{shown}"
+    );
     let (a, b, c) = (&fleet.edges[0], &fleet.edges[1], &fleet.edges[2]);
     assert_eq!(
         call(&fleet, b, &app, &user, "before"),
@@ -241,6 +248,24 @@ fn a_registration_through_one_edge_admits_calls_through_another() {
             s => panic!("INVITE through another edge after REGISTER: {s}"),
         }
     }
+    // The control plane shows the binding, from the fleet's Redis.
+    let t = Instant::now();
+    let shown = loop {
+        let (_, shown) = fleet.api("GET", &endpoint, None);
+        if shown["sip_registered"] == "true" {
+            break shown;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{shown}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(shown["sip_contact"], format!("sip:{user}@{CALLER}:5070"));
+    assert_eq!(shown["sip_user_agent"], "fleet-phone/1.0");
+    assert!(
+        shown["sip_expires"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{shown}"
+    );
     // Expires: 0 through a third edge: gone everywhere.
     let (s, _) = register(c, &fleet, &user, "Desk12345", 0, "c");
     assert_eq!(s, 200);
@@ -256,6 +281,14 @@ fn a_registration_through_one_edge_admits_calls_through_another() {
         assert!(
             t.elapsed() < Duration::from_secs(1),
             "binding removed through another edge"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    while fleet.api("GET", &endpoint, None).1["sip_registered"] != "false" {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "control still shows the binding"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -410,6 +410,20 @@ fn non_auth_mode_needs_a_registered_endpoint() {
     reg.auth = Some((&user, "Desk12345"));
     reg.vars = vec![("user", user.clone())];
     reg.run().unwrap();
+    // The API shows the registration this process's edge holds.
+    let (s, shown) = agent.api(
+        "GET",
+        &format!("Endpoint/{}/", id(&ep, "endpoint_id")),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(shown["sip_registered"], "true", "{shown}");
+    assert!(
+        shown["sip_contact"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("sip:{user}@"))),
+        "{shown}"
+    );
     let mut registered = sipp(c, "invite_603.xml", &app, false, false);
     registered.vars = vec![("from_user", user.clone())];
     registered.run().unwrap();

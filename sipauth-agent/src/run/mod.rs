@@ -18,9 +18,11 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use sipauth_control::ControlState;
 use sipauth_digest::{Algorithm, NonceKey};
+use sipauth_edge::cluster::{self, Cluster};
 use sipauth_edge::metrics::Metrics;
 use sipauth_edge::outbound::{self, MakeCall};
 use sipauth_edge::records::{Calls, Sink};
+use sipauth_edge::registrar::Registrar;
 use sipauth_edge::view::{self, Views};
 use sipauth_edge::{DigestSettings, Edge, conn::ConnLimits, transport};
 use sipauth_kernel::lockout::Lockouts;
@@ -37,7 +39,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Make Call requests go straight to this process's edge.
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let _ = control.originate.set(tx);
-    let edge_http = start_edge(&cfg, settings, &views, sink, Some(rx))?;
+    let (edge_http, edge) = start_edge(&cfg, settings, &views, sink, Some(rx))?;
+    // The API shows the registrations this process's edge holds (the
+    // fleet's, when it belongs to one).
+    let _ = control.registrations.set(edge.registrar.clone());
     serve(&cfg, sipauth_control::router(control).merge(edge_http)).await
 }
 
@@ -46,6 +51,31 @@ pub async fn control(cfg: Config) -> anyhow::Result<()> {
     let control = start_control(&cfg).await?;
     if control.edge_token.is_empty() {
         tracing::warn!("control.edge_token is empty: no edge can follow this control plane");
+    }
+    if cfg.cluster.redis_url.is_empty() {
+        tracing::info!(
+            "no cluster.redis_url: endpoints show as not registered (registrations live at the edges)"
+        );
+    } else {
+        // Registrations live at the edges and in the fleet's Redis: the
+        // API shows them from there, following without changing anything.
+        let settings = EdgeSettings::new(&cfg)?;
+        let registrar = Arc::new(Registrar::default());
+        let _follower = Cluster::follow_registrations(
+            &settings.cluster,
+            registrar.clone(),
+            Arc::new(cluster::Counters::default()),
+        );
+        let sweep = Arc::downgrade(&registrar);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_mins(1));
+            while let Some(r) = sweep.upgrade() {
+                r.sweep();
+                drop(r);
+                tick.tick().await;
+            }
+        });
+        let _ = control.registrations.set(registrar);
     }
     serve(&cfg, sipauth_control::router(control)).await
 }
@@ -82,7 +112,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
             .build()
             .context("HTTP client")?,
     };
-    let edge_http = start_edge(&cfg, settings, &views, sink, None)?;
+    let (edge_http, _edge) = start_edge(&cfg, settings, &views, sink, None)?;
     serve(&cfg, edge_http).await
 }
 
@@ -137,7 +167,7 @@ fn start_edge(
     views: &Arc<Views>,
     sink: Sink,
     make_calls: Option<tokio::sync::mpsc::Receiver<MakeCall>>,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<(Router, Arc<Edge>)> {
     let xdp = if let Some(options) = &settings.xdp {
         let effective = rustix::thread::capabilities(None)
             .map_or(rustix::thread::CapabilitySet::empty(), |c| c.effective);
@@ -243,7 +273,7 @@ fn start_edge(
     if cfg.admin.token.is_empty() {
         tracing::info!("admin endpoints disabled: no admin.token");
     }
-    Ok(http::router(Arc::new(AppState {
+    let routes = http::router(Arc::new(AppState {
         metrics,
         lockouts,
         cluster: edge.cluster.clone(),
@@ -251,7 +281,8 @@ fn start_edge(
         views: views.clone(),
         admin_token: cfg.admin.token.clone(),
         lockout_duration: settings.lockout.duration(),
-    })))
+    }));
+    Ok((routes, edge))
 }
 
 /// Serves `app` on `http.listen` until SIGINT or SIGTERM. Paths are taken

@@ -60,16 +60,31 @@ pub fn routes() -> Router<Arc<ControlState>> {
         )
 }
 
-fn object(r: &EndpointRow, domain: &str) -> Value {
-    json!({
+/// An endpoint as the API shows it: with `sip_registered` ("true" or
+/// "false", as Plivo writes it) and, while registered, the binding's
+/// `sip_contact`, `sip_expires` and `sip_user_agent`.
+fn object(r: &EndpointRow, s: &ControlState) -> Value {
+    let mut v = json!({
         "endpoint_id": r.endpoint_id,
         "username": r.username,
         "alias": r.alias,
         "application": r.app_id,
-        "sip_uri": format!("sip:{}@{domain}", r.username),
+        "sip_uri": format!("sip:{}@{}", r.username, s.realm),
         "created_on": time(r.created_at),
         "modified_on": time(r.updated_at),
-    })
+        "sip_registered": "false",
+    });
+    if let Some(reg) = s
+        .registrations
+        .get()
+        .and_then(|regs| regs.current(&r.username))
+    {
+        v["sip_registered"] = json!("true");
+        v["sip_contact"] = json!(reg.contact);
+        v["sip_expires"] = json!(time(i64::try_from(reg.expires_unix).unwrap_or(i64::MAX)));
+        v["sip_user_agent"] = json!(reg.user_agent);
+    }
+    v
 }
 
 /// 400 unless account `acct` owns application `app_id`.
@@ -127,9 +142,7 @@ async fn list(
     AccountId(acct): AccountId,
     page: Query<Page>,
 ) -> ApiResult {
-    ENDPOINTS
-        .list(&s, &acct, page, |r| object(r, &s.realm))
-        .await
+    ENDPOINTS.list(&s, &acct, page, |r| object(r, &s)).await
 }
 
 async fn get_one(
@@ -137,7 +150,7 @@ async fn get_one(
     AccountId(acct): AccountId,
     Path((_, id)): Path<(String, String)>,
 ) -> ApiResult {
-    ENDPOINTS.get(&s, &acct, &id, |r| object(r, &s.realm)).await
+    ENDPOINTS.get(&s, &acct, &id, |r| object(r, &s)).await
 }
 
 async fn update(

@@ -691,6 +691,7 @@ async fn applications_and_endpoints_through_the_router() {
         "sip_uri": format!("sip:{username}@example.com"),
         "created_on": "<time>",
         "modified_on": "<time>",
+        "sip_registered": "false",
     });
     let path = format!("Endpoint/{id}");
     assert_eq!(

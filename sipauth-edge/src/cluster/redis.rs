@@ -13,7 +13,7 @@
 //! | `{p}:fail:<source>` | string | failures in the open window; expires with it |
 //! | `{p}:lockouts` | hash | source -> end (Redis server time, ms) |
 //! | `{p}:lifted` | hash | source -> end its lifted lockout would have had |
-//! | `{p}:reg:<user>` | hash | contact -> end (ms) |
+//! | `{p}:reg:<user>` | hash | contact -> "end (ms) user-agent" |
 //! | `{p}:users` | set | users with a `reg` hash |
 //! | `{p}:events` | stream | `lock`, `lift`, `bind`, `clear`, in order |
 //!
@@ -211,9 +211,10 @@ fn lift_script() -> Script {
     ))
 }
 
-/// Adds, refreshes (ARGV[3] ms from now) or, with 0, removes a binding.
-/// With ARGV[4] = `max` an existing later end is kept (an edge handing over
-/// what it learnt while apart). Returns the binding's end (0: removed).
+/// Adds, refreshes (ARGV[3] ms from now) or, with 0, removes a binding made
+/// by user agent ARGV[5]. With ARGV[4] = `max` an existing later end is
+/// kept (an edge handing over what it learnt while apart). Returns the
+/// binding's end (0: removed).
 fn bind_script() -> Script {
     Script::new(&format!(
         "{NOW}\
@@ -223,13 +224,14 @@ fn bind_script() -> Script {
            redis.call('HDEL', KEYS[1], ARGV[2])\n\
          else\n\
            untl = now + ms\n\
-           local held = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')\n\
-           if ARGV[4] == 'max' and held > untl then untl = held end\n\
-           redis.call('HSET', KEYS[1], ARGV[2], untl)\n\
+           local held = redis.call('HGET', KEYS[1], ARGV[2])\n\
+           local held_end = tonumber(held and string.match(held, '^%d+') or '0')\n\
+           if ARGV[4] == 'max' and held_end > untl then untl = held_end end\n\
+           redis.call('HSET', KEYS[1], ARGV[2], untl .. ' ' .. ARGV[5])\n\
            if redis.call('PTTL', KEYS[1]) < ms then redis.call('PEXPIRE', KEYS[1], ms) end\n\
            redis.call('SADD', KEYS[2], ARGV[1])\n\
          end\n\
-         redis.call('XADD', KEYS[3], 'MAXLEN', '~', '{STREAM_MAX}', '*', 'op', 'bind', 'user', ARGV[1], 'contact', ARGV[2], 'until', untl)\n\
+         redis.call('XADD', KEYS[3], 'MAXLEN', '~', '{STREAM_MAX}', '*', 'op', 'bind', 'user', ARGV[1], 'contact', ARGV[2], 'until', untl, 'ua', ARGV[5])\n\
          return untl\n"
     ))
 }
@@ -359,19 +361,19 @@ impl Scripts {
         &self,
         conn: &mut Conn,
         keys: &Keys,
-        user: &str,
-        contact: &str,
+        b: &Binding,
         ms: u64,
         mode: BindMode,
     ) -> RedisResult<u64> {
         self.bind
-            .key(keys.reg(user))
+            .key(keys.reg(&b.user))
             .key(keys.users())
             .key(keys.events())
-            .arg(user)
-            .arg(contact)
+            .arg(&b.user)
+            .arg(&b.contact)
             .arg(ms)
             .arg(if mode == BindMode::Max { "max" } else { "set" })
+            .arg(&b.user_agent)
             .invoke_async(conn)
             .await
     }
@@ -395,24 +397,21 @@ pub async fn server_ms(conn: &mut Conn) -> RedisResult<u64> {
     Ok(secs * 1000 + micros / 1000)
 }
 
+/// One binding of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub user: String,
+    pub contact: String,
+    pub user_agent: String,
+}
+
 /// One event of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Lock {
-        source: String,
-        until_ms: u64,
-    },
-    Lift {
-        source: String,
-    },
-    Bind {
-        user: String,
-        contact: String,
-        until_ms: u64,
-    },
-    Clear {
-        user: String,
-    },
+    Lock { source: String, until_ms: u64 },
+    Lift { source: String },
+    Bind { binding: Binding, until_ms: u64 },
+    Clear { user: String },
 }
 
 impl Event {
@@ -435,8 +434,11 @@ impl Event {
                 source: get("src")?,
             },
             "bind" => Event::Bind {
-                user: get("user")?,
-                contact: get("contact")?,
+                binding: Binding {
+                    user: get("user")?,
+                    contact: get("contact")?,
+                    user_agent: get("ua").unwrap_or_default(),
+                },
                 until_ms: until()?,
             },
             "clear" => Event::Clear { user: get("user")? },
@@ -530,8 +532,8 @@ pub async fn drop_ended(conn: &mut Conn, keys: &Keys, now_ms: u64) -> RedisResul
     Ok(())
 }
 
-/// The fleet's registrations as (user, contact, end ms).
-pub async fn bindings(conn: &mut Conn, keys: &Keys) -> RedisResult<Vec<(String, String, u64)>> {
+/// The fleet's registrations with their ends (ms).
+pub async fn bindings(conn: &mut Conn, keys: &Keys) -> RedisResult<Vec<(Binding, u64)>> {
     let users: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys.users())
         .query_async(conn)
@@ -543,16 +545,20 @@ pub async fn bindings(conn: &mut Conn, keys: &Keys) -> RedisResult<Vec<(String, 
         for user in chunk {
             pipe.cmd("HGETALL").arg(keys.reg(user));
         }
-        let maps: Vec<Vec<(String, u64)>> = pipe.query_async(conn).await?;
+        let maps: Vec<Vec<(String, String)>> = pipe.query_async(conn).await?;
         for (user, contacts) in chunk.iter().zip(maps) {
             if contacts.is_empty() {
                 gone.push(user.clone());
             }
-            out.extend(
-                contacts
-                    .into_iter()
-                    .map(|(contact, until)| (user.clone(), contact, until)),
-            );
+            out.extend(contacts.into_iter().filter_map(|(contact, value)| {
+                let (until, user_agent) = value.split_once(' ').unwrap_or((&value, ""));
+                let binding = Binding {
+                    user: user.clone(),
+                    contact,
+                    user_agent: user_agent.to_owned(),
+                };
+                Some((binding, until.parse().ok()?))
+            }));
         }
     }
     if !gone.is_empty() {
@@ -591,11 +597,16 @@ mod tests {
                 "contact",
                 "sip:a@192.0.2.1",
                 "until",
-                "0"
+                "0",
+                "ua",
+                "Phone/1.0 (x)"
             ])),
             Some(Event::Bind {
-                user: "alice".into(),
-                contact: "sip:a@192.0.2.1".into(),
+                binding: Binding {
+                    user: "alice".into(),
+                    contact: "sip:a@192.0.2.1".into(),
+                    user_agent: "Phone/1.0 (x)".into(),
+                },
                 until_ms: 0
             })
         );

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sipauth_kernel::lockout::Lockouts;
 use sipauth_kernel::maps::LockoutPolicy;
+use sipauth_model::Registrations as _;
 
 use super::*;
 
@@ -204,21 +205,40 @@ async fn a_registration_through_one_edge_is_seen_by_the_others() {
     let redis = Redis::start();
     let (a, b) = (node(&redis.url(), "t4"), node(&redis.url(), "t4"));
     connected(&[&a, &b]).await;
-    a.registrar.bind("alice", "sip:alice@192.0.2.5:5060", 120);
-    a.cluster.bind("alice", "sip:alice@192.0.2.5:5060", 120);
+    a.registrar
+        .bind("alice", "sip:alice@192.0.2.5:5060", 120, "Desk/2.1");
+    a.cluster
+        .bind("alice", "sip:alice@192.0.2.5:5060", 120, "Desk/2.1");
     until("bound on b", Duration::from_secs(1), || {
         b.registrar.is_live("alice")
     })
     .await;
     let left = b.registrar.bindings("alice")[0].1;
     assert!((118..=120).contains(&left), "{left}");
-    // A third edge started later learns it from the table.
+    assert_eq!(b.registrar.current("alice").unwrap().user_agent, "Desk/2.1");
+    // A third edge started later learns it from the table, and so does a
+    // control plane that only follows.
     let c = node(&redis.url(), "t4");
+    let shown = Arc::new(Registrar::default());
+    let follower = Cluster::follow_registrations(
+        &Settings {
+            redis_url: redis.url(),
+            key_prefix: "t4".to_owned(),
+            ca_pem: None,
+        },
+        shown.clone(),
+        Arc::new(Counters::default()),
+    );
     connected(&[&c]).await;
     assert!(c.registrar.is_live("alice"));
+    until("seen by the follower", Duration::from_secs(2), || {
+        shown.is_live("alice")
+    })
+    .await;
+    assert_eq!(shown.current("alice").unwrap().user_agent, "Desk/2.1");
     // Expires: 0 through another edge removes it everywhere.
-    b.registrar.bind("alice", "sip:alice@192.0.2.5:5060", 0);
-    b.cluster.bind("alice", "sip:alice@192.0.2.5:5060", 0);
+    b.registrar.bind("alice", "sip:alice@192.0.2.5:5060", 0, "");
+    b.cluster.bind("alice", "sip:alice@192.0.2.5:5060", 0, "");
     until("unbound on a", Duration::from_secs(1), || {
         !a.registrar.is_live("alice")
     })
@@ -228,8 +248,8 @@ async fn a_registration_through_one_edge_is_seen_by_the_others() {
     })
     .await;
     // Contact: *
-    c.registrar.bind("bob", "sip:bob@192.0.2.6", 60);
-    c.cluster.bind("bob", "sip:bob@192.0.2.6", 60);
+    c.registrar.bind("bob", "sip:bob@192.0.2.6", 60, "");
+    c.cluster.bind("bob", "sip:bob@192.0.2.6", 60, "");
     until("bound on a", Duration::from_secs(1), || {
         a.registrar.is_live("bob")
     })
@@ -240,6 +260,11 @@ async fn a_registration_through_one_edge_is_seen_by_the_others() {
         !c.registrar.is_live("bob")
     })
     .await;
+    until("unbound at the follower", Duration::from_secs(1), || {
+        !shown.is_live("alice")
+    })
+    .await;
+    drop(follower);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,8 +284,8 @@ async fn edges_go_on_alone_while_redis_is_away_and_catch_up_after() {
         a.lockouts.record_failure(SRC);
     }
     assert!(a.lockouts.is_locked(SRC));
-    a.registrar.bind("carol", "sip:carol@192.0.2.7", 300);
-    a.cluster.bind("carol", "sip:carol@192.0.2.7", 300);
+    a.registrar.bind("carol", "sip:carol@192.0.2.7", 300, "");
+    a.cluster.bind("carol", "sip:carol@192.0.2.7", 300, "");
     assert!(
         t.elapsed() < Duration::from_millis(50),
         "nothing waits for Redis"
@@ -391,8 +416,8 @@ async fn a_redis_over_tls_is_joined_when_its_certificate_chains_to_the_ca() {
         node_with(&url, "t7", Some(&ca)),
     );
     connected(&[&a, &b]).await;
-    a.registrar.bind("dave", "sip:dave@192.0.2.8", 60);
-    a.cluster.bind("dave", "sip:dave@192.0.2.8", 60);
+    a.registrar.bind("dave", "sip:dave@192.0.2.8", 60, "");
+    a.cluster.bind("dave", "sip:dave@192.0.2.8", 60, "");
     until("bound on b", Duration::from_secs(1), || {
         b.registrar.is_live("dave")
     })
