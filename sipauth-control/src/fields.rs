@@ -34,6 +34,9 @@ pub enum Kind {
     Destination,
     /// `key=value,key2=value2` SIP headers.
     SipHeaders,
+    /// A comma-separated list of digest algorithms, each of `options` at
+    /// most once, in the order to offer them; empty for the default.
+    ListOf(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +219,24 @@ fn check(f: &Field, v: &Value) -> Result<Value, ApiError> {
             }
             Ok(Value::from(s))
         }
+        Kind::ListOf(options) => {
+            let s = as_text(f, v)?;
+            let mut seen: Vec<&str> = Vec::new();
+            for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let Some(&known) = options.iter().find(|o| o.eq_ignore_ascii_case(item)) else {
+                    let list: Vec<String> = options.iter().map(|o| format!("{o:?}")).collect();
+                    return Err(err(&format!(
+                        "must be a comma-separated list of {}",
+                        list.join(", ")
+                    )));
+                };
+                if seen.contains(&known) {
+                    return Err(err(&format!("names {known} twice")));
+                }
+                seen.push(known);
+            }
+            Ok(Value::from(seen.join(",")))
+        }
         Kind::SipHeaders => {
             let s = as_text(f, v)?;
             for pair in s.split(',').filter(|p| !p.is_empty()) {
@@ -270,6 +291,10 @@ pub fn schema(f: &Field) -> Value {
         Kind::Url => json!({"type": "string", "format": "uri", "pattern": "^https?://"}),
         Kind::Id => json!({"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9-]*$"}),
         Kind::Destination => json!({"type": "string", "pattern": "^(sips?:.+|\\+?[0-9]{1,20})$"}),
+        Kind::ListOf(options) => {
+            let one = options.join("|");
+            json!({"type": "string", "pattern": format!("^(({one})(,({one}))*)?$")})
+        }
         Kind::SipHeaders => {
             json!({"type": "string", "pattern": "^([A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)?(,[A-Za-z0-9_-]+=[^,\\r\\n\\u0000]*)*$"})
         }

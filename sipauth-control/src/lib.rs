@@ -199,6 +199,13 @@ pub async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
             sip_auth_type: AuthType::parse(&a.settings.sip_auth_type).unwrap_or_default(),
             credential_uuid: a.settings.credential_uuid,
             ip_acl_uuid: a.settings.ip_acl_uuid,
+            challenge_algorithms: a
+                .settings
+                .challenge_algorithms
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
         .collect();
     let credentials = t
@@ -449,6 +456,7 @@ mod tests {
             sip_auth_type: "ip_acl".into(),
             credential_uuid: None,
             ip_acl_uuid: Some("a1".into()),
+            challenge_algorithms: "SHA-256,MD5".into(),
         };
         applications::insert(&mut w, "100", "MA1", &app)
             .await
@@ -467,5 +475,9 @@ mod tests {
         assert_eq!(snap.applications[0].sip_auth_type, AuthType::IpAcl);
         assert_eq!(snap.applications[0].hangup_method, "GET");
         assert_eq!(snap.applications[0].ip_acl_uuid.as_deref(), Some("a1"));
+        assert_eq!(
+            snap.applications[0].challenge_algorithms,
+            ["SHA-256", "MD5"]
+        );
     }
 }

@@ -158,6 +158,7 @@ mod tests {
             sip_auth_type: t,
             credential_uuid: None,
             ip_acl_uuid: None,
+            challenge_algorithms: Vec::new(),
         }
     }
 

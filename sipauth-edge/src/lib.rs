@@ -258,11 +258,25 @@ impl Edge {
         }
     }
 
-    /// One challenge header value per configured algorithm.
-    fn challenges(&self, stale: bool) -> Vec<String> {
+    /// One challenge header value per algorithm: the application's own
+    /// list when it has one, else `sip.challenge_algorithms`.
+    fn challenges(
+        &self,
+        stale: bool,
+        app: Option<&sipauth_model::snapshot::Application>,
+    ) -> Vec<String> {
         let nonce = self.digest.key.issue(&self.digest.realm, unix_now());
-        self.digest
-            .algorithms
+        let own: Vec<Algorithm> = app
+            .into_iter()
+            .flat_map(|a| &a.challenge_algorithms)
+            .filter_map(|name| Algorithm::parse(Some(name)).map(|(alg, _)| alg))
+            .collect();
+        let algorithms = if own.is_empty() {
+            &self.digest.algorithms
+        } else {
+            &own
+        };
+        algorithms
             .iter()
             .map(|&a| sipauth_digest::challenge(a, &self.digest.realm, &nonce, None, stale))
             .collect()
@@ -371,7 +385,7 @@ impl Edge {
                 req.respond_stateless(400, reason, &[]);
             }
             Decision::Challenge { stale } => {
-                let values = self.challenges(stale);
+                let values = self.challenges(stale, app.as_ref());
                 let extra: Vec<(&str, &str)> = values
                     .iter()
                     .map(|v| ("Proxy-Authenticate", v.as_str()))
@@ -425,7 +439,7 @@ impl Edge {
         let username = match admitted {
             Ok(username) => username,
             Err(Decision::Challenge { stale }) => {
-                let values = self.challenges(stale);
+                let values = self.challenges(stale, None);
                 let extra: Vec<(&str, &str)> = values
                     .iter()
                     .map(|v| ("WWW-Authenticate", v.as_str()))

@@ -98,6 +98,10 @@ pub struct Application {
     pub sip_auth_type: AuthType,
     pub credential_uuid: Option<String>,
     pub ip_acl_uuid: Option<String>,
+    /// Digest algorithms to challenge callers with, in order (`MD5`,
+    /// `SHA-256`, `SHA-512-256`); empty: the edge's default.
+    #[serde(default)]
+    pub challenge_algorithms: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]

@@ -26,6 +26,9 @@ row! {
         pub sip_auth_type: String,
         pub credential_uuid: Option<String>,
         pub ip_acl_uuid: Option<String>,
+        /// Comma-separated digest algorithms offered to callers; empty:
+        /// the edge's default.
+        pub challenge_algorithms: String,
     }
 }
 
@@ -49,6 +52,7 @@ impl FromRow for ApplicationRow {
         "sip_auth_type",
         "credential_uuid",
         "ip_acl_uuid",
+        "challenge_algorithms",
         "created_at",
         "updated_at",
     ];
@@ -74,8 +78,9 @@ pub async fn insert(
     bind_settings(
         sqlx::query(
             "INSERT INTO applications (app_name, answer_url, answer_method, hangup_url, hangup_method, \
-             sip_auth_type, credential_uuid, ip_acl_uuid, app_id, account, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             sip_auth_type, credential_uuid, ip_acl_uuid, challenge_algorithms, app_id, account, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         ),
         s,
     )
@@ -93,8 +98,8 @@ pub async fn update(w: &mut WriteTx, app_id: &str, s: &Settings) -> Result<(), S
     bind_settings(
         sqlx::query(
             "UPDATE applications SET app_name = $1, answer_url = $2, answer_method = $3, hangup_url = $4, \
-             hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, updated_at = $9 \
-             WHERE app_id = $10",
+             hangup_method = $5, sip_auth_type = $6, credential_uuid = $7, ip_acl_uuid = $8, \
+             challenge_algorithms = $9, updated_at = $10 WHERE app_id = $11",
         ),
         s,
     )
@@ -105,7 +110,7 @@ pub async fn update(w: &mut WriteTx, app_id: &str, s: &Settings) -> Result<(), S
     Ok(())
 }
 
-/// `q` with `s` bound as its first eight values, in the order of the
+/// `q` with `s` bound as its first nine values, in the order of the
 /// fields of [`Settings`].
 fn bind_settings<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
@@ -119,6 +124,7 @@ fn bind_settings<'q>(
         .bind(&s.sip_auth_type)
         .bind(&s.credential_uuid)
         .bind(&s.ip_acl_uuid)
+        .bind(&s.challenge_algorithms)
 }
 
 /// Deletes application `app_id`; its endpoints stay, detached.
@@ -173,6 +179,7 @@ mod tests {
             sip_auth_type: String::new(),
             credential_uuid: None,
             ip_acl_uuid: None,
+            challenge_algorithms: String::new(),
         }
     }
 
@@ -211,6 +218,7 @@ mod tests {
             sip_auth_type: "ip_acl_and_credential".to_owned(),
             credential_uuid: Some("c1".to_owned()),
             ip_acl_uuid: Some("a1".to_owned()),
+            challenge_algorithms: "SHA-256,MD5".to_owned(),
             hangup_url: Some("http://127.0.0.1/hangup".to_owned()),
             ..settings("both")
         };

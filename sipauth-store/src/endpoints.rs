@@ -116,6 +116,7 @@ mod tests {
             sip_auth_type: String::new(),
             credential_uuid: None,
             ip_acl_uuid: None,
+            challenge_algorithms: String::new(),
         };
         applications::insert(&mut w, "100", "MA1", &app)
             .await

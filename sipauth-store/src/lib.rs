@@ -253,6 +253,8 @@ const MIGRATIONS: &[&str] = &[
         source_ip TEXT,
         created_at BIGINT NOT NULL,
         ended_at BIGINT);",
+    // 2: an application's own challenge algorithms ('' = the edge's).
+    "ALTER TABLE applications ADD COLUMN challenge_algorithms TEXT NOT NULL DEFAULT ''",
 ];
 
 #[must_use]

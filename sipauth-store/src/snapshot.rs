@@ -100,6 +100,7 @@ impl FromRow for Application {
         "sip_auth_type",
         "credential_uuid",
         "ip_acl_uuid",
+        "challenge_algorithms",
     ];
 
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {

@@ -391,6 +391,55 @@ fn replayed_and_stale_credentials() {
 }
 
 #[test]
+fn an_application_challenges_with_its_own_algorithms() {
+    let rig = Rig::new(1);
+    // The edge offers SHA-256 then MD5; this application only MD5, for
+    // phones that give up on any other challenge.
+    let opts = Options {
+        sip_extra: "challenge_algorithms = [\"SHA-256\", \"MD5\"]\n".to_owned(),
+        ..Options::default()
+    };
+    let (agent, answer) = start(&rig, &opts);
+    let c = rig.caller(0);
+    let cred = id(
+        &agent.create(
+            "SipAuth/Credential/",
+            &json!({"username": "md5-phone", "password": "Secret123"}),
+        ),
+        "credential_uuid",
+    );
+    let app = app(&agent, &answer, "credential", Some(&cred), None);
+    let (s, v) = agent.api(
+        "POST",
+        &format!("Application/{app}/"),
+        Some(&json!({"challenge_algorithms": "MD5"})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let edge = SocketAddr::new(c.edge_v4, 5060);
+    let from = SocketAddr::new(c.v4, 5098);
+    let t = Instant::now();
+    loop {
+        let replies = udp_replies(
+            &c.ns,
+            c.v4,
+            edge,
+            invite(&app, from, edge, &format!("alg{}", t.elapsed().as_millis())).as_bytes(),
+            Duration::from_secs(2),
+        );
+        let offered: Vec<&str> = replies[0]
+            .lines()
+            .filter(|l| l.starts_with("Proxy-Authenticate: "))
+            .collect();
+        if offered.len() == 1 {
+            assert!(offered[0].contains("algorithm=MD5"), "{offered:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "{replies:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn non_auth_mode_needs_a_registered_endpoint() {
     let rig = Rig::new(1);
     let (agent, answer) = start(&rig, &Options::default());

@@ -192,6 +192,7 @@ fn app(app_id: &str, sip_auth_type: AuthType, acl: Option<&str>) -> Application 
         sip_auth_type,
         credential_uuid: None,
         ip_acl_uuid: acl.map(str::to_owned),
+        challenge_algorithms: Vec::new(),
     }
 }
 

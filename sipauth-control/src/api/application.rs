@@ -21,6 +21,10 @@ use sipauth_store::applications::{self, ApplicationRow, Settings};
 use sipauth_store::{WriteTx, acls, credentials};
 
 const NAME: Kind = Kind::Text { min: 1, max: 255 };
+/// The digest algorithms an application may offer its callers.
+const ALGORITHMS: Kind = Kind::ListOf(&["SHA-256", "SHA-512-256", "MD5"]);
+const ALGORITHMS_DOC: &str = "digest algorithms to challenge this application's callers with, in order \
+     (e.g. \"SHA-256,MD5\"); empty: the edge's sip.challenge_algorithms";
 
 pub const CREATE: &[Field] = &[
     field("app_name", NAME, true, ""),
@@ -61,6 +65,7 @@ pub const CREATE: &[Field] = &[
         false,
         "required by ip_acl and ip_acl_and_credential",
     ),
+    field("challenge_algorithms", ALGORITHMS, false, ALGORITHMS_DOC),
 ];
 pub const UPDATE: &[Field] = &[
     field("app_name", NAME, false, ""),
@@ -86,6 +91,7 @@ pub const UPDATE: &[Field] = &[
         false,
         "required with sip_auth_type ip_acl or ip_acl_and_credential",
     ),
+    field("challenge_algorithms", ALGORITHMS, false, ALGORITHMS_DOC),
 ];
 
 const APPLICATIONS: Resource<ApplicationRow> = Resource {
@@ -115,6 +121,7 @@ fn object(r: &ApplicationRow, domain: &str) -> Value {
         "sip_auth_type": a.sip_auth_type,
         "credential_uuid": a.credential_uuid,
         "ip_acl_uuid": a.ip_acl_uuid,
+        "challenge_algorithms": a.challenge_algorithms,
         "sip_uri": format!("sip:{}@{domain}", r.app_id),
         "created_on": time(r.created_at),
         "modified_on": time(r.updated_at),
@@ -230,6 +237,7 @@ async fn create(
         sip_auth_type: auth.kind.as_str().to_owned(),
         credential_uuid: auth.credential,
         ip_acl_uuid: auth.acl,
+        challenge_algorithms: v.str("challenge_algorithms").unwrap_or_default().to_owned(),
     };
     applications::insert(&mut w, &app_id, &acct, &settings).await?;
     s.committed(w).await?;
@@ -317,6 +325,7 @@ async fn update(
         sip_auth_type: auth.kind.as_str().to_owned(),
         credential_uuid: auth.credential,
         ip_acl_uuid: auth.acl,
+        challenge_algorithms: keep("challenge_algorithms", old.challenge_algorithms),
     };
     applications::update(&mut w, &app_id, &settings).await?;
     s.committed(w).await?;

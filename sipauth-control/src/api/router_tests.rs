@@ -643,6 +643,7 @@ async fn applications_and_endpoints_through_the_router() {
         "sip_auth_type": "",
         "credential_uuid": null,
         "ip_acl_uuid": null,
+        "challenge_algorithms": "",
         "sip_uri": format!("sip:{app_id}@example.com"),
         "created_on": "<time>",
         "modified_on": "<time>",
@@ -657,6 +658,30 @@ async fn applications_and_endpoints_through_the_router() {
         (StatusCode::OK, one_page(&[&app_object]))
     );
     assert_eq!(me.req("POST", &app_path, "app_name=b").await, changed());
+    // Its own challenge algorithms: names checked, written as named.
+    let bad = json!({"api_id": "<api_id>",
+        "error": "challenge_algorithms: must be a comma-separated list of \"SHA-256\", \"SHA-512-256\", \"MD5\""});
+    assert_eq!(
+        me.req("POST", &app_path, "challenge_algorithms=SHA-1")
+            .await,
+        (StatusCode::BAD_REQUEST, bad)
+    );
+    let twice = json!({"api_id": "<api_id>", "error": "challenge_algorithms: names MD5 twice"});
+    assert_eq!(
+        me.req("POST", &app_path, "challenge_algorithms=md5,MD5")
+            .await,
+        (StatusCode::BAD_REQUEST, twice)
+    );
+    assert_eq!(
+        me.req("POST", &app_path, "challenge_algorithms=md5").await,
+        changed()
+    );
+    let (_, v) = me.req("GET", &app_path, "").await;
+    assert_eq!(v["challenge_algorithms"], "MD5");
+    assert_eq!(
+        me.req("POST", &app_path, "challenge_algorithms=").await,
+        changed()
+    );
     unknown_is_not_found(
         &me,
         &other,
