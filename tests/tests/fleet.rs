@@ -82,9 +82,37 @@ fn failures_spread_over_edges_lock_the_source_out_on_a_redis_cluster() {
 #[test]
 fn lockouts_survive_redis_going_away_and_an_edge_restarting() {
     let mut fleet = Fleet::start(Backend::Single);
+    let cred = id(
+        &fleet.create(
+            "SipAuth/Credential/",
+            &json!({"username": "apart-user", "password": "Secret123"}),
+        ),
+        "credential_uuid",
+    );
+    let app = id(
+        &fleet.create(
+            "Application/",
+            &json!({"app_name": "apart", "answer_url": "http://192.0.2.1/answer",
+                    "sip_auth_type": "credential", "credential_uuid": cred}),
+        ),
+        "app_id",
+    );
+    fleet.until_known(&app);
     let body = format!("{{\"address\":\"{CALLER}\",\"duration_secs\":300}}");
     fleet.stop_redis();
     std::thread::sleep(Duration::from_millis(500));
+    // Calls are served meanwhile: a credential application's caller gets
+    // its challenge from every edge.
+    for e in &fleet.edges {
+        let replies = udp_replies(
+            &fleet.caller,
+            IpAddr::V4(CALLER),
+            e.sip(),
+            invite(&app, from(5072), e.sip(), &format!("apart{}", e.addr)).as_bytes(),
+            Duration::from_secs(2),
+        );
+        assert_eq!(replies.first().map(|r| status(r)), Some(407), "{replies:?}");
+    }
     // Apart: the operator's lockout holds where it was made, at once.
     let t = Instant::now();
     let (s, out) = fleet.edges[0].admin("POST", "/admin/lockouts", Some(&body));
