@@ -16,6 +16,7 @@
 
 pub mod bridge;
 pub mod conn;
+pub mod dialog;
 pub mod fork;
 pub mod leg;
 pub mod make_call;
