@@ -14,8 +14,8 @@ use sipauth_callback::{Callback, Dial};
 
 use crate::Edge;
 use crate::outbound::bridge::{Bridge, Caller};
-use crate::outcome::Outcome;
-use crate::script::{self, Dialed, Party, method_of};
+use crate::outcome::{Dialed, Outcome};
+use crate::script::{self, Party, method_of};
 use crate::sip::OwnedRequest;
 
 pub use sipauth_model::Cause;

@@ -119,3 +119,17 @@ mod tests {
         assert_eq!(Outcome::of_status(487), Outcome::CANCELLED);
     }
 }
+
+/// How a party's `<Dial>` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialed {
+    /// The call is over (the party hung up or cancelled, or the bridge it
+    /// was answered into ended): nothing more of the XML is followed, and
+    /// the party has already ended.
+    Over(Outcome),
+    /// A target answered and hung up later: the XML goes on.
+    Connected,
+    /// No target answered: the XML goes on, and ends with this outcome
+    /// when nothing else happens.
+    Unreached(Outcome),
+}

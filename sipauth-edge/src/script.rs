@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use sipauth_callback::{Action, Callback, Client, Dial, Method};
 
-use crate::outcome::Outcome;
+use crate::outcome::{Dialed, Outcome};
 
 /// The callback method an XML or application setting names: `GET`, or
 /// `POST` for anything else.
@@ -40,20 +40,6 @@ pub(crate) fn method_of(m: &str) -> Method {
 
 /// `<Wait length>` waits this long at most.
 const MAX_WAIT: Duration = Duration::from_hours(1);
-
-/// How a party's `<Dial>` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialed {
-    /// The call is over (the party hung up or cancelled, or the bridge it
-    /// was answered into ended): nothing more of the XML is followed, and
-    /// the party has already ended.
-    Over(Outcome),
-    /// A target answered and hung up later: the XML goes on.
-    Connected,
-    /// No target answered: the XML goes on, and ends with this outcome
-    /// when nothing else happens.
-    Unreached(Outcome),
-}
 
 /// A party the answer XML drives.
 pub(crate) trait Party {

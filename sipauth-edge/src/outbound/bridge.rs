@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::fork::{self, Fork, Ring};
 use super::{Dialog, Held, Outcome, Settings, message};
-use crate::script::Dialed;
+use crate::outcome::Dialed;
 use crate::sip::dialog::Dialogs;
 pub use crate::sip::dialog::Event;
 use crate::sip::{OwnedRequest, Retransmit, ServerRequest, Timers, wait_until};

@@ -24,8 +24,9 @@ use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
 use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
+use crate::outcome::Dialed;
 use crate::records::{CallRecord, Calls, notify_hangup};
-use crate::script::{self, Dialed, Party, method_of};
+use crate::script::{self, Party, method_of};
 use sipauth_store::now;
 
 /// Outbound calls in progress at once; further requests wait in the queue.
