@@ -1,6 +1,7 @@
-//! `openapi-spec-validator` (PyPI) in a virtualenv of the rig's own, made
-//! on first use with Debian's `python3 -m venv` (package python3-venv,
-//! installed by `cargo xtask setup`) and kept for later runs.
+//! Python packages from PyPI (`openapi-spec-validator`, Plivo's SDK) in
+//! virtualenvs of the rig's own, made on first use with Debian's `python3
+//! -m venv` (package python3-venv, installed by `cargo xtask setup`) and
+//! kept for later runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,10 +25,17 @@ fn python() -> PathBuf {
 /// or incomplete).
 #[must_use]
 pub fn validator(dir: &Path) -> PathBuf {
-    let venv = dir.join(format!("openapi-spec-validator-{VERSION}"));
-    let bin = venv.join("bin/openapi-spec-validator");
-    if bin.exists() {
-        return bin;
+    venv(dir, "openapi-spec-validator", VERSION).join("bin/openapi-spec-validator")
+}
+
+/// A virtualenv under `dir` holding `package==version` from PyPI, made
+/// when absent or incomplete; returns its directory.
+#[must_use]
+pub fn venv(dir: &Path, package: &str, version: &str) -> PathBuf {
+    let venv = dir.join(format!("{package}-{version}"));
+    let done = venv.join(".installed");
+    if done.exists() {
+        return venv;
     }
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::create_dir_all(dir).expect("virtualenv parent");
@@ -35,10 +43,10 @@ pub fn validator(dir: &Path) -> PathBuf {
     sh(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
-        &format!("openapi-spec-validator=={VERSION}"),
+        &format!("{package}=={version}"),
     ]));
-    assert!(bin.exists(), "pip installed no {}", bin.display());
-    bin
+    std::fs::write(&done, "").expect("mark the virtualenv complete");
+    venv
 }
 
 /// What the validator says of `doc`: Ok with its output when it accepts
