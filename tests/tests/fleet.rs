@@ -213,7 +213,16 @@ fn call(fleet: &Fleet, edge: &Edge, app: &str, user: &str, tag: &str) -> u16 {
 
 #[test]
 fn a_registration_through_one_edge_admits_calls_through_another() {
-    let fleet = Fleet::start(Backend::Single);
+    registration_through_one_edge_admits_calls_through_another(Backend::Single);
+}
+
+#[test]
+fn a_registration_through_one_edge_admits_calls_through_another_on_a_redis_cluster() {
+    registration_through_one_edge_admits_calls_through_another(Backend::Cluster);
+}
+
+fn registration_through_one_edge_admits_calls_through_another(backend: Backend) {
+    let fleet = Fleet::start(backend);
     let app = id(
         &fleet.create(
             "Application/",
