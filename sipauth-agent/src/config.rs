@@ -21,6 +21,7 @@ pub struct Config {
     pub control: Control,
     pub edge: EdgeFollow,
     pub cluster: Cluster,
+    pub dns: Dns,
     pub log: Log,
 }
 
@@ -76,6 +77,26 @@ impl Default for EdgeFollow {
             control_url: String::new(),
             token: String::new(),
             state_dir: PathBuf::from("/var/lib/sipauth"),
+        }
+    }
+}
+
+/// How outbound targets that name hosts are looked up (RFC 3263).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers (`ip:port`); empty: those of `/etc/resolv.conf`.
+    pub servers: Vec<SocketAddr>,
+    /// How long one query may take; a target's whole lookup (NAPTR, SRV,
+    /// addresses) takes at most four times this.
+    pub timeout_ms: u64,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout_ms: 2000,
         }
     }
 }
@@ -359,6 +380,12 @@ impl Config {
 
     /// Checks what serde cannot, and resolves `admin.token_file`.
     pub fn finish(mut self) -> Result<Self, ConfigError> {
+        if !(100..=30_000).contains(&self.dns.timeout_ms) {
+            return Err(ConfigError::Invalid {
+                field: "dns.timeout_ms",
+                rule: "between 100 and 30000",
+            });
+        }
         let url = &self.cluster.redis_url;
         if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
             return Err(ConfigError::Invalid {

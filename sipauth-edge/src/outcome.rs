@@ -40,6 +40,7 @@ impl Outcome {
     pub const AUTH_FAILED: Self = Self::new(403, "failed", Cause::OutboundAuthFailed);
     pub const AUTH_TIMEOUT: Self = Self::new(408, "timeout", Cause::OutboundAuthTimeout);
     pub const INVALID_DESTINATION: Self = Self::new(404, "failed", Cause::InvalidDestination);
+    pub const DNS_LOOKUP_FAILED: Self = Self::new(404, "failed", Cause::DnsLookupFailed);
     pub const NETWORK_ERROR: Self = Self::new(503, "failed", Cause::NetworkError);
     pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", Cause::DialNotAvailable);
 

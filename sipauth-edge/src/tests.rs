@@ -29,6 +29,7 @@ pub(crate) fn test_edge() -> Arc<Edge> {
         outbound::Settings {
             timers: outbound::Timers::default(),
             number_gateway: None,
+            resolver: outbound::resolve::Resolver::none(),
         },
     );
     Edge::new(

@@ -23,8 +23,11 @@ pub enum Cause {
     RequestTimeout,
     /// Outbound leg: a final failure other than busy, decline or auth.
     DestinationFailed,
-    /// Outbound leg: the target is not a dialable SIP URI with an IP host.
+    /// Outbound leg: the target is not a dialable SIP URI.
     InvalidDestination,
+    /// Outbound leg: the target's host name yielded no address (RFC 3263
+    /// lookups failed, found nothing, or took too long).
+    DnsLookupFailed,
     /// Outbound leg: the socket or TCP connection failed.
     NetworkError,
     /// Outbound leg: cancelled before it was answered.
@@ -56,6 +59,7 @@ impl Cause {
             Self::RequestTimeout => "request_timeout",
             Self::DestinationFailed => "destination_failed",
             Self::InvalidDestination => "invalid_destination",
+            Self::DnsLookupFailed => "dns_lookup_failed",
             Self::NetworkError => "network_error",
             Self::Cancelled => "cancelled",
             Self::InboundAuthFailed | Self::OutboundAuthFailed => "sip_auth_failed",
@@ -78,6 +82,7 @@ impl Cause {
             Self::RequestTimeout => 4100,
             Self::DestinationFailed => 4110,
             Self::InvalidDestination => 4120,
+            Self::DnsLookupFailed => 4150,
             Self::NetworkError => 4130,
             Self::Cancelled => 4140,
             Self::InboundAuthFailed => 4210,

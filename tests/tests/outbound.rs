@@ -147,20 +147,6 @@ fn second_challenge_without_stale_is_auth_failed() {
     no_secret_anywhere(&log, &answer, &records, &[PASSWORD]);
 }
 
-#[test]
-fn a_hostname_target_is_never_resolved() {
-    let rig = Rig::new(1);
-    let (agent, answer) = start(&rig, 32_000);
-    let uuid = make_call(&agent, &answer, "sip:bob@provider.invalid", Some(PASSWORD));
-    expect_end(
-        &agent,
-        &answer,
-        &uuid,
-        "failed",
-        ("invalid_destination", 4120),
-    );
-}
-
 /// What the plain socket provider does with an INVITE that carries
 /// credentials.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -14,7 +14,8 @@ use anyhow::{Context as _, bail};
 /// private servers of their own; the packaged cluster is not used), the
 /// sqlite3 shell (the API tests change a live store under the server),
 /// redis-server and redis-tools (the fleet's tests start private servers
-/// and a Redis Cluster of their own; the packaged service is not used) and
+/// and a Redis Cluster of their own; the packaged service is not used),
+/// dnsmasq-base (the DNS test's own server for names under `.test`) and
 /// python3-venv (the API tests install openapi-spec-validator from PyPI
 /// into a virtualenv of their own); for the Debian package and its test,
 /// dpkg-dev (cargo-deb's dependency lookup), adduser (the package's
@@ -38,6 +39,7 @@ const PACKAGES: &[&str] = &[
     "sqlite3",
     "redis-server",
     "redis-tools",
+    "dnsmasq-base",
     "python3-venv",
     "dpkg-dev",
     "adduser",

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 
 use crate::config::{Config, XdpMode};
 use sipauth_edge::conn::Limits;
-use sipauth_edge::outbound::{self, Target, Timers};
+use sipauth_edge::outbound::resolve::{Dest, Resolver};
+use sipauth_edge::outbound::{self, Timers};
 use sipauth_kernel::lockout::never_lock;
 use sipauth_kernel::maps::{self, LockoutPolicy};
 
@@ -78,19 +79,25 @@ impl EdgeSettings {
         let gateway = &cfg.sip.number_gateway;
         if !gateway.is_empty()
             && (!gateway.contains("{number}")
-                || Target::parse(&gateway.replace("{number}", "15550100")).is_err())
+                || Dest::parse(&gateway.replace("{number}", "15550100")).is_err())
         {
             return Err(SettingsError {
                 field: "sip.number_gateway",
-                reason: "a sip: URI with an IP host and {number} in it".to_owned(),
+                reason: "a sip: URI with {number} in it".to_owned(),
             });
         }
+        let timeout = Duration::from_millis(cfg.dns.timeout_ms);
+        let resolver = Resolver::new(&cfg.dns.servers, timeout).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no DNS resolver: outbound targets must be IP literals");
+            Resolver::none()
+        });
         let outbound = outbound::Settings {
             timers: Timers {
                 timer_b: Duration::from_millis(cfg.sip.outbound_timer_b_ms),
                 ..Timers::default()
             },
             number_gateway: Some(gateway.clone()).filter(|g| !g.is_empty()),
+            resolver,
         };
         Ok(Self {
             xdp,

@@ -14,7 +14,7 @@ use super::conn::Conn;
 use super::leg::{Auth, Leg, answer_challenge};
 use super::message::{self, branch};
 use super::txn::{self, Acks, End, Hooks};
-use super::{Credentials, Timers};
+use super::{Credentials, Target, Timers};
 use crate::sip::{self, Retransmit, wait_until};
 
 /// An answered leg.
@@ -96,13 +96,20 @@ impl std::fmt::Debug for Dialog {
 }
 
 impl Dialog {
-    pub(super) fn new(conn: Conn, acks: Acks, leg: &Leg, setup: Setup, resp: &Message<'_>) -> Self {
+    pub(super) fn new(
+        conn: Conn,
+        acks: Acks,
+        leg: &Leg,
+        target: &Target,
+        setup: Setup,
+        resp: &Message<'_>,
+    ) -> Self {
         let remote_target = resp
             .contacts()
             .filter_map(Result::ok)
             .map(|c| c.uri.to_owned())
             .next()
-            .unwrap_or_else(|| leg.target.uri.clone());
+            .unwrap_or_else(|| target.uri.clone());
         // RFC 3261 12.1.2: the route set is the Record-Route of the 2xx,
         // reversed.
         let mut route: Vec<String> = resp
@@ -117,7 +124,7 @@ impl Dialog {
             acks,
             timers: leg.timers,
             ring_timeout: leg.ring_timeout,
-            peer: leg.target.addr,
+            peer: target.addr,
             call_id: setup.call_id,
             from: setup.from,
             to: setup.to,

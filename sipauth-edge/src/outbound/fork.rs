@@ -7,7 +7,8 @@
 //! best of their failures (RFC 3261 16.7: a 6xx if any, else the lowest
 //! class, the first of it to arrive).
 //!
-//! A `<User>` is a SIP URI with an IP host; a `<Number>` goes to the
+//! A `<User>` is a SIP URI (a host name is looked up when its leg is
+//! placed, see [`super::resolve`]); a `<Number>` goes to the
 //! configured number gateway (`sip.number_gateway`), and ends with
 //! `dial_not_available` when there is none.
 #![forbid(unsafe_code)]
@@ -19,8 +20,9 @@ use sipauth_sip::OwnedMessage;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::resolve::Dest;
 use super::txn::Hooks;
-use super::{Credentials, Dialog, Leg, LegEnd, Outcome, RING_TIMEOUT, Secret, Settings, Target};
+use super::{Credentials, Dialog, Leg, LegEnd, Outcome, RING_TIMEOUT, Secret, Settings};
 
 /// What the legs of one `<Dial>` share.
 pub struct Plan<'a> {
@@ -53,13 +55,13 @@ fn number_uri(gateway: &str, number: &str) -> Option<String> {
 /// Where a number goes: the gateway's URI for it, or why it cannot be
 /// dialled (no gateway: `dial_not_available`; not a number:
 /// `invalid_destination`).
-pub fn number_target(settings: &Settings, number: &str) -> Result<Target, Outcome> {
+pub fn number_target(settings: &Settings, number: &str) -> Result<Dest, Outcome> {
     let Some(gateway) = settings.number_gateway.as_deref() else {
         tracing::info!("a number to dial without a number gateway configured");
         return Err(Outcome::DIAL_UNAVAILABLE);
     };
     let uri = number_uri(gateway, number.trim()).ok_or(Outcome::INVALID_DESTINATION)?;
-    Target::parse(&uri).map_err(|_| Outcome::INVALID_DESTINATION)
+    Dest::parse(&uri).map_err(|_| Outcome::INVALID_DESTINATION)
 }
 
 /// The legs of `dial`, and the outcomes of targets that cannot be dialled
@@ -95,15 +97,15 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
                 number,
                 sip_headers,
             } => match number_target(plan.settings, &number) {
-                Ok(target) => (target.uri, None, sip_headers),
+                Ok(dest) => (dest.uri, None, sip_headers),
                 Err(o) => {
                     failed.push(o);
                     continue;
                 }
             },
         };
-        let target = match Target::parse(&uri) {
-            Ok(t) => t,
+        let dest = match Dest::parse(&uri) {
+            Ok(d) => d,
             Err(e) => {
                 tracing::info!(error = %e, "Dial target cannot be dialled");
                 failed.push(Outcome::INVALID_DESTINATION);
@@ -111,7 +113,8 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
             }
         };
         legs.push(Leg {
-            target,
+            dest,
+            resolver: plan.settings.resolver.clone(),
             from_user: from_user.to_owned(),
             credentials,
             headers: sipauth_callback::render_sip_headers(&headers, plan.raw_headers),
@@ -286,21 +289,23 @@ mod tests {
             ]),
             &plan,
         );
-        assert_eq!(legs.len(), 2);
-        assert_eq!(legs[0].target.addr, "192.0.2.2:5060".parse().unwrap());
+        // A name is looked up when its leg is placed.
+        assert_eq!(legs.len(), 3);
+        assert_eq!(legs[2].dest.host, "provider.example");
+        assert_eq!(
+            legs[0].dest.literal().unwrap().addr,
+            "192.0.2.2:5060".parse().unwrap()
+        );
         assert!(legs[0].credentials.is_some());
         assert_eq!(legs[0].headers, vec![("X-PH-k".to_owned(), "v".to_owned())]);
         assert_eq!(legs[0].ring_timeout, Duration::from_secs(7));
         assert_eq!(
-            legs[1].target.uri,
+            legs[1].dest.uri,
             "sip:+15550109999@192.0.2.7:5070;transport=tcp"
         );
-        assert_eq!(legs[1].target.transport, super::super::Transport::Tcp);
+        assert_eq!(legs[1].dest.transport, Some(super::super::Transport::Tcp));
         assert!(legs[1].credentials.is_none());
-        assert_eq!(
-            failed,
-            vec![Outcome::INVALID_DESTINATION, Outcome::INVALID_DESTINATION]
-        );
+        assert_eq!(failed, vec![Outcome::INVALID_DESTINATION]);
 
         let no_gateway = Settings::default();
         let plan = Plan {

@@ -12,6 +12,7 @@ use sipauth_sip::{Message, OwnedMessage};
 
 use super::conn::Conn;
 use super::message::{self, Request, branch, escape_user, random_hex};
+use super::resolve::{Dest, Resolver};
 use super::txn::{self, Acks, End, Hooks};
 use super::{Credentials, Target, Timers, Transport};
 use crate::outcome::Outcome;
@@ -23,7 +24,9 @@ pub use super::dialog::{Dialog, Held};
 /// What to dial.
 #[derive(Debug)]
 pub struct Leg {
-    pub target: Target,
+    /// The URI, resolved when the leg is placed.
+    pub dest: Dest,
+    pub resolver: Resolver,
     /// The From user part (the caller id), escaped when sent.
     pub from_user: String,
     pub credentials: Option<Credentials>,
@@ -64,15 +67,46 @@ fn host(ip: IpAddr) -> String {
     }
 }
 
+/// How one target of a leg ended.
+enum Attempt {
+    /// The leg ended here (answered, refused, cancelled, ...).
+    Done(LegEnd),
+    /// The target could not be reached, never answered or answered 503:
+    /// the next target is tried (RFC 3263 4.3), if any.
+    Next(Outcome),
+}
+
 impl Leg {
-    /// INVITEs the target and answers its challenges until the leg is
-    /// answered or ends.
+    /// Resolves the URI, then INVITEs its targets in turn and answers
+    /// their challenges until the leg is answered or ends.
     pub async fn place(mut self) -> LegEnd {
-        let mut conn = match Conn::open(&self.target, self.timers.timer_b).await {
+        let targets = match self.resolver.targets(&self.dest).await {
+            Ok(t) => t,
+            Err(o) => return LegEnd::Failed(o),
+        };
+        let mut last = Outcome::NETWORK_ERROR;
+        let n = targets.len();
+        for (i, target) in targets.into_iter().enumerate() {
+            match self.attempt(&target).await {
+                Attempt::Done(end) => return end,
+                Attempt::Next(o) => {
+                    if i + 1 < n {
+                        tracing::info!(target = %target.addr, cause = o.cause.name(), "outbound leg: trying the next target");
+                    }
+                    last = o;
+                }
+            }
+        }
+        LegEnd::Failed(last)
+    }
+
+    /// One target of the leg.
+    async fn attempt(&mut self, target: &Target) -> Attempt {
+        let mut conn = match Conn::open(target, self.timers.timer_b).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::info!(target = %self.target.addr, error = %e, "outbound leg: cannot open a connection");
-                return LegEnd::Failed(Outcome::NETWORK_ERROR);
+                tracing::info!(target = %target.addr, error = %e, "outbound leg: cannot open a connection");
+                return Attempt::Next(Outcome::NETWORK_ERROR);
             }
         };
         let local = conn.local;
@@ -81,7 +115,7 @@ impl Leg {
         let call_id = format!("{}@sipauth", random_hex(16));
         let user = escape_user(&self.from_user);
         let from = format!("<sip:{user}@{}>;tag={}", host(local.ip()), random_hex(8));
-        let to = format!("<{}>", self.target.uri);
+        let to = format!("<{}>", target.uri);
         let contact = format!(
             "<sip:{user}@{}{}>",
             message::host_port(local),
@@ -102,7 +136,7 @@ impl Leg {
             }
             let req = Request {
                 method: "INVITE",
-                uri: &self.target.uri,
+                uri: &target.uri,
                 transport: conn.transport.via_name(),
                 sent_by: &sent_by,
                 branch: &branch,
@@ -128,26 +162,33 @@ impl Leg {
             let resp = match end {
                 End::Final(resp) => resp,
                 End::Transport(e) => {
-                    tracing::info!(target = %self.target.addr, error = %e, "outbound leg: transport failed");
-                    return LegEnd::Failed(Outcome::NETWORK_ERROR);
+                    tracing::info!(target = %target.addr, error = %e, "outbound leg: transport failed");
+                    return Attempt::Next(Outcome::NETWORK_ERROR);
                 }
                 End::Cancelled { .. } => {
                     if let Some(ok) = cancel(&mut conn, &req, &self.timers, &acks).await {
-                        self.hang_up_crossed(conn, acks, &req, &ok).await;
+                        self.hang_up_crossed(conn, acks, target, &req, &ok).await;
                     }
-                    return LegEnd::Failed(Outcome::of_status(487));
+                    return Attempt::Done(LegEnd::Failed(Outcome::of_status(487)));
                 }
                 End::Timeout { provisional } => {
                     if provisional > 0
                         && let Some(ok) = cancel(&mut conn, &req, &self.timers, &acks).await
                     {
-                        self.hang_up_crossed(conn, acks, &req, &ok).await;
+                        self.hang_up_crossed(conn, acks, target, &req, &ok).await;
                     }
-                    return LegEnd::Failed(match provisional {
-                        0 | 100 if auth.sent => Outcome::AUTH_TIMEOUT,
-                        0 => Outcome::new(408, "timeout", Cause::RequestTimeout),
-                        _ => Outcome::new(480, "no-answer", Cause::NoAnswer),
-                    });
+                    return match provisional {
+                        0 | 100 if auth.sent => {
+                            Attempt::Done(LegEnd::Failed(Outcome::AUTH_TIMEOUT))
+                        }
+                        // Nothing at all came back: the next target.
+                        0 => Attempt::Next(Outcome::new(408, "timeout", Cause::RequestTimeout)),
+                        _ => Attempt::Done(LegEnd::Failed(Outcome::new(
+                            480,
+                            "no-answer",
+                            Cause::NoAnswer,
+                        ))),
+                    };
                 }
             };
             let resp = resp.message();
@@ -177,24 +218,25 @@ impl Leg {
                         cseq,
                         branch,
                     };
-                    let mut dialog = Dialog::new(conn, acks, &self, setup, &resp);
+                    let mut dialog = Dialog::new(conn, acks, self, target, setup, &resp);
                     if self.sdp.is_some() {
                         dialog.ack(None).await;
                     }
-                    return LegEnd::Answered(Box::new(dialog));
+                    return Attempt::Done(LegEnd::Answered(Box::new(dialog)));
                 }
                 401 | 407 => {
                     let Some(creds) = &self.credentials else {
-                        return LegEnd::Failed(Outcome::AUTH_FAILED);
+                        return Attempt::Done(LegEnd::Failed(Outcome::AUTH_FAILED));
                     };
-                    match answer_challenge(&resp, code, creds, &self.target.uri, &mut auth) {
+                    match answer_challenge(&resp, code, creds, &target.uri, &mut auth) {
                         Some(header) => auth.header = Some(header),
-                        None => return LegEnd::Failed(Outcome::AUTH_FAILED),
+                        None => return Attempt::Done(LegEnd::Failed(Outcome::AUTH_FAILED)),
                     }
                     cseq += 1;
                 }
-                403 if auth.sent => return LegEnd::Failed(Outcome::AUTH_FAILED),
-                _ => return LegEnd::Failed(Outcome::of_status(code)),
+                403 if auth.sent => return Attempt::Done(LegEnd::Failed(Outcome::AUTH_FAILED)),
+                503 => return Attempt::Next(Outcome::of_status(code)),
+                _ => return Attempt::Done(LegEnd::Failed(Outcome::of_status(code))),
             }
         }
     }
@@ -207,6 +249,7 @@ impl Leg {
         &self,
         conn: Conn,
         acks: Acks,
+        target: &Target,
         invite: &Request<'_>,
         ok: &OwnedMessage,
     ) {
@@ -219,7 +262,7 @@ impl Leg {
             cseq: invite.cseq,
             branch: invite.branch.to_owned(),
         };
-        let mut dialog = Dialog::new(conn, acks, self, setup, &resp);
+        let mut dialog = Dialog::new(conn, acks, self, target, setup, &resp);
         dialog.ack(None).await;
         tracing::debug!(call_id = %dialog.call_id, "answered across our CANCEL; hanging up");
         dialog.bye().await;

@@ -23,7 +23,8 @@ use tokio::sync::{Semaphore, mpsc};
 use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 
-use super::{Dialog, Held, Leg, LegEnd, Outcome, Target};
+use super::resolve::Dest;
+use super::{Dialog, Held, Leg, LegEnd, Outcome};
 use crate::outcome::Dialed;
 use crate::records::{CallRecord, Calls, notify_hangup};
 use crate::script::{self, Party, method_of};
@@ -82,19 +83,20 @@ fn record(call: &MakeCall, end: &Outcome) -> CallRecord {
 
 async fn run(call: MakeCall, calls: &Calls) {
     // A SIP URI is dialled as it is; a number through the number gateway.
-    let target = if call.to.trim_start().starts_with("sip") {
-        Target::parse(&call.to).map_err(|e| {
+    let dest = if call.to.trim_start().starts_with("sip") {
+        Dest::parse(&call.to).map_err(|e| {
             tracing::info!(call = %call.call_uuid, error = %e, "outbound call cannot be dialled");
             Outcome::INVALID_DESTINATION
         })
     } else {
         fork::number_target(&calls.outbound, &call.to)
     };
-    let end = match target {
+    let end = match dest {
         Err(o) => o,
-        Ok(target) => {
+        Ok(dest) => {
             let leg = Leg {
-                target,
+                dest,
+                resolver: calls.outbound.resolver.clone(),
                 from_user: call.from.clone(),
                 credentials: call.credentials.clone(),
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),

@@ -21,6 +21,7 @@ pub mod fork;
 pub mod leg;
 pub mod make_call;
 pub mod message;
+pub mod resolve;
 pub mod txn;
 
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +46,8 @@ pub struct Settings {
     /// The URI template of `<Number>` targets (`{number}` replaced);
     /// `None`: numbers cannot be dialled.
     pub number_gateway: Option<String>,
+    /// Where names in targets are looked up.
+    pub resolver: resolve::Resolver,
 }
 
 pub use sipauth_model::{Credentials, Secret};

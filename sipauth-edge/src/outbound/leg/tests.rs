@@ -119,8 +119,10 @@ fn answered() -> (
     tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let (conn, to_leg, from_leg) = Conn::mem(false);
+    let target = Target::parse("sip:bob@192.0.2.2").unwrap();
     let leg = Leg {
-        target: Target::parse("sip:bob@192.0.2.2").unwrap(),
+        dest: Dest::parse(&target.uri).unwrap(),
+        resolver: Resolver::none(),
         from_user: "alice".to_owned(),
         credentials: None,
         headers: Vec::new(),
@@ -142,7 +144,7 @@ fn answered() -> (
         branch: "z9hG4bKi".to_owned(),
     };
     let resp = sipauth_sip::parse(ok).unwrap();
-    let dialog = Dialog::new(conn, Acks::default(), &leg, setup, &resp);
+    let dialog = Dialog::new(conn, Acks::default(), &leg, &target, setup, &resp);
     (dialog, to_leg, from_leg)
 }
 
