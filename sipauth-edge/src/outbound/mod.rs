@@ -24,7 +24,7 @@ pub mod message;
 pub mod resolve;
 pub mod txn;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use leg::{Dialog, Held, Leg, LegEnd};
@@ -84,66 +84,15 @@ pub enum TargetError {
     NotSipUri,
     #[error("sips: needs TLS, which outbound legs do not speak")]
     Sips,
-    #[error("the host is a name; outbound legs only dial IP literals")]
-    HostName,
     #[error("transport {0} is not supported (udp or tcp)")]
     Transport(&'static str),
     #[error("URI headers (?...) are not accepted")]
     Headers,
 }
 
-impl Target {
-    /// Parses `uri`: `sip:` with an IPv4 or bracketed IPv6 host, port 5060
-    /// unless written, UDP unless `transport=tcp`.
-    pub fn parse(uri: &str) -> Result<Self, TargetError> {
-        let u = sipauth_sip::parse_uri(uri.trim()).map_err(|_| TargetError::NotSipUri)?;
-        if u.is_sips() {
-            return Err(TargetError::Sips);
-        }
-        if u.headers.is_some() {
-            return Err(TargetError::Headers);
-        }
-        let ip: IpAddr = u
-            .host_unbracketed()
-            .parse()
-            .map_err(|_| TargetError::HostName)?;
-        let transport = match u.param("transport").flatten() {
-            None => Transport::Udp,
-            Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
-            Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-            Some(_) => return Err(TargetError::Transport("other than udp/tcp")),
-        };
-        Ok(Self {
-            uri: uri.trim().to_owned(),
-            addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
-            transport,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets() {
-        let t = Target::parse("sip:bob@10.0.0.2").unwrap();
-        assert_eq!(t.addr, "10.0.0.2:5060".parse().unwrap());
-        assert_eq!(t.transport, Transport::Udp);
-        let t = Target::parse("sip:bob@[fd00::2]:5070;transport=TCP").unwrap();
-        assert_eq!(t.addr, "[fd00::2]:5070".parse().unwrap());
-        assert_eq!(t.transport, Transport::Tcp);
-        assert_eq!(
-            Target::parse("sip:bob@provider.example"),
-            Err(TargetError::HostName)
-        );
-        assert_eq!(Target::parse("sips:bob@10.0.0.2"), Err(TargetError::Sips));
-        assert_eq!(Target::parse("tel:+15551234"), Err(TargetError::NotSipUri));
-        assert_eq!(
-            Target::parse("sip:bob@10.0.0.2;transport=sctp"),
-            Err(TargetError::Transport("other than udp/tcp"))
-        );
-    }
 
     #[test]
     fn credentials_are_redacted() {

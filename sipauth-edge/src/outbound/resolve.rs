@@ -372,6 +372,15 @@ mod tests {
         assert_eq!(d.host, "trunk.example.test");
         assert_eq!((d.port, d.transport), (None, Some(Transport::Tcp)));
         assert_eq!(d.literal(), None);
+        let t = Dest::parse("sip:bob@10.0.0.2").unwrap().literal().unwrap();
+        assert_eq!(t.addr, "10.0.0.2:5060".parse().unwrap());
+        assert_eq!(t.transport, Transport::Udp);
+        let t = Dest::parse("sip:bob@[fd00::2]:5070;transport=TCP")
+            .unwrap()
+            .literal()
+            .unwrap();
+        assert_eq!(t.addr, "[fd00::2]:5070".parse().unwrap());
+        assert_eq!(t.transport, Transport::Tcp);
         let d = Dest::parse("sip:bob@[fd00::2]:5070").unwrap();
         let t = d.literal().unwrap();
         assert_eq!(t.addr, "[fd00::2]:5070".parse().unwrap());

@@ -119,9 +119,10 @@ fn answered() -> (
     tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let (conn, to_leg, from_leg) = Conn::mem(false);
-    let target = Target::parse("sip:bob@192.0.2.2").unwrap();
+    let dest = Dest::parse("sip:bob@192.0.2.2").unwrap();
+    let target = dest.literal().unwrap();
     let leg = Leg {
-        dest: Dest::parse(&target.uri).unwrap(),
+        dest,
         resolver: Resolver::none(),
         from_user: "alice".to_owned(),
         credentials: None,
