@@ -19,6 +19,7 @@ mod auth;
 pub mod build;
 mod date;
 mod error;
+mod frame;
 mod lex;
 mod message;
 mod nameaddr;
@@ -28,8 +29,9 @@ mod via;
 
 pub use auth::{DigestChallenge, DigestCredentials, parse_challenge, parse_credentials};
 pub use error::ParseError;
+pub use frame::{MAX_HEADER_SECTION, frame};
 pub use lex::unfold;
-pub use message::{MAX_HEADER_SECTION, Message, OwnedMessage, StartLine, frame, parse};
+pub use message::{Message, OwnedMessage, StartLine, parse};
 pub use nameaddr::{NameAddr, parse_name_addr};
 pub use names::canonical_name;
 pub use uri::{SipUri, parse_uri};

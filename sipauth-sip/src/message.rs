@@ -1,4 +1,4 @@
-//! Whole-message parsing and stream framing.
+//! Whole-message parsing (stream framing is in `frame.rs`).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -9,9 +9,6 @@ use crate::nameaddr::{NameAddr, parse_name_addr};
 use crate::names::{self, Kind};
 use crate::uri::{check_any_uri, parse_uri};
 use crate::via::{Via, parse_via};
-
-/// The largest header section [`frame`] waits for before giving up.
-pub const MAX_HEADER_SECTION: usize = 64 * 1024;
 
 /// The first line of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +67,7 @@ fn start_err(reason: &'static str) -> ParseError {
     ParseError::StartLine { reason }
 }
 
-fn skip_crlfs(buf: &[u8]) -> usize {
+pub(crate) fn skip_crlfs(buf: &[u8]) -> usize {
     let mut i = 0;
     while buf.get(i..i + 2) == Some(b"\r\n") {
         i += 2;
@@ -78,7 +75,7 @@ fn skip_crlfs(buf: &[u8]) -> usize {
     i
 }
 
-fn find_blank_line(buf: &[u8]) -> Option<usize> {
+pub(crate) fn find_blank_line(buf: &[u8]) -> Option<usize> {
     memchr::memmem::find(buf, b"\r\n\r\n")
 }
 
@@ -383,82 +380,12 @@ impl From<&Message<'_>> for OwnedMessage {
     }
 }
 
-fn parse_content_length(value: &str) -> Result<usize, ParseError> {
+pub(crate) fn parse_content_length(value: &str) -> Result<usize, ParseError> {
     let v = trim_lws(value);
     if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::InvalidContentLength);
     }
     v.parse().map_err(|_| ParseError::InvalidContentLength)
-}
-
-/// Stream framing (TCP, TLS): finds where the first message ends.
-///
-/// `Ok(Some(n))`: the first message occupies `buf[..n]` (leading CRLF
-/// keep-alives, header section and Content-Length body). `Ok(None)`: more
-/// bytes are needed. `Err`: the stream cannot be framed — no or invalid or
-/// repeated Content-Length, or no end of the header section within
-/// [`MAX_HEADER_SECTION`] bytes. After an error the connection should be
-/// closed.
-pub fn frame(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let offset = skip_crlfs(buf);
-    let rest = &buf[offset..];
-    let Some(head_end) = find_blank_line(rest) else {
-        if rest.len() > MAX_HEADER_SECTION {
-            return Err(ParseError::HeadersTooLarge {
-                limit: MAX_HEADER_SECTION,
-            });
-        }
-        return Ok(None);
-    };
-    if head_end + 4 > MAX_HEADER_SECTION {
-        return Err(ParseError::HeadersTooLarge {
-            limit: MAX_HEADER_SECTION,
-        });
-    }
-    let head = &rest[..head_end];
-    let mut content_length = None;
-    let mut lines = head.split(|&b| b == b'\n').skip(1).peekable();
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            continue;
-        }
-        let is_cl = name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l");
-        if !is_cl {
-            continue;
-        }
-        if content_length.is_some() {
-            return Err(ParseError::DuplicateContentLength);
-        }
-        // A folded Content-Length is legal, if odd: the digits may sit on a
-        // continuation line (but cannot be split across lines).
-        let mut value = line[colon + 1..].trim_ascii();
-        while let Some(next) = lines.peek() {
-            if !next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-                break;
-            }
-            let next = next.trim_ascii();
-            if !next.is_empty() {
-                if !value.is_empty() {
-                    return Err(ParseError::InvalidContentLength);
-                }
-                value = next;
-            }
-            lines.next();
-        }
-        let value = std::str::from_utf8(value).map_err(|_| ParseError::InvalidContentLength)?;
-        content_length = Some(parse_content_length(value)?);
-    }
-    let cl = content_length.ok_or(ParseError::MissingContentLength)?;
-    let total = offset
-        .checked_add(head_end + 4)
-        .and_then(|n| n.checked_add(cl))
-        .ok_or(ParseError::InvalidContentLength)?;
-    Ok((buf.len() >= total).then_some(total))
 }
 
 /// Splits a header value into list elements when the header's grammar is a
