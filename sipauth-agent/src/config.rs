@@ -22,6 +22,7 @@ pub struct Config {
     pub edge: EdgeFollow,
     pub cluster: Cluster,
     pub dns: Dns,
+    pub tls: Tls,
     pub log: Log,
 }
 
@@ -101,6 +102,21 @@ impl Default for Dns {
     }
 }
 
+/// SIP over TLS: the edge's certificate for `sip.tls_listen`, and the
+/// roots outbound `sips:` targets are checked against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain (PEM, leaf first) the TLS listeners present.
+    /// Read again on SIGHUP. Empty: no TLS listener.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    pub key_file: PathBuf,
+    /// Roots (PEM) that outbound TLS servers must chain to. Empty: the
+    /// system's roots.
+    pub ca_file: PathBuf,
+}
+
 /// A fleet of edges sharing failure counts, lockouts and registrations.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -131,6 +147,9 @@ impl Default for Cluster {
 pub struct Sip {
     /// Addresses the edge listens on, each for UDP and TCP.
     pub listen: Vec<SocketAddr>,
+    /// Addresses the edge takes SIP over TLS on. Empty with a
+    /// `tls.cert_file`: each address of `listen` on port 5061.
+    pub tls_listen: Vec<SocketAddr>,
     /// The SIP domain of application URIs (`sip:{app_id}@{domain}`) and the
     /// digest realm.
     pub domain: String,
@@ -172,6 +191,7 @@ impl Default for Sip {
                 SocketAddr::from(([0, 0, 0, 0], 5060)),
                 SocketAddr::from(([0u16; 8], 5060)),
             ],
+            tls_listen: Vec::new(),
             domain: "app.plivo.com".to_owned(),
             challenge_algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
             nonce_ttl_secs: 300,
@@ -411,10 +431,33 @@ impl Config {
                 rule: "needs at least one address",
             });
         }
+        let tls = &self.tls;
+        if tls.cert_file.as_os_str().is_empty() != tls.key_file.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "tls.key_file",
+                rule: "tls.cert_file and tls.key_file go together",
+            });
+        }
+        if tls.cert_file.as_os_str().is_empty() {
+            if !self.sip.tls_listen.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "sip.tls_listen",
+                    rule: "needs tls.cert_file and tls.key_file",
+                });
+            }
+        } else if self.sip.tls_listen.is_empty() {
+            // RFC 3261 26.2: 5061 is the default port of SIP over TLS.
+            self.sip.tls_listen = self
+                .sip
+                .listen
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), 5061))
+                .collect();
+        }
         if self.sip_ports().len() > sipauth_common::config::MAX_PORTS {
             return Err(ConfigError::Invalid {
                 field: "sip.listen",
-                rule: "at most 8 distinct ports",
+                rule: "at most 8 distinct ports (sip.listen and sip.tls_listen together)",
             });
         }
         if self.sip.challenge_algorithms.is_empty()
@@ -487,10 +530,17 @@ impl Config {
         Ok(self)
     }
 
-    /// The distinct ports of `sip.listen`, for the XDP program.
+    /// The distinct ports of `sip.listen` and `sip.tls_listen`, for the XDP
+    /// program (a lockout drops every one of them).
     #[must_use]
     pub fn sip_ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self.sip.listen.iter().map(SocketAddr::port).collect();
+        let mut ports: Vec<u16> = self
+            .sip
+            .listen
+            .iter()
+            .chain(&self.sip.tls_listen)
+            .map(SocketAddr::port)
+            .collect();
         ports.sort_unstable();
         ports.dedup();
         ports

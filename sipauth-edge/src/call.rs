@@ -35,6 +35,8 @@ pub struct Inbound {
     pub auth_type: AuthType,
     pub auth_user: Option<String>,
     pub source_ip: String,
+    /// How the INVITE came: `SIPTransport` (`udp`, `tcp`, `tls`).
+    pub transport: crate::transport::Transport,
 }
 
 impl Inbound {
@@ -48,6 +50,7 @@ impl Inbound {
             ("Direction".to_owned(), "inbound".to_owned()),
             ("CallStatus".to_owned(), status.to_owned()),
             ("SIPSourceIP".to_owned(), self.source_ip.clone()),
+            ("SIPTransport".to_owned(), self.transport.name().to_owned()),
         ];
         if self.auth_type != AuthType::None {
             p.push(("SIPAuthType".to_owned(), self.auth_type.as_str().to_owned()));

@@ -1,4 +1,4 @@
-//! Bounds on stream connections (TCP now, TLS later): a slot per
+//! Bounds on stream connections (TCP, TLS): a slot per
 //! connection, granted by [`ConnLimits`] within a per-source and a total
 //! cap, and the [`Framer`] that cuts a stream into messages (RFC 3261 18.3:
 //! Content-Length frames a message on a stream) within a header-size limit
@@ -84,18 +84,21 @@ pub enum Closure {
     Framing,
     /// Its source was locked out.
     LockedOut,
+    /// The TLS handshake failed.
+    Handshake,
     /// A read or write failed.
     Error,
 }
 
 impl Closure {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Peer,
         Self::Idle,
         Self::FirstMessage,
         Self::TooLarge,
         Self::Framing,
         Self::LockedOut,
+        Self::Handshake,
         Self::Error,
     ];
 
@@ -108,6 +111,7 @@ impl Closure {
             Self::TooLarge => "too_large",
             Self::Framing => "framing",
             Self::LockedOut => "locked_out",
+            Self::Handshake => "handshake",
             Self::Error => "error",
         }
     }

@@ -22,6 +22,7 @@ pub mod records;
 pub mod registrar;
 mod script;
 pub mod sip;
+pub mod tls;
 pub mod transport;
 pub mod view;
 
@@ -419,6 +420,7 @@ impl Edge {
                     auth_type,
                     auth_user: user,
                     source_ip: src_ip,
+                    transport: req.replier().transport(),
                 };
                 let (edge, invite) = (self.clone(), req.to_owned_request());
                 tokio::spawn(async move { edge.answer(call, invite).await });

@@ -24,7 +24,7 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Responses received while the edge has no client transaction.
     pub stray_responses: AtomicU64,
-    /// TCP connections closed because their stream could not be framed.
+    /// Stream (TCP, TLS) connections closed because they could not be framed.
     pub tcp_framing_errors: AtomicU64,
     /// Requests that matched a transaction (answered again, not judged).
     pub retransmissions: AtomicU64,
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub unproven_suppressed: AtomicU64,
     /// TCP connections: open, refused and closed.
     pub tcp: Arc<ConnCounters>,
+    /// TLS connections, likewise.
+    pub tls: Arc<ConnCounters>,
     /// The fleet's connection and traffic.
     pub cluster: Arc<crate::cluster::Counters>,
 }
@@ -73,35 +75,41 @@ impl ConnCounters {
     pub fn closed_count(&self, why: Closure) -> u64 {
         self.closed[why as usize].load(Relaxed)
     }
+}
 
-    fn render(&self, transport: &str, out: &mut String) {
-        out.push_str(
-            "# HELP sipauth_connections_open Stream connections open now, by transport.\n",
-        );
-        out.push_str("# TYPE sipauth_connections_open gauge\n");
+/// Writes the connection counters of each transport, one metric family
+/// after the other (a family's HELP and TYPE once, then every label set).
+fn render_connections(by_transport: &[(&str, &ConnCounters)], out: &mut String) {
+    out.push_str("# HELP sipauth_connections_open Stream connections open now, by transport.\n");
+    out.push_str("# TYPE sipauth_connections_open gauge\n");
+    for (transport, c) in by_transport {
         let _ = writeln!(
             out,
             "sipauth_connections_open{{transport=\"{transport}\"}} {}",
-            self.open.load(Relaxed)
+            c.open.load(Relaxed)
         );
-        out.push_str("# HELP sipauth_connections_refused_total Stream connections closed at accept, by transport and reason.\n");
-        out.push_str("# TYPE sipauth_connections_refused_total counter\n");
+    }
+    out.push_str("# HELP sipauth_connections_refused_total Stream connections closed at accept, by transport and reason.\n");
+    out.push_str("# TYPE sipauth_connections_refused_total counter\n");
+    for (transport, c) in by_transport {
         for why in Refusal::ALL {
             let _ = writeln!(
                 out,
                 "sipauth_connections_refused_total{{transport=\"{transport}\",reason=\"{}\"}} {}",
                 why.name(),
-                self.refused_count(why)
+                c.refused_count(why)
             );
         }
-        out.push_str("# HELP sipauth_connections_closed_total Stream connections ended, by transport and reason.\n");
-        out.push_str("# TYPE sipauth_connections_closed_total counter\n");
+    }
+    out.push_str("# HELP sipauth_connections_closed_total Stream connections ended, by transport and reason.\n");
+    out.push_str("# TYPE sipauth_connections_closed_total counter\n");
+    for (transport, c) in by_transport {
         for why in Closure::ALL {
             let _ = writeln!(
                 out,
                 "sipauth_connections_closed_total{{transport=\"{transport}\",reason=\"{}\"}} {}",
                 why.name(),
-                self.closed_count(why)
+                c.closed_count(why)
             );
         }
     }
@@ -212,7 +220,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
-        self.tcp.render("tcp", &mut out);
+        render_connections(&[("tcp", &self.tcp), ("tls", &self.tls)], &mut out);
         self.cluster.render(&mut out);
         if let Some(xdp) = xdp {
             out.push_str("# HELP sipauth_xdp_packets_total Packets judged by the XDP program, by verdict and reason.\n");

@@ -42,6 +42,7 @@ impl Outcome {
     pub const INVALID_DESTINATION: Self = Self::new(404, "failed", Cause::InvalidDestination);
     pub const DNS_LOOKUP_FAILED: Self = Self::new(404, "failed", Cause::DnsLookupFailed);
     pub const NETWORK_ERROR: Self = Self::new(503, "failed", Cause::NetworkError);
+    pub const TLS_CERTIFICATE_FAILED: Self = Self::new(502, "failed", Cause::TlsCertificateFailed);
     pub const DIAL_UNAVAILABLE: Self = Self::new(480, "failed", Cause::DialNotAvailable);
 
     /// The outcome of a final failure response `code` to an INVITE that

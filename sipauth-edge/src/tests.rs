@@ -30,6 +30,7 @@ pub(crate) fn test_edge() -> Arc<Edge> {
             timers: outbound::Timers::default(),
             number_gateway: None,
             resolver: outbound::resolve::Resolver::none(),
+            tls: None,
         },
     );
     Edge::new(

@@ -1,6 +1,7 @@
-//! SIP over UDP and TCP, IPv4 and IPv6, and the [`Replier`] that carries
-//! responses back the way the request came. TCP connections are taken
-//! within [`ConnLimits`] and framed by Content-Length (RFC 3261 18.3).
+//! SIP over UDP, TCP and TLS, IPv4 and IPv6, and the [`Replier`] that
+//! carries responses back the way the request came. Stream connections are
+//! taken within [`ConnLimits`] and framed by Content-Length (RFC 3261 18.3);
+//! a TLS connection is the same stream once its handshake is done.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -9,15 +10,64 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Edge;
 use super::conn::{Closure, ConnLimits, Frame, Framer, Limits, Refusal, Slot};
 use super::egress::Egress;
+use super::tls::ServerTls;
+
+/// The transports SIP runs over here (RFC 3261 18, 26.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The name in a Via's sent-protocol (`SIP/2.0/TLS`).
+    #[must_use]
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+        }
+    }
+
+    /// The name in a URI's `transport=` parameter, a metric label and a
+    /// callback parameter.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+
+    /// What a `sip:` URI that leads back over this transport carries (UDP
+    /// is the default and needs nothing).
+    #[must_use]
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Self::Udp => "",
+            Self::Tcp => ";transport=tcp",
+            Self::Tls => ";transport=tls",
+        }
+    }
+
+    /// Whether the transport retransmits by itself (RFC 3261 17: timers A,
+    /// E and G run only over unreliable transports).
+    #[must_use]
+    pub fn is_reliable(self) -> bool {
+        self != Self::Udp
+    }
+}
 
 /// Where responses to one request go. Responses over UDP go to the
 /// packet's source address and port (RFC 3581 behaviour, so callers behind
@@ -36,10 +86,11 @@ enum Path {
         sock: Arc<UdpSocket>,
         dst: SocketAddr,
     },
-    /// A stream connection's writer task (or, in tests, a receiver).
+    /// A stream connection's writer task (or, in tests, a receiver
+    /// standing for UDP).
     Stream {
         tx: mpsc::UnboundedSender<Vec<u8>>,
-        reliable: bool,
+        transport: Transport,
     },
 }
 
@@ -105,12 +156,17 @@ impl Replier {
         }
     }
 
-    /// Whether the transport retransmits by itself (TCP).
-    pub fn is_reliable(&self) -> bool {
+    /// The transport the request came over.
+    pub fn transport(&self) -> Transport {
         match &self.path {
-            Path::Udp { .. } => false,
-            Path::Stream { reliable, .. } => *reliable,
+            Path::Udp { .. } => Transport::Udp,
+            Path::Stream { transport, .. } => *transport,
         }
+    }
+
+    /// Whether the transport retransmits by itself (TCP, TLS).
+    pub fn is_reliable(&self) -> bool {
+        self.transport().is_reliable()
     }
 
     /// An unreliable replier that hands what is sent to a receiver.
@@ -125,7 +181,7 @@ impl Replier {
             Self {
                 path: Path::Stream {
                     tx,
-                    reliable: false,
+                    transport: Transport::Udp,
                 },
                 egress,
             },
@@ -175,9 +231,21 @@ pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
     }
 }
 
-/// Takes TCP connections within `limits`: a locked-out source's or one
-/// over a cap is closed at once, before anything is read.
-pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>, limits: Arc<ConnLimits>) {
+/// Takes stream connections within `limits`: a locked-out source's or one
+/// over a cap is reset at once, before anything is read. With `tls`, each
+/// connection is a TLS one whose handshake must end within the
+/// first-message deadline.
+pub async fn serve_stream(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    limits: Arc<ConnLimits>,
+    tls: Option<Arc<ServerTls>>,
+) {
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
     loop {
         match listener.accept().await {
             Ok((stream, src)) => {
@@ -190,24 +258,54 @@ pub async fn serve_tcp(listener: TcpListener, edge: Arc<Edge>, limits: Arc<ConnL
                 let mut slot = match slot {
                     Ok(slot) => slot,
                     Err(why) => {
-                        tracing::debug!(%src, reason = why.name(), "TCP connection refused");
+                        tracing::debug!(%src, transport = transport.name(), reason = why.name(), "connection refused");
                         // A reset instead of a close: no TIME_WAIT left here.
                         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                         drop(stream);
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let edge = edge.clone();
                 let bounds = *limits.limits();
+                let acceptor = tls.as_ref().map(|t| t.acceptor());
                 tokio::spawn(async move {
-                    let why = connection(stream, src, &edge, &bounds, &mut slot).await;
-                    tracing::debug!(%src, reason = why.name(), "TCP connection closed");
+                    let why = match acceptor {
+                        None => {
+                            connection(stream, Transport::Tcp, src, &edge, &bounds, &mut slot).await
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::select! {
+                                r = tokio::time::timeout(bounds.first_message, acceptor.accept(stream)) => r,
+                                () = slot.locked_out() => Ok(Err(std::io::ErrorKind::ConnectionAborted.into())),
+                            };
+                            match handshake {
+                                Ok(Ok(stream)) => {
+                                    connection(
+                                        stream,
+                                        Transport::Tls,
+                                        src,
+                                        &edge,
+                                        &bounds,
+                                        &mut slot,
+                                    )
+                                    .await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%src, error = %e, "TLS handshake failed");
+                                    Closure::Handshake
+                                }
+                                Err(_) => Closure::FirstMessage,
+                            }
+                        }
+                    };
+                    tracing::debug!(%src, transport = transport.name(), reason = why.name(), "connection closed");
                     slot.close(why);
                 });
             }
             Err(e) => {
                 // Out of file descriptors or memory: let some close.
-                tracing::warn!(error = %e, "TCP accept failed");
+                tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -268,20 +366,23 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Reads messages framed by Content-Length within the limits; responses go
 /// through a writer task so that late ones (after a callback) reach the
 /// same connection. Returns why the connection ended.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
+    transport: Transport,
     src: SocketAddr,
     edge: &Arc<Edge>,
     limits: &Limits,
     slot: &mut Slot,
-) -> Closure {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+) -> Closure
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (done, done_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(write_responses(wr, rx, done_rx));
     let replier = Replier {
-        path: Path::Stream { tx, reliable: true },
+        path: Path::Stream { tx, transport },
         egress: edge.egress.clone(),
     };
     let mut framer = Framer::new(limits.max_header);
@@ -346,8 +447,8 @@ async fn connection(
 
 /// Writes what the edge sends on a connection; once the reader is done,
 /// what is queued still goes out, then the write side is shut down.
-async fn write_responses(
-    mut wr: OwnedWriteHalf,
+async fn write_responses<S: AsyncWrite>(
+    mut wr: WriteHalf<S>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     mut done: oneshot::Receiver<()>,
 ) {
@@ -386,6 +487,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
 
     use super::*;
 
@@ -398,7 +500,7 @@ mod tests {
         let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ConnLimits::new(limits, metrics.tcp.clone());
-        tokio::spawn(serve_tcp(listener, edge.clone(), limits.clone()));
+        tokio::spawn(serve_stream(listener, edge.clone(), limits.clone(), None));
         tokio::spawn(close_locked_out(limits.clone(), Arc::downgrade(&edge)));
         (addr, edge, limits)
     }
@@ -573,6 +675,50 @@ mod tests {
         assert_eq!(c.refused_count(Refusal::LockedOut), 1);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(limits.open(), 0);
+    }
+
+    /// Over TLS: the request is answered on the connection, the Via keeps
+    /// its transport, a handshake that fails is counted, and nothing of a
+    /// TLS connection is counted as TCP.
+    #[tokio::test]
+    async fn tls_connections_are_served_and_failed_handshakes_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = crate::tls::tests::issue(dir.path(), &["edge.example.test"]);
+        let tls = Arc::new(ServerTls::load(&cert, &key).unwrap());
+        let edge = crate::tests::test_edge();
+        let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnLimits::new(limits(), edge.metrics.tls.clone());
+        tokio::spawn(serve_stream(listener, edge.clone(), limits, Some(tls)));
+
+        let client = crate::tls::ClientTls::new(Some(&ca)).unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut s = client.connect("edge.example.test", tcp).await.unwrap();
+        let req = String::from_utf8(options("Content-Length: 0\r\n"))
+            .unwrap()
+            .replace("SIP/2.0/TCP", "SIP/2.0/TLS");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("SIP/2.0 200 "), "{got}");
+        assert!(got.contains("Via: SIP/2.0/TLS 127.0.0.1:5999;"), "{got}");
+        assert_eq!(edge.metrics.tls.open.load(Relaxed), 1);
+        drop(s);
+
+        // Plain SIP sent to the TLS port is no handshake.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(&options("Content-Length: 0\r\n"))
+            .await
+            .unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(edge.metrics.tls.closed_count(Closure::Handshake), 1);
+        assert_eq!(edge.metrics.tcp.open.load(Relaxed), 0);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum Cause {
     DnsLookupFailed,
     /// Outbound leg: the socket or TCP connection failed.
     NetworkError,
+    /// Outbound leg over TLS: the server's certificate was not valid for
+    /// the target's host, or not signed by a trusted root.
+    TlsCertificateFailed,
     /// Outbound leg: cancelled before it was answered.
     Cancelled,
     /// Inbound caller failed the IP ACL or credential check.
@@ -61,6 +64,7 @@ impl Cause {
             Self::InvalidDestination => "invalid_destination",
             Self::DnsLookupFailed => "dns_lookup_failed",
             Self::NetworkError => "network_error",
+            Self::TlsCertificateFailed => "tls_certificate_failed",
             Self::Cancelled => "cancelled",
             Self::InboundAuthFailed | Self::OutboundAuthFailed => "sip_auth_failed",
             Self::NotRegistered => "endpoint_not_registered",
@@ -84,6 +88,7 @@ impl Cause {
             Self::InvalidDestination => 4120,
             Self::DnsLookupFailed => 4150,
             Self::NetworkError => 4130,
+            Self::TlsCertificateFailed => 4160,
             Self::Cancelled => 4140,
             Self::InboundAuthFailed => 4210,
             Self::NotRegistered => 4220,

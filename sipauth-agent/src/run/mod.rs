@@ -263,12 +263,36 @@ fn start_edge(
         conn_limits.clone(),
         Arc::downgrade(&edge),
     ));
+    // TLS connections have the same bounds, counted on their own.
+    let tls_limits = ConnLimits::new(tcp_limits, metrics.tls.clone());
+    tokio::spawn(transport::close_locked_out(
+        tls_limits.clone(),
+        Arc::downgrade(&edge),
+    ));
     for addr in &cfg.sip.listen {
         let udp = transport::bind_udp(*addr).with_context(|| format!("binding UDP {addr}"))?;
         let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TCP {addr}"))?;
         tokio::spawn(transport::serve_udp(udp, edge.clone()));
-        tokio::spawn(transport::serve_tcp(tcp, edge.clone(), conn_limits.clone()));
+        tokio::spawn(transport::serve_stream(
+            tcp,
+            edge.clone(),
+            conn_limits.clone(),
+            None,
+        ));
         tracing::info!(%addr, "SIP listening (UDP, TCP)");
+    }
+    if let Some(tls) = &settings.tls {
+        for addr in &cfg.sip.tls_listen {
+            let tcp = transport::bind_tcp(*addr).with_context(|| format!("binding TLS {addr}"))?;
+            tokio::spawn(transport::serve_stream(
+                tcp,
+                edge.clone(),
+                tls_limits.clone(),
+                Some(tls.clone()),
+            ));
+            tracing::info!(%addr, "SIP listening (TLS)");
+        }
+        tokio::spawn(reload_on_hangup(tls.clone()));
     }
     if cfg.admin.token.is_empty() {
         tracing::info!("admin endpoints disabled: no admin.token");
@@ -303,6 +327,24 @@ async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
     .context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP. New connections
+/// get the new certificate; open ones, and the calls on them, keep theirs.
+async fn reload_on_hangup(tls: Arc<sipauth_edge::tls::ServerTls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the TLS certificate is read only at start");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the TLS files cannot be used; the previous certificate stays");
+            }
+        }
+    }
 }
 
 async fn shutdown() {

@@ -5,6 +5,7 @@
 //! never-lock prefix, an outbound URI) are the component's, and are
 //! applied here, once, before anything starts. An error names the setting.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -13,6 +14,7 @@ use crate::config::{Config, XdpMode};
 use sipauth_edge::conn::Limits;
 use sipauth_edge::outbound::resolve::{Dest, Resolver};
 use sipauth_edge::outbound::{self, Timers};
+use sipauth_edge::tls::{ClientTls, ServerTls};
 use sipauth_kernel::lockout::never_lock;
 use sipauth_kernel::maps::{self, LockoutPolicy};
 
@@ -33,6 +35,8 @@ pub struct EdgeSettings {
     pub never_lock: Vec<IpNet>,
     /// `max_total` as configured; lowered to the open-file limit at start.
     pub tcp: Limits,
+    /// The TLS listeners' certificate; `None`: no TLS listener.
+    pub tls: Option<Arc<ServerTls>>,
     pub outbound: outbound::Settings,
     pub cluster: sipauth_edge::cluster::Settings,
 }
@@ -91,6 +95,22 @@ impl EdgeSettings {
             tracing::warn!(error = %e, "no DNS resolver: outbound targets must be IP literals");
             Resolver::none()
         });
+        let files = &cfg.tls;
+        let tls = if files.cert_file.as_os_str().is_empty() {
+            None
+        } else {
+            let server =
+                ServerTls::load(&files.cert_file, &files.key_file).map_err(|e| SettingsError {
+                    field: "tls.cert_file",
+                    reason: e.to_string(),
+                })?;
+            Some(Arc::new(server))
+        };
+        let ca_file = Some(files.ca_file.as_path()).filter(|p| !p.as_os_str().is_empty());
+        let client_tls = ClientTls::new(ca_file).map_err(|e| SettingsError {
+            field: "tls.ca_file",
+            reason: e.to_string(),
+        })?;
         let outbound = outbound::Settings {
             timers: Timers {
                 timer_b: Duration::from_millis(cfg.sip.outbound_timer_b_ms),
@@ -98,12 +118,14 @@ impl EdgeSettings {
             },
             number_gateway: Some(gateway.clone()).filter(|g| !g.is_empty()),
             resolver,
+            tls: Some(client_tls),
         };
         Ok(Self {
             xdp,
             lockout,
             never_lock,
             tcp,
+            tls,
             outbound,
             cluster: sipauth_edge::cluster::Settings {
                 redis_url: cfg.cluster.redis_url.clone(),

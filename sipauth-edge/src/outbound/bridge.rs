@@ -31,7 +31,7 @@ use crate::outcome::Dialed;
 use crate::sip::dialog::Dialogs;
 pub use crate::sip::dialog::Event;
 use crate::sip::{OwnedRequest, Retransmit, ServerRequest, Timers, wait_until};
-use crate::transport::Replier;
+use crate::transport::{Replier, Transport};
 
 /// A bridged call is ended by the edge after this long.
 const MAX_CALL: Duration = Duration::from_hours(4);
@@ -60,7 +60,7 @@ impl<'m> Caller<'m> {
             msg,
             replier,
             to_tag: req.to_tag(),
-            contact: edge_contact(msg, replier.is_reliable()),
+            contact: edge_contact(msg, replier.transport()),
             sent_by: edge_sent_by(msg),
         }
     }
@@ -625,11 +625,7 @@ impl Toward {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Vec<u8> {
-        let transport = if self.replier.is_reliable() {
-            "TCP"
-        } else {
-            "UDP"
-        };
+        let transport = self.replier.transport().via_name();
         message::Dialog {
             remote_target: &self.target,
             route: &self.routes,
@@ -670,8 +666,8 @@ fn edge_sent_by(msg: &Message<'_>) -> String {
         .unwrap_or_default()
 }
 
-/// The edge's Contact towards the caller.
-fn edge_contact(msg: &Message<'_>, tcp: bool) -> String {
+/// The edge's Contact towards the caller, over the transport it came by.
+fn edge_contact(msg: &Message<'_>, transport: Transport) -> String {
     let user = msg
         .request_uri()
         .and_then(|u| sipauth_sip::parse_uri(u).ok())
@@ -681,7 +677,7 @@ fn edge_contact(msg: &Message<'_>, tcp: bool) -> String {
         "<sip:{}@{}{}>",
         message::escape_user(&user),
         edge_sent_by(msg),
-        if tcp { ";transport=tcp" } else { "" }
+        transport.uri_param()
     )
 }
 

@@ -1,4 +1,4 @@
-//! A leg's own socket: connected UDP, or a TCP stream framed by
+//! A leg's own socket: connected UDP, or a TCP or TLS stream framed by
 //! Content-Length.
 #![forbid(unsafe_code)]
 
@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sipauth_sip::OwnedMessage;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::client::TlsStream;
 
 use super::{Target, Transport};
+use crate::tls::{ClientTls, HandshakeError};
 
-/// Bytes buffered on a TCP leg before a message must be complete.
+/// Bytes buffered on a stream leg before a message must be complete.
 const TCP_MAX_BUFFER: usize = 128 * 1024;
 
 pub struct Conn {
@@ -33,6 +35,10 @@ enum Io {
         stream: TcpStream,
         buf: Vec<u8>,
     },
+    Tls {
+        stream: Box<TlsStream<TcpStream>>,
+        buf: Vec<u8>,
+    },
     /// A pair of channels standing in for the network, in tests.
     #[cfg(test)]
     Mem {
@@ -42,10 +48,32 @@ enum Io {
     },
 }
 
+/// Why a leg's connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The TLS server's certificate was refused.
+    #[error(transparent)]
+    Certificate(HandshakeError),
+}
+
 impl Conn {
-    /// Opens the leg's socket towards `target`; a TCP connect gives up after
-    /// `connect_timeout`.
-    pub async fn open(target: &Target, connect_timeout: Duration) -> io::Result<Self> {
+    /// Opens the leg's socket towards `target`; a TCP connect (and a TLS
+    /// handshake after it) gives up after `connect_timeout`. TLS needs
+    /// `tls`.
+    pub async fn open(
+        target: &Target,
+        connect_timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, OpenError> {
+        let connect = async {
+            let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+            let _ = stream.set_nodelay(true);
+            Ok::<_, io::Error>(stream)
+        };
         match target.transport {
             Transport::Udp => {
                 let any: SocketAddr = if target.addr.is_ipv4() {
@@ -65,17 +93,37 @@ impl Conn {
                 })
             }
             Transport::Tcp => {
-                let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out")
-                    })??;
-                let _ = stream.set_nodelay(true);
+                let stream = connect.await?;
                 Ok(Self {
                     local: stream.local_addr()?,
                     transport: Transport::Tcp,
                     io: Io::Tcp {
                         stream,
+                        buf: Vec::with_capacity(4096),
+                    },
+                })
+            }
+            Transport::Tls => {
+                let tls = tls.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::Unsupported, "no TLS client configuration")
+                })?;
+                let tcp = connect.await?;
+                let local = tcp.local_addr()?;
+                let stream = tokio::time::timeout(connect_timeout, tls.connect(&target.host, tcp))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })?
+                    .map_err(|e| match e {
+                        e if e.is_certificate() => OpenError::Certificate(e),
+                        HandshakeError::Io(io) => OpenError::Io(io),
+                        other => OpenError::Io(io::Error::other(other.to_string())),
+                    })?;
+                Ok(Self {
+                    local,
+                    transport: Transport::Tls,
+                    io: Io::Tls {
+                        stream: Box::new(stream),
                         buf: Vec::with_capacity(4096),
                     },
                 })
@@ -117,7 +165,7 @@ impl Conn {
     pub fn reliable(&self) -> bool {
         match &self.io {
             Io::Udp { .. } => false,
-            Io::Tcp { .. } => true,
+            Io::Tcp { .. } | Io::Tls { .. } => true,
             #[cfg(test)]
             Io::Mem { reliable, .. } => *reliable,
         }
@@ -127,6 +175,10 @@ impl Conn {
         match &mut self.io {
             Io::Udp { sock, .. } => sock.send(bytes).await.map(|_| ()),
             Io::Tcp { stream, .. } => stream.write_all(bytes).await,
+            Io::Tls { stream, .. } => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
             #[cfg(test)]
             Io::Mem { tx, .. } => tx
                 .send(bytes.to_vec())
@@ -148,6 +200,12 @@ impl Conn {
                 }
                 Io::Tcp { stream, buf } => {
                     let n = next_frame(stream, buf).await?;
+                    let parsed = parse(&buf[..n]);
+                    buf.drain(..n);
+                    parsed
+                }
+                Io::Tls { stream, buf } => {
+                    let n = next_frame(stream.as_mut(), buf).await?;
                     let parsed = parse(&buf[..n]);
                     buf.drain(..n);
                     parsed
@@ -183,7 +241,7 @@ fn parse(raw: &[u8]) -> Option<OwnedMessage> {
 /// Reads `stream` into `buf` until it holds a whole message, and returns
 /// its length (Content-Length framing). Cancel-safe: what was read stays
 /// in `buf`.
-async fn next_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn next_frame<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
         match sipauth_sip::frame(buf) {
             Ok(Some(n)) => return Ok(n),
@@ -247,6 +305,7 @@ mod tests {
             uri: "sip:b@127.0.0.1;transport=tcp".to_owned(),
             addr: listener.local_addr().unwrap(),
             transport: Transport::Tcp,
+            host: "127.0.0.1".to_owned(),
         };
         let far = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
@@ -257,7 +316,9 @@ mod tests {
             s.write_all(&both).await.unwrap();
             s
         });
-        let mut conn = Conn::open(&target, Duration::from_secs(1)).await.unwrap();
+        let mut conn = Conn::open(&target, Duration::from_secs(1), None)
+            .await
+            .unwrap();
         let _far = far.await.unwrap();
         let first = conn.recv().await.unwrap();
         let second = conn.recv().await.unwrap();

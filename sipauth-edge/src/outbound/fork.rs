@@ -115,6 +115,7 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
         legs.push(Leg {
             dest,
             resolver: plan.settings.resolver.clone(),
+            tls: plan.settings.tls.clone(),
             from_user: from_user.to_owned(),
             credentials,
             headers: sipauth_callback::render_sip_headers(&headers, plan.raw_headers),

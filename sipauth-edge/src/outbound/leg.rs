@@ -10,13 +10,14 @@ use tokio::time::Instant;
 use sipauth_model::Cause;
 use sipauth_sip::{Message, OwnedMessage};
 
-use super::conn::Conn;
+use super::conn::{Conn, OpenError};
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::resolve::{Dest, Resolver};
 use super::txn::{self, Acks, End, Hooks};
-use super::{Credentials, Target, Timers, Transport};
+use super::{Credentials, Target, Timers};
 use crate::outcome::Outcome;
 use crate::sip::{Retransmit, wait_until};
+use crate::tls::ClientTls;
 
 use super::dialog::Setup;
 pub use super::dialog::{Dialog, Held};
@@ -27,6 +28,8 @@ pub struct Leg {
     /// The URI, resolved when the leg is placed.
     pub dest: Dest,
     pub resolver: Resolver,
+    /// How TLS servers are verified; `None`: TLS targets cannot be reached.
+    pub tls: Option<ClientTls>,
     /// The From user part (the caller id), escaped when sent.
     pub from_user: String,
     pub credentials: Option<Credentials>,
@@ -102,16 +105,19 @@ impl Leg {
 
     /// One target of the leg.
     async fn attempt(&mut self, target: &Target) -> Attempt {
-        let mut conn = match Conn::open(target, self.timers.timer_b).await {
+        let mut conn = match Conn::open(target, self.timers.timer_b, self.tls.as_ref()).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(OpenError::Certificate(e)) => {
+                tracing::info!(target = %target.addr, host = %target.host, error = %e, "outbound leg: TLS certificate refused");
+                return Attempt::Next(Outcome::TLS_CERTIFICATE_FAILED);
+            }
+            Err(OpenError::Io(e)) => {
                 tracing::info!(target = %target.addr, error = %e, "outbound leg: cannot open a connection");
                 return Attempt::Next(Outcome::NETWORK_ERROR);
             }
         };
         let local = conn.local;
         let sent_by = message::host_port(local);
-        let tcp = conn.transport == Transport::Tcp;
         let call_id = format!("{}@sipauth", random_hex(16));
         let user = escape_user(&self.from_user);
         let from = format!("<sip:{user}@{}>;tag={}", host(local.ip()), random_hex(8));
@@ -119,7 +125,7 @@ impl Leg {
         let contact = format!(
             "<sip:{user}@{}{}>",
             message::host_port(local),
-            if tcp { ";transport=tcp" } else { "" }
+            conn.transport.uri_param()
         );
         let mut acks = Acks::default();
         let mut auth = Auth::default();

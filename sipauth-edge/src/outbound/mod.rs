@@ -1,12 +1,13 @@
 //! Outbound call legs: the edge as a user agent client.
 //!
-//! A leg INVITEs a SIP URI whose host is an IP literal (names are never
-//! resolved), answers the far end's 401 / 407 digest challenges with the
+//! A leg INVITEs a SIP or SIPS URI (names resolved as RFC 3263 says, see
+//! [`resolve`]), answers the far end's 401 / 407 digest challenges with the
 //! credentials it was given, and ends answered or with a hangup cause.
 //!
 //! Each leg has its own socket: a UDP socket on an ephemeral port, connected
 //! to the target (the kernel picks the edge's address on the route to it),
-//! or a TCP connection when the URI says `transport=tcp`. Responses and
+//! or a TCP connection when the URI says `transport=tcp`, or a TLS one for
+//! `sips:` and `transport=tls` (see [`crate::tls`]). Responses and
 //! in-dialog requests come back on that socket, so they never mix with the
 //! inbound traffic on port 5060.
 //!
@@ -48,25 +49,14 @@ pub struct Settings {
     pub number_gateway: Option<String>,
     /// Where names in targets are looked up.
     pub resolver: resolve::Resolver,
+    /// How TLS targets' certificates are checked; `None`: TLS targets
+    /// cannot be reached.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 pub use sipauth_model::{Credentials, Secret};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    #[must_use]
-    pub fn via_name(self) -> &'static str {
-        match self {
-            Self::Udp => "UDP",
-            Self::Tcp => "TCP",
-        }
-    }
-}
+pub use crate::transport::Transport;
 
 /// Where a leg goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +65,9 @@ pub struct Target {
     pub uri: String,
     pub addr: SocketAddr,
     pub transport: Transport,
+    /// The host of the URI: the name a TLS server's certificate must be
+    /// valid for (RFC 5922 7.2), and its SNI.
+    pub host: String,
 }
 
 /// Why a URI cannot be dialled.
@@ -82,8 +75,6 @@ pub struct Target {
 pub enum TargetError {
     #[error("not a SIP URI")]
     NotSipUri,
-    #[error("sips: needs TLS, which outbound legs do not speak")]
-    Sips,
     #[error("transport {0} is not supported (udp or tcp)")]
     Transport(&'static str),
     #[error("URI headers (?...) are not accepted")]

@@ -3,15 +3,22 @@
 //! A URI is parsed once into a [`Dest`] (its host may be a name). At dial
 //! time [`Resolver::targets`] turns it into the ordered [`Target`]s to try:
 //!
-//! - an IP literal: itself (port 5060 unless written);
+//! - an IP literal: itself (port 5060, or 5061 for TLS, unless written);
 //! - a name with a port: its A and AAAA records, on that port;
 //! - a name with `;transport=` but no port: the SRV records of
-//!   `_sip._udp.<name>` or `_sip._tcp.<name>` (RFC 2782 order: priority,
-//!   then weight at random), else the name's addresses on 5060;
-//! - a name alone: its NAPTR records for `SIP+D2U` and `SIP+D2T` (order,
-//!   then preference) and the SRV records they point at; without NAPTR,
-//!   the SRV records of `_sip._udp` then `_sip._tcp`; without SRV, the
-//!   name's addresses on 5060 over UDP.
+//!   `_sip._udp.<name>`, `_sip._tcp.<name>` or (TLS) `_sips._tcp.<name>`
+//!   (RFC 2782 order: priority, then weight at random), else the name's
+//!   addresses on 5060 (5061 for TLS);
+//! - a name alone: its NAPTR records for `SIP+D2U`, `SIP+D2T` and
+//!   `SIPS+D2T` (order, then preference; a `sips:` URI takes only
+//!   `SIPS+D2T`) and the SRV records they point at; without NAPTR, the SRV
+//!   records of `_sip._udp` then `_sip._tcp` (a `sips:` URI:
+//!   `_sips._tcp`); without SRV, the name's addresses on 5060 over UDP
+//!   (5061 over TLS for `sips:`).
+//!
+//! `sips:` and `;transport=tls` targets are reached over TLS; the server's
+//! certificate is checked against the URI's host, not against the SRV
+//! target (RFC 5922 4.1, 7.2).
 //!
 //! A leg tries the targets in turn, moving on when one cannot be reached,
 //! never answers, or answers 503 (RFC 3263 4.3). Lookups go to the servers
@@ -41,39 +48,61 @@ pub struct Dest {
     /// The host, without brackets.
     pub host: String,
     pub port: Option<u16>,
-    /// From `;transport=`.
+    /// From `;transport=`, or TLS for a `sips:` URI.
     pub transport: Option<Transport>,
+    /// A `sips:` URI: TLS on every hop, so only TLS targets.
+    pub secure: bool,
 }
 
 impl Dest {
-    /// Parses `uri`: a `sip:` URI without headers, UDP or TCP.
+    /// Parses `uri`: a `sip:` or `sips:` URI without headers, over UDP,
+    /// TCP or TLS.
     pub fn parse(uri: &str) -> Result<Self, TargetError> {
         let u = sipauth_sip::parse_uri(uri.trim()).map_err(|_| TargetError::NotSipUri)?;
-        if u.is_sips() {
-            return Err(TargetError::Sips);
-        }
         if u.headers.is_some() {
             return Err(TargetError::Headers);
         }
+        let secure = u.is_sips();
         let transport = match u.param("transport").flatten() {
+            None if secure => Some(Transport::Tls),
             None => None,
-            Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+            Some(t) if t.eq_ignore_ascii_case("tls") => Some(Transport::Tls),
+            // RFC 5630 3.1.3: `sips:...;transport=tcp` is TLS over TCP.
+            Some(t) if t.eq_ignore_ascii_case("tcp") && secure => Some(Transport::Tls),
             Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
-            Some(_) => return Err(TargetError::Transport("other than udp/tcp")),
+            Some(t) if t.eq_ignore_ascii_case("udp") && !secure => Some(Transport::Udp),
+            Some(_) if secure => {
+                return Err(TargetError::Transport("other than tcp/tls for sips:"));
+            }
+            Some(_) => return Err(TargetError::Transport("other than udp/tcp/tls")),
         };
         Ok(Self {
             uri: uri.trim().to_owned(),
             host: u.host_unbracketed().to_owned(),
             port: u.port,
             transport,
+            secure,
         })
+    }
+
+    /// The port of a name or literal without one written (RFC 3263 4.2).
+    fn default_port(transport: Option<Transport>) -> u16 {
+        if transport == Some(Transport::Tls) {
+            5061
+        } else {
+            5060
+        }
     }
 
     /// The one target of an IP literal host; None for a name.
     #[must_use]
     pub fn literal(&self) -> Option<Target> {
         let ip: IpAddr = self.host.parse().ok()?;
-        Some(self.target(ip, self.port.unwrap_or(5060), self.transport))
+        Some(self.target(
+            ip,
+            self.port.unwrap_or(Self::default_port(self.transport)),
+            self.transport,
+        ))
     }
 
     fn target(&self, ip: IpAddr, port: u16, transport: Option<Transport>) -> Target {
@@ -81,6 +110,7 @@ impl Dest {
             uri: self.uri.clone(),
             addr: SocketAddr::new(ip, port),
             transport: transport.unwrap_or(Transport::Udp),
+            host: self.host.clone(),
         }
     }
 }
@@ -195,22 +225,29 @@ async fn resolve(dns: &TokioResolver, dest: &Dest) -> Vec<Target> {
         if !srv.is_empty() {
             return srv_targets(dns, srv, transport, dest).await;
         }
-        return addresses(dns, &host, 5060, Some(transport), dest).await;
+        let port = Dest::default_port(Some(transport));
+        return addresses(dns, &host, port, Some(transport), dest).await;
     }
-    for (service, transport) in naptr(dns, &host).await {
+    for (service, transport) in naptr(dns, &host, dest.secure).await {
         let srv = srv_records(dns, &service).await;
         let targets = srv_targets(dns, srv, transport, dest).await;
         if !targets.is_empty() {
             return targets;
         }
     }
-    for transport in [Transport::Udp, Transport::Tcp] {
+    let transports: &[Transport] = if dest.secure {
+        &[Transport::Tls]
+    } else {
+        &[Transport::Udp, Transport::Tcp]
+    };
+    for &transport in transports {
         let srv = srv_records(dns, &srv_name(&host, transport)).await;
         if !srv.is_empty() {
             return srv_targets(dns, srv, transport, dest).await;
         }
     }
-    addresses(dns, &host, 5060, None, dest).await
+    let port = Dest::default_port(dest.transport);
+    addresses(dns, &host, port, dest.transport, dest).await
 }
 
 /// `name.`: asked as written, not through the search list.
@@ -226,13 +263,15 @@ fn srv_name(host: &str, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("_sip._udp.{host}"),
         Transport::Tcp => format!("_sip._tcp.{host}"),
+        Transport::Tls => format!("_sips._tcp.{host}"),
     }
 }
 
-/// The NAPTR records of `host` that lead to SIP over UDP or TCP, as (SRV
-/// name, transport), in order then preference (RFC 3263 4.1). Others
-/// (SIPS, SCTP, anything with a regexp) are passed over.
-async fn naptr(dns: &TokioResolver, host: &str) -> Vec<(String, Transport)> {
+/// The NAPTR records of `host` that lead to SIP over UDP, TCP or TLS (only
+/// TLS when `secure`), as (SRV name, transport), in order then preference
+/// (RFC 3263 4.1). Others (SCTP, WebSocket, anything with a regexp) are
+/// passed over.
+async fn naptr(dns: &TokioResolver, host: &str, secure: bool) -> Vec<(String, Transport)> {
     let Ok(lookup) = dns.lookup(host, RecordType::NAPTR).await else {
         return Vec::new();
     };
@@ -244,8 +283,12 @@ async fn naptr(dns: &TokioResolver, host: &str) -> Vec<(String, Transport)> {
                 let transport = match n.services.to_ascii_uppercase().as_slice() {
                     b"SIP+D2U" => Transport::Udp,
                     b"SIP+D2T" => Transport::Tcp,
+                    b"SIPS+D2T" => Transport::Tls,
                     _ => return None,
                 };
+                if secure && transport != Transport::Tls {
+                    return None;
+                }
                 if !n.flags.eq_ignore_ascii_case(b"s") || !n.regexp.is_empty() {
                     return None;
                 }
@@ -385,12 +428,39 @@ mod tests {
         let t = d.literal().unwrap();
         assert_eq!(t.addr, "[fd00::2]:5070".parse().unwrap());
         assert_eq!(t.transport, Transport::Udp);
-        assert_eq!(Dest::parse("sips:bob@a.test"), Err(TargetError::Sips));
         assert_eq!(Dest::parse("tel:+1555"), Err(TargetError::NotSipUri));
         assert_eq!(
             Dest::parse("sip:bob@a.test;transport=sctp"),
-            Err(TargetError::Transport("other than udp/tcp"))
+            Err(TargetError::Transport("other than udp/tcp/tls"))
         );
+    }
+
+    #[test]
+    fn sips_and_transport_tls_go_over_tls_on_5061() {
+        let d = Dest::parse("sips:bob@trunk.example.test").unwrap();
+        assert!(d.secure);
+        assert_eq!((d.port, d.transport), (None, Some(Transport::Tls)));
+        let t = Dest::parse("sips:bob@10.0.0.2").unwrap().literal().unwrap();
+        assert_eq!(
+            (t.addr, t.transport),
+            ("10.0.0.2:5061".parse().unwrap(), Transport::Tls)
+        );
+        assert_eq!(t.host, "10.0.0.2");
+        let t = Dest::parse("sip:bob@10.0.0.2:5071;transport=TLS")
+            .unwrap()
+            .literal()
+            .unwrap();
+        assert_eq!(
+            (t.addr, t.transport),
+            ("10.0.0.2:5071".parse().unwrap(), Transport::Tls)
+        );
+        let d = Dest::parse("sips:bob@a.test;transport=tcp").unwrap();
+        assert_eq!(d.transport, Some(Transport::Tls));
+        assert_eq!(
+            Dest::parse("sips:bob@a.test;transport=udp"),
+            Err(TargetError::Transport("other than tcp/tls for sips:"))
+        );
+        assert_eq!(srv_name("a.test.", Transport::Tls), "_sips._tcp.a.test.");
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn answered() -> (
     let leg = Leg {
         dest,
         resolver: Resolver::none(),
+        tls: None,
         from_user: "alice".to_owned(),
         credentials: None,
         headers: Vec::new(),
