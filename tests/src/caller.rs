@@ -1,5 +1,5 @@
-//! A scripted SIP caller for one call to the edge, over UDP or TCP, from a
-//! caller namespace: INVITE (with or without an offer), the final
+//! A scripted SIP caller for one call to the edge, over UDP, TCP or TLS,
+//! from a caller namespace: INVITE (with or without an offer), the final
 //! response, ACK, BYE or CANCEL, and the edge's own BYE.
 
 use std::fmt::Write as _;
@@ -31,6 +31,8 @@ pub struct Caller {
     to: String,
     call_id: String,
     branch: String,
+    /// The CSeq number of the last INVITE (the ACK and CANCEL take it).
+    invite_cseq: u32,
     cseq: u32,
     local: SocketAddr,
 }
@@ -60,6 +62,20 @@ impl Caller {
         } else {
             Wire::udp(ns, SocketAddr::new(local_ip, 0), Some(edge))
         };
+        Self::invite_on(wire, local_ip, edge, app, from_user, sdp)
+    }
+
+    /// Sends an INVITE for `app` on `wire` (already connected to the edge
+    /// at `edge`, over TLS for instance).
+    #[must_use]
+    pub fn invite_on(
+        wire: Wire,
+        local_ip: IpAddr,
+        edge: SocketAddr,
+        app: &str,
+        from_user: &str,
+        sdp: Option<&str>,
+    ) -> Self {
         let local = wire.local();
         let uri = format!("sip:{app}@{}:{}", host(edge.ip()), edge.port());
         let mut c = Self {
@@ -69,6 +85,7 @@ impl Caller {
             uri,
             call_id: format!("{}@rig", token()),
             branch: format!("z9hG4bK{}", token()),
+            invite_cseq: 1,
             cseq: 1,
             local,
         };
@@ -96,17 +113,57 @@ impl Caller {
             self.to,
             self.call_id,
             self.local,
-            if self.wire.is_tcp() {
-                ";transport=tcp"
-            } else {
-                ""
-            },
+            self.wire.uri_param(),
         );
         if !body.is_empty() {
             r.push_str("Content-Type: application/sdp\r\n");
         }
         let _ = write!(r, "Content-Length: {}\r\n\r\n{body}", body.len());
         r
+    }
+
+    /// Answers the 401/407 `challenged` with a new INVITE (same Call-ID and
+    /// From tag, To without a tag, the next CSeq, a new branch) carrying
+    /// the credentials for its challenge of `algorithm` (`MD5`,
+    /// `SHA-256`). `false` when no challenge offers that algorithm.
+    pub fn authenticate(
+        &mut self,
+        challenged: &Final,
+        algorithm: &str,
+        user: &str,
+        password: &str,
+        sdp: Option<&str>,
+    ) -> bool {
+        let Ok(m) = sipauth_sip::parse(challenged.raw.as_bytes()) else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if challenged.code == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let uri = self.uri.clone();
+        let Some(credentials) = m
+            .headers(challenge_header)
+            .filter_map(|v| sipauth_sip::parse_challenge(v).ok())
+            .find(|c| c.algorithm.unwrap_or("MD5").eq_ignore_ascii_case(algorithm))
+            .and_then(|c| sipauth_digest::authorization(&c, user, password, "INVITE", &uri, 1))
+        else {
+            return false;
+        };
+        self.to = format!("<{uri}>");
+        self.cseq += 1;
+        self.invite_cseq = self.cseq;
+        self.branch = format!("z9hG4bK{}", token());
+        let invite = self
+            .request("INVITE", &uri, &self.branch.clone(), self.cseq, sdp)
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\n{answer_header}: {credentials}\r\n"),
+                1,
+            );
+        self.wire.send(invite.as_bytes());
+        true
     }
 
     /// The final response to the INVITE within `timeout`; a non-2xx is
@@ -137,7 +194,13 @@ impl Caller {
                 to.clone_into(&mut self.to);
             }
             if code >= 300 {
-                let ack = self.request("ACK", &self.uri.clone(), &self.branch.clone(), 1, None);
+                let ack = self.request(
+                    "ACK",
+                    &self.uri.clone(),
+                    &self.branch.clone(),
+                    self.invite_cseq,
+                    None,
+                );
                 self.wire.send(ack.as_bytes());
             }
             return Some(Final {
@@ -171,7 +234,7 @@ impl Caller {
             "ACK",
             &self.uri.clone(),
             &format!("z9hG4bK{}", token()),
-            1,
+            self.invite_cseq,
             body,
         );
         self.wire.send(ack.as_bytes());
@@ -182,7 +245,13 @@ impl Caller {
         // CANCEL: the INVITE's branch, Request-URI and CSeq number, and the
         // To without a tag.
         let to = std::mem::replace(&mut self.to, format!("<{}>", self.uri));
-        let cancel = self.request("CANCEL", &self.uri.clone(), &self.branch.clone(), 1, None);
+        let cancel = self.request(
+            "CANCEL",
+            &self.uri.clone(),
+            &self.branch.clone(),
+            self.invite_cseq,
+            None,
+        );
         self.to = to;
         self.wire.send(cancel.as_bytes());
         self.response_to("CANCEL", Duration::from_secs(5)) == Some(200)

@@ -1,5 +1,5 @@
-//! A scripted SIP provider for one call, over UDP or TCP, in a namespace:
-//! the far end of the edge's outbound legs.
+//! A scripted SIP provider for one call, over UDP, TCP or TLS, in a
+//! namespace: the far end of the edge's outbound legs.
 //!
 //! It challenges with 407 (MD5 and SHA-256, MD5 first) and checks the
 //! answer with the digest crate (a wrong one gets 403), then does what its
@@ -113,6 +113,8 @@ impl Saw {
 pub struct Provider {
     pub addr: SocketAddr,
     pub tcp: bool,
+    /// Over TLS (then `tcp` too).
+    pub tls: bool,
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Saw>,
 }
@@ -121,17 +123,46 @@ impl Provider {
     /// Listens on `addr` in `ns` and plays `script` for one call.
     #[must_use]
     pub fn start(ns: &Netns, addr: SocketAddr, tcp: bool, script: Script) -> Self {
+        Self::start_with(ns, addr, tcp, None, script)
+    }
+
+    /// Listens on `addr` in `ns` for TLS with `tls`'s certificate and
+    /// plays `script` for one call.
+    #[must_use]
+    pub fn start_tls(
+        ns: &Netns,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        script: Script,
+    ) -> Self {
+        Self::start_with(ns, addr, true, Some(tls), script)
+    }
+
+    fn start_with(
+        ns: &Netns,
+        addr: SocketAddr,
+        tcp: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: Script,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = tcp.then(|| ns.enter(|| TcpListener::bind(addr).expect("bind provider")));
         let wire = (!tcp).then(|| Wire::udp(ns, addr, None));
         let s = stop.clone();
+        let over_tls = tls.is_some();
         let handle = std::thread::spawn(move || {
             let wire = match (wire, listener) {
                 (Some(w), _) => Some(w),
                 (None, Some(l)) => {
                     let deadline = Instant::now() + Duration::from_secs(20);
                     loop {
-                        if let Some(w) = Wire::accept(&l, Duration::from_millis(50)) {
+                        let accepted = match &tls {
+                            Some(config) => {
+                                Wire::accept_tls(&l, Duration::from_millis(50), config.clone())
+                            }
+                            None => Wire::accept(&l, Duration::from_millis(50)),
+                        };
+                        if let Some(w) = accepted {
                             break Some(w);
                         }
                         if s.load(Ordering::Relaxed) || Instant::now() >= deadline {
@@ -149,6 +180,7 @@ impl Provider {
         Self {
             addr,
             tcp,
+            tls: over_tls,
             stop,
             handle,
         }
@@ -161,11 +193,12 @@ impl Provider {
             SocketAddr::V4(a) => a.ip().to_string(),
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
         };
-        format!(
-            "sip:bob@{host}:{}{}",
-            self.addr.port(),
-            if self.tcp { ";transport=tcp" } else { "" }
-        )
+        let transport = match (self.tcp, self.tls) {
+            (_, true) => ";transport=tls",
+            (true, false) => ";transport=tcp",
+            (false, false) => "",
+        };
+        format!("sip:bob@{host}:{}{transport}", self.addr.port())
     }
 
     /// Waits up to `grace` for the call to end by itself, then stops and
@@ -266,15 +299,7 @@ impl Far {
         extra: &[(&str, &str)],
         body: &str,
     ) {
-        let contact = format!(
-            "<sip:bob@{}{}>",
-            self.addr,
-            if self.wire.is_tcp() {
-                ";transport=tcp"
-            } else {
-                ""
-            }
-        );
+        let contact = format!("<sip:bob@{}{}>", self.addr, self.wire.uri_param());
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         if (180..300).contains(&code) && m.method() == Some("INVITE") {
             headers.push(("Contact", &contact));

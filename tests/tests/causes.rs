@@ -28,8 +28,8 @@ enum To {
     Provider(Script),
     /// A port nothing listens on.
     Nobody,
-    /// A `sips:` URI (outbound legs do not speak TLS).
-    Sips,
+    /// A `sips:` URI over UDP, which cannot be (RFC 5630 3.1.3).
+    SipsOverUdp,
 }
 
 #[derive(Clone, Copy)]
@@ -129,8 +129,8 @@ fn leg_cases() -> Vec<Case> {
             503,
         ),
         case(
-            "sips",
-            To::Sips,
+            "sips-over-udp",
+            To::SipsOverUdp,
             "failed",
             ("invalid_destination", 4120),
             404,
@@ -175,8 +175,7 @@ fn target(p: &Link, c: &Case, port: u16, tcp: bool) -> (Option<Provider>, String
             (Some(prov), uri)
         }
         To::Nobody => (None, format!("sip:bob@{}:{port}{transport}", p.v4)),
-        // TLS is not spoken by outbound legs yet.
-        To::Sips => (None, format!("sips:bob@{}:{port}{transport}", p.v4)),
+        To::SipsOverUdp => (None, format!("sips:bob@{}:{port};transport=udp", p.v4)),
     }
 }
 

@@ -175,7 +175,9 @@ fn closes(wire: &mut Wire, within: Duration) -> bool {
             return false;
         };
         let mut buf = [0u8; 4096];
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let _ = stream
+            .tcp()
+            .set_read_timeout(Some(Duration::from_millis(100)));
         match std::io::Read::read(stream, &mut buf) {
             Ok(0) => return true,
             Ok(_) => {}

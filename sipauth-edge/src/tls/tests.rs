@@ -1,36 +1,8 @@
-use std::path::PathBuf;
-
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
+use super::testing::{Issued, issue};
 use super::*;
-
-/// A private CA and a server certificate it signed for `names`, written as
-/// PEM files in `dir`: (ca.pem, cert.pem, key.pem).
-pub fn issue(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sipauth test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
 
 /// Serves one TLS connection with `server`: reads a line, writes it back.
 async fn echo_once(server: Arc<ServerTls>) -> std::net::SocketAddr {
@@ -69,7 +41,7 @@ async fn roundtrip(
 #[tokio::test]
 async fn a_client_trusting_the_ca_file_reaches_the_named_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = issue(dir.path(), &["edge.example.test"]);
+    let Issued { ca, cert, key } = issue(dir.path(), &["edge.example.test"]);
     let addr = echo_once(Arc::new(ServerTls::load(&cert, &key).unwrap())).await;
     let client = ClientTls::new(Some(&ca)).unwrap();
     assert_eq!(
@@ -86,9 +58,9 @@ async fn a_client_trusting_the_ca_file_reaches_the_named_server() {
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, key) = issue(dir.path(), &["edge.example.test"]);
+    let Issued { cert, key, .. } = issue(dir.path(), &["edge.example.test"]);
     let other = tempfile::tempdir().unwrap();
-    let (other_ca, _, _) = issue(other.path(), &["edge.example.test"]);
+    let Issued { ca: other_ca, .. } = issue(other.path(), &["edge.example.test"]);
     let addr = echo_once(Arc::new(ServerTls::load(&cert, &key).unwrap())).await;
     let client = ClientTls::new(Some(&other_ca)).unwrap();
     let e = roundtrip(&client, "edge.example.test", addr)
@@ -102,7 +74,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
 #[tokio::test]
 async fn reload_takes_new_files_and_keeps_the_old_certificate_on_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca1, cert, key) = issue(dir.path(), &["edge.example.test"]);
+    let Issued { ca: ca1, cert, key } = issue(dir.path(), &["edge.example.test"]);
     let first_ca = dir.path().join("first-ca.pem");
     std::fs::rename(&ca1, &first_ca).unwrap();
     let server = Arc::new(ServerTls::load(&cert, &key).unwrap());
@@ -118,7 +90,7 @@ async fn reload_takes_new_files_and_keeps_the_old_certificate_on_an_error() {
     );
 
     // A new CA and certificate: new handshakes get them.
-    let (ca2, _, _) = issue(dir.path(), &["edge.example.test"]);
+    let Issued { ca: ca2, .. } = issue(dir.path(), &["edge.example.test"]);
     server.reload().unwrap();
     let second = ClientTls::new(Some(&ca2)).unwrap();
     assert_eq!(
