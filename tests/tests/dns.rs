@@ -2,8 +2,9 @@
 //! DNS server the test starts (dnsmasq in the provider's namespace, names
 //! under `.test`, RFC 6761), never through the machine's resolver: a name
 //! with a port (A), a name with a transport (SRV, the first target refusing
-//! so the next is tried), a bare name (NAPTR to SRV), and a name nobody
-//! knows (`dns_lookup_failed`).
+//! so the next is tried), a bare name (NAPTR to SRV), a name nobody
+//! knows (`dns_lookup_failed`), and a `sips:` name (`_sips._tcp` SRV, TLS,
+//! the certificate checked for the URI's host).
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use serde_json::json;
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::calls::{expect_end, hangup_hit, record, sipp_provider, sipp_result};
+use sipauth_tests::provider::{Provider, Saw, Script, Then};
 use sipauth_tests::topo::{Link, Rig};
+use sipauth_tests::wire::tls_server_config;
 
 const ANSWER: &str = "127.0.0.1:8090";
 const HANGUP: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#;
@@ -54,6 +57,8 @@ impl Dns {
                 .arg("--srv-host=_sip._udp.trunk.test,provider.test,5082,20,10")
                 .arg("--srv-host=_sip._udp.trunk2.test,provider.test,5083,10,10")
                 .arg("--naptr-record=naptr.test,10,10,S,SIP+D2U,,_sip._udp.trunk2.test")
+                // secure.test: SIP over TLS only, at provider.test:5085.
+                .arg("--srv-host=_sips._tcp.secure.test,provider.test,5085,10,10")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -152,4 +157,54 @@ fn names_are_looked_up_by_a_srv_and_naptr_with_failover() {
     ] {
         assert!(asked.contains(q), "dnsmasq was not asked for {q}:\n{asked}");
     }
+}
+
+#[test]
+fn a_sips_name_is_reached_through_its_sips_srv_over_tls() {
+    let rig = Rig::new(2);
+    let p = rig.caller(1);
+    let dns = Dns::start(p);
+    // RFC 5922 7.2: the certificate is for the URI's host (secure.test),
+    // not for the SRV target (provider.test).
+    let pki = tempfile::tempdir().expect("temp dir");
+    let cert = sipauth_edge::tls::testing::issue(pki.path(), &["secure.test"]);
+    let opts = Options {
+        sections: format!(
+            "[dns]\nservers = [\"{}:53\"]\ntimeout_ms = 1000\n[tls]\nca_file = \"{}\"\n",
+            p.v4,
+            cert.ca.display()
+        ),
+        ..Options::default()
+    };
+    let agent = Agent::start(&rig, &opts);
+    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HANGUP, RIG_AUTH_TOKEN);
+    let mut script = Script::new(true, Then::Answer);
+    script.bye_after = Some(std::time::Duration::from_millis(200));
+    let prov = Provider::start_tls(
+        &p.ns,
+        std::net::SocketAddr::new(p.v4, 5085),
+        tls_server_config(&cert.cert, &cert.key),
+        script,
+    );
+    let uuid = make_call(&agent, &answer, "sips:bob@secure.test");
+    ends(&agent, &answer, &uuid, "completed", ("normal_hangup", 4000));
+    let saw = prov.finish(Duration::from_secs(2));
+    let invite = saw
+        .of("INVITE")
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        invite.starts_with("INVITE sips:bob@secure.test SIP/2.0"),
+        "{invite}\n{}",
+        agent.log()
+    );
+    assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
+    assert!(
+        Saw::header(&invite, "Proxy-Authorization").is_some(),
+        "{invite}"
+    );
+    let asked = dns.log();
+    assert!(asked.contains("_sips._tcp.secure.test"), "{asked}");
 }
