@@ -6,15 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, no_content,
+    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, no_content,
     refuse_if_assigned, reply, time,
 };
 use crate::ControlState;
@@ -133,10 +132,9 @@ async fn owned_acl(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<(), ApiE
 async fn create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let v = validate(&body, CREATE)?;
     let mut w = s.store.write().await?;
     if acls::TABLE.count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
         return Err(ApiError::bad(format!(
@@ -185,10 +183,9 @@ async fn update(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
+    let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     owned_acl(&mut w, &acct, &uuid).await?;
     acls::rename(&mut w, &uuid, v.str("name").unwrap_or_default()).await?;
@@ -214,10 +211,9 @@ async fn entry_create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, ENTRY_CREATE)?;
+    let v = validate(&body, ENTRY_CREATE)?;
     let (ip, prefix) = network(v.str("ip").unwrap_or_default(), v.int("cidr_prefix"))?;
     let mut w = s.store.write().await?;
     owned_acl(&mut w, &acct, &uuid).await?;
@@ -287,10 +283,9 @@ async fn entry_update(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, uuid, entry)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, ENTRY_UPDATE)?;
+    let v = validate(&body, ENTRY_UPDATE)?;
     let mut w = s.store.write().await?;
     let row = entry_row(&mut w, &acct, &uuid, &entry).await?;
     let ip_given = v.str("ip");

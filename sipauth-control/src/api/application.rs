@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, numeric_id, reply, time,
+    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, numeric_id, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate};
@@ -215,10 +214,9 @@ async fn resolve_auth(
 async fn create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let v = validate(&body, CREATE)?;
     let mut w = s.store.write().await?;
     let none = Auth {
         kind: AuthType::None,
@@ -302,10 +300,9 @@ async fn update(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, app_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
+    let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = APPLICATIONS.row(&mut w, &acct, &app_id).await?;
     let old = row.settings;

@@ -8,13 +8,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{AccountId, ApiError, ApiResult, Resource, body_fields, reply, time};
+use super::{AccountId, ApiError, ApiResult, Fields, Resource, reply, time};
 use crate::ControlState;
 use crate::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use sipauth_model::{Credentials, MakeCall, Secret};
@@ -105,9 +104,9 @@ async fn create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let v = validate(&body, CREATE)?;
     let to = v.str("to").unwrap_or_default();
     for name in ["sip_auth_username", "sip_auth_password"] {
         if v.has(name) && !is_sip_uri(to) {

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, ha1, refuse_if_assigned,
+    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, ha1, refuse_if_assigned,
     reply, time,
 };
 use crate::ControlState;
@@ -63,10 +62,9 @@ fn object(r: &CredentialRow) -> Value {
 async fn create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let v = validate(&body, CREATE)?;
     let (username, password) = (
         v.str("username").unwrap_or_default(),
         v.str("password").unwrap_or_default(),
@@ -125,10 +123,9 @@ async fn update(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, uuid)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
+    let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = CREDENTIALS.row(&mut w, &acct, &uuid).await?;
     let ha1 = ha1(

@@ -6,15 +6,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Page, Resource, body_fields, changed, ha1, numeric_id, reply,
-    time,
+    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, ha1, numeric_id, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{Field, Kind, field, validate};
@@ -102,10 +100,9 @@ async fn check_app(w: &mut WriteTx, acct: &str, app_id: &str) -> Result<(), ApiE
 async fn create(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, CREATE)?;
+    let v = validate(&body, CREATE)?;
     let username = format!(
         "{}{}",
         v.str("username").unwrap_or_default(),
@@ -157,10 +154,9 @@ async fn update(
     State(s): State<Arc<ControlState>>,
     AccountId(acct): AccountId,
     Path((_, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Fields(body): Fields,
 ) -> ApiResult {
-    let v = validate(&body_fields(&headers, &body)?, UPDATE)?;
+    let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = ENDPOINTS.row(&mut w, &acct, &id).await?;
     let app_id: Option<String> = match v.str("app_id") {

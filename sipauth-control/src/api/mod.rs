@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Query};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -203,6 +203,22 @@ pub fn body_fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Valu
             Ok(_) => Err(ApiError::bad("body: must be a JSON object")),
             Err(e) => Err(ApiError::bad(format!("body: not valid JSON: {e}"))),
         },
+    }
+}
+
+/// The fields of a write's body, read by [`body_fields`] before the
+/// handler runs: each handler then only says which fields it takes.
+pub struct Fields(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Fields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        body_fields(&headers, &body).map(Fields)
     }
 }
 
