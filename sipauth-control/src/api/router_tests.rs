@@ -86,6 +86,26 @@ fn is_error(v: &Value) -> &str {
 }
 
 #[tokio::test]
+async fn an_oversized_body_is_413_and_nothing_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir).await;
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let (s, _, v) = send(
+        &app,
+        "POST",
+        "SipAuth/IpAccessControlList",
+        TOKEN,
+        Some("application/json"),
+        &big,
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    is_error(&v);
+    let (_, _, v) = send(&app, "GET", "SipAuth/IpAccessControlList", TOKEN, None, "").await;
+    assert_eq!(v["meta"]["total_count"], 0, "{v}");
+}
+
+#[tokio::test]
 async fn unsupported_body_is_415_naming_the_types() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(&dir).await;
