@@ -6,14 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, no_content,
+    ApiError, ApiResult, Fields, Item, Page, Resource, Scope, changed, no_content,
     refuse_if_assigned, reply, time,
 };
 use crate::ControlState;
@@ -130,8 +130,10 @@ async fn owned_acl(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<(), ApiE
 }
 
 async fn create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, CREATE)?;
@@ -159,17 +161,21 @@ async fn create(
 }
 
 async fn list(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     page: Query<Page>,
 ) -> ApiResult {
     ACLS.list(&s, &acct, page, acl_object).await
 }
 
 async fn get_one(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
 ) -> ApiResult {
     let (acl, entries) = acls::get_with_entries(&s.store, &acct, &uuid)
         .await?
@@ -180,9 +186,11 @@ async fn get_one(
 }
 
 async fn update(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, UPDATE)?;
@@ -194,9 +202,11 @@ async fn update(
 }
 
 async fn delete(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
 ) -> ApiResult {
     ACLS.delete(&s, &acct, &uuid, async |w| {
         refuse_if_assigned(ACLS.what, &applications::using_acl(w, &uuid).await?)?;
@@ -208,9 +218,11 @@ async fn delete(
 // --- entries ---
 
 async fn entry_create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, ENTRY_CREATE)?;
@@ -242,9 +254,11 @@ async fn entry_create(
 }
 
 async fn entry_list(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
     page: Query<Page>,
 ) -> ApiResult {
     let paging = Page::check(page)?;
@@ -270,8 +284,10 @@ async fn entry_row(
 }
 
 async fn entry_get(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
     let mut r = s.store.read().await?;
@@ -280,8 +296,10 @@ async fn entry_get(
 }
 
 async fn entry_update(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
     Fields(body): Fields,
 ) -> ApiResult {
@@ -315,8 +333,10 @@ async fn entry_update(
 }
 
 async fn entry_delete(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, numeric_id, reply, time,
+    ApiError, ApiResult, Fields, Item, Page, Resource, Scope, changed, numeric_id, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{AUTH_TYPES, Field, HTTP_METHODS, Kind, Valid, auth_type, field, validate};
@@ -212,8 +212,10 @@ async fn resolve_auth(
 }
 
 async fn create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, CREATE)?;
@@ -254,8 +256,10 @@ struct Filter {
 }
 
 async fn list(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     page: Query<Page>,
     Query(f): Query<Filter>,
 ) -> ApiResult {
@@ -287,9 +291,11 @@ async fn list(
 }
 
 async fn get_one(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, app_id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: app_id,
+    }: Item,
 ) -> ApiResult {
     APPLICATIONS
         .get(&s, &acct, &app_id, |r| object(r, &s.realm))
@@ -297,9 +303,11 @@ async fn get_one(
 }
 
 async fn update(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, app_id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: app_id,
+    }: Item,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, UPDATE)?;
@@ -331,9 +339,11 @@ async fn update(
 }
 
 async fn delete(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, app_id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: app_id,
+    }: Item,
 ) -> ApiResult {
     APPLICATIONS
         .delete(&s, &acct, &app_id, async |w| {

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{AccountId, ApiError, ApiResult, Fields, Resource, reply, time};
+use super::{ApiError, ApiResult, Fields, Item, Resource, Scope, reply, time};
 use crate::ControlState;
 use crate::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use sipauth_model::{Credentials, MakeCall, Secret};
@@ -101,8 +100,10 @@ fn object(r: &CallRecord) -> Value {
 }
 
 async fn create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     headers: HeaderMap,
     Fields(body): Fields,
 ) -> ApiResult {
@@ -204,9 +205,11 @@ async fn create(
 }
 
 async fn get_one(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
 ) -> ApiResult {
     CALLS.get(&s, &acct, &uuid, object).await
 }

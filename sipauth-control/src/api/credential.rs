@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, ha1, refuse_if_assigned,
+    ApiError, ApiResult, Fields, Item, Page, Resource, Scope, changed, ha1, refuse_if_assigned,
     reply, time,
 };
 use crate::ControlState;
@@ -60,8 +60,10 @@ fn object(r: &CredentialRow) -> Value {
 }
 
 async fn create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, CREATE)?;
@@ -102,17 +104,21 @@ async fn create(
 }
 
 async fn list(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     page: Query<Page>,
 ) -> ApiResult {
     CREDENTIALS.list(&s, &acct, page, object).await
 }
 
 async fn get_one(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
 ) -> ApiResult {
     CREDENTIALS.get(&s, &acct, &uuid, object).await
 }
@@ -120,9 +126,11 @@ async fn get_one(
 /// Rotates the password; applications using the credential see it with
 /// the next snapshot.
 async fn update(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, UPDATE)?;
@@ -140,9 +148,11 @@ async fn update(
 }
 
 async fn delete(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, uuid)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id: uuid,
+    }: Item,
 ) -> ApiResult {
     CREDENTIALS
         .delete(&s, &acct, &uuid, async |w| {

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    AccountId, ApiError, ApiResult, Fields, Page, Resource, changed, ha1, numeric_id, reply, time,
+    ApiError, ApiResult, Fields, Item, Page, Resource, Scope, changed, ha1, numeric_id, reply, time,
 };
 use crate::ControlState;
 use crate::fields::{Field, Kind, field, validate};
@@ -98,8 +98,10 @@ async fn check_app(w: &mut WriteTx, acct: &str, app_id: &str) -> Result<(), ApiE
 }
 
 async fn create(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, CREATE)?;
@@ -135,25 +137,31 @@ async fn create(
 }
 
 async fn list(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
+    Scope {
+        state: s,
+        account: acct,
+    }: Scope,
     page: Query<Page>,
 ) -> ApiResult {
     ENDPOINTS.list(&s, &acct, page, |r| object(r, &s)).await
 }
 
 async fn get_one(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id,
+    }: Item,
 ) -> ApiResult {
     ENDPOINTS.get(&s, &acct, &id, |r| object(r, &s)).await
 }
 
 async fn update(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id,
+    }: Item,
     Fields(body): Fields,
 ) -> ApiResult {
     let v = validate(&body, UPDATE)?;
@@ -178,9 +186,11 @@ async fn update(
 }
 
 async fn delete(
-    State(s): State<Arc<ControlState>>,
-    AccountId(acct): AccountId,
-    Path((_, id)): Path<(String, String)>,
+    Item {
+        state: s,
+        account: acct,
+        id,
+    }: Item,
 ) -> ApiResult {
     ENDPOINTS
         .delete(&s, &acct, &id, async |w| {

@@ -287,6 +287,51 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
     }
 }
 
+/// What a handler under `/v1/Account/{auth_id}/` starts from: the state
+/// and the authenticated account.
+pub struct Scope {
+    pub state: Arc<ControlState>,
+    pub account: String,
+}
+
+impl FromRequestParts<Arc<ControlState>> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ControlState>,
+    ) -> Result<Self, Self::Rejection> {
+        let AccountId(account) = AccountId::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            account,
+        })
+    }
+}
+
+/// A handler on one resource (`.../{id}/`): the [`Scope`] and the id.
+pub struct Item {
+    pub state: Arc<ControlState>,
+    pub account: String,
+    pub id: String,
+}
+
+impl FromRequestParts<Arc<ControlState>> for Item {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ControlState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Scope { state, account } = Scope::from_request_parts(parts, state).await?;
+        let axum::extract::Path((_, id)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, &state)
+                .await
+                .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        Ok(Self { state, account, id })
+    }
+}
+
 /// The `(auth_id, auth_token)` of HTTP Basic credentials. Past
 /// [`AccountId`], they are the account's own.
 pub(crate) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
