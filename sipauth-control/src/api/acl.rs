@@ -129,13 +129,7 @@ async fn owned_acl(c: &mut impl Conn, acct: &str, uuid: &str) -> Result<(), ApiE
     ACLS.row(c, acct, uuid).await.map(drop)
 }
 
-async fn create(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn create(Scope(s, acct): Scope, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, CREATE)?;
     let mut w = s.store.write().await?;
     if acls::TABLE.count(&mut w, &acct).await? >= MAX_PER_ACCOUNT {
@@ -160,23 +154,11 @@ async fn create(
     ))
 }
 
-async fn list(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    page: Query<Page>,
-) -> ApiResult {
+async fn list(Scope(s, acct): Scope, page: Query<Page>) -> ApiResult {
     ACLS.list(&s, &acct, page, acl_object).await
 }
 
-async fn get_one(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-) -> ApiResult {
+async fn get_one(Item(s, acct, uuid): Item) -> ApiResult {
     let (acl, entries) = acls::get_with_entries(&s.store, &acct, &uuid)
         .await?
         .ok_or_else(|| ApiError::not_found(ACLS.what))?;
@@ -185,14 +167,7 @@ async fn get_one(
     Ok(reply(StatusCode::OK, obj))
 }
 
-async fn update(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn update(Item(s, acct, uuid): Item, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     owned_acl(&mut w, &acct, &uuid).await?;
@@ -201,13 +176,7 @@ async fn update(
     Ok(changed())
 }
 
-async fn delete(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-) -> ApiResult {
+async fn delete(Item(s, acct, uuid): Item) -> ApiResult {
     ACLS.delete(&s, &acct, &uuid, async |w| {
         refuse_if_assigned(ACLS.what, &applications::using_acl(w, &uuid).await?)?;
         Ok(acls::delete(w, &uuid).await?)
@@ -217,14 +186,7 @@ async fn delete(
 
 // --- entries ---
 
-async fn entry_create(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn entry_create(Item(s, acct, uuid): Item, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, ENTRY_CREATE)?;
     let (ip, prefix) = network(v.str("ip").unwrap_or_default(), v.int("cidr_prefix"))?;
     let mut w = s.store.write().await?;
@@ -253,14 +215,7 @@ async fn entry_create(
     ))
 }
 
-async fn entry_list(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-    page: Query<Page>,
-) -> ApiResult {
+async fn entry_list(Item(s, acct, uuid): Item, page: Query<Page>) -> ApiResult {
     let paging = Page::check(page)?;
     let mut r = s.store.read().await?;
     owned_acl(&mut r, &acct, &uuid).await?;
@@ -284,10 +239,7 @@ async fn entry_row(
 }
 
 async fn entry_get(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
+    Scope(s, acct): Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
     let mut r = s.store.read().await?;
@@ -296,10 +248,7 @@ async fn entry_get(
 }
 
 async fn entry_update(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
+    Scope(s, acct): Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
     Fields(body): Fields,
 ) -> ApiResult {
@@ -333,10 +282,7 @@ async fn entry_update(
 }
 
 async fn entry_delete(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
+    Scope(s, acct): Scope,
     Path((_, uuid, entry)): Path<(String, String, String)>,
 ) -> ApiResult {
     let mut w = s.store.write().await?;

@@ -211,13 +211,7 @@ async fn resolve_auth(
     Ok(next)
 }
 
-async fn create(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn create(Scope(s, acct): Scope, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, CREATE)?;
     let mut w = s.store.write().await?;
     let none = Auth {
@@ -255,14 +249,7 @@ struct Filter {
     app_name: Option<String>,
 }
 
-async fn list(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    page: Query<Page>,
-    Query(f): Query<Filter>,
-) -> ApiResult {
+async fn list(Scope(s, acct): Scope, page: Query<Page>, Query(f): Query<Filter>) -> ApiResult {
     let mut paging = Page::check(page)?;
     let name = f.app_name.filter(|n| !n.is_empty());
     if let Some(n) = &name {
@@ -290,26 +277,13 @@ async fn list(
     ))
 }
 
-async fn get_one(
-    Item {
-        state: s,
-        account: acct,
-        id: app_id,
-    }: Item,
-) -> ApiResult {
+async fn get_one(Item(s, acct, app_id): Item) -> ApiResult {
     APPLICATIONS
         .get(&s, &acct, &app_id, |r| object(r, &s.realm))
         .await
 }
 
-async fn update(
-    Item {
-        state: s,
-        account: acct,
-        id: app_id,
-    }: Item,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn update(Item(s, acct, app_id): Item, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = APPLICATIONS.row(&mut w, &acct, &app_id).await?;
@@ -338,13 +312,7 @@ async fn update(
     Ok(changed())
 }
 
-async fn delete(
-    Item {
-        state: s,
-        account: acct,
-        id: app_id,
-    }: Item,
-) -> ApiResult {
+async fn delete(Item(s, acct, app_id): Item) -> ApiResult {
     APPLICATIONS
         .delete(&s, &acct, &app_id, async |w| {
             Ok(applications::delete(w, &app_id).await?)

@@ -99,14 +99,7 @@ fn object(r: &CallRecord) -> Value {
     })
 }
 
-async fn create(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    headers: HeaderMap,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn create(Scope(s, acct): Scope, headers: HeaderMap, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, CREATE)?;
     let to = v.str("to").unwrap_or_default();
     for name in ["sip_auth_username", "sip_auth_password"] {
@@ -204,12 +197,6 @@ async fn create(
     ))
 }
 
-async fn get_one(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-) -> ApiResult {
+async fn get_one(Item(s, acct, uuid): Item) -> ApiResult {
     CALLS.get(&s, &acct, &uuid, object).await
 }

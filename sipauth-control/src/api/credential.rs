@@ -59,13 +59,7 @@ fn object(r: &CredentialRow) -> Value {
     })
 }
 
-async fn create(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn create(Scope(s, acct): Scope, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, CREATE)?;
     let (username, password) = (
         v.str("username").unwrap_or_default(),
@@ -103,36 +97,17 @@ async fn create(
     ))
 }
 
-async fn list(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    page: Query<Page>,
-) -> ApiResult {
+async fn list(Scope(s, acct): Scope, page: Query<Page>) -> ApiResult {
     CREDENTIALS.list(&s, &acct, page, object).await
 }
 
-async fn get_one(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-) -> ApiResult {
+async fn get_one(Item(s, acct, uuid): Item) -> ApiResult {
     CREDENTIALS.get(&s, &acct, &uuid, object).await
 }
 
 /// Rotates the password; applications using the credential see it with
 /// the next snapshot.
-async fn update(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn update(Item(s, acct, uuid): Item, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = CREDENTIALS.row(&mut w, &acct, &uuid).await?;
@@ -147,13 +122,7 @@ async fn update(
     Ok(changed())
 }
 
-async fn delete(
-    Item {
-        state: s,
-        account: acct,
-        id: uuid,
-    }: Item,
-) -> ApiResult {
+async fn delete(Item(s, acct, uuid): Item) -> ApiResult {
     CREDENTIALS
         .delete(&s, &acct, &uuid, async |w| {
             let apps = applications::using_credential(w, &uuid).await?;

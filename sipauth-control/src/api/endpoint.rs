@@ -97,13 +97,7 @@ async fn check_app(w: &mut WriteTx, acct: &str, app_id: &str) -> Result<(), ApiE
     }
 }
 
-async fn create(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn create(Scope(s, acct): Scope, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, CREATE)?;
     let username = format!(
         "{}{}",
@@ -136,34 +130,15 @@ async fn create(
     ))
 }
 
-async fn list(
-    Scope {
-        state: s,
-        account: acct,
-    }: Scope,
-    page: Query<Page>,
-) -> ApiResult {
+async fn list(Scope(s, acct): Scope, page: Query<Page>) -> ApiResult {
     ENDPOINTS.list(&s, &acct, page, |r| object(r, &s)).await
 }
 
-async fn get_one(
-    Item {
-        state: s,
-        account: acct,
-        id,
-    }: Item,
-) -> ApiResult {
+async fn get_one(Item(s, acct, id): Item) -> ApiResult {
     ENDPOINTS.get(&s, &acct, &id, |r| object(r, &s)).await
 }
 
-async fn update(
-    Item {
-        state: s,
-        account: acct,
-        id,
-    }: Item,
-    Fields(body): Fields,
-) -> ApiResult {
+async fn update(Item(s, acct, id): Item, Fields(body): Fields) -> ApiResult {
     let v = validate(&body, UPDATE)?;
     let mut w = s.store.write().await?;
     let row = ENDPOINTS.row(&mut w, &acct, &id).await?;
@@ -185,13 +160,7 @@ async fn update(
     Ok(changed())
 }
 
-async fn delete(
-    Item {
-        state: s,
-        account: acct,
-        id,
-    }: Item,
-) -> ApiResult {
+async fn delete(Item(s, acct, id): Item) -> ApiResult {
     ENDPOINTS
         .delete(&s, &acct, &id, async |w| {
             Ok(endpoints::delete(w, &id).await?)

@@ -288,11 +288,8 @@ impl FromRequestParts<Arc<ControlState>> for AccountId {
 }
 
 /// What a handler under `/v1/Account/{auth_id}/` starts from: the state
-/// and the authenticated account.
-pub struct Scope {
-    pub state: Arc<ControlState>,
-    pub account: String,
-}
+/// and the authenticated account, `Scope(state, account)`.
+pub struct Scope(pub Arc<ControlState>, pub String);
 
 impl FromRequestParts<Arc<ControlState>> for Scope {
     type Rejection = ApiError;
@@ -302,19 +299,13 @@ impl FromRequestParts<Arc<ControlState>> for Scope {
         state: &Arc<ControlState>,
     ) -> Result<Self, Self::Rejection> {
         let AccountId(account) = AccountId::from_request_parts(parts, state).await?;
-        Ok(Self {
-            state: state.clone(),
-            account,
-        })
+        Ok(Self(state.clone(), account))
     }
 }
 
-/// A handler on one resource (`.../{id}/`): the [`Scope`] and the id.
-pub struct Item {
-    pub state: Arc<ControlState>,
-    pub account: String,
-    pub id: String,
-}
+/// A handler on one resource (`.../{id}/`): the [`Scope`] and the id,
+/// `Item(state, account, id)`.
+pub struct Item(pub Arc<ControlState>, pub String, pub String);
 
 impl FromRequestParts<Arc<ControlState>> for Item {
     type Rejection = ApiError;
@@ -323,12 +314,12 @@ impl FromRequestParts<Arc<ControlState>> for Item {
         parts: &mut Parts,
         state: &Arc<ControlState>,
     ) -> Result<Self, Self::Rejection> {
-        let Scope { state, account } = Scope::from_request_parts(parts, state).await?;
+        let Scope(state, account) = Scope::from_request_parts(parts, state).await?;
         let axum::extract::Path((_, id)) =
             axum::extract::Path::<(String, String)>::from_request_parts(parts, &state)
                 .await
                 .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-        Ok(Self { state, account, id })
+        Ok(Self(state, account, id))
     }
 }
 
