@@ -33,6 +33,8 @@ pub struct Dialog {
     from: String,
     to: String,
     contact: String,
+    /// Our Via sent-by, `host:port` of the leg's socket.
+    sent_by: String,
     remote_target: String,
     route: Vec<String>,
     /// CSeq of the last request sent in the dialog.
@@ -119,6 +121,7 @@ impl Dialog {
             .filter(|v| !v.is_empty())
             .collect();
         route.reverse();
+        let sent_by = message::host_port(conn.local);
         Self {
             conn,
             acks,
@@ -129,6 +132,7 @@ impl Dialog {
             from: setup.from,
             to: setup.to,
             contact: setup.contact,
+            sent_by,
             remote_target,
             route,
             cseq: setup.cseq,
@@ -143,19 +147,10 @@ impl Dialog {
         }
     }
 
-    /// A request of ours inside the dialog (RFC 3261 12.2.1.1): the remote
-    /// target as Request-URI, the route set, our tags and Call-ID; our
-    /// Contact when `contact`, `extra` after the Route headers.
-    fn in_dialog(
-        &self,
-        method: &str,
-        branch: &str,
-        cseq: u32,
-        contact: bool,
-        extra: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
-    ) -> Vec<u8> {
-        let sent_by = message::host_port(self.conn.local);
+    /// The dialog as our requests inside it are built from (RFC 3261
+    /// 12.2.1.1): the remote target as Request-URI, the route set, our tags
+    /// and Call-ID.
+    fn wire(&self) -> message::Dialog<'_> {
         message::Dialog {
             remote_target: &self.remote_target,
             route: &self.route,
@@ -164,9 +159,8 @@ impl Dialog {
             call_id: &self.call_id,
             contact: &self.contact,
             transport: self.conn.transport.via_name(),
-            sent_by: &sent_by,
+            sent_by: &self.sent_by,
         }
-        .request(method, branch, cseq, contact, extra, body)
     }
 
     /// Whether the 2xx still waits for its ACK (the far end made the offer).
@@ -178,7 +172,7 @@ impl Dialog {
     /// ACKs the last 2xx, with `answer` when the 2xx carried the offer
     /// (RFC 3261 13.2.2.4: a new branch, the INVITE's CSeq number).
     pub async fn ack(&mut self, answer: Option<&[u8]>) {
-        let ack = self.in_dialog(
+        let ack = self.wire().request(
             "ACK",
             &branch(),
             self.invite_cseq,
@@ -207,7 +201,7 @@ impl Dialog {
                 .iter()
                 .map(|(name, value)| (*name, value.as_str()))
                 .collect();
-            let bytes = self.in_dialog(
+            let bytes = self.wire().request(
                 "INVITE",
                 &branch,
                 self.cseq,
@@ -234,7 +228,9 @@ impl Dialog {
             let code = resp.status().unwrap_or(500);
             if code >= 300 {
                 // RFC 3261 17.1.1.3: the INVITE's branch and route set.
-                let ack = self.in_dialog("ACK", &branch, self.cseq, false, &[], None);
+                let ack = self
+                    .wire()
+                    .request("ACK", &branch, self.cseq, false, &[], None);
                 let _ = self.conn.send(&ack).await;
                 self.acks.push(branch.clone(), ack);
             }
@@ -373,7 +369,7 @@ impl Dialog {
         self.cseq += 1;
         let branch = branch();
         // UPDATE refreshes the target (RFC 3311); INFO does not.
-        let req = self.in_dialog(
+        let req = self.wire().request(
             method,
             &branch,
             self.cseq,
@@ -489,7 +485,9 @@ impl Dialog {
         }
         self.cseq += 1;
         let branch = branch();
-        let req = self.in_dialog("BYE", &branch, self.cseq, false, &[], None);
+        let req = self
+            .wire()
+            .request("BYE", &branch, self.cseq, false, &[], None);
         match txn::non_invite(
             &mut self.conn,
             &req,

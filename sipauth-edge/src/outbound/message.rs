@@ -15,7 +15,7 @@ use rand::RngCore as _;
 pub struct Request<'a> {
     pub method: &'a str,
     pub uri: &'a str,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP` or `TLS`.
     pub transport: &'a str,
     /// The Via sent-by, `host[:port]`.
     pub sent_by: &'a str,
@@ -129,7 +129,7 @@ pub struct Dialog<'a> {
     pub call_id: &'a str,
     /// Our Contact.
     pub contact: &'a str,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP` or `TLS`.
     pub transport: &'a str,
     /// The Via sent-by, `host[:port]`.
     pub sent_by: &'a str,

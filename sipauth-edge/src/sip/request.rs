@@ -27,7 +27,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sipauth_sip::{Message, OwnedMessage, build};
+use sipauth_sip::{Message, OwnedMessage};
 
 use super::transaction::{Key, Seen, Transactions};
 use crate::transport::Replier;
@@ -49,24 +49,13 @@ impl ToTags {
     }
 }
 
-/// The one place a response is written (RFC 3261 8.2.6): to `msg`, a
-/// request from `src`, with the edge's To-tag `to_tag` when the request's
-/// To has none, and `extra` headers then `body`. Every answer of the edge
-/// is made here: those of [`ServerRequest`], the refusals of
-/// [`super::check`], and an outbound leg's answers to the far end's
-/// requests inside the leg's dialog.
-#[must_use]
-pub fn response(
-    msg: &Message<'_>,
-    code: u16,
-    reason: &str,
-    src: SocketAddr,
-    to_tag: Option<&str>,
-    extra: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
-    build::response(msg, code, reason, src, to_tag, extra, body)
-}
+/// The one place a response is written (RFC 3261 8.2.6): to a request
+/// from a source, with the edge's To-tag when the request's To has none,
+/// and extra headers then a body. Every answer of the edge is made here:
+/// those of [`ServerRequest`], the refusals of [`super::check`], and an
+/// outbound leg's answers to the far end's requests inside the leg's
+/// dialog.
+pub use sipauth_sip::build::response;
 
 /// Where the answers to a request go and what remembers them.
 #[derive(Clone)]
