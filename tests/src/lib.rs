@@ -21,6 +21,7 @@ pub mod peers;
 pub mod pg;
 pub mod provider;
 pub mod topo;
+pub mod ua;
 pub mod wire;
 
 /// Stops the test with a clear message when not root.

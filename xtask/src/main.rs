@@ -36,7 +36,11 @@ enum Cmd {
         filter: Option<String>,
     },
     /// Benchmarks in the netns rig; figures go to bench-results/.
-    Bench,
+    Bench {
+        /// Only these parts (propagation, xdp-flood, inbound, outbound,
+        /// reflection, fleet, kamailio); all when none is named.
+        parts: Vec<String>,
+    },
     /// The Debian package (cargo-deb, installed on first use):
     /// /usr/bin/sipauth, /etc/sipauth/sipauth.toml and the sipauth.service
     /// unit, into target/debian/. Its path is printed last.
@@ -112,17 +116,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Fuzz { target, secs } => fuzz::run(target.as_deref(), secs),
         Cmd::Package { no_build } => package::run(no_build).map(drop),
-        Cmd::Bench => {
+        Cmd::Bench { parts } => {
             setup::ensure()?;
             cargo(&["build", "--release", "-p", "sipauth-agent"])?;
-            cargo(&[
+            let mut args = vec![
                 "run",
                 "--release",
                 "-p",
                 "sipauth-tests",
                 "--bin",
                 "sipauth-bench",
-            ])
+                "--",
+            ];
+            args.extend(parts.iter().map(String::as_str));
+            cargo(&args)
         }
     }
 }

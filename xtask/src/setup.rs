@@ -40,6 +40,10 @@ const PACKAGES: &[&str] = &[
     "redis-server",
     "redis-tools",
     "dnsmasq-base",
+    // `cargo xtask bench` runs Kamailio beside sipauth (tests/kamailio/).
+    "kamailio",
+    // A real SIP user agent for the rig (tests/ua.rs).
+    "baresip-core",
     "python3-venv",
     "dpkg-dev",
     "adduser",
@@ -61,6 +65,10 @@ pub fn run() -> anyhow::Result<()> {
     require_root()?;
     let t = Instant::now();
     step("Debian packages", packages)?;
+    step(
+        "Kamailio's own service kept off port 5060",
+        kamailio_service_off,
+    )?;
     step("rustup link to Debian's toolchain", toolchain)?;
     step("bpf-linker", bpf_linker)?;
     println!("setup: done in {:.0?}", t.elapsed());
@@ -121,6 +129,17 @@ fn packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Debian's kamailio package enables a service that listens on 5060, the
+/// port sipauth takes. The benchmark starts its own Kamailio in a
+/// namespace; the service is disabled where systemd runs.
+fn kamailio_service_off() -> anyhow::Result<()> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        println!("  no systemd here: nothing to do");
+        return Ok(());
+    }
+    run_cmd(Command::new("systemctl").args(["disable", "--now", "kamailio.service"]))
 }
 
 fn toolchain_linked() -> bool {

@@ -15,7 +15,10 @@
 //!   bytes, with XDP off and on;
 //! - `fleet`: a lockout's spread from the tenth failure to every edge's
 //!   kernel map, and the edge's CPU per authenticated call with and
-//!   without Redis.
+//!   without Redis;
+//! - `kamailio`: authenticated call setups against Kamailio 5.6
+//!   (stateless, and stateful with replay protection) and sipauth in one
+//!   run, with sipauth/Kamailio ratios.
 
 // The crate root is `bench.rs`, not a `main.rs`: its modules live in
 // `bench/` by path.
@@ -25,6 +28,8 @@ mod answer;
 mod fleet;
 #[path = "bench/inbound.rs"]
 mod inbound;
+#[path = "bench/kamailio.rs"]
+mod kamailio;
 #[path = "bench/outbound.rs"]
 mod outbound;
 #[path = "bench/propagation.rs"]
@@ -39,13 +44,14 @@ use std::path::{Path, PathBuf};
 /// A part: runs, writes its file under the given directory, prints.
 type Part = fn(&Path) -> anyhow::Result<()>;
 
-const PARTS: [(&str, Part); 6] = [
+const PARTS: [(&str, Part); 7] = [
     ("propagation", propagation::run),
     ("xdp-flood", xdp_flood::run),
     ("inbound", inbound::run),
     ("outbound", outbound::run),
     ("reflection", reflection::run),
     ("fleet", fleet::run),
+    ("kamailio", kamailio::run),
 ];
 
 /// The CPU the edge is pinned to in the rate benchmarks, and the one

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sipauth_tests::agent::{Agent, Options};
+use sipauth_tests::agent::Options;
 use sipauth_tests::metric;
 use sipauth_tests::peers::{Sipp, invite};
 use sipauth_tests::topo::{Link, Rig};
@@ -316,7 +316,7 @@ fn finish(mut child: Child, dir: &Path) -> SippRun {
 }
 
 pub(crate) struct Step {
-    rate: u32,
+    pub(crate) rate: u32,
     calls: u32,
     created: u64,
     succeeded: u64,
@@ -326,7 +326,7 @@ pub(crate) struct Step {
     retransmissions: u64,
     achieved: f64,
     p50_ms: f64,
-    p99_ms: f64,
+    pub(crate) p99_ms: f64,
     answers: u64,
     hangups: u64,
     /// Busy share of each CPU (user, system, softirq) during the step,
@@ -341,7 +341,7 @@ pub(crate) struct Step {
 }
 
 impl Step {
-    fn failure_share(&self) -> f64 {
+    pub(crate) fn failure_share(&self) -> f64 {
         self.failed as f64 / f64::from(self.calls)
     }
 
@@ -422,8 +422,14 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     );
     until_edge_has(&agent, &app);
     let c = rig.caller(0);
+    let pid = agent.pid();
+    let cpu = move || cpu_secs(pid);
+    let subject = Subject {
+        cpu_secs: &cpu,
+        answer: Some(&answer),
+    };
     // Warm up: the callback client's connections, the store, sipp's caches.
-    step(c, &agent, &answer, &app, 100, 200);
+    step(c, &subject, &app, 100, 200);
     std::thread::sleep(Duration::from_secs(1));
     let idle0 = cpu_secs(agent.pid());
     std::thread::sleep(Duration::from_secs(2));
@@ -432,7 +438,7 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     let mut steps = Vec::new();
     for &rate in rates {
         let calls = (rate * STEP_SECS).min(MAX_CALLS);
-        let s = step(c, &agent, &answer, &app, rate, calls);
+        let s = step(c, &subject, &app, rate, calls);
         let over = s.failure_share() > FAILURE_LIMIT;
         steps.push(s);
         if over {
@@ -450,14 +456,22 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     }
 }
 
-fn step(
-    c: &Link,
-    agent: &Agent<'_>,
-    answer: &QuickAnswer,
-    app: &str,
-    rate: u32,
-    calls: u32,
-) -> Step {
+/// What a step measures: the CPU seconds its system has used so far (all
+/// its processes and threads), and its answer_url server when it has one.
+pub(crate) struct Subject<'a> {
+    pub(crate) cpu_secs: &'a dyn Fn() -> f64,
+    pub(crate) answer: Option<&'a QuickAnswer>,
+}
+
+impl Subject<'_> {
+    fn counts(&self) -> (u64, u64) {
+        self.answer.map_or((0, 0), |a| (a.answers(), a.others()))
+    }
+}
+
+/// `calls` authenticated calls from caller `c` at `rate` to the system on
+/// the edge side of its link (UDP 5060), application `app`.
+pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls: u32) -> Step {
     let dir = tempfile::tempdir().expect("temp dir");
     let sipp = Sipp {
         ns: &c.ns,
@@ -473,9 +487,9 @@ fn step(
     };
     // Twice the nominal duration, and the receive timeout on top.
     let timeout = 2 * calls / rate + RECV_TIMEOUT_MS / 1000 + 5;
-    let (answers0, hangups0) = (answer.answers(), answer.others());
+    let (answers0, hangups0) = subject.counts();
     let (cpu0, own0, jiffies0) = (
-        cpu_secs(agent.pid()),
+        (subject.cpu_secs)(),
         cpu_secs(std::process::id()),
         cpu_jiffies(),
     );
@@ -489,8 +503,8 @@ fn step(
     let own1 = cpu_secs(std::process::id());
     // Calls end at the 603; the record is written just after.
     std::thread::sleep(Duration::from_millis(300));
-    let (answers1, hangups1) = (answer.answers(), answer.others());
-    let cpu1 = cpu_secs(agent.pid());
+    let (answers1, hangups1) = subject.counts();
+    let cpu1 = (subject.cpu_secs)();
     Step {
         rate,
         calls,

@@ -1,0 +1,318 @@
+//! Kamailio beside sipauth, in one run: `bench-results/kamailio.json`.
+//!
+//! The same authenticated call (`bench_auth_603.xml`: INVITE, 407, ACK,
+//! INVITE with MD5 digest credentials, 603, ACK), the same rig, pinning
+//! (the server on CPU 0, sipp on CPU 1) and rate steps, one system after
+//! the other:
+//!
+//! - Kamailio 5.6 (Debian's package) running the project's scripts of
+//!   `tests/kamailio/`: `stateless` (challenge and 603 without a
+//!   transaction, no replay check) and `stateful` (a transaction per
+//!   INVITE, `nonce_count` replay protection);
+//! - sipauth with everything a call costs it: the challenge, the replay
+//!   check, the signed answer_url fetch, the call record and the signed
+//!   hangup_url.
+//!
+//! Each figure is also given as a sipauth/Kamailio ratio at the same
+//! asked rate. Latency is sipp's response time 1 (first INVITE to the 603)
+//! at sipp's resolution.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sipauth_tests::topo::Rig;
+
+use crate::inbound::{Setups, Step, Subject, setups_with, step};
+use crate::{EDGE_CPU, LOAD_CPU, cpu_secs};
+
+/// Calls per second asked, in order, until failures pass 1%.
+const RATES: [u32; 6] = [1_000, 2_000, 4_000, 6_000, 8_000, 12_000];
+const STEP_SECS: u32 = 5;
+const FAILURE_LIMIT: f64 = 0.01;
+/// The user the benchmark's sipp authenticates as, in the realm both
+/// systems challenge with.
+const USER: &str = "bench-user";
+const PASSWORD: &str = "Secret123";
+const REALM: &str = "app.plivo.com";
+/// Kamailio's UDP workers. On one CPU more only add context switches.
+const CHILDREN: u32 = 2;
+
+/// A Kamailio script of `tests/kamailio/`.
+#[derive(Clone, Copy)]
+enum Profile {
+    Stateless,
+    Stateful,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stateless => "stateless",
+            Self::Stateful => "stateful",
+        }
+    }
+}
+
+/// Kamailio in the rig's edge namespace on [`EDGE_CPU`], ended when
+/// dropped.
+struct Kamailio {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    fn start(rig: &Rig, profile: Profile, listen: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("kamailio")
+            .join(format!("{}.cfg", profile.name()));
+        let ha1 = sipauth_digest::ha1(sipauth_digest::Algorithm::Md5, USER, REALM, PASSWORD);
+        let cfg = std::fs::read_to_string(&script)
+            .expect("Kamailio script")
+            .replace("__LISTEN__", &listen.to_string())
+            .replace("__CHILDREN__", &CHILDREN.to_string())
+            .replace("__REALM__", REALM)
+            .replace("__USER__", USER)
+            .replace("__HA1__", &ha1);
+        let path = dir.path().join("kamailio.cfg");
+        std::fs::write(&path, cfg).expect("write the Kamailio script");
+        let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
+        let child = rig
+            .edge
+            .cmd("taskset")
+            .args(["-c", EDGE_CPU, "kamailio", "-DD", "-E", "-m", "512", "-f"])
+            .arg(&path)
+            .arg("-w")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("kamailio (cargo xtask setup installs it)");
+        let k = Self { child, dir };
+        k.wait_ready(rig, listen);
+        k
+    }
+
+    /// Until an OPTIONS gets its 405.
+    fn wait_ready(&self, rig: &Rig, listen: SocketAddr) {
+        let c = rig.caller(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let probe = format!(
+                "OPTIONS sip:{listen} SIP/2.0\r\nVia: SIP/2.0/UDP {}:5999;rport;branch=z9hG4bKready{}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@{}>;tag=1\r\nTo: <sip:{listen}>\r\n\
+                 Call-ID: ready@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                c.v4,
+                sipauth_tests::wire::token(),
+                c.v4
+            );
+            let replies = sipauth_tests::peers::udp_replies(
+                &c.ns,
+                c.v4,
+                listen,
+                probe.as_bytes(),
+                Duration::from_millis(300),
+            );
+            if replies.iter().any(|r| r.starts_with("SIP/2.0 405")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Kamailio did not answer in 10 s:\n{}",
+                std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+            );
+        }
+    }
+
+    /// Every process of this Kamailio: the main one and the workers it
+    /// forked.
+    fn pids(&self) -> Vec<u32> {
+        let main = self.child.id();
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            if after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+                == Some(main)
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0))
+                .expect("pid"),
+            rustix::process::Signal::TERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The rate steps against Kamailio with `profile`.
+fn kamailio_steps(profile: Profile) -> Vec<Step> {
+    let rig = Rig::new(1);
+    let c = rig.caller(0);
+    let listen = SocketAddr::new(c.edge_v4, 5060);
+    let kamailio = Kamailio::start(&rig, profile, listen);
+    crate::pin_thread(std::process::id(), LOAD_CPU);
+    let pids = kamailio.pids();
+    let cpu = move || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
+    let subject = Subject {
+        cpu_secs: &cpu,
+        answer: None,
+    };
+    // Warm up, as for sipauth.
+    let _ = step(c, &subject, "bench", 100, 200);
+    let mut steps = Vec::new();
+    for rate in RATES {
+        let s = step(c, &subject, "bench", rate, rate * STEP_SECS);
+        let over = s.failure_share() > FAILURE_LIMIT;
+        steps.push(s);
+        if over {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(kamailio);
+    crate::pin_thread(std::process::id(), &crate::all_cpus());
+    steps
+}
+
+/// `a / b`, or null when either is missing or `b` is 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    }
+}
+
+pub fn run(out: &Path) -> anyhow::Result<()> {
+    let stateless = kamailio_steps(Profile::Stateless);
+    let stateful = kamailio_steps(Profile::Stateful);
+    let sipauth: Setups = setups_with(&RATES, false);
+    let at = |steps: &[Step], rate: u32| {
+        steps
+            .iter()
+            .find(|s| s.rate == rate)
+            .map(|s| (s.edge_cpu_us_per_call, s.p99_ms, s.failure_share()))
+    };
+    println!(
+        "authenticated call setups, one CPU each: edge CPU per call (us) and p99 setup (ms, sipp's \
+         resolution); ratios are sipauth / Kamailio"
+    );
+    println!(
+        "{:>7} {:>12} {:>12} {:>12} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "rate/s",
+        "sipauth us",
+        "kam-sl us",
+        "kam-sf us",
+        "vs sl",
+        "vs sf",
+        "p99 sa",
+        "p99 sl",
+        "p99 sf"
+    );
+    let mut rows = Vec::new();
+    for rate in RATES {
+        let (sa, sl, sf) = (
+            at(&sipauth.steps, rate),
+            at(&stateless, rate),
+            at(&stateful, rate),
+        );
+        if sa.is_none() && sl.is_none() && sf.is_none() {
+            continue;
+        }
+        let cell = |v: Option<(f64, f64, f64)>, i: usize| {
+            v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", [t.0, t.1, t.2][i]))
+        };
+        let r = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>| {
+            ratio(a.map(|t| t.0), b.map(|t| t.0))
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+        };
+        println!(
+            "{rate:>7} {:>12} {:>12} {:>12} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            cell(sa, 0),
+            cell(sl, 0),
+            cell(sf, 0),
+            r(sa, sl),
+            r(sa, sf),
+            cell(sa, 1),
+            cell(sl, 1),
+            cell(sf, 1)
+        );
+        rows.push(json!({
+            "rate_asked": rate,
+            "sipauth_cpu_us_per_call": sa.map(|t| t.0),
+            "kamailio_stateless_cpu_us_per_call": sl.map(|t| t.0),
+            "kamailio_stateful_cpu_us_per_call": sf.map(|t| t.0),
+            "cpu_ratio_vs_stateless": ratio(sa.map(|t| t.0), sl.map(|t| t.0)),
+            "cpu_ratio_vs_stateful": ratio(sa.map(|t| t.0), sf.map(|t| t.0)),
+            "sipauth_p99_ms": sa.map(|t| t.1),
+            "kamailio_stateless_p99_ms": sl.map(|t| t.1),
+            "kamailio_stateful_p99_ms": sf.map(|t| t.1),
+            "p99_ratio_vs_stateless": ratio(sa.map(|t| t.1), sl.map(|t| t.1)),
+            "p99_ratio_vs_stateful": ratio(sa.map(|t| t.1), sf.map(|t| t.1)),
+        }));
+    }
+    let max = |steps: &[Step]| {
+        steps
+            .iter()
+            .filter(|s| s.failure_share() <= FAILURE_LIMIT)
+            .map(|s| s.rate)
+            .max()
+    };
+    let file = out.join("kamailio.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(&json!({
+            "benchmark": "sipauth beside Kamailio 5.6: authenticated inbound call setups, same rig, same sipp scenario, same pinning, one run",
+            "call": "UDP: INVITE -> 407 (MD5, qop=auth), ACK, INVITE with credentials -> 603, ACK",
+            "sipauth_does": "challenge, nonce-count replay check, signed answer_url fetch (its <Hangup reason=\"rejected\"/> gives the 603), call record, signed hangup_url",
+            "kamailio_stateless_does": "challenge and 603 from the script, sl replies, no transaction, no replay check (tests/kamailio/stateless.cfg)",
+            "kamailio_stateful_does": "a tm transaction per INVITE, challenge, nonce_count replay check, 603 by t_reply (tests/kamailio/stateful.cfg)",
+            "kamailio_children": CHILDREN,
+            "cpus": {"server": EDGE_CPU, "sipp": LOAD_CPU},
+            "latency_resolution_ms": 1,
+            "step_seconds": STEP_SECS,
+            "max_rate_within_1pct_failed": {
+                "sipauth": max(&sipauth.steps),
+                "kamailio_stateless": max(&stateless),
+                "kamailio_stateful": max(&stateful),
+            },
+            "by_rate": rows,
+            "sipauth_steps": sipauth.steps.iter().map(Step::json).collect::<Vec<_>>(),
+            "kamailio_stateless_steps": stateless.iter().map(Step::json).collect::<Vec<_>>(),
+            "kamailio_stateful_steps": stateful.iter().map(Step::json).collect::<Vec<_>>(),
+        }))?,
+    )?;
+    println!("written to {}", file.display());
+    Ok(())
+}
