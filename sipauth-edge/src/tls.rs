@@ -217,7 +217,5 @@ impl HandshakeError {
     }
 }
 
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

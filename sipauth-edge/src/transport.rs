@@ -683,8 +683,8 @@ mod tests {
     #[tokio::test]
     async fn tls_connections_are_served_and_failed_handshakes_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let crate::tls::testing::Issued { ca, cert, key } =
-            crate::tls::testing::issue(dir.path(), &["edge.example.test"]);
+        let crate::tls::tests::Issued { ca, cert, key } =
+            crate::tls::tests::issue(dir.path(), &["edge.example.test"]);
         let tls = Arc::new(ServerTls::load(&cert, &key).unwrap());
         let edge = crate::tests::test_edge();
         let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod openapi;
 pub mod peers;
 pub mod pg;
+pub mod pki;
 pub mod provider;
 pub mod topo;
 pub mod ua;

@@ -167,7 +167,7 @@ fn a_sips_name_is_reached_through_its_sips_srv_over_tls() {
     // RFC 5922 7.2: the certificate is for the URI's host (secure.test),
     // not for the SRV target (provider.test).
     let pki = tempfile::tempdir().expect("temp dir");
-    let cert = sipauth_edge::tls::testing::issue(pki.path(), &["secure.test"]);
+    let cert = sipauth_tests::pki::issue(pki.path(), &["secure.test"]);
     let opts = Options {
         sections: format!(
             "[dns]\nservers = [\"{}:53\"]\ntimeout_ms = 1000\n[tls]\nca_file = \"{}\"\n",

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sipauth_edge::tls::testing::{Issued, issue};
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::caller::{Caller, OFFER};
 use sipauth_tests::calls::{expect_end, hangup_hit, id, record, until_edge_has};
 use sipauth_tests::metric;
+use sipauth_tests::pki::{Issued, issue};
 use sipauth_tests::provider::{PASSWORD, Provider, Saw, Script, Then, USER};
 use sipauth_tests::topo::{Link, Rig};
 use sipauth_tests::wire::{Wire, tls_client_config, tls_server_config};

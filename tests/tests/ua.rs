@@ -19,10 +19,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sipauth_edge::tls::testing::issue;
 use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::calls::{id, until_edge_has};
+use sipauth_tests::pki::issue;
 use sipauth_tests::topo::Rig;
 use sipauth_tests::ua::{Account, Baresip, Transport};
 
@@ -54,7 +54,7 @@ fn start<'r>(rig: &'r Rig, algorithms: &str, pki: &tempfile::TempDir) -> Agent<'
     )
 }
 
-fn app(agent: &Agent<'_>, answer: &AnswerServer, body: serde_json::Value) -> String {
+fn app(agent: &Agent<'_>, answer: &AnswerServer, body: &serde_json::Value) -> String {
     let mut b = json!({
         "app_name": "ua",
         "answer_url": answer.url("/answer"),
@@ -90,12 +90,12 @@ fn baresip_calls_a_credential_application_with_md5_over_udp_tcp_and_tls() {
     let md5_only = app(
         &agent,
         &answer,
-        json!({"sip_auth_type": "credential", "credential_uuid": cred, "challenge_algorithms": "MD5"}),
+        &json!({"sip_auth_type": "credential", "credential_uuid": cred, "challenge_algorithms": "MD5"}),
     );
     let default = app(
         &agent,
         &answer,
-        json!({"sip_auth_type": "credential", "credential_uuid": cred}),
+        &json!({"sip_auth_type": "credential", "credential_uuid": cred}),
     );
     let account = Account {
         user: "pbx-user",
@@ -160,7 +160,7 @@ fn baresip_registers_as_an_endpoint_and_calls_a_non_auth_application() {
         REJECT,
         RIG_AUTH_TOKEN,
     );
-    let open = app(&agent, &answer, json!({"sip_auth_type": ""}));
+    let open = app(&agent, &answer, &json!({"sip_auth_type": ""}));
     for (i, transport) in ALL.into_iter().enumerate() {
         let ep = agent.create(
             "Endpoint/",

@@ -1,4 +1,4 @@
-//! Certificates for tests: a private CA and a server certificate it
+//! Certificates for the rig: a private CA and a server certificate it
 //! signed, as PEM files.
 
 use std::path::{Path, PathBuf};
