@@ -32,6 +32,8 @@ mod inbound;
 mod kamailio;
 #[path = "bench/outbound.rs"]
 mod outbound;
+#[path = "bench/plot.rs"]
+mod plot;
 #[path = "bench/propagation.rs"]
 mod propagation;
 #[path = "bench/reflection.rs"]
