@@ -195,6 +195,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// mimalloc in place of glibc's malloc: the edge allocates on one thread
+/// and frees on another all the time (a request parsed on the socket task,
+/// its call finished on a worker), where glibc's arenas spend a fifth of the
+/// edge's CPU consolidating and unlinking chunks (perf, inbound benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (args, which): (RunArgs, fn(Config) -> _) = match cli.command {
