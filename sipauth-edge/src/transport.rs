@@ -275,12 +275,10 @@ pub async fn serve_stream(
                             connection(stream, Transport::Tcp, src, &edge, &bounds, &mut slot).await
                         }
                         Some(acceptor) => {
-                            let handshake = tokio::select! {
-                                r = tokio::time::timeout(bounds.first_message, acceptor.accept(stream)) => r,
-                                () = slot.locked_out() => Ok(Err(std::io::ErrorKind::ConnectionAborted.into())),
-                            };
-                            match handshake {
-                                Ok(Ok(stream)) => {
+                            match handshake(acceptor, stream, src, bounds.first_message, &mut slot)
+                                .await
+                            {
+                                Ok(stream) => {
                                     connection(
                                         stream,
                                         Transport::Tls,
@@ -291,11 +289,7 @@ pub async fn serve_stream(
                                     )
                                     .await
                                 }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%src, error = %e, "TLS handshake failed");
-                                    Closure::Handshake
-                                }
-                                Err(_) => Closure::FirstMessage,
+                                Err(why) => why,
                             }
                         }
                     };
@@ -309,6 +303,29 @@ pub async fn serve_stream(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The TLS handshake of a new connection, within `within` (the
+/// first-message deadline); why the connection ends when it does not
+/// complete.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    within: Duration,
+    slot: &mut Slot,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Closure> {
+    tokio::select! {
+        r = tokio::time::timeout(within, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(e)) => {
+                tracing::debug!(%src, error = %e, "TLS handshake failed");
+                Err(Closure::Handshake)
+            }
+            Err(_) => Err(Closure::FirstMessage),
+        },
+        () = slot.locked_out() => Err(Closure::LockedOut),
     }
 }
 
@@ -720,6 +737,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(edge.metrics.tls.closed_count(Closure::Handshake), 1);
         assert_eq!(edge.metrics.tcp.open.load(Relaxed), 0);
+    }
+
+    /// A connection to the TLS port that never starts its handshake is
+    /// closed at the first-message deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_tls_connection_without_a_handshake_closes_at_the_first_message_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let crate::tls::tests::Issued { cert, key, .. } =
+            crate::tls::tests::issue(dir.path(), &["edge.example.test"]);
+        let tls = Arc::new(ServerTls::load(&cert, &key).unwrap());
+        let edge = crate::tests::test_edge();
+        let listener = bind_tcp(SocketAddr::new(LOCAL, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnLimits::new(limits(), edge.metrics.tls.clone());
+        tokio::spawn(serve_stream(
+            listener,
+            edge.clone(),
+            limits.clone(),
+            Some(tls),
+        ));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let (got, took) = until_closed(&mut silent).await;
+        assert!(got.is_empty());
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(edge.metrics.tls.closed_count(Closure::FirstMessage), 1);
+        assert_eq!(limits.open(), 0);
     }
 
     #[test]
