@@ -31,6 +31,27 @@ impl AnswerServer {
         Self::start_with(ns, addr, auth_token, move |_| xml.clone())
     }
 
+    /// Listens on `addr` inside `ns`; `/answer` gets whatever the returned
+    /// cell holds at the time (`answer` to begin with), every other path
+    /// `<Hangup/>`.
+    pub fn switchable(
+        ns: &Netns,
+        addr: SocketAddr,
+        auth_token: &str,
+        answer: &str,
+    ) -> (Self, Arc<Mutex<String>>) {
+        let xml = Arc::new(Mutex::new(answer.to_owned()));
+        let x = xml.clone();
+        let server = Self::start_with(ns, addr, auth_token, move |h| {
+            if h.path == "/answer" {
+                x.lock().expect("answer XML").clone()
+            } else {
+                r#"<?xml version="1.0"?><Response><Hangup/></Response>"#.to_owned()
+            }
+        });
+        (server, xml)
+    }
+
     /// Listens on `addr` inside `ns`; each request gets the XML `reply`
     /// gives for it.
     pub fn start_with(

@@ -92,6 +92,12 @@ impl Saw {
             .collect()
     }
 
+    /// The last request of `method`, or "" when none came.
+    #[must_use]
+    pub fn last(&self, method: &str) -> &str {
+        self.of(method).last().copied().unwrap_or_default()
+    }
+
     /// The value of `header` in `raw`.
     #[must_use]
     pub fn header<'a>(raw: &'a str, header: &str) -> Option<&'a str> {

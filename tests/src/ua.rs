@@ -18,28 +18,14 @@ use std::time::{Duration, Instant};
 
 use crate::topo::Link;
 
-/// How baresip reaches the edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
+pub use sipauth_edge::transport::Transport;
 
-impl Transport {
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-        }
-    }
-
-    /// The edge's port for it.
-    #[must_use]
-    pub fn port(self) -> u16 {
-        if self == Self::Tls { 5061 } else { 5060 }
+/// The edge's port for `transport` (5061 for TLS, RFC 3261 26.2).
+fn edge_port(transport: Transport) -> u16 {
+    if transport == Transport::Tls {
+        5061
+    } else {
+        5060
     }
 }
 
@@ -103,7 +89,7 @@ impl Baresip {
         let proxy = format!(
             "sip:{}:{};transport={}",
             host(edge),
-            transport.port(),
+            edge_port(transport),
             transport.name()
         );
         let accounts = format!(

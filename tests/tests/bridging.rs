@@ -25,23 +25,10 @@ const ANSWER_AT: &str = "127.0.0.1:8090";
 const PROVIDER_OFFER: &str = "m=audio 4000";
 const PROVIDER_ANSWER: &str = "m=audio 4002";
 
-/// An answer server replying with whatever `xml` holds at the time.
+/// An answer server replying to `/answer` with whatever `xml` holds at
+/// the time.
 fn answer_server(rig: &Rig) -> (AnswerServer, Arc<Mutex<String>>) {
-    let xml = Arc::new(Mutex::new(String::new()));
-    let x = xml.clone();
-    let server = AnswerServer::start_with(
-        &rig.edge,
-        ANSWER_AT.parse().unwrap(),
-        RIG_AUTH_TOKEN,
-        move |h| {
-            if h.path == "/answer" {
-                x.lock().unwrap().clone()
-            } else {
-                r#"<?xml version="1.0"?><Response><Hangup/></Response>"#.to_owned()
-            }
-        },
-    );
-    (server, xml)
+    AnswerServer::switchable(&rig.edge, ANSWER_AT.parse().unwrap(), RIG_AUTH_TOKEN, "")
 }
 
 fn app(agent: &Agent<'_>, answer: &AnswerServer, body: &Value) -> String {

@@ -189,12 +189,7 @@ fn a_sips_name_is_reached_through_its_sips_srv_over_tls() {
     let uuid = make_call(&agent, &answer, "sips:bob@secure.test");
     ends(&agent, &answer, &uuid, "completed", ("normal_hangup", 4000));
     let saw = prov.finish(Duration::from_secs(2));
-    let invite = saw
-        .of("INVITE")
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
+    let invite = saw.last("INVITE");
     assert!(
         invite.starts_with("INVITE sips:bob@secure.test SIP/2.0"),
         "{invite}\n{}",
@@ -202,7 +197,7 @@ fn a_sips_name_is_reached_through_its_sips_srv_over_tls() {
     );
     assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
     assert!(
-        Saw::header(&invite, "Proxy-Authorization").is_some(),
+        Saw::header(invite, "Proxy-Authorization").is_some(),
         "{invite}"
     );
     let asked = dns.log();
