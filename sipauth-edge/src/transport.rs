@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -272,7 +272,9 @@ pub async fn serve_stream(
                 tokio::spawn(async move {
                     let why = match acceptor {
                         None => {
-                            connection(stream, Transport::Tcp, src, &edge, &bounds, &mut slot).await
+                            // TCP's own halves: no lock between reader and writer.
+                            let halves = stream.into_split();
+                            connection(halves, Transport::Tcp, src, &edge, &bounds, &mut slot).await
                         }
                         Some(acceptor) => {
                             match handshake(acceptor, stream, src, bounds.first_message, &mut slot)
@@ -280,7 +282,7 @@ pub async fn serve_stream(
                             {
                                 Ok(stream) => {
                                     connection(
-                                        stream,
+                                        tokio::io::split(stream),
                                         Transport::Tls,
                                         src,
                                         &edge,
@@ -383,8 +385,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Reads messages framed by Content-Length within the limits; responses go
 /// through a writer task so that late ones (after a callback) reach the
 /// same connection. Returns why the connection ended.
-async fn connection<S>(
-    stream: S,
+async fn connection<R, W>(
+    (mut rd, wr): (R, W),
     transport: Transport,
     src: SocketAddr,
     edge: &Arc<Edge>,
@@ -392,9 +394,9 @@ async fn connection<S>(
     slot: &mut Slot,
 ) -> Closure
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (done, done_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(write_responses(wr, rx, done_rx));
@@ -464,8 +466,8 @@ where
 
 /// Writes what the edge sends on a connection; once the reader is done,
 /// what is queued still goes out, then the write side is shut down.
-async fn write_responses<S: AsyncWrite>(
-    mut wr: WriteHalf<S>,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     mut done: oneshot::Receiver<()>,
 ) {
@@ -491,7 +493,12 @@ async fn write_responses<S: AsyncWrite>(
                 }
             }
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+        // TLS keeps records until flushed; for TCP the flush is nothing.
+        let written = async {
+            wr.write_all(&bytes).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, written).await {
             Ok(Ok(())) => {}
             _ => return,
         }
