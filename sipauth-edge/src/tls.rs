@@ -207,14 +207,6 @@ impl HandshakeError {
             _ => Self::Io(e),
         }
     }
-
-    /// Whether the failure is about the certificate, not the network.
-    pub fn is_certificate(&self) -> bool {
-        matches!(
-            self,
-            Self::Certificate(_) | Self::Untrusted(_) | Self::Name(_)
-        )
-    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sipauth_sip::OwnedMessage;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio_rustls::client::TlsStream;
 
 use super::{Target, Transport};
 use crate::tls::{ClientTls, HandshakeError};
@@ -31,12 +30,9 @@ enum Io {
         /// zeroed); each message is copied out of it.
         scratch: Vec<u8>,
     },
-    Tcp {
-        stream: TcpStream,
-        buf: Vec<u8>,
-    },
-    Tls {
-        stream: Box<TlsStream<TcpStream>>,
+    /// TCP or TLS: bytes read and not yet framed stay in `buf`.
+    Stream {
+        stream: Box<dyn ByteStream>,
         buf: Vec<u8>,
     },
     /// A pair of channels standing in for the network, in tests.
@@ -47,6 +43,10 @@ enum Io {
         reliable: bool,
     },
 }
+
+/// A connected byte stream: a TCP connection, or TLS over one.
+trait ByteStream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin> ByteStream for S {}
 
 /// Why a leg's connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +97,8 @@ impl Conn {
                 Ok(Self {
                     local: stream.local_addr()?,
                     transport: Transport::Tcp,
-                    io: Io::Tcp {
-                        stream,
+                    io: Io::Stream {
+                        stream: Box::new(stream),
                         buf: Vec::with_capacity(4096),
                     },
                 })
@@ -115,14 +115,13 @@ impl Conn {
                         io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                     })?
                     .map_err(|e| match e {
-                        e if e.is_certificate() => OpenError::Certificate(e),
                         HandshakeError::Io(io) => OpenError::Io(io),
-                        other => OpenError::Io(io::Error::other(other.to_string())),
+                        refused => OpenError::Certificate(refused),
                     })?;
                 Ok(Self {
                     local,
                     transport: Transport::Tls,
-                    io: Io::Tls {
+                    io: Io::Stream {
                         stream: Box::new(stream),
                         buf: Vec::with_capacity(4096),
                     },
@@ -165,7 +164,7 @@ impl Conn {
     pub fn reliable(&self) -> bool {
         match &self.io {
             Io::Udp { .. } => false,
-            Io::Tcp { .. } | Io::Tls { .. } => true,
+            Io::Stream { .. } => true,
             #[cfg(test)]
             Io::Mem { reliable, .. } => *reliable,
         }
@@ -174,8 +173,8 @@ impl Conn {
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.io {
             Io::Udp { sock, .. } => sock.send(bytes).await.map(|_| ()),
-            Io::Tcp { stream, .. } => stream.write_all(bytes).await,
-            Io::Tls { stream, .. } => {
+            // TLS keeps records until flushed; for TCP the flush is nothing.
+            Io::Stream { stream, .. } => {
                 stream.write_all(bytes).await?;
                 stream.flush().await
             }
@@ -198,14 +197,8 @@ impl Conn {
                     sock.recv_buf(scratch).await?;
                     parse(scratch)
                 }
-                Io::Tcp { stream, buf } => {
+                Io::Stream { stream, buf } => {
                     let n = next_frame(stream, buf).await?;
-                    let parsed = parse(&buf[..n]);
-                    buf.drain(..n);
-                    parsed
-                }
-                Io::Tls { stream, buf } => {
-                    let n = next_frame(stream.as_mut(), buf).await?;
                     let parsed = parse(&buf[..n]);
                     buf.drain(..n);
                     parsed
