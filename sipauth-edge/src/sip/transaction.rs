@@ -88,6 +88,10 @@ struct Txn {
     state: State,
     last: Option<Arc<Vec<u8>>>,
     started: Instant,
+    /// The task sending the final response again (Timer G), ended when
+    /// the ACK arrives: an acknowledged call leaves no timer behind to
+    /// wake the edge for nothing.
+    retransmit: Option<tokio::task::AbortHandle>,
 }
 
 /// What the edge should do with a request.
@@ -116,6 +120,9 @@ impl Transactions {
                 && t.state == State::Completed
             {
                 t.state = State::Confirmed;
+                if let Some(task) = t.retransmit.take() {
+                    task.abort();
+                }
             }
             return Seen::Ack;
         }
@@ -134,6 +141,7 @@ impl Transactions {
                     state: State::Proceeding,
                     last: None,
                     started: Instant::now(),
+                    retransmit: None,
                 },
             );
         }
@@ -167,9 +175,16 @@ impl Transactions {
             && !replier.is_reliable()
         {
             let this = self.clone();
-            let key = key.clone();
+            let task_key = key.clone();
             let replier = replier.clone();
-            tokio::spawn(async move { this.retransmit(key, bytes, replier).await });
+            let task = tokio::spawn(async move { this.retransmit(task_key, bytes, replier).await })
+                .abort_handle();
+            let mut map = self.map.lock().expect("transactions");
+            match map.get_mut(key) {
+                // The ACK may have come while the task was being started.
+                Some(t) if t.state == State::Completed => t.retransmit = Some(task),
+                _ => task.abort(),
+            }
         }
     }
 
@@ -306,6 +321,24 @@ mod tests {
         tokio::time::advance(LIFETIME).await;
         t.sweep();
         assert!(t.is_empty());
+    }
+
+    /// The ACK ends the task of Timer G at once: nothing is left to wake
+    /// the edge after an acknowledged answer.
+    #[tokio::test(start_paused = true)]
+    async fn the_ack_ends_the_retransmission_task() {
+        let (replier, mut rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKend", "INVITE")).unwrap()).unwrap();
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 100, b"100".to_vec(), &replier);
+        t.respond(&key, 603, b"603".to_vec(), &replier);
+        assert_eq!(drain(&mut rx), 2);
+        assert_eq!(tasks(), 1, "Timer G runs");
+        t.arrive(&key, true, &replier);
+        tokio::task::yield_now().await;
+        assert_eq!(tasks(), 0, "the ACK ended it before its first timer");
     }
 
     /// The ACK sent the moment the final response is seen: the
