@@ -320,8 +320,8 @@ impl Edge {
         let (msg, src) = (req.msg(), req.src());
         let view = self.view.borrow().clone();
         let ruri_user = msg
-            .request_uri()
-            .and_then(|u| sipauth_sip::parse_uri(u).ok())
+            .sip_request_uri()
+            .and_then(Result::ok)
             .and_then(|u| u.user.map(str::to_owned));
         let app = ruri_user
             .as_deref()

@@ -2,12 +2,13 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::ParseError;
 use crate::lex::{is_lws, is_token, is_token_byte, split_top_opt, trim_lws, unfold};
 use crate::nameaddr::{NameAddr, parse_name_addr};
 use crate::names::{self, Kind};
-use crate::uri::{check_any_uri, parse_uri};
+use crate::uri::{SipUri, check_any_uri, parse_uri};
 use crate::via::{Via, parse_via};
 
 /// The first line of a message.
@@ -57,6 +58,19 @@ pub struct Message<'a> {
     offset: usize,
     /// Length of the message in the buffer, from `offset`, including the body.
     len: usize,
+    /// The headers every request is asked for several times (by
+    /// [`Message::validate`], the transaction key, the dialog match, the
+    /// method's handler), parsed at the first asking.
+    parsed: Parsed<'a>,
+}
+
+/// Results of header accessors, kept so that each header is parsed once.
+#[derive(Debug, Clone, Default)]
+struct Parsed<'a> {
+    from: OnceLock<Result<NameAddr<'a>, ParseError>>,
+    to: OnceLock<Result<NameAddr<'a>, ParseError>>,
+    top_via: OnceLock<Result<Via<'a>, ParseError>>,
+    request_uri: OnceLock<Option<Result<SipUri<'a>, ParseError>>>,
 }
 
 fn syntax(line: usize, reason: &'static str) -> ParseError {
@@ -261,6 +275,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
         head: &text[..body_start],
         offset,
         len: body_start + body_len,
+        parsed: Parsed::default(),
     })
 }
 
@@ -340,6 +355,7 @@ impl OwnedMessage {
             head,
             offset: 0,
             len: head.len() + self.body.len(),
+            parsed: Parsed::default(),
         }
     }
 }
@@ -426,6 +442,15 @@ impl<'a> Message<'a> {
             StartLine::Request { uri, .. } => Some(uri),
             StartLine::Response { .. } => None,
         }
+    }
+
+    /// The Request-URI parsed as a `sip:`/`sips:` URI (once); `None` for a
+    /// response.
+    pub fn sip_request_uri(&self) -> Option<Result<SipUri<'a>, ParseError>> {
+        *self
+            .parsed
+            .request_uri
+            .get_or_init(|| self.request_uri().map(parse_uri))
     }
 
     /// The status code; `None` for a request.
@@ -570,26 +595,32 @@ impl<'a> Message<'a> {
             .flat_map(|h| list_items(h.value, true))
     }
 
-    /// The topmost Via, parsed.
+    /// The topmost Via, parsed (once).
     pub fn top_via(&self) -> Result<Via<'a>, ParseError> {
-        let top = self.vias().next().ok_or(ParseError::MissingHeader("Via"))?;
-        parse_via(top)
+        *self.parsed.top_via.get_or_init(|| {
+            let top = self.vias().next().ok_or(ParseError::MissingHeader("Via"))?;
+            parse_via(top)
+        })
     }
 
-    /// The From header.
+    /// The From header, parsed (once).
     pub fn from(&self) -> Result<NameAddr<'a>, ParseError> {
-        let v = self
-            .first_of_kind(names::FROM)
-            .ok_or(ParseError::MissingHeader("From"))?;
-        parse_name_addr(v, "From")
+        *self.parsed.from.get_or_init(|| {
+            let v = self
+                .first_of_kind(names::FROM)
+                .ok_or(ParseError::MissingHeader("From"))?;
+            parse_name_addr(v, "From")
+        })
     }
 
-    /// The To header.
+    /// The To header, parsed (once).
     pub fn to(&self) -> Result<NameAddr<'a>, ParseError> {
-        let v = self
-            .first_of_kind(names::TO)
-            .ok_or(ParseError::MissingHeader("To"))?;
-        parse_name_addr(v, "To")
+        *self.parsed.to.get_or_init(|| {
+            let v = self
+                .first_of_kind(names::TO)
+                .ok_or(ParseError::MissingHeader("To"))?;
+            parse_name_addr(v, "To")
+        })
     }
 
     /// Max-Forwards, `None` when absent.
@@ -683,15 +714,19 @@ impl<'a> Message<'a> {
         let (_, cseq_method) = self.cseq()?;
         self.from()?;
         self.to()?;
-        for via in self.vias() {
+        self.top_via()?;
+        for via in self.vias().skip(1) {
             parse_via(via)?;
         }
         self.max_forwards()?;
-        if let StartLine::Request { method, uri, .. } = self.start {
+        if let StartLine::Request { method, .. } = self.start {
             if method != cseq_method {
                 return Err(ParseError::CSeqMethodMismatch);
             }
-            if parse_uri(uri).is_ok_and(|u| u.headers.is_some()) {
+            if self
+                .sip_request_uri()
+                .is_some_and(|u| u.is_ok_and(|u| u.headers.is_some()))
+            {
                 return Err(ParseError::RequestUriHeaders);
             }
         }

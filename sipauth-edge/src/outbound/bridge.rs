@@ -657,8 +657,8 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 
 /// `host[:port]` of the Request-URI: where the caller reached the edge.
 fn edge_sent_by(msg: &Message<'_>) -> String {
-    msg.request_uri()
-        .and_then(|u| sipauth_sip::parse_uri(u).ok())
+    msg.sip_request_uri()
+        .and_then(Result::ok)
         .map(|u| match u.port {
             Some(p) => format!("{}:{p}", u.host),
             None => u.host.to_owned(),
@@ -669,8 +669,8 @@ fn edge_sent_by(msg: &Message<'_>) -> String {
 /// The edge's Contact towards the caller, over the transport it came by.
 fn edge_contact(msg: &Message<'_>, transport: Transport) -> String {
     let user = msg
-        .request_uri()
-        .and_then(|u| sipauth_sip::parse_uri(u).ok())
+        .sip_request_uri()
+        .and_then(Result::ok)
         .and_then(|u| u.user.map(str::to_owned))
         .unwrap_or_default();
     format!(

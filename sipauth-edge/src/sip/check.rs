@@ -55,10 +55,7 @@ pub fn request(msg: &Message<'_>) -> Result<(), Refusal> {
         ParseError::UnsupportedVersion => Refusal::Version,
         e => Refusal::Malformed(e),
     })?;
-    if msg
-        .request_uri()
-        .is_some_and(|u| sipauth_sip::parse_uri(u) == Err(ParseError::UnsupportedScheme))
-    {
+    if msg.sip_request_uri() == Some(Err(ParseError::UnsupportedScheme)) {
         return Err(Refusal::Scheme);
     }
     if msg.method() == Some("REGISTER") {

@@ -330,7 +330,11 @@ mod tests {
         let (replier, mut rx) = Replier::channel();
         let t = Arc::new(Transactions::default());
         let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKend", "INVITE")).unwrap()).unwrap();
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
         t.arrive(&key, false, &replier);
         t.respond(&key, 100, b"100".to_vec(), &replier);
         t.respond(&key, 603, b"603".to_vec(), &replier);
