@@ -1,12 +1,17 @@
 //! Fetching `answer_url` and notifying `hangup_url`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use rand::Rng as _;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
+use url::Position;
 
 use crate::signature::signature_v3;
+use crate::transport::{BodyError, Origin, Pool, SendError};
 
 /// Largest response body [`Client::fetch`] accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -117,11 +122,22 @@ impl ClientOptions {
     }
 }
 
-/// Fetches signed callbacks. Cheap to clone; share one per process.
-#[derive(Clone, Debug)]
+/// Fetches signed callbacks over kept-alive connections. Cheap to clone;
+/// share one per process.
+#[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pool: Arc<Pool>,
+    timeout: Duration,
     literal_hosts_only: bool,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("timeout", &self.timeout)
+            .field("literal_hosts_only", &self.literal_hosts_only)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -137,20 +153,10 @@ impl Client {
     }
 
     pub fn with_options(options: &ClientOptions) -> Result<Self, ConfigError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.timeout)
-            .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(USER_AGENT);
-        for pem in &options.extra_root_certs_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| ConfigError(format!("root certificate: {}", chain(&e))))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder.build().map_err(|e| ConfigError(chain(&e)))?;
+        let pool = Pool::new(&options.extra_root_certs_pem).map_err(ConfigError)?;
         Ok(Self {
-            http,
+            pool: Arc::new(pool),
+            timeout: options.timeout,
             literal_hosts_only: options.literal_hosts_only,
         })
     }
@@ -222,50 +228,55 @@ impl Client {
             &cb.params,
             &nonce,
         );
-        let request = match cb.method {
-            Method::Get => self.http.get(url.clone()),
+        let origin = Origin::of(url).ok_or_else(|| FetchError::Url("no host".to_owned()))?;
+        let (method, content_type, body) = match cb.method {
+            Method::Get => (hyper::Method::GET, None, Bytes::new()),
             Method::Post => {
                 let body = form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(&cb.params)
                     .finish();
-                self.http
-                    .post(url.clone())
-                    .header(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("application/x-www-form-urlencoded"),
-                    )
-                    .body(body)
+                (
+                    hyper::Method::POST,
+                    Some(HeaderValue::from_static(
+                        "application/x-www-form-urlencoded",
+                    )),
+                    Bytes::from(body),
+                )
             }
         };
-        let request = request
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(&url[Position::BeforePath..Position::AfterQuery])
+            .header(HOST, &url[Position::BeforeHost..Position::AfterPort])
             .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
             .header(SIGNATURE_HEADER, signature)
             .header(NONCE_HEADER, nonce);
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| FetchError::Url(e.to_string()))?;
 
-        let mut response = request.send().await.map_err(send_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(FetchError::Status(status.as_u16()));
+        let exchange = self
+            .pool
+            .exchange(&origin, request, read_body, MAX_BODY_BYTES);
+        let reply = match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => return Err(FetchError::Timeout),
+            Ok(Err(SendError(e))) => return Err(FetchError::Connect(e)),
+            Ok(Ok(reply)) => reply,
+        };
+        if !(200..300).contains(&reply.status) {
+            return Err(FetchError::Status(reply.status));
         }
-        if !read_body {
-            return Ok(None);
+        match reply.body {
+            None => Ok(None),
+            Some(Err(BodyError::TooLarge)) => Err(too_large()),
+            Some(Err(BodyError::Read(e))) => Err(FetchError::Body(e)),
+            Some(Ok(body)) => String::from_utf8(body)
+                .map(Some)
+                .map_err(|_| FetchError::Body("body is not UTF-8".to_owned())),
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(body_error)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        String::from_utf8(body)
-            .map(Some)
-            .map_err(|_| FetchError::Body("body is not UTF-8".to_owned()))
     }
 }
 
@@ -278,35 +289,6 @@ fn new_nonce() -> String {
     (0..NONCE_DIGITS)
         .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
         .collect()
-}
-
-fn send_error(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        FetchError::Timeout
-    } else {
-        FetchError::Connect(chain(&e.without_url()))
-    }
-}
-
-fn body_error(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        FetchError::Timeout
-    } else {
-        FetchError::Body(chain(&e.without_url()))
-    }
-}
-
-/// An error with its sources, `a: b: c`; reqwest's own message alone rarely
-/// says what went wrong.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
