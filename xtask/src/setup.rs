@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "sip-tester",
     "netsniff-ng",
+    // The benchmark's setup latencies from packet timestamps.
+    "tcpdump",
     "iproute2",
     "iptables",
     "iputils-ping",

@@ -24,6 +24,8 @@
 // `bench/` by path.
 #[path = "bench/answer.rs"]
 mod answer;
+#[path = "bench/capture.rs"]
+mod capture;
 #[path = "bench/fleet.rs"]
 mod fleet;
 #[path = "bench/inbound.rs"]
