@@ -5,6 +5,7 @@
 pub mod api;
 pub mod errors;
 pub mod fields;
+pub mod queued;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct ControlState {
     /// Account tokens read lately, and when: an API request costs no
     /// query for them while they are fresher than [`TOKEN_TTL`].
     tokens: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    /// Make Call requests' records, written in groups.
+    pub queued: queued::QueuedCalls,
 }
 
 /// How long a token read from the store is used without reading it again
@@ -75,6 +78,7 @@ impl ControlState {
     ) -> Result<Arc<Self>, StoreError> {
         let v = store.version().await?;
         let state = Arc::new(Self {
+            queued: queued::QueuedCalls::start(store.clone()),
             store,
             realm,
             auth_limiter: api::AuthLimiter::default(),

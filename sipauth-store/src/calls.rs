@@ -55,14 +55,14 @@ pub async fn insert_many(store: &Store, records: &[CallRecord]) -> Result<(), St
     upsert(store, records.iter().map(|r| (r, None))).await
 }
 
-/// Stores the record of a Make Call request (queued, not ended) with the
-/// request's own columns, through the same statement as [`insert_many`].
+/// Stores the records of Make Call requests (queued, not ended), each with
+/// its request's own columns, through the same one statement as
+/// [`insert_many`].
 pub async fn insert_requested(
     store: &Store,
-    record: &CallRecord,
-    requested: &Requested<'_>,
+    rows: &[(&CallRecord, Requested<'_>)],
 ) -> Result<(), StoreError> {
-    upsert(store, std::iter::once((record, Some(requested)))).await
+    upsert(store, rows.iter().map(|(r, q)| (*r, Some(q)))).await
 }
 
 /// The one statement that writes `calls`.
@@ -218,7 +218,9 @@ mod tests {
             answer_method: "GET",
             hangup_url: "http://127.0.0.1/hangup",
         };
-        insert_requested(&store, &queued, &req).await.unwrap();
+        insert_requested(&store, &[(&queued, req.clone())])
+            .await
+            .unwrap();
         assert_eq!(get(&store, "MA0001", "m1").await.unwrap().unwrap(), queued);
         let want = (
             Some("GET".to_owned()),

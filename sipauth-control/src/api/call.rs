@@ -156,7 +156,7 @@ async fn create(Scope(s, acct): Scope, headers: HeaderMap, Fields(body): Fields)
         answer_method: v.str("answer_method").unwrap_or("POST"),
         hangup_url: v.str("hangup_url").unwrap_or(answer_url),
     };
-    calls::insert_requested(&s.store, &queued, &requested).await?;
+    s.queued.write(queued, &requested).await?;
     tracing::debug!(account = %acct, call = %uuid, "call requested");
     if let Some(permit) = permit {
         // The token this request authenticated with is the account's: it

@@ -88,6 +88,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::queued::QueueError> for ApiError {
+    fn from(e: crate::queued::QueueError) -> Self {
+        match e {
+            crate::queued::QueueError::Store(e) => e.into(),
+            crate::queued::QueueError::Stopped => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service is stopping; nothing was changed",
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = crate::errors::error_response(self.status, self.message);
