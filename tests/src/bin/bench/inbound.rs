@@ -107,7 +107,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         "legitimate calls at {LEGIT_RATE}/s under a flood of {FLOOD} INVITEs from a source outside the ACL"
     );
     println!(
-        "{:<7} {:>10} {:>7} {:>9} {:>8} {:>9} {:>9} {:>13} {:>10}",
+        "{:<7} {:>10} {:>7} {:>9} {:>8} {:>9} {:>9} {:>12} {:>13} {:>10}",
         "XDP",
         "flood pps",
         "calls",
@@ -115,19 +115,21 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         "share",
         "p50 ms",
         "p99 ms",
+        "p99 no flood",
         "flood in user",
         "edge CPU s"
     );
     for f in &flood {
         println!(
-            "{:<7} {:>10.0} {:>7} {:>9} {:>7.1}% {:>9} {:>9} {:>13} {:>10.2}",
+            "{:<7} {:>10.0} {:>7} {:>9} {:>7.1}% {:>9.2} {:>9.2} {:>12.2} {:>13} {:>10.2}",
             f.xdp,
             f.flood_pps,
             f.calls,
             f.succeeded,
             f.share() * 100.0,
-            ms(f.p50_ms),
-            ms(f.p99_ms),
+            f.during_wire_ms.0,
+            f.during_wire_ms.1,
+            f.quiet_wire_ms.1,
             f.invites_in_user_space,
             f.edge_cpu
         );
@@ -187,15 +189,6 @@ fn busy_shares(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
         .zip(after)
         .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64)
         .collect()
-}
-
-/// A latency for the table: sipp measures whole milliseconds.
-fn ms(v: f64) -> String {
-    if v < 1.0 {
-        "<1".to_owned()
-    } else {
-        format!("{v:.0}")
-    }
 }
 
 /// The sipp command of `sipp`, on the load CPU, with statistics and
@@ -326,7 +319,7 @@ pub(crate) struct Step {
     /// Calls sipp itself counted as failed (timeouts, unexpected messages).
     sipp_failed: u64,
     retransmissions: u64,
-    achieved: f64,
+    pub(crate) achieved: f64,
     p50_ms: f64,
     pub(crate) p99_ms: f64,
     /// The same from packet timestamps on the caller's interface
@@ -553,6 +546,9 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
 struct Flooded {
     xdp: &'static str,
     flood_secs: f64,
+    /// trafgen could not flush its last batch (the link's queue was full):
+    /// up to a ring's worth of the flood was not sent.
+    last_ring_unsent: bool,
     flood_pps: f64,
     calls: u64,
     succeeded: u64,
@@ -562,6 +558,10 @@ struct Flooded {
     xdp_dropped: u64,
     invites_in_user_space: u64,
     edge_cpu: f64,
+    /// Setup p50/p99 (ms) from packet timestamps: the same calls on the
+    /// same edge just before the flood, and during it.
+    quiet_wire_ms: (f64, f64),
+    during_wire_ms: (f64, f64),
 }
 
 impl Flooded {
@@ -578,6 +578,7 @@ impl Flooded {
             "xdp_mode": self.xdp,
             "flood_packets": FLOOD,
             "flood_seconds": self.flood_secs,
+            "trafgen_last_ring_unsent": self.last_ring_unsent,
             "flood_pps": self.flood_pps,
             "legitimate_rate": LEGIT_RATE,
             "legitimate_calls": self.calls,
@@ -586,6 +587,15 @@ impl Flooded {
             "legitimate_success_share": self.share(),
             "legitimate_p50_ms": self.p50_ms,
             "legitimate_p99_ms": self.p99_ms,
+            "legitimate_wire_p50_ms": self.during_wire_ms.0,
+            "legitimate_wire_p99_ms": self.during_wire_ms.1,
+            "no_flood_wire_p50_ms": self.quiet_wire_ms.0,
+            "no_flood_wire_p99_ms": self.quiet_wire_ms.1,
+            "wire_p99_ratio_flood_to_none": if self.quiet_wire_ms.1 > 0.0 {
+                json!(self.during_wire_ms.1 / self.quiet_wire_ms.1)
+            } else {
+                Value::Null
+            },
             "flood_dropped_by_xdp": self.xdp_dropped,
             "invites_reaching_user_space": self.invites_in_user_space,
             "edge_cpu_seconds": self.edge_cpu,
@@ -636,6 +646,34 @@ fn under_flood(xdp: &'static str) -> Flooded {
     );
     until_edge_has(&agent, &app);
 
+    // The same calls without a flood first: the p99 the flood is held to.
+    let quiet_dir = tempfile::tempdir().expect("temp dir");
+    let quiet = Sipp {
+        ns: &c1.ns,
+        scenario: "bench_invite_603.xml",
+        local: c1.v4,
+        target: SocketAddr::new(c1.edge_v4, 5060),
+        tcp: false,
+        calls: LEGIT_RATE * 4,
+        rate: LEGIT_RATE,
+        service: &app,
+        auth: None,
+        vars: vec![("from_user", "caller".to_owned())],
+    };
+    let capture = Capture::start(c1);
+    let quiet_run = finish(
+        sipp_command(&quiet, quiet_dir.path(), 30)
+            .spawn()
+            .expect("start sipp"),
+        quiet_dir.path(),
+    );
+    let quiet_wire = capture.finish();
+    assert_eq!(
+        quiet_run.succeeded,
+        u64::from(LEGIT_RATE * 4),
+        "calls without a flood"
+    );
+
     let dir = tempfile::tempdir().expect("temp dir");
     // At most two minutes of calls; stopped when the flood ends.
     let sipp = Sipp {
@@ -652,16 +690,19 @@ fn under_flood(xdp: &'static str) -> Flooded {
     };
     let before = agent.metrics();
     let cpu0 = cpu_secs(agent.pid());
+    let capture = Capture::start(c1);
     let child = sipp_command(&sipp, dir.path(), 150)
         .spawn()
         .expect("start sipp");
-    let flood_secs = varying_flood(c2, &app, FLOOD).as_secs_f64();
+    let (flood_time, last_ring_unsent) = varying_flood(c2, &app, FLOOD);
+    let flood_secs = flood_time.as_secs_f64();
     // No new calls; the ones in progress finish or time out.
     if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
     }
     let run = finish(child, dir.path());
     let cpu1 = cpu_secs(agent.pid());
+    let flooded_wire = capture.finish();
     let after = agent.metrics();
     let delta = |prefix: &str| metric_sum(&after, prefix) - metric_sum(&before, prefix);
     let xdp_dropped = delta(r#"sipauth_xdp_packets_total{verdict="drop""#);
@@ -672,6 +713,7 @@ fn under_flood(xdp: &'static str) -> Flooded {
         xdp,
         flood_secs,
         flood_pps: FLOOD as f64 / flood_secs,
+        last_ring_unsent,
         calls: run.created,
         succeeded: run.succeeded,
         failed: run.created.saturating_sub(run.succeeded),
@@ -682,6 +724,14 @@ fn under_flood(xdp: &'static str) -> Flooded {
         // count too; they are a few hundred at most.
         invites_in_user_space: invites,
         edge_cpu: cpu1 - cpu0,
+        quiet_wire_ms: (
+            percentile(&quiet_wire.setup_ms, 50),
+            percentile(&quiet_wire.setup_ms, 99),
+        ),
+        during_wire_ms: (
+            percentile(&flooded_wire.setup_ms, 50),
+            percentile(&flooded_wire.setup_ms, 99),
+        ),
     }
 }
 
@@ -689,8 +739,9 @@ fn under_flood(xdp: &'static str) -> Flooded {
 /// own branch, tag and Call-ID (five counters of coprime periods: about six
 /// million distinct values), so that user space sees new transactions, not
 /// retransmissions. The UDP checksum is 0 (none, allowed over IPv4), since
-/// the payload changes per packet.
-fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
+/// the payload changes per packet. Also says whether trafgen's last batch
+/// stayed unsent (its final flush found the link's queue full).
+fn varying_flood(link: &Link, app: &str, count: u64) -> (Duration, bool) {
     const MARK: &str = "~~~~~";
     let payload = invite(
         app,
@@ -721,19 +772,50 @@ fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
     );
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), cfg).expect("write trafgen config");
-    let start = Instant::now();
-    let mut child = link
-        .ns
-        .cmd("trafgen")
-        .args(["-o", link.dev, "-i"])
-        .arg(file.path())
-        .args(["-n", &count.to_string(), "--cpus", "1", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start trafgen");
-    // trafgen pins the worker it forks to a CPU of its own choosing (the
-    // first, with one worker): move it to the load CPU as soon as it exists.
+    for attempt in 1..=3 {
+        let start = Instant::now();
+        let mut child = link
+            .ns
+            .cmd("trafgen")
+            .args(["-o", link.dev, "-i"])
+            .arg(file.path())
+            .args(["-n", &count.to_string(), "--cpus", "1", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start trafgen");
+        pin_to_load_cpu(&mut child);
+        let status = child.wait().expect("wait for trafgen");
+        let elapsed = start.elapsed();
+        if status.success() {
+            return (elapsed, false);
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        // trafgen gives up when a flush of its TX ring finds the link's
+        // queue full. Late in a flood, only its last batch is lost; at
+        // the start, no flood was sent and it goes again.
+        assert!(
+            err.contains("Flushing TX_RING failed"),
+            "trafgen failed ({status}): {err}"
+        );
+        if elapsed >= Duration::from_secs(1) {
+            println!("trafgen: its last batch was not sent ({})", err.trim());
+            return (elapsed, true);
+        }
+        println!(
+            "trafgen stopped at once (attempt {attempt}: {}); again",
+            err.trim()
+        );
+    }
+    panic!("trafgen could not start a flood in three attempts");
+}
+
+/// trafgen pins the worker it forks to a CPU of its own choosing (the
+/// first, with one worker): moved to the load CPU as soon as it exists.
+fn pin_to_load_cpu(child: &mut Child) {
     let parent = child.id();
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
@@ -750,21 +832,11 @@ fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
                     .stdout(Stdio::null())
                     .status();
             }
-            break;
+            return;
         }
         if child.try_wait().ok().flatten().is_some() {
-            break;
+            return;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let status = child.wait().expect("wait for trafgen");
-    let elapsed = start.elapsed();
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        panic!("trafgen failed ({status}): {err}");
-    }
-    elapsed
 }

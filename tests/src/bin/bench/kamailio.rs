@@ -287,12 +287,15 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             "p99_ratio_vs_stateful": ratio(sa.map(|t| t.1), sf.map(|t| t.1)),
         }));
     }
+    // The most calls per second a system completed in a step that failed
+    // at most 1%: past its capacity, a system still completes the calls
+    // asked of it, later (sipp waits), so the asked rate says nothing.
     let max = |steps: &[Step]| {
         steps
             .iter()
             .filter(|s| s.failure_share() <= FAILURE_LIMIT)
-            .map(|s| s.rate)
-            .max()
+            .map(|s| s.achieved.round())
+            .reduce(f64::max)
     };
     let file = out.join("kamailio.json");
     std::fs::write(
@@ -307,7 +310,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             "cpus": {"server": EDGE_CPU, "sipp": LOAD_CPU},
             "latency": "first INVITE leaving the caller to the 603 reaching it, kernel timestamps of a capture on the caller's interface (tcpdump, ns); p99 in ms",
             "step_seconds": STEP_SECS,
-            "max_rate_within_1pct_failed": {
+            "max_achieved_rate_within_1pct_failed": {
                 "sipauth": max(&sipauth.steps),
                 "kamailio_stateless": max(&stateless),
                 "kamailio_stateful": max(&stateful),
