@@ -546,9 +546,10 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
 struct Flooded {
     xdp: &'static str,
     flood_secs: f64,
-    /// trafgen could not flush its last batch (the link's queue was full):
-    /// up to a ring's worth of the flood was not sent.
-    last_ring_unsent: bool,
+    /// Packets the flooding caller's interface sent during the flood (the
+    /// legitimate caller is another interface): trafgen stops early when
+    /// its TX ring finds the link's queue full.
+    flood_sent: u64,
     flood_pps: f64,
     calls: u64,
     succeeded: u64,
@@ -576,9 +577,9 @@ impl Flooded {
     fn json(&self) -> Value {
         json!({
             "xdp_mode": self.xdp,
-            "flood_packets": FLOOD,
+            "flood_packets_asked": FLOOD,
+            "flood_packets_sent": self.flood_sent,
             "flood_seconds": self.flood_secs,
-            "trafgen_last_ring_unsent": self.last_ring_unsent,
             "flood_pps": self.flood_pps,
             "legitimate_rate": LEGIT_RATE,
             "legitimate_calls": self.calls,
@@ -694,7 +695,9 @@ fn under_flood(xdp: &'static str) -> Flooded {
     let child = sipp_command(&sipp, dir.path(), 150)
         .spawn()
         .expect("start sipp");
-    let (flood_time, last_ring_unsent) = varying_flood(c2, &app, FLOOD);
+    let sent0 = tx_packets(c2);
+    let flood_time = varying_flood(c2, &app, FLOOD);
+    let flood_sent = tx_packets(c2) - sent0;
     let flood_secs = flood_time.as_secs_f64();
     // No new calls; the ones in progress finish or time out.
     if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
@@ -712,8 +715,8 @@ fn under_flood(xdp: &'static str) -> Flooded {
     Flooded {
         xdp,
         flood_secs,
-        flood_pps: FLOOD as f64 / flood_secs,
-        last_ring_unsent,
+        flood_pps: flood_sent as f64 / flood_secs,
+        flood_sent,
         calls: run.created,
         succeeded: run.succeeded,
         failed: run.created.saturating_sub(run.succeeded),
@@ -739,9 +742,10 @@ fn under_flood(xdp: &'static str) -> Flooded {
 /// own branch, tag and Call-ID (five counters of coprime periods: about six
 /// million distinct values), so that user space sees new transactions, not
 /// retransmissions. The UDP checksum is 0 (none, allowed over IPv4), since
-/// the payload changes per packet. Also says whether trafgen's last batch
-/// stayed unsent (its final flush found the link's queue full).
-fn varying_flood(link: &Link, app: &str, count: u64) -> (Duration, bool) {
+/// the payload changes per packet. trafgen may stop before `count` when
+/// a flush of its TX ring finds the link's queue full: [`tx_packets`]
+/// says how many went.
+fn varying_flood(link: &Link, app: &str, count: u64) -> Duration {
     const MARK: &str = "~~~~~";
     let payload = invite(
         app,
@@ -788,22 +792,22 @@ fn varying_flood(link: &Link, app: &str, count: u64) -> (Duration, bool) {
         let status = child.wait().expect("wait for trafgen");
         let elapsed = start.elapsed();
         if status.success() {
-            return (elapsed, false);
+            return elapsed;
         }
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
         // trafgen gives up when a flush of its TX ring finds the link's
-        // queue full. Late in a flood, only its last batch is lost; at
-        // the start, no flood was sent and it goes again.
+        // queue full. After a second of flood, what went is measured; at
+        // the start, it goes again.
         assert!(
             err.contains("Flushing TX_RING failed"),
             "trafgen failed ({status}): {err}"
         );
         if elapsed >= Duration::from_secs(1) {
-            println!("trafgen: its last batch was not sent ({})", err.trim());
-            return (elapsed, true);
+            println!("trafgen stopped early ({})", err.trim());
+            return elapsed;
         }
         println!(
             "trafgen stopped at once (attempt {attempt}: {}); again",
@@ -811,6 +815,24 @@ fn varying_flood(link: &Link, app: &str, count: u64) -> (Duration, bool) {
         );
     }
     panic!("trafgen could not start a flood in three attempts");
+}
+
+/// Packets `link`'s caller interface has sent (`/proc/net/dev` read in
+/// its namespace: 8 receive counters, then transmit bytes and packets).
+fn tx_packets(link: &Link) -> u64 {
+    let out = link
+        .ns
+        .cmd("cat")
+        .arg("/proc/net/dev")
+        .output()
+        .expect("read the interface counters");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (name, counters) = l.split_once(':')?;
+            (name.trim() == link.dev).then(|| counters.split_whitespace().nth(9)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no counters of {} in its namespace", link.dev))
 }
 
 /// trafgen pins the worker it forks to a CPU of its own choosing (the
