@@ -4,9 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT as USER_AGENT_HEADER,
+};
 use rand::Rng as _;
 use url::Position;
 
@@ -183,7 +186,7 @@ impl Client {
         loop {
             match self.attempt(cb, &url, read_body).await {
                 Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
-                    tracing::debug!(url = %cb.url, error = %e, "callback attempt failed; retrying");
+                    tracing::debug!(url = %shown(&url), error = %e, "callback attempt failed; retrying");
                     attempt += 1;
                 }
                 other => return other,
@@ -254,6 +257,9 @@ impl Client {
         if let Some(ct) = content_type {
             request = request.header(CONTENT_TYPE, ct);
         }
+        if let Some(credentials) = basic_credentials(url) {
+            request = request.header(AUTHORIZATION, credentials);
+        }
         let request = request
             .body(Full::new(body))
             .map_err(|e| FetchError::Url(e.to_string()))?;
@@ -278,6 +284,39 @@ impl Client {
                 .map_err(|_| FetchError::Body("body is not UTF-8".to_owned())),
         }
     }
+}
+
+/// `Authorization: Basic` from the URL's user information
+/// (`https://user:password@host/...`), as browsers and HTTP clients do;
+/// marked sensitive so that it is never shown.
+fn basic_credentials(url: &url::Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or_default())
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The URL as logs show it: scheme, host, port and path (no user
+/// information, no query with the call's parameters).
+fn shown(url: &url::Url) -> String {
+    format!(
+        "{}://{}",
+        url.scheme(),
+        &url[Position::BeforeHost..Position::AfterPath]
+    )
 }
 
 fn too_large() -> FetchError {
@@ -346,6 +385,21 @@ mod tests {
         assert!(literal.request_url(&cb("http://127.0.0.1:8080/x")).is_ok());
         let any = Client::new(Duration::from_secs(1));
         assert!(any.request_url(&cb("https://example.com/x")).is_ok());
+    }
+
+    #[test]
+    fn user_information_becomes_basic_credentials_and_stays_out_of_logs() {
+        let url = url::Url::parse("https://ops%40example:p%3Ass@cb.example/answer?x=1").unwrap();
+        let value = basic_credentials(&url).unwrap();
+        assert!(value.is_sensitive());
+        let encoded = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(decoded, b"ops@example:p:ss");
+        assert_eq!(shown(&url), "https://cb.example/answer");
+        let plain = url::Url::parse("http://127.0.0.1/a").unwrap();
+        assert!(basic_credentials(&plain).is_none());
     }
 
     #[test]
