@@ -647,20 +647,22 @@ fn under_flood(xdp: &'static str) -> Flooded {
     );
     until_edge_has(&agent, &app);
 
-    // The same calls without a flood first: the p99 the flood is held to.
-    let quiet_dir = tempfile::tempdir().expect("temp dir");
-    let quiet = Sipp {
+    // The legitimate caller's calls, `calls` of them at LEGIT_RATE.
+    let legit = |calls: u32| Sipp {
         ns: &c1.ns,
         scenario: "bench_invite_603.xml",
         local: c1.v4,
         target: SocketAddr::new(c1.edge_v4, 5060),
         tcp: false,
-        calls: LEGIT_RATE * 4,
+        calls,
         rate: LEGIT_RATE,
         service: &app,
         auth: None,
         vars: vec![("from_user", "caller".to_owned())],
     };
+    // The same calls without a flood first: the p99 the flood is held to.
+    let quiet_dir = tempfile::tempdir().expect("temp dir");
+    let quiet = legit(LEGIT_RATE * 4);
     let capture = Capture::start(c1);
     let quiet_run = finish(
         sipp_command(&quiet, quiet_dir.path(), 30)
@@ -677,18 +679,7 @@ fn under_flood(xdp: &'static str) -> Flooded {
 
     let dir = tempfile::tempdir().expect("temp dir");
     // At most two minutes of calls; stopped when the flood ends.
-    let sipp = Sipp {
-        ns: &c1.ns,
-        scenario: "bench_invite_603.xml",
-        local: c1.v4,
-        target: SocketAddr::new(c1.edge_v4, 5060),
-        tcp: false,
-        calls: LEGIT_RATE * 120,
-        rate: LEGIT_RATE,
-        service: &app,
-        auth: None,
-        vars: vec![("from_user", "caller".to_owned())],
-    };
+    let sipp = legit(LEGIT_RATE * 120);
     let before = agent.metrics();
     let cpu0 = cpu_secs(agent.pid());
     let capture = Capture::start(c1);
