@@ -182,9 +182,11 @@ impl Client {
 
     async fn run(&self, cb: &Callback<'_>, read_body: bool) -> Result<Option<String>, FetchError> {
         let url = self.request_url(cb)?;
+        // request_url has checked the scheme and the host.
+        let origin = Origin::of(&url).ok_or_else(|| FetchError::Url("no host".to_owned()))?;
         let mut attempt = 1;
         loop {
-            match self.attempt(cb, &url, read_body).await {
+            match self.attempt(cb, &url, &origin, read_body).await {
                 Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
                     tracing::debug!(url = %shown(&url), error = %e, "callback attempt failed; retrying");
                     attempt += 1;
@@ -221,6 +223,7 @@ impl Client {
         &self,
         cb: &Callback<'_>,
         url: &url::Url,
+        origin: &Origin,
         read_body: bool,
     ) -> Result<Option<String>, FetchError> {
         let nonce = new_nonce();
@@ -231,7 +234,6 @@ impl Client {
             &cb.params,
             &nonce,
         );
-        let origin = Origin::of(url).ok_or_else(|| FetchError::Url("no host".to_owned()))?;
         let (method, content_type, body) = match cb.method {
             Method::Get => (hyper::Method::GET, None, Bytes::new()),
             Method::Post => {
@@ -266,7 +268,7 @@ impl Client {
 
         let exchange = self
             .pool
-            .exchange(&origin, request, read_body, MAX_BODY_BYTES);
+            .exchange(origin, request, read_body, MAX_BODY_BYTES);
         let reply = match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => return Err(FetchError::Timeout),
             Ok(Err(SendError(e))) => return Err(FetchError::Connect(e)),

@@ -135,11 +135,10 @@ impl Pool {
     pub async fn exchange(
         &self,
         origin: &Origin,
-        request: hyper::Request<Full<Bytes>>,
+        mut request: hyper::Request<Full<Bytes>>,
         read_body: bool,
         body_limit: usize,
     ) -> Result<Reply, SendError> {
-        let mut request = request;
         let (mut sender, response) = loop {
             let Some(mut sender) = self.take(origin) else {
                 let mut sender = self.connect(origin).await?;
@@ -165,21 +164,20 @@ impl Pool {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n > body_limit as u64);
-        let body = if too_long {
+        if too_long {
             // Not read: the connection cannot be used again.
             return Ok(Reply {
                 status,
                 body: read_body.then_some(Err(BodyError::TooLarge)),
             });
-        } else {
-            match Limited::new(response.into_body(), body_limit)
-                .collect()
-                .await
-            {
-                Ok(b) => Ok(b.to_bytes().to_vec()),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-                Err(e) => Err(BodyError::Read(chain(&*e))),
-            }
+        }
+        let body = match Limited::new(response.into_body(), body_limit)
+            .collect()
+            .await
+        {
+            Ok(b) => Ok(b.to_bytes().into()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+            Err(e) => Err(BodyError::Read(chain(&*e))),
         };
         if body.is_ok() && sender.ready().await.is_ok() {
             self.put(origin, sender);
