@@ -209,9 +209,9 @@ mod tests {
         }
     }
 
-    /// A control plane that answers 503 `failures` times, then 204; it
-    /// hands over the bodies it took.
-    async fn control(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// A control plane that answers 503 `failures` times, then 204, as a
+    /// sink; it hands over the bodies it took.
+    async fn control(failures: usize) -> (Sink, tokio::sync::mpsc::UnboundedReceiver<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/Edge/Calls", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -259,17 +259,17 @@ mod tests {
                     .await;
             }
         });
-        (url, rx)
-    }
-
-    #[tokio::test]
-    async fn remote_records_go_as_one_batch_and_are_sent_again_after_a_failure() {
-        let (url, mut bodies) = control(2).await;
         let sink = Sink::Remote {
             url,
             token: "edge-token".to_owned(),
             http: reqwest::Client::new(),
         };
+        (sink, rx)
+    }
+
+    #[tokio::test]
+    async fn remote_records_go_as_one_batch_and_are_sent_again_after_a_failure() {
+        let (sink, mut bodies) = control(2).await;
         let batch = [
             rec("a", "completed", Cause::NormalHangup),
             rec("b", "busy", Cause::BusyLine),
@@ -285,24 +285,9 @@ mod tests {
     /// sink together: one write for the calls that end within the linger.
     #[tokio::test]
     async fn records_ending_close_together_are_written_in_one_batch() {
-        let (url, mut bodies) = control(0).await;
-        let sink = Sink::Remote {
-            url,
-            token: "edge-token".to_owned(),
-            http: reqwest::Client::new(),
-        };
+        let (sink, mut bodies) = control(0).await;
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let calls = Calls::new(
-            sipauth_callback::Client::new(Duration::from_secs(1)),
-            sink,
-            metrics.clone(),
-            crate::outbound::Settings {
-                timers: crate::outbound::Timers::default(),
-                number_gateway: None,
-                resolver: crate::outbound::resolve::Resolver::none(),
-                tls: None,
-            },
-        );
+        let calls = crate::tests::test_calls(sink, metrics.clone());
         let sent = [
             rec("a", "completed", Cause::NormalHangup),
             rec("b", "busy", Cause::BusyLine),

@@ -9,29 +9,41 @@ use crate::Edge;
 use crate::sip::dialog::Event;
 use crate::transport::Replier;
 
-/// A real edge with no applications and in-memory lockouts, for tests.
-pub(crate) fn test_edge() -> Arc<Edge> {
-    use crate::records::{Calls, Sink};
-    use crate::{DigestSettings, outbound, view};
-    use sipauth_kernel::lockout::Lockouts;
-    use sipauth_kernel::maps::LockoutPolicy as Policy;
-    use std::time::Duration;
-
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let calls = Calls::new(
-        sipauth_callback::Client::new(Duration::from_secs(1)),
-        Sink::Remote {
-            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
-            token: String::new(),
-            http: reqwest::Client::new(),
-        },
-        metrics.clone(),
+/// What calls share, for tests: records go to `sink`, callbacks time out
+/// after a second, outbound legs resolve nothing.
+pub(crate) fn test_calls(
+    sink: crate::records::Sink,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Arc<crate::records::Calls> {
+    use crate::outbound;
+    crate::records::Calls::new(
+        sipauth_callback::Client::new(std::time::Duration::from_secs(1)),
+        sink,
+        metrics,
         outbound::Settings {
             timers: outbound::Timers::default(),
             number_gateway: None,
             resolver: outbound::resolve::Resolver::none(),
             tls: None,
         },
+    )
+}
+
+/// A real edge with no applications and in-memory lockouts, for tests.
+pub(crate) fn test_edge() -> Arc<Edge> {
+    use crate::records::Sink;
+    use crate::{DigestSettings, view};
+    use sipauth_kernel::lockout::Lockouts;
+    use sipauth_kernel::maps::LockoutPolicy as Policy;
+
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let calls = test_calls(
+        Sink::Remote {
+            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        },
+        metrics.clone(),
     );
     Edge::new(
         Arc::new(Lockouts::memory(Policy::default(), &[])),

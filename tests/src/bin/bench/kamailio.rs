@@ -223,7 +223,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         steps
             .iter()
             .find(|s| s.rate == rate)
-            .map(|s| (s.edge_cpu_us_per_call, s.wire_p99_ms, s.failure_share()))
+            .map(|s| (s.edge_cpu_us_per_call, s.wire_p99_ms))
     };
     println!(
         "authenticated call setups, one CPU each: edge CPU per call (us) and p99 setup (ms, from \
@@ -251,13 +251,11 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         if sa.is_none() && sl.is_none() && sf.is_none() {
             continue;
         }
-        let cpu = |v: Option<(f64, f64, f64)>| {
-            v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", t.0))
-        };
-        let p99 = |v: Option<(f64, f64, f64)>| {
-            v.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t.1))
-        };
-        let r = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>| {
+        let cpu =
+            |v: Option<(f64, f64)>| v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", t.0));
+        let p99 =
+            |v: Option<(f64, f64)>| v.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t.1));
+        let r = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
             ratio(a.map(|t| t.0), b.map(|t| t.0))
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
