@@ -139,7 +139,7 @@ impl Pool {
         read_body: bool,
         body_limit: usize,
     ) -> Result<Reply, SendError> {
-        let (mut sender, response) = loop {
+        let (sender, response) = loop {
             let Some(mut sender) = self.take(origin) else {
                 let mut sender = self.connect(origin).await?;
                 let response = sender
@@ -179,7 +179,11 @@ impl Pool {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
             Err(e) => Err(BodyError::Read(chain(&*e))),
         };
-        if body.is_ok() && sender.ready().await.is_ok() {
+        // Back to the pool at once: the connection task marks it ready
+        // when it has finished the exchange, and [`Pool::take`] passes
+        // over it until then. Waiting here would hold the caller's answer
+        // for two more turns of the scheduler.
+        if body.is_ok() {
             self.put(origin, sender);
         }
         Ok(Reply {
@@ -188,28 +192,26 @@ impl Pool {
         })
     }
 
-    /// An idle connection to `origin` that can take a request now.
+    /// The newest idle connection to `origin` that can take a request now.
+    /// Those expired or closed are dropped; one still finishing its last
+    /// exchange stays for a later request.
     fn take(&self, origin: &Origin) -> Option<Sender> {
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.get_mut(origin)?;
-        while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < IDLE_TIMEOUT && conn.sender.is_ready() {
-                return Some(conn.sender);
-            }
-        }
-        None
+        let now = Instant::now();
+        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && !c.sender.is_closed());
+        let newest_ready = list.iter().rposition(|c| c.sender.is_ready())?;
+        Some(list.remove(newest_ready).sender)
     }
 
     fn put(&self, origin: &Origin, sender: Sender) {
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.entry(origin.clone()).or_default();
         // The oldest are the likeliest to have been closed by the server.
-        list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed());
+        let now = Instant::now();
+        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && !c.sender.is_closed());
         if list.len() < IDLE_PER_ORIGIN {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            list.push(Idle { sender, since: now });
         }
     }
 
