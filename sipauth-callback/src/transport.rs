@@ -1,39 +1,43 @@
-//! The HTTP/1.1 transport of callbacks: hyper's connection API over
-//! kept-alive connections, pooled per origin.
+//! The HTTP/1.1 transport of callbacks: kept-alive connections pooled per
+//! origin, each exchange run in the task that asks ([`h1`]).
 //!
 //! A call costs two callbacks (answer_url, hangup_url), mostly to the same
 //! few hosts, so a connection is used for many calls: after a response has
 //! been read to its end, the connection goes back to its origin's pool
 //! (at most [`IDLE_PER_ORIGIN`] wait there, none longer than
-//! [`IDLE_TIMEOUT`]). A request that a pooled connection could not send —
-//! the server had closed it meanwhile — goes again on a new connection;
-//! one that was sent is never sent twice from here.
+//! [`IDLE_TIMEOUT`]). Before a pooled connection carries a request it is
+//! looked at: one the server has closed meanwhile (or sent anything on) is
+//! dropped and the request goes on another, so a request is never written
+//! to a connection known to be gone.
 //!
 //! HTTPS verifies the server's certificate against the web PKI roots and
 //! any roots the operator adds, for the URL's host (also the SNI). Host
 //! names are resolved by the system resolver, addresses tried in order.
 //! No proxy, no redirects, no HTTP/2.
 
+mod h1;
+
 use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Idle connections kept per origin at most; more are closed.
+pub(crate) use h1::Request;
+
+/// Idle connections kept per origin at most.
 pub const IDLE_PER_ORIGIN: usize = 64;
 /// An idle connection unused this long is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-type Sender = SendRequest<Full<Bytes>>;
 
 /// Where a request connects: scheme, host and port of its URL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -86,8 +90,74 @@ pub enum BodyError {
     Read(String),
 }
 
+/// A connection to an origin: TCP, or TLS over it.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether an idle connection can carry a request: nothing waits to be
+    /// read on it, not even its end. Looks at the socket itself (one
+    /// `recv` with `MSG_PEEK`): a close the runtime has not yet seen counts.
+    fn is_idle_open(&self) -> bool {
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(self.tcp()).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 struct Idle {
-    sender: Sender,
+    stream: Stream,
     since: Instant,
 }
 
@@ -129,114 +199,85 @@ impl Pool {
         })
     }
 
-    /// Sends `request` (origin-form target, Host set) to `origin` and reads
-    /// the response: its body too, up to `body_limit` bytes, when
-    /// `read_body`. The caller bounds the time this takes.
-    pub async fn exchange(
+    /// Sends `request` to `origin` and reads the response: its body too,
+    /// up to `body_limit` bytes, when `read_body`. The caller bounds the
+    /// time this takes; a connection dropped midway is simply closed.
+    pub(crate) async fn exchange(
         &self,
         origin: &Origin,
-        mut request: hyper::Request<Full<Bytes>>,
+        request: &Request<'_>,
         read_body: bool,
         body_limit: usize,
     ) -> Result<Reply, SendError> {
-        let (sender, response) = loop {
-            let Some(mut sender) = self.take(origin) else {
-                let mut sender = self.connect(origin).await?;
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| SendError(chain(&e)))?;
-                break (sender, response);
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => break (sender, response),
-                // Never written: the connection had closed. Again, on
-                // another.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError(chain(e.error()))),
-                },
-            }
+        let mut stream = match self.take(origin) {
+            Some(stream) => stream,
+            None => self.connect(origin).await?,
         };
-        let status = response.status().as_u16();
-        let too_long = response
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > body_limit as u64);
-        if too_long {
-            // Not read: the connection cannot be used again.
-            return Ok(Reply {
-                status,
-                body: read_body.then_some(Err(BodyError::TooLarge)),
-            });
-        }
-        let body = match Limited::new(response.into_body(), body_limit)
-            .collect()
+        let bytes = request.encode();
+        stream
+            .write_all(&bytes)
             .await
-        {
-            Ok(b) => Ok(b.to_bytes().into()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-            Err(e) => Err(BodyError::Read(chain(&*e))),
-        };
-        // Back to the pool at once: the connection task marks it ready
-        // when it has finished the exchange, and [`Pool::take`] passes
-        // over it until then. Waiting here would hold the caller's answer
-        // for two more turns of the scheduler.
-        if body.is_ok() {
-            self.put(origin, sender);
+            .map_err(|e| SendError(e.to_string()))?;
+        // TLS holds written records until flushed; TCP has nothing to do.
+        stream.flush().await.map_err(|e| SendError(e.to_string()))?;
+        let response = h1::read_response(&mut stream, read_body, body_limit)
+            .await
+            .map_err(|e| SendError(e.to_string()))?;
+        if response.reusable {
+            self.put(origin, stream);
         }
         Ok(Reply {
-            status,
-            body: read_body.then_some(body),
+            status: response.status,
+            body: response.body,
         })
     }
 
-    /// The newest idle connection to `origin` that can take a request now.
-    /// Those expired or closed are dropped; one still finishing its last
-    /// exchange stays for a later request.
-    fn take(&self, origin: &Origin) -> Option<Sender> {
+    /// The newest idle connection to `origin` still open. Those expired,
+    /// closed by the server or with anything unread on them are dropped.
+    fn take(&self, origin: &Origin) -> Option<Stream> {
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.get_mut(origin)?;
         let now = Instant::now();
-        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && !c.sender.is_closed());
-        let newest_ready = list.iter().rposition(|c| c.sender.is_ready())?;
-        Some(list.remove(newest_ready).sender)
+        while let Some(conn) = list.pop() {
+            if now.duration_since(conn.since) < IDLE_TIMEOUT && conn.stream.is_idle_open() {
+                return Some(conn.stream);
+            }
+        }
+        None
     }
 
-    fn put(&self, origin: &Origin, sender: Sender) {
+    fn put(&self, origin: &Origin, stream: Stream) {
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.entry(origin.clone()).or_default();
-        // The oldest are the likeliest to have been closed by the server.
         let now = Instant::now();
-        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && !c.sender.is_closed());
+        // The oldest are the likeliest to have been closed by the server.
+        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
         if list.len() < IDLE_PER_ORIGIN {
-            list.push(Idle { sender, since: now });
+            list.push(Idle { stream, since: now });
         }
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<Sender, SendError> {
+    async fn connect(&self, origin: &Origin) -> Result<Stream, SendError> {
         let tcp = match &origin.host {
             Host::Ip(ip) => TcpStream::connect(SocketAddr::new(*ip, origin.port)).await,
             Host::Name(name) => connect_name(name, origin.port).await,
         }
         .map_err(|e| SendError(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        if origin.tls {
-            let name = match &origin.host {
-                Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-                Host::Name(n) => {
-                    ServerName::try_from(n.clone()).map_err(|e| SendError(format!("{n}: {e}")))?
-                }
-            };
-            let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| SendError(format!("TLS handshake: {}", chain(&e))))?;
-            handshake(TokioIo::new(stream)).await
-        } else {
-            handshake(TokioIo::new(tcp)).await
+        if !origin.tls {
+            return Ok(Stream::Tcp(tcp));
         }
+        let name = match &origin.host {
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            Host::Name(n) => {
+                ServerName::try_from(n.clone()).map_err(|e| SendError(format!("{n}: {e}")))?
+            }
+        };
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| SendError(format!("TLS handshake: {}", chain(&e))))?;
+        Ok(Stream::Tls(Box::new(tls)))
     }
 }
 
@@ -255,23 +296,6 @@ async fn connect_name(name: &str, port: u16) -> std::io::Result<TcpStream> {
             format!("{name} has no address"),
         )
     }))
-}
-
-/// HTTP/1.1 over `io`; the connection runs in a task of its own until
-/// either side closes it.
-async fn handshake<T>(io: T) -> Result<Sender, SendError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::handshake(io)
-        .await
-        .map_err(|e| SendError(chain(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %chain(&e), "callback connection ended");
-        }
-    });
-    Ok(sender)
 }
 
 /// An error with its sources, `a: b: c`.
@@ -344,11 +368,14 @@ mod tests {
         (addr, accepted)
     }
 
-    fn post(addr: SocketAddr) -> hyper::Request<Full<Bytes>> {
-        hyper::Request::post("/cb")
-            .header(hyper::header::HOST, addr.to_string())
-            .body(Full::new(Bytes::from_static(b"a=1")))
-            .unwrap()
+    fn post(host: &str) -> Request<'_> {
+        Request {
+            method: "POST",
+            target: "/cb",
+            host,
+            headers: &[],
+            body: b"a=1",
+        }
     }
 
     fn origin(addr: SocketAddr) -> Origin {
@@ -365,7 +392,7 @@ mod tests {
         let pool = Pool::new(&[]).unwrap();
         for _ in 0..5 {
             let reply = pool
-                .exchange(&origin(addr), post(addr), true, 1024)
+                .exchange(&origin(addr), &post(&addr.to_string()), true, 1024)
                 .await
                 .unwrap();
             assert_eq!(reply.status, 200);
@@ -380,7 +407,7 @@ mod tests {
         let pool = Pool::new(&[]).unwrap();
         for i in 1..=3 {
             let reply = pool
-                .exchange(&origin(addr), post(addr), false, 1024)
+                .exchange(&origin(addr), &post(&addr.to_string()), false, 1024)
                 .await
                 .unwrap();
             assert_eq!(reply.status, 200);
