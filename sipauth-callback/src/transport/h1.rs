@@ -138,11 +138,9 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
             self.buf.clear();
             self.at = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let n = self.io.read(&mut self.buf[len..]).await;
-        self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
-        Ok(n? > 0)
+        // Into the spare capacity: nothing zeroed first.
+        self.buf.reserve(READ_CHUNK);
+        Ok(self.io.read_buf(&mut self.buf).await? > 0)
     }
 
     /// The head of the final response, parsed from the start of the buffer.
