@@ -101,7 +101,7 @@ fn known_phrase(code: u16) -> Option<&'static str> {
 /// text cannot inject header lines.
 fn push_line(out: &mut String, s: &str) {
     let mut rest = s;
-    while let Some(pos) = rest.find(['\r', '\n']) {
+    while let Some(pos) = memchr::memchr2(b'\r', b'\n', rest.as_bytes()) {
         out.push_str(rest[..pos].trim_end_matches([' ', '\t']));
         out.push(' ');
         rest = rest[pos..].trim_start_matches([' ', '\t', '\r', '\n']);
@@ -148,7 +148,8 @@ fn top_via_for_response(out: &mut String, top: &str, src: SocketAddr) {
             }
             out.push(';');
             if name.eq_ignore_ascii_case("rport") && value.is_none() {
-                let _ = write!(out, "rport={}", src.port());
+                out.push_str("rport=");
+                out.push_str(itoa::Buffer::new().format(src.port()));
             } else {
                 push_line(out, crate::lex::trim_lws(seg));
             }
@@ -181,7 +182,9 @@ pub fn response(
     body: &[u8],
 ) -> Vec<u8> {
     let mut out = String::with_capacity(512 + body.len());
-    let _ = write!(out, "SIP/2.0 {code} ");
+    out.push_str("SIP/2.0 ");
+    out.push_str(itoa::Buffer::new().format(code));
+    out.push(' ');
     push_line(&mut out, reason);
     out.push_str("\r\n");
     for (i, via) in req.vias().enumerate() {
@@ -215,7 +218,9 @@ pub fn response(
     for (name, value) in extra {
         push_header(&mut out, name, value);
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.push_str("Content-Length: ");
+    out.push_str(itoa::Buffer::new().format(body.len()));
+    out.push_str("\r\n\r\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
     bytes
