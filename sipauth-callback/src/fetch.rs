@@ -21,6 +21,18 @@ pub const USER_AGENT: &str = "sipauth";
 const SIGNATURE_HEADER: &str = "X-Plivo-Signature-V3";
 const NONCE_HEADER: &str = "X-Plivo-Signature-V3-Nonce";
 const ATTEMPTS: u32 = 2;
+/// Parsed callback URLs kept at most; past this many the memory starts
+/// again empty (a deployment has a few per application).
+const TARGETS_KEPT: usize = 4096;
+
+/// Callback URLs as configured, each with what parsing it gave.
+#[derive(Default)]
+struct Targets(std::sync::Mutex<std::collections::HashMap<String, Arc<Target>>>);
+
+struct Target {
+    url: url::Url,
+    origin: Origin,
+}
 
 /// HTTP method of a callback, as configured with the URL (`answer_method`,
 /// `hangup_method`).
@@ -125,6 +137,7 @@ impl ClientOptions {
 #[derive(Clone)]
 pub struct Client {
     pool: Arc<Pool>,
+    targets: Arc<Targets>,
     timeout: Duration,
     literal_hosts_only: bool,
 }
@@ -154,6 +167,7 @@ impl Client {
         let pool = Pool::new(&options.extra_root_certs_pem).map_err(ConfigError)?;
         Ok(Self {
             pool: Arc::new(pool),
+            targets: Arc::default(),
             timeout: options.timeout,
             literal_hosts_only: options.literal_hosts_only,
         })
@@ -176,9 +190,7 @@ impl Client {
     }
 
     async fn run(&self, cb: &Callback<'_>, read_body: bool) -> Result<Option<String>, FetchError> {
-        let url = self.request_url(cb)?;
-        // request_url has checked the scheme and the host.
-        let origin = Origin::of(&url).ok_or_else(|| FetchError::Url("no host".to_owned()))?;
+        let (url, origin) = self.request_url(cb)?;
         let mut attempt = 1;
         loop {
             match self.attempt(cb, &url, &origin, read_body).await {
@@ -191,8 +203,43 @@ impl Client {
         }
     }
 
-    fn request_url(&self, cb: &Callback<'_>) -> Result<url::Url, FetchError> {
-        let mut url = url::Url::parse(cb.url).map_err(|e| FetchError::Url(e.to_string()))?;
+    /// The URL the request goes to (for GET, with the call's parameters
+    /// in its query) and its origin.
+    fn request_url(&self, cb: &Callback<'_>) -> Result<(url::Url, Origin), FetchError> {
+        let target = self.target(cb.url)?;
+        let mut url = target.url.clone();
+        if cb.method == Method::Get && !cb.params.is_empty() {
+            url.query_pairs_mut().extend_pairs(&cb.params);
+        }
+        Ok((url, target.origin.clone()))
+    }
+
+    /// A configured URL, checked and parsed once: an application's few
+    /// callback URLs serve every one of its calls.
+    fn target(&self, configured: &str) -> Result<Arc<Target>, FetchError> {
+        if let Some(t) = self
+            .targets
+            .0
+            .lock()
+            .expect("callback URLs")
+            .get(configured)
+        {
+            return Ok(t.clone());
+        }
+        let url = self.checked(configured)?;
+        // `checked` has seen an http or https URL with a host.
+        let origin = Origin::of(&url).ok_or_else(|| FetchError::Url("no host".to_owned()))?;
+        let target = Arc::new(Target { url, origin });
+        let mut kept = self.targets.0.lock().expect("callback URLs");
+        if kept.len() >= TARGETS_KEPT {
+            kept.clear();
+        }
+        kept.insert(configured.to_owned(), target.clone());
+        Ok(target)
+    }
+
+    fn checked(&self, configured: &str) -> Result<url::Url, FetchError> {
+        let url = url::Url::parse(configured).map_err(|e| FetchError::Url(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::Url(format!(
                 "scheme {:?} is not http or https",
@@ -200,18 +247,12 @@ impl Client {
             )));
         }
         match url.host() {
-            None => return Err(FetchError::Url("no host".to_owned())),
-            Some(url::Host::Domain(name)) if self.literal_hosts_only => {
-                return Err(FetchError::Url(format!(
-                    "host {name:?} is a name; only IP literals are accepted"
-                )));
-            }
-            Some(_) => {}
+            None => Err(FetchError::Url("no host".to_owned())),
+            Some(url::Host::Domain(name)) if self.literal_hosts_only => Err(FetchError::Url(
+                format!("host {name:?} is a name; only IP literals are accepted"),
+            )),
+            Some(_) => Ok(url),
         }
-        if cb.method == Method::Get && !cb.params.is_empty() {
-            url.query_pairs_mut().extend_pairs(&cb.params);
-        }
-        Ok(url)
     }
 
     async fn attempt(
@@ -392,6 +433,16 @@ mod tests {
     }
 
     #[test]
+    fn a_url_is_parsed_once_and_a_rejected_one_not_kept() {
+        let client = Client::new(Duration::from_secs(1));
+        let a = client.target("http://127.0.0.1:8090/answer").unwrap();
+        let b = client.target("http://127.0.0.1:8090/answer").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(client.target("ftp://127.0.0.1/x").is_err());
+        assert_eq!(client.targets.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn get_params_appended_to_existing_query() {
         let client = Client::new(Duration::from_secs(1));
         let cb = Callback {
@@ -401,7 +452,7 @@ mod tests {
             auth_token: "t",
         };
         assert_eq!(
-            client.request_url(&cb).unwrap().as_str(),
+            client.request_url(&cb).unwrap().0.as_str(),
             "http://127.0.0.1/a?x=1&From=%2B1+555"
         );
     }
