@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -457,6 +458,8 @@ async fn url_rejections_send_nothing() {
 struct TlsListener {
     tcp: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    /// Connections whose handshake completed.
+    sessions: Arc<AtomicUsize>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -471,6 +474,7 @@ impl axum::serve::Listener for TlsListener {
             // Failed handshakes (a client that rejects the certificate) are
             // expected in these tests.
             if let Ok(tls) = self.acceptor.accept(tcp).await {
+                self.sessions.fetch_add(1, Ordering::SeqCst);
                 return (tls, addr);
             }
         }
@@ -482,8 +486,9 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// An HTTPS server with a fresh self-signed certificate for 127.0.0.1;
-/// returns its address, the certificate (PEM) and the hit counters.
-async fn start_https() -> anyhow::Result<(SocketAddr, Vec<u8>, Seen)> {
+/// returns its address, the certificate (PEM), the hit counters and the
+/// count of TLS sessions it accepted.
+async fn start_https() -> anyhow::Result<(SocketAddr, Vec<u8>, Seen, Arc<AtomicUsize>)> {
     use tokio_rustls::rustls;
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
     let cert_der = certified.cert.der().clone();
@@ -505,17 +510,19 @@ async fn start_https() -> anyhow::Result<(SocketAddr, Vec<u8>, Seen)> {
         scheme: "https",
         addr,
     });
+    let sessions = Arc::new(AtomicUsize::new(0));
     let listener = TlsListener {
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        sessions: sessions.clone(),
     };
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Ok((addr, certified.cert.pem().into_bytes(), seen))
+    Ok((addr, certified.cert.pem().into_bytes(), seen, sessions))
 }
 
 #[tokio::test]
-async fn https_with_trusted_root() -> anyhow::Result<()> {
-    let (addr, pem, seen) = start_https().await?;
+async fn https_with_trusted_root_over_one_kept_connection() -> anyhow::Result<()> {
+    let (addr, pem, seen, sessions) = start_https().await?;
     let client = Client::with_options(&ClientOptions {
         literal_hosts_only: true,
         extra_root_certs_pem: vec![pem],
@@ -528,17 +535,24 @@ async fn https_with_trusted_root() -> anyhow::Result<()> {
         params: call_params(),
         auth_token: TOKEN,
     };
+    for _ in 0..3 {
+        assert_eq!(
+            client.fetch(&cb).await?,
+            expected_echo("POST", &call_params())
+        );
+    }
+    assert_eq!(seen.hits("/answer"), 3);
     assert_eq!(
-        client.fetch(&cb).await?,
-        expected_echo("POST", &call_params())
+        sessions.load(Ordering::SeqCst),
+        1,
+        "one TLS session carries all three"
     );
-    assert_eq!(seen.hits("/answer"), 1);
     Ok(())
 }
 
 #[tokio::test]
 async fn https_untrusted_certificate_is_connect_error() -> anyhow::Result<()> {
-    let (addr, _pem, seen) = start_https().await?;
+    let (addr, _pem, seen, _) = start_https().await?;
     let client = literal_client(Duration::from_secs(5));
     let url = format!("https://{addr}/answer");
     let cb = Callback {
