@@ -323,10 +323,8 @@ impl Edge {
             .sip_request_uri()
             .and_then(Result::ok)
             .and_then(|u| u.user.map(str::to_owned));
-        let app = ruri_user
-            .as_deref()
-            .and_then(|u| view.application(u))
-            .cloned();
+        // Borrowed from the view; copied only for a call let in.
+        let app = ruri_user.as_deref().and_then(|u| view.application(u));
         let from = msg.from().ok();
         let from_user = from
             .as_ref()
@@ -335,7 +333,7 @@ impl Edge {
             .unwrap_or_default();
         let decision = admission::admit_invite(
             self.lockouts.is_locked(src.ip()),
-            app.as_ref(),
+            app,
             |app| {
                 app.ip_acl_uuid
                     .as_deref()
@@ -360,11 +358,11 @@ impl Edge {
         let to_user = ruri_user.unwrap_or_default();
         let src_ip = src.ip().to_canonical().to_string();
         if decision.counts() && self.lockouts.record_failure(src.ip()) {
-            tracing::info!(src = %src_ip, app = ?app.as_ref().map(|a| &a.app_id), "source locked out after repeated failures");
+            tracing::info!(src = %src_ip, app = ?app.map(|a| &a.app_id), "source locked out after repeated failures");
         }
         // A refusal leaves a call record against a known application; a
         // locked-out source learns nothing, not even whether it exists.
-        if let (Some(cause), Some(app)) = (decision.cause(), app.as_ref()) {
+        if let (Some(cause), Some(app)) = (decision.cause(), app) {
             let status = if decision == Decision::NotRegistered {
                 "busy"
             } else {
@@ -386,7 +384,7 @@ impl Edge {
                 req.respond_stateless(400, reason, &[]);
             }
             Decision::Challenge { stale } => {
-                let values = self.challenges(stale, app.as_ref());
+                let values = self.challenges(stale, app);
                 let extra: Vec<(&str, &str)> = values
                     .iter()
                     .map(|v| ("Proxy-Authenticate", v.as_str()))
@@ -408,7 +406,7 @@ impl Edge {
                 req.respond(100, "Trying", &[], b"");
                 let call = Inbound {
                     call_uuid: uuid::Uuid::new_v4().to_string(),
-                    app,
+                    app: app.clone(),
                     auth_token,
                     from_user,
                     from_display: from
