@@ -478,6 +478,53 @@ mod tests {
         }
     }
 
+    /// Responses cut, with bytes changed, inserted and dropped, in pieces
+    /// of every size: each read ends (the stream's end comes) and none
+    /// panics, whatever a server sends.
+    #[tokio::test]
+    async fn damaged_responses_never_panic() {
+        let seeds: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 204 No Content\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 500 Oops\r\n\r\nto the end",
+        ];
+        // xorshift64*: the same cases on every run. `pick(n)` is in 0..n.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut pick = move |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64;
+            usize::try_from(r).expect("below n")
+        };
+        let special = b"\r\n:;0123456789abcdefF ,";
+        for case in 0..3_000 {
+            let mut wire = seeds[case % seeds.len()].to_vec();
+            for _ in 0..=pick(4) {
+                let at = pick(wire.len() + 1);
+                let byte = special[pick(special.len())];
+                match pick(4) {
+                    0 if at < wire.len() => wire[at] = byte,
+                    1 => wire.insert(at, byte),
+                    2 if at < wire.len() => {
+                        wire.remove(at);
+                    }
+                    _ => wire.truncate(at),
+                }
+            }
+            let step = 1 + pick(8);
+            // Any outcome but a panic or a hang; a connection is kept
+            // only after a whole body.
+            if let Ok(r) = read(&wire, step, 16).await {
+                assert!(
+                    !r.reusable || matches!(r.body, Some(Ok(_))),
+                    "{wire:?}: {r:?}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn bytes_after_the_response_end_the_connection() {
         let r = read(
