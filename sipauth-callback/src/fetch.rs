@@ -1,5 +1,6 @@
 //! Fetching `answer_url` and notifying `hangup_url`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,10 +191,11 @@ impl Client {
     }
 
     async fn run(&self, cb: &Callback<'_>, read_body: bool) -> Result<Option<String>, FetchError> {
-        let (url, origin) = self.request_url(cb)?;
+        let target = self.target(cb.url)?;
+        let url = request_url(&target.url, cb);
         let mut attempt = 1;
         loop {
-            match self.attempt(cb, &url, &origin, read_body).await {
+            match self.attempt(cb, &url, &target.origin, read_body).await {
                 Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
                     tracing::debug!(url = %shown(&url), error = %e, "callback attempt failed; retrying");
                     attempt += 1;
@@ -201,17 +203,6 @@ impl Client {
                 other => return other,
             }
         }
-    }
-
-    /// The URL the request goes to (for GET, with the call's parameters
-    /// in its query) and its origin.
-    fn request_url(&self, cb: &Callback<'_>) -> Result<(url::Url, Origin), FetchError> {
-        let target = self.target(cb.url)?;
-        let mut url = target.url.clone();
-        if cb.method == Method::Get && !cb.params.is_empty() {
-            url.query_pairs_mut().extend_pairs(&cb.params);
-        }
-        Ok((url, target.origin.clone()))
     }
 
     /// A configured URL, checked and parsed once: an application's few
@@ -319,6 +310,18 @@ impl Client {
     }
 }
 
+/// The URL a callback goes to: the configured one as it is, or, for a GET
+/// with parameters, a copy with them added to its query.
+fn request_url<'u>(configured: &'u url::Url, cb: &Callback<'_>) -> Cow<'u, url::Url> {
+    if cb.method == Method::Get && !cb.params.is_empty() {
+        let mut url = configured.clone();
+        url.query_pairs_mut().extend_pairs(&cb.params);
+        Cow::Owned(url)
+    } else {
+        Cow::Borrowed(configured)
+    }
+}
+
 /// `Authorization: Basic` from the URL's user information
 /// (`https://user:password@host/...`), as browsers and HTTP clients do.
 /// It goes only into the request, never into a log line.
@@ -394,28 +397,22 @@ mod tests {
             ..ClientOptions::new(Duration::from_secs(1))
         })
         .unwrap();
-        let cb = |url| Callback {
-            url,
-            method: Method::Get,
-            params: vec![],
-            auth_token: "t",
-        };
         assert!(matches!(
-            literal.request_url(&cb("ftp://127.0.0.1/x")),
+            literal.target("ftp://127.0.0.1/x"),
             Err(FetchError::Url(_))
         ));
         assert!(matches!(
-            literal.request_url(&cb("not a url")),
+            literal.target("not a url"),
             Err(FetchError::Url(_))
         ));
         assert!(matches!(
-            literal.request_url(&cb("https://example.com/x")),
+            literal.target("https://example.com/x"),
             Err(FetchError::Url(_))
         ));
-        assert!(literal.request_url(&cb("https://[::1]:8443/x")).is_ok());
-        assert!(literal.request_url(&cb("http://127.0.0.1:8080/x")).is_ok());
+        assert!(literal.target("https://[::1]:8443/x").is_ok());
+        assert!(literal.target("http://127.0.0.1:8080/x").is_ok());
         let any = Client::new(Duration::from_secs(1));
-        assert!(any.request_url(&cb("https://example.com/x")).is_ok());
+        assert!(any.target("https://example.com/x").is_ok());
     }
 
     #[test]
@@ -452,7 +449,7 @@ mod tests {
             auth_token: "t",
         };
         assert_eq!(
-            client.request_url(&cb).unwrap().0.as_str(),
+            request_url(&client.target(cb.url).unwrap().url, &cb).as_str(),
             "http://127.0.0.1/a?x=1&From=%2B1+555"
         );
     }
