@@ -170,7 +170,6 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
     }
 
     async fn body(&mut self, framing: Framing, limit: usize) -> Result<Vec<u8>, BodyError> {
-        let read_err = |e: io::Error| BodyError::Read(e.to_string());
         match framing {
             Framing::None => Ok(Vec::new()),
             Framing::Length(n) => {
@@ -179,16 +178,18 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
                     .filter(|&n| n <= limit)
                     .ok_or(BodyError::TooLarge)?;
                 while self.buf.len() - self.at < n {
-                    if !self.fill().await.map_err(read_err)? {
-                        return Err(BodyError::Read("connection closed inside the body".into()));
-                    }
+                    self.more().await?;
                 }
                 let body = self.buf[self.at..self.at + n].to_vec();
                 self.at += n;
                 Ok(body)
             }
             Framing::Close => {
-                while self.fill().await.map_err(read_err)? {
+                while self
+                    .fill()
+                    .await
+                    .map_err(|e| BodyError::Read(e.to_string()))?
+                {
                     if self.buf.len() - self.at > limit {
                         return Err(BodyError::TooLarge);
                     }
