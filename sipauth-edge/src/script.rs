@@ -107,7 +107,10 @@ async fn follow(client: &Client, party: &mut impl Party, actions: Vec<Action>) -
             }
             Action::Speak { .. } => unreached = None,
             Action::Dial(dial) => {
-                let (dialed, alerted) = party.dial(&dial).await;
+                // A Dial's state (its legs, their transactions and
+                // lookups) is most of a call's: boxed, so that a call that
+                // never dials starts in a small task.
+                let (dialed, alerted) = Box::pin(party.dial(&dial)).await;
                 // A call that is over can only tell the action URL.
                 let (told, redirect) = match dialed {
                     Dialed::Over(o) => (o, false),
