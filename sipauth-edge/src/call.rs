@@ -194,7 +194,7 @@ pub fn denied(
 ) -> CallRecord {
     let t = now();
     CallRecord {
-        call_uuid: uuid::Uuid::new_v4().to_string(),
+        call_uuid: sipauth_store::calls::new_call_uuid(),
         account: app.account.clone(),
         direction: "inbound".to_owned(),
         from_number: from.to_owned(),

@@ -405,7 +405,7 @@ impl Edge {
                 self.egress.prove(src.ip());
                 req.respond(100, "Trying", &[], b"");
                 let call = Inbound {
-                    call_uuid: uuid::Uuid::new_v4().to_string(),
+                    call_uuid: sipauth_store::calls::new_call_uuid(),
                     app: app.clone(),
                     auth_token,
                     from_user,

@@ -134,7 +134,7 @@ async fn create(Scope(s, acct): Scope, headers: HeaderMap, Fields(body): Fields)
         })?),
         None => None,
     };
-    let uuid = uuid::Uuid::new_v4().to_string();
+    let uuid = sipauth_store::calls::new_call_uuid();
     let created_at = now();
     let answer_url = v.str("answer_url").unwrap_or_default();
     let queued = CallRecord {
