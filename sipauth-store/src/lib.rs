@@ -96,6 +96,13 @@ impl Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where call records are written (the one statement of
+    /// [`calls`]). SQLite in a file: a pool of one connection of its own.
+    /// A SQLite connection drops its page cache whenever another one wrote
+    /// since it last read, and the shared pool hands out its connections
+    /// in turn, so records written through it read their pages back from
+    /// the file batch after batch. PostgreSQL: the shared pool.
+    records: AnyPool,
     backend: Backend,
 }
 
@@ -282,8 +289,30 @@ impl Store {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+        let pool = Self::pool_options(backend, if backend == Backend::Sqlite { 4 } else { 8 })
+            .connect(&url)
+            .await?;
+        let mut store = Self {
+            records: pool.clone(),
+            pool,
+            backend,
+        };
+        store.migrate().await?;
+        // SQLite in a file: records get a connection of their own (see
+        // [`Store`]), opened once the schema is there. A database in
+        // memory is one per pool, so its records stay on the shared one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if backend == Backend::Sqlite && !in_memory {
+            store.records = Self::pool_options(backend, 1).connect(&url).await?;
+        }
+        Ok(store)
+    }
+
+    /// Pool settings: at most `max` connections, and for SQLite the
+    /// pragmas every connection needs.
+    fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+        AnyPoolOptions::new()
+            .max_connections(max)
             // A SQLite connection is a file handle in this process: nothing
             // to test before each use (a round trip to its worker thread
             // per statement otherwise). Network connections are tested.
@@ -310,11 +339,6 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(&url)
-            .await?;
-        let store = Self { pool, backend };
-        store.migrate().await?;
-        Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -386,6 +410,11 @@ impl Store {
 
     fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool call records are written through (see [`Store`]).
+    fn records(&self) -> &AnyPool {
+        &self.records
     }
 
     /// A connection for reads outside a write.
