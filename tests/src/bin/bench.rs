@@ -117,6 +117,25 @@ pub(crate) fn cpu_secs(pid: u32) -> f64 {
     ticks / clock_ticks()
 }
 
+/// Times the threads of a process gave up their CPU to wait and were
+/// woken again (voluntary context switches, all its threads): on a
+/// virtual machine each wakeup of an idle CPU costs tens of microseconds.
+pub(crate) fn wakes(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        })
+        .sum()
+}
+
 /// Busy CPU seconds of the whole machine (all but idle and iowait), which
 /// includes the softirq time where XDP and netfilter run.
 pub(crate) fn machine_busy_secs() -> f64 {

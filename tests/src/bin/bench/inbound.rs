@@ -82,7 +82,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         setups.edge_idle_cpu * 100.0
     );
     println!(
-        "{:>7} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>13} {:>5} {:>5} {:>6}",
+        "{:>7} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>13} {:>10} {:>5} {:>5} {:>6}",
         "asked/s",
         "achieved/s",
         "calls",
@@ -91,13 +91,14 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         "p99 ms",
         "answers",
         "edge CPU/call",
+        "wakes/call",
         "edge",
         "sipp",
         "answer"
     );
     for s in &setups.steps {
         println!(
-            "{:>7} {:>10.0} {:>6} {:>6} {:>6.2} {:>6.2} {:>7} {:>10.0} us {:>4.0}% {:>4.0}% {:>5.0}%",
+            "{:>7} {:>10.0} {:>6} {:>6} {:>6.2} {:>6.2} {:>7} {:>10.0} us {:>10.1} {:>4.0}% {:>4.0}% {:>5.0}%",
             s.rate,
             s.achieved,
             s.calls,
@@ -106,6 +107,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             s.wire_p99_ms,
             s.answers,
             s.edge_cpu_us_per_call,
+            s.edge_wakes_per_call,
             s.edge_share * 100.0,
             s.sipp_share * 100.0,
             s.answer_share * 100.0
@@ -347,6 +349,9 @@ pub(crate) struct Step {
     sipp_share: f64,
     answer_share: f64,
     pub(crate) edge_cpu_us_per_call: f64,
+    /// The edge's wakeups during the step (and the 300 ms after it) per
+    /// call.
+    pub(crate) edge_wakes_per_call: f64,
 }
 
 impl Step {
@@ -378,6 +383,7 @@ impl Step {
             "sipp_cpu_share": self.sipp_share,
             "answer_server_cpu_share": self.answer_share,
             "edge_cpu_us_per_call": self.edge_cpu_us_per_call,
+            "edge_wakes_per_call": self.edge_wakes_per_call,
         })
     }
 }
@@ -437,8 +443,10 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     let c = rig.caller(0);
     let pid = agent.pid();
     let cpu = move || cpu_secs(pid);
+    let woken = move || crate::wakes(pid);
     let subject = Subject {
         cpu_secs: &cpu,
+        wakes: &woken,
         answer: Some(&answer),
     };
     // Warm up: the callback client's connections, the store, sipp's caches.
@@ -470,9 +478,11 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
 }
 
 /// What a step measures: the CPU seconds its system has used so far (all
-/// its processes and threads), and its answer_url server when it has one.
+/// its processes and threads), its wakeups so far ([`crate::wakes`]), and
+/// its answer_url server when it has one.
 pub(crate) struct Subject<'a> {
     pub(crate) cpu_secs: &'a dyn Fn() -> f64,
+    pub(crate) wakes: &'a dyn Fn() -> u64,
     pub(crate) answer: Option<&'a QuickAnswer>,
 }
 
@@ -501,6 +511,7 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
     // Twice the nominal duration, and the receive timeout on top.
     let timeout = 2 * calls / rate + RECV_TIMEOUT_MS / 1000 + 5;
     let (answers0, hangups0) = subject.counts();
+    let wakes0 = (subject.wakes)();
     let (cpu0, own0, jiffies0) = (
         (subject.cpu_secs)(),
         cpu_secs(std::process::id()),
@@ -519,6 +530,7 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
     std::thread::sleep(Duration::from_millis(300));
     let (answers1, hangups1) = subject.counts();
     let cpu1 = (subject.cpu_secs)();
+    let wakes1 = (subject.wakes)();
     // Read after the CPU figures: parsing the capture is this process's.
     let wire = capture.finish();
     Step {
@@ -548,6 +560,7 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
         sipp_share: run.cpu_secs / wall,
         answer_share: (own1 - own0) / wall,
         edge_cpu_us_per_call: (cpu1 - cpu0) * 1e6 / f64::from(calls.max(1)),
+        edge_wakes_per_call: wakes1.saturating_sub(wakes0) as f64 / f64::from(calls.max(1)),
     }
 }
 

@@ -185,9 +185,14 @@ fn kamailio_steps(profile: Profile) -> Vec<Step> {
     let kamailio = Kamailio::start(&rig, profile, listen);
     crate::pin_thread(std::process::id(), LOAD_CPU);
     let pids = kamailio.pids();
-    let cpu = move || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
+    let cpu = {
+        let pids = pids.clone();
+        move || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>()
+    };
+    let woken = move || pids.iter().map(|&p| crate::wakes(p)).sum::<u64>();
     let subject = Subject {
         cpu_secs: &cpu,
+        wakes: &woken,
         answer: None,
     };
     // Warm up, as for sipauth.
@@ -223,7 +228,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         steps
             .iter()
             .find(|s| s.rate == rate)
-            .map(|s| (s.edge_cpu_us_per_call, s.wire_p99_ms))
+            .map(|s| (s.edge_cpu_us_per_call, s.wire_p99_ms, s.edge_wakes_per_call))
     };
     println!(
         "authenticated call setups, one CPU each: edge CPU per call (us) and p99 setup (ms, from \
@@ -251,11 +256,13 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         if sa.is_none() && sl.is_none() && sf.is_none() {
             continue;
         }
-        let cpu =
-            |v: Option<(f64, f64)>| v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", t.0));
-        let p99 =
-            |v: Option<(f64, f64)>| v.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t.1));
-        let r = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| {
+        let cpu = |v: Option<(f64, f64, f64)>| {
+            v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", t.0))
+        };
+        let p99 = |v: Option<(f64, f64, f64)>| {
+            v.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t.1))
+        };
+        let r = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>| {
             ratio(a.map(|t| t.0), b.map(|t| t.0))
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
@@ -283,6 +290,9 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             "kamailio_stateful_p99_ms": sf.map(|t| t.1),
             "p99_ratio_vs_stateless": ratio(sa.map(|t| t.1), sl.map(|t| t.1)),
             "p99_ratio_vs_stateful": ratio(sa.map(|t| t.1), sf.map(|t| t.1)),
+            "sipauth_wakes_per_call": sa.map(|t| t.2),
+            "kamailio_stateless_wakes_per_call": sl.map(|t| t.2),
+            "kamailio_stateful_wakes_per_call": sf.map(|t| t.2),
         }));
     }
     // The most calls per second a system completed in a step that failed
