@@ -172,6 +172,13 @@ impl Replier {
     /// An unreliable replier that hands what is sent to a receiver.
     #[cfg(test)]
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
+        Self::channel_over(Transport::Udp)
+    }
+
+    /// A replier standing for `transport` that hands what is sent to a
+    /// receiver.
+    #[cfg(test)]
+    pub fn channel_over(transport: Transport) -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let egress = Arc::new(Egress::new(
             Arc::new(crate::metrics::Metrics::new()),
@@ -179,10 +186,7 @@ impl Replier {
         ));
         (
             Self {
-                path: Path::Stream {
-                    tx,
-                    transport: Transport::Udp,
-                },
+                path: Path::Stream { tx, transport },
                 egress,
             },
             rx,

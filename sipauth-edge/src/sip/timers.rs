@@ -84,6 +84,14 @@ impl Timers {
         self.t1.saturating_mul(64)
     }
 
+    /// Timer I: how long an INVITE server transaction absorbs
+    /// retransmissions of the ACK of its final response over an
+    /// unreliable transport, T4 (zero over a reliable one).
+    #[must_use]
+    pub const fn timer_i(&self) -> Duration {
+        self.t4
+    }
+
     /// Timer J: how long a non-INVITE server transaction absorbs
     /// retransmissions of its request, 64*T1.
     #[must_use]

@@ -17,8 +17,11 @@
 //! response to an INVITE over UDP that follows a provisional one (the
 //! client has stopped retransmitting) is retransmitted (Timer G, doubling
 //! from T1 to T2, [`super::Retransmit::timer_g`]) until the ACK arrives
-//! or Timer H (64*T1) fires; the ACK is absorbed. Transactions are forgotten 64*T1 after they start (Timer J/H
-//! bound); at most [`MAX_TRANSACTIONS`] are remembered.
+//! or Timer H (64*T1) fires; the ACK is absorbed. An INVITE transaction
+//! whose final response was acknowledged is forgotten after Timer I (T4
+//! over UDP, where it absorbs retransmitted ACKs; at once over TCP and
+//! TLS), any other 64*T1 after it started (the Timer J and H bound); at
+//! most [`MAX_TRANSACTIONS`] are remembered.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -87,7 +90,8 @@ enum State {
 struct Txn {
     state: State,
     last: Option<Arc<Vec<u8>>>,
-    started: Instant,
+    /// When [`Transactions::sweep`] forgets it.
+    until: Instant,
     /// The task sending the final response again (Timer G), ended when
     /// the ACK arrives: an acknowledged call leaves no timer behind to
     /// wake the edge for nothing.
@@ -123,6 +127,14 @@ impl Transactions {
                 if let Some(task) = t.retransmit.take() {
                     task.abort();
                 }
+                // Timer I: every acknowledged call would otherwise stay
+                // 64*T1, a table of hundreds of thousands at thousands of
+                // calls per second.
+                if replier.is_reliable() {
+                    map.remove(key);
+                } else {
+                    t.until = t.until.min(Instant::now() + TIMERS.timer_i());
+                }
             }
             return Seen::Ack;
         }
@@ -140,7 +152,7 @@ impl Transactions {
                 Txn {
                     state: State::Proceeding,
                     last: None,
-                    started: Instant::now(),
+                    until: Instant::now() + LIFETIME,
                     retransmit: None,
                 },
             );
@@ -217,13 +229,14 @@ impl Transactions {
         }
     }
 
-    /// Drops transactions older than [`LIFETIME`]; run every second.
+    /// Drops the transactions whose time is over (see the module doc); run
+    /// every second.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.map
             .lock()
             .expect("transactions")
-            .retain(|_, t| now.duration_since(t.started) < LIFETIME);
+            .retain(|_, t| now < t.until);
     }
 
     pub fn len(&self) -> usize {
@@ -317,9 +330,50 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         tokio::task::yield_now().await;
         assert_eq!(drain(&mut rx), 0);
-        // Forgotten after 64*T1.
+        t.sweep();
+        assert!(t.is_empty(), "forgotten after Timer I");
+    }
+
+    /// Acknowledged over UDP, an INVITE transaction absorbs retransmitted
+    /// ACKs for T4 (Timer I), then is forgotten; unacknowledged, it stays
+    /// 64*T1.
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_invite_is_forgotten_after_timer_i() {
+        let (replier, _rx) = Replier::channel();
+        let t = Arc::new(Transactions::default());
+        let acked = Key::of(&sipauth_sip::parse(&invite("z9hG4bKi1", "INVITE")).unwrap()).unwrap();
+        let unacked =
+            Key::of(&sipauth_sip::parse(&invite("z9hG4bKi2", "INVITE")).unwrap()).unwrap();
+        for key in [&acked, &unacked] {
+            t.arrive(key, false, &replier);
+            t.respond(key, 100, b"100".to_vec(), &replier);
+            t.respond(key, 603, b"603".to_vec(), &replier);
+        }
+        t.arrive(&acked, true, &replier);
+        tokio::time::advance(TIMERS.timer_i().saturating_sub(Duration::from_millis(1))).await;
+        t.sweep();
+        assert_eq!(t.len(), 2, "both kept within T4");
+        assert!(matches!(t.arrive(&acked, true, &replier), Seen::Ack));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        t.sweep();
+        assert_eq!(t.len(), 1, "the acknowledged one forgotten");
         tokio::time::advance(LIFETIME).await;
         t.sweep();
+        assert!(t.is_empty());
+    }
+
+    /// Over TCP and TLS an ACK is never retransmitted: Timer I is zero.
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_invite_over_a_reliable_transport_is_forgotten_at_once() {
+        let (replier, mut rx) = Replier::channel_over(crate::transport::Transport::Tcp);
+        let t = Arc::new(Transactions::default());
+        let key = Key::of(&sipauth_sip::parse(&invite("z9hG4bKi3", "INVITE")).unwrap()).unwrap();
+        t.arrive(&key, false, &replier);
+        t.respond(&key, 100, b"100".to_vec(), &replier);
+        t.respond(&key, 486, b"486".to_vec(), &replier);
+        assert_eq!(drain(&mut rx), 2);
+        assert_eq!(t.len(), 1);
+        assert!(matches!(t.arrive(&key, true, &replier), Seen::Ack));
         assert!(t.is_empty());
     }
 
