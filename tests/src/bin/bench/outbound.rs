@@ -118,7 +118,7 @@ fn print(b: &Bench, secs: u32) {
         b.edge_idle_cpu * 100.0
     );
     println!(
-        "{:>7} {:>10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>13} {:>5} {:>5} {:>6} {:>6}  limit",
+        "{:>7} {:>10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>13} {:>10} {:>5} {:>5} {:>6} {:>6}  limit",
         "asked/s",
         "achieved/s",
         "attempted",
@@ -129,6 +129,7 @@ fn print(b: &Bench, secs: u32) {
         "call50",
         "call99",
         "edge CPU/call",
+        "wakes/call",
         "edge",
         "sipp",
         "client",
@@ -136,7 +137,7 @@ fn print(b: &Bench, secs: u32) {
     );
     for s in &b.steps {
         println!(
-            "{:>7} {:>10.0} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>13} {:>4.0}% {:>4.0}% {:>5.0}% {:>5.0}%  {}",
+            "{:>7} {:>10.0} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>13} {:>10} {:>4.0}% {:>4.0}% {:>5.0}% {:>5.0}%  {}",
             s.rate,
             s.achieved,
             s.attempted,
@@ -148,6 +149,8 @@ fn print(b: &Bench, secs: u32) {
             ms(s.call.p99),
             s.edge_cpu_us_per_call
                 .map_or_else(|| "-".to_owned(), |us| format!("{us:.0} us")),
+            s.edge_wakes_per_call
+                .map_or_else(|| "-".to_owned(), |w| format!("{w:.1}")),
             s.edge_share * 100.0,
             s.sipp_share * 100.0,
             s.client_share * 100.0,
@@ -426,6 +429,9 @@ struct Step {
     answer_share: f64,
     edge_cpu_secs: f64,
     edge_cpu_us_per_call: Option<f64>,
+    /// The edge's wakeups ([`crate::wakes`]) during the step per call
+    /// completed.
+    edge_wakes_per_call: Option<f64>,
     sipp: SippStats,
     records_dropped: u64,
     limit: String,
@@ -473,6 +479,7 @@ impl Step {
             "answer_server_cpu_share": self.answer_share,
             "edge_cpu_seconds": self.edge_cpu_secs,
             "edge_cpu_us_per_call": self.edge_cpu_us_per_call,
+            "edge_wakes_per_call": self.edge_wakes_per_call,
             "sipp": self.sipp.json(),
             "edge_call_records_dropped": self.records_dropped,
             "limited_by": self.limit,
@@ -521,6 +528,7 @@ fn step(
     );
     let _ = seen.take();
     let metrics0 = agent.metrics();
+    let wakes0 = crate::wakes(agent.pid());
     let (edge0, own0, children0, jiffies0) = (
         cpu_secs(agent.pid()),
         cpu_secs(std::process::id()),
@@ -568,6 +576,7 @@ fn step(
     std::thread::sleep(Duration::from_millis(300));
     let wall = start.elapsed().as_secs_f64();
     let edge1 = cpu_secs(agent.pid());
+    let wakes1 = crate::wakes(agent.pid());
     let own1 = cpu_secs(std::process::id());
     let busy = busy_shares(&jiffies0, &cpu_jiffies());
     let stats = stop_provider(&mut sipp, dir.path());
@@ -640,6 +649,8 @@ fn step(
         answer_share: (own - client_cpu).max(0.0) / wall,
         edge_cpu_secs: edge_cpu,
         edge_cpu_us_per_call: (completed > 0).then(|| edge_cpu * 1e6 / completed as f64),
+        edge_wakes_per_call: (completed > 0)
+            .then(|| wakes1.saturating_sub(wakes0) as f64 / completed as f64),
         sipp: stats,
         records_dropped: metric(&metrics1, "sipauth_call_records_dropped_total")
             .saturating_sub(metric(&metrics0, "sipauth_call_records_dropped_total")),
