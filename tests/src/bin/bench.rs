@@ -136,6 +136,23 @@ pub(crate) fn wakes(pid: u32) -> u64 {
         .sum()
 }
 
+/// Resident memory of a process, in MiB (`VmRSS`).
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// Busy CPU seconds of the whole machine (all but idle and iowait), which
 /// includes the softirq time where XDP and netfilter run.
 pub(crate) fn machine_busy_secs() -> f64 {

@@ -82,7 +82,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         setups.edge_idle_cpu * 100.0
     );
     println!(
-        "{:>7} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>13} {:>10} {:>5} {:>5} {:>6}",
+        "{:>7} {:>10} {:>6} {:>6} {:>6} {:>6} {:>7} {:>13} {:>10} {:>7} {:>5} {:>5} {:>6}",
         "asked/s",
         "achieved/s",
         "calls",
@@ -92,13 +92,14 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         "answers",
         "edge CPU/call",
         "wakes/call",
+        "RSS MiB",
         "edge",
         "sipp",
         "answer"
     );
     for s in &setups.steps {
         println!(
-            "{:>7} {:>10.0} {:>6} {:>6} {:>6.2} {:>6.2} {:>7} {:>10.0} us {:>10.1} {:>4.0}% {:>4.0}% {:>5.0}%",
+            "{:>7} {:>10.0} {:>6} {:>6} {:>6.2} {:>6.2} {:>7} {:>10.0} us {:>10.1} {:>7.0} {:>4.0}% {:>4.0}% {:>5.0}%",
             s.rate,
             s.achieved,
             s.calls,
@@ -108,6 +109,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             s.answers,
             s.edge_cpu_us_per_call,
             s.edge_wakes_per_call,
+            s.edge_rss_mib.unwrap_or(0.0),
             s.edge_share * 100.0,
             s.sipp_share * 100.0,
             s.answer_share * 100.0
@@ -352,6 +354,8 @@ pub(crate) struct Step {
     /// The edge's wakeups during the step (and the 300 ms after it) per
     /// call.
     pub(crate) edge_wakes_per_call: f64,
+    /// The edge's resident memory 300 ms after the step's last call.
+    edge_rss_mib: Option<f64>,
 }
 
 impl Step {
@@ -384,6 +388,7 @@ impl Step {
             "answer_server_cpu_share": self.answer_share,
             "edge_cpu_us_per_call": self.edge_cpu_us_per_call,
             "edge_wakes_per_call": self.edge_wakes_per_call,
+            "edge_rss_mib": self.edge_rss_mib,
         })
     }
 }
@@ -444,9 +449,11 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     let pid = agent.pid();
     let cpu = move || cpu_secs(pid);
     let woken = move || crate::wakes(pid);
+    let rss = move || crate::rss_mib(pid);
     let subject = Subject {
         cpu_secs: &cpu,
         wakes: &woken,
+        rss_mib: Some(&rss),
         answer: Some(&answer),
     };
     // Warm up: the callback client's connections, the store, sipp's caches.
@@ -478,11 +485,14 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
 }
 
 /// What a step measures: the CPU seconds its system has used so far (all
-/// its processes and threads), its wakeups so far ([`crate::wakes`]), and
-/// its answer_url server when it has one.
+/// its processes and threads), its wakeups so far ([`crate::wakes`]), its
+/// resident memory when one figure says it (not for Kamailio, whose
+/// processes share memory that each one's RSS counts again), and its
+/// answer_url server when it has one.
 pub(crate) struct Subject<'a> {
     pub(crate) cpu_secs: &'a dyn Fn() -> f64,
     pub(crate) wakes: &'a dyn Fn() -> u64,
+    pub(crate) rss_mib: Option<&'a dyn Fn() -> f64>,
     pub(crate) answer: Option<&'a QuickAnswer>,
 }
 
@@ -531,6 +541,7 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
     let (answers1, hangups1) = subject.counts();
     let cpu1 = (subject.cpu_secs)();
     let wakes1 = (subject.wakes)();
+    let rss_mib = subject.rss_mib.map(|rss| rss());
     // Read after the CPU figures: parsing the capture is this process's.
     let wire = capture.finish();
     Step {
@@ -561,6 +572,7 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
         answer_share: (own1 - own0) / wall,
         edge_cpu_us_per_call: (cpu1 - cpu0) * 1e6 / f64::from(calls.max(1)),
         edge_wakes_per_call: wakes1.saturating_sub(wakes0) as f64 / f64::from(calls.max(1)),
+        edge_rss_mib: rss_mib,
     }
 }
 

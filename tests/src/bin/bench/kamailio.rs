@@ -193,6 +193,7 @@ fn kamailio_steps(profile: Profile) -> Vec<Step> {
     let subject = Subject {
         cpu_secs: &cpu,
         wakes: &woken,
+        rss_mib: None,
         answer: None,
     };
     // Warm up, as for sipauth.
