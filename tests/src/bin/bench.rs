@@ -126,31 +126,24 @@ pub(crate) fn wakes(pid: u32) -> u64 {
     };
     tasks
         .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .filter_map(|status| {
-            status.lines().find_map(|l| {
-                l.strip_prefix("voluntary_ctxt_switches:")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-        })
+        .filter_map(|t| status_number(&t.path().join("status"), "voluntary_ctxt_switches"))
         .sum()
 }
 
 /// Resident memory of a process, in MiB (`VmRSS`).
 pub(crate) fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    status_number(Path::new(&format!("/proc/{pid}/status")), "VmRSS")
+        .map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
+/// The number of field `name` in a `/proc` status file (`VmRSS:  5120
+/// kB` gives 5120).
+fn status_number(file: &Path, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(file).ok()?;
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(name)?.strip_prefix(':')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Busy CPU seconds of the whole machine (all but idle and iowait), which

@@ -446,14 +446,8 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     );
     until_edge_has(&agent, &app);
     let c = rig.caller(0);
-    let pid = agent.pid();
-    let cpu = move || cpu_secs(pid);
-    let woken = move || crate::wakes(pid);
-    let rss = move || crate::rss_mib(pid);
     let subject = Subject {
-        cpu_secs: &cpu,
-        wakes: &woken,
-        rss_mib: Some(&rss),
+        pids: &[agent.pid()],
         answer: Some(&answer),
     };
     // Warm up: the callback client's connections, the store, sipp's caches.
@@ -484,21 +478,35 @@ pub(crate) fn setups_with(rates: &[u32], fleet: bool) -> Setups {
     }
 }
 
-/// What a step measures: the CPU seconds its system has used so far (all
-/// its processes and threads), its wakeups so far ([`crate::wakes`]), its
-/// resident memory when one figure says it (not for Kamailio, whose
-/// processes share memory that each one's RSS counts again), and its
-/// answer_url server when it has one.
+/// The system a step measures: its processes, and its answer_url server
+/// when it has one.
 pub(crate) struct Subject<'a> {
-    pub(crate) cpu_secs: &'a dyn Fn() -> f64,
-    pub(crate) wakes: &'a dyn Fn() -> u64,
-    pub(crate) rss_mib: Option<&'a dyn Fn() -> f64>,
+    pub(crate) pids: &'a [u32],
     pub(crate) answer: Option<&'a QuickAnswer>,
 }
 
 impl Subject<'_> {
     fn counts(&self) -> (u64, u64) {
         self.answer.map_or((0, 0), |a| (a.answers(), a.others()))
+    }
+
+    /// CPU seconds used so far, all processes and threads.
+    fn cpu_secs(&self) -> f64 {
+        self.pids.iter().map(|&p| cpu_secs(p)).sum()
+    }
+
+    /// Wakeups so far ([`crate::wakes`]), all processes.
+    fn wakes(&self) -> u64 {
+        self.pids.iter().map(|&p| crate::wakes(p)).sum()
+    }
+
+    /// Resident memory, when one process holds it: several processes
+    /// sharing memory (Kamailio's) each count the shared pages again.
+    fn rss_mib(&self) -> Option<f64> {
+        match self.pids {
+            [pid] => Some(crate::rss_mib(*pid)),
+            _ => None,
+        }
     }
 }
 
@@ -521,9 +529,9 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
     // Twice the nominal duration, and the receive timeout on top.
     let timeout = 2 * calls / rate + RECV_TIMEOUT_MS / 1000 + 5;
     let (answers0, hangups0) = subject.counts();
-    let wakes0 = (subject.wakes)();
+    let wakes0 = subject.wakes();
     let (cpu0, own0, jiffies0) = (
-        (subject.cpu_secs)(),
+        subject.cpu_secs(),
         cpu_secs(std::process::id()),
         cpu_jiffies(),
     );
@@ -539,9 +547,9 @@ pub(crate) fn step(c: &Link, subject: &Subject<'_>, app: &str, rate: u32, calls:
     // Calls end at the 603; the record is written just after.
     std::thread::sleep(Duration::from_millis(300));
     let (answers1, hangups1) = subject.counts();
-    let cpu1 = (subject.cpu_secs)();
-    let wakes1 = (subject.wakes)();
-    let rss_mib = subject.rss_mib.map(|rss| rss());
+    let cpu1 = subject.cpu_secs();
+    let wakes1 = subject.wakes();
+    let rss_mib = subject.rss_mib();
     // Read after the CPU figures: parsing the capture is this process's.
     let wire = capture.finish();
     Step {

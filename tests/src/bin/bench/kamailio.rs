@@ -28,7 +28,7 @@ use sipauth_tests::topo::Rig;
 
 use crate::inbound::{Setups, Step, Subject, setups_with, step};
 use crate::plot::Series;
-use crate::{EDGE_CPU, LOAD_CPU, cpu_secs};
+use crate::{EDGE_CPU, LOAD_CPU};
 
 /// Calls per second asked, in order, until failures pass 1%.
 const RATES: [u32; 8] = [200, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 12_000];
@@ -185,15 +185,8 @@ fn kamailio_steps(profile: Profile) -> Vec<Step> {
     let kamailio = Kamailio::start(&rig, profile, listen);
     crate::pin_thread(std::process::id(), LOAD_CPU);
     let pids = kamailio.pids();
-    let cpu = {
-        let pids = pids.clone();
-        move || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>()
-    };
-    let woken = move || pids.iter().map(|&p| crate::wakes(p)).sum::<u64>();
     let subject = Subject {
-        cpu_secs: &cpu,
-        wakes: &woken,
-        rss_mib: None,
+        pids: &pids,
         answer: None,
     };
     // Warm up, as for sipauth.
@@ -221,16 +214,15 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
     }
 }
 
+/// The step of `steps` at `rate`.
+fn at(steps: &[Step], rate: u32) -> Option<&Step> {
+    steps.iter().find(|s| s.rate == rate)
+}
+
 pub fn run(out: &Path) -> anyhow::Result<()> {
     let stateless = kamailio_steps(Profile::Stateless);
     let stateful = kamailio_steps(Profile::Stateful);
     let sipauth: Setups = setups_with(&RATES, false);
-    let at = |steps: &[Step], rate: u32| {
-        steps
-            .iter()
-            .find(|s| s.rate == rate)
-            .map(|s| (s.edge_cpu_us_per_call, s.wire_p99_ms, s.edge_wakes_per_call))
-    };
     println!(
         "authenticated call setups, one CPU each: edge CPU per call (us) and p99 setup (ms, from \
          packet timestamps); ratios are sipauth / Kamailio"
@@ -257,14 +249,13 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         if sa.is_none() && sl.is_none() && sf.is_none() {
             continue;
         }
-        let cpu = |v: Option<(f64, f64, f64)>| {
-            v.map_or_else(|| "-".to_owned(), |t| format!("{:.0}", t.0))
-        };
-        let p99 = |v: Option<(f64, f64, f64)>| {
-            v.map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t.1))
-        };
-        let r = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>| {
-            ratio(a.map(|t| t.0), b.map(|t| t.0))
+        let cpu_of = |s: Option<&Step>| s.map(|s| s.edge_cpu_us_per_call);
+        let p99_of = |s: Option<&Step>| s.map(|s| s.wire_p99_ms);
+        let wakes_of = |s: Option<&Step>| s.map(|s| s.edge_wakes_per_call);
+        let cpu = |s| cpu_of(s).map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"));
+        let p99 = |s| p99_of(s).map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
+        let r = |a, b| {
+            ratio(cpu_of(a), cpu_of(b))
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
         };
@@ -281,19 +272,19 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         );
         rows.push(json!({
             "rate_asked": rate,
-            "sipauth_cpu_us_per_call": sa.map(|t| t.0),
-            "kamailio_stateless_cpu_us_per_call": sl.map(|t| t.0),
-            "kamailio_stateful_cpu_us_per_call": sf.map(|t| t.0),
-            "cpu_ratio_vs_stateless": ratio(sa.map(|t| t.0), sl.map(|t| t.0)),
-            "cpu_ratio_vs_stateful": ratio(sa.map(|t| t.0), sf.map(|t| t.0)),
-            "sipauth_p99_ms": sa.map(|t| t.1),
-            "kamailio_stateless_p99_ms": sl.map(|t| t.1),
-            "kamailio_stateful_p99_ms": sf.map(|t| t.1),
-            "p99_ratio_vs_stateless": ratio(sa.map(|t| t.1), sl.map(|t| t.1)),
-            "p99_ratio_vs_stateful": ratio(sa.map(|t| t.1), sf.map(|t| t.1)),
-            "sipauth_wakes_per_call": sa.map(|t| t.2),
-            "kamailio_stateless_wakes_per_call": sl.map(|t| t.2),
-            "kamailio_stateful_wakes_per_call": sf.map(|t| t.2),
+            "sipauth_cpu_us_per_call": cpu_of(sa),
+            "kamailio_stateless_cpu_us_per_call": cpu_of(sl),
+            "kamailio_stateful_cpu_us_per_call": cpu_of(sf),
+            "cpu_ratio_vs_stateless": ratio(cpu_of(sa), cpu_of(sl)),
+            "cpu_ratio_vs_stateful": ratio(cpu_of(sa), cpu_of(sf)),
+            "sipauth_p99_ms": p99_of(sa),
+            "kamailio_stateless_p99_ms": p99_of(sl),
+            "kamailio_stateful_p99_ms": p99_of(sf),
+            "p99_ratio_vs_stateless": ratio(p99_of(sa), p99_of(sl)),
+            "p99_ratio_vs_stateful": ratio(p99_of(sa), p99_of(sf)),
+            "sipauth_wakes_per_call": wakes_of(sa),
+            "kamailio_stateless_wakes_per_call": wakes_of(sl),
+            "kamailio_stateful_wakes_per_call": wakes_of(sf),
         }));
     }
     // The most calls per second a system completed in a step that failed
