@@ -71,9 +71,11 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 const FAILURE_LIMIT: f64 = 0.03;
 /// A CPU busy this share of a step is saturated.
 const SATURATED: f64 = 0.95;
-/// The targets the figures are compared with.
-const TARGET_CPU_US: f64 = 60.0;
-const TARGET_RATE: f64 = 10_000.0;
+/// The targets the figures are compared with: edge CPU per call at
+/// [`TARGET_CPU_RATE`], and the rate one core completes.
+const TARGET_CPU_US: f64 = 120.0;
+const TARGET_CPU_RATE: u32 = 2_000;
+const TARGET_RATE: f64 = 8_000.0;
 
 pub fn run(out: &Path) -> anyhow::Result<()> {
     let (rates, secs) = plan()?;
@@ -160,9 +162,9 @@ fn print(b: &Bench, secs: u32) {
     }
     let t = b.targets();
     println!(
-        "targets: edge CPU per call <= {TARGET_CPU_US:.0} us: lowest measured {} ({}); \
+        "targets: edge CPU per call at {TARGET_CPU_RATE} calls/s <= {TARGET_CPU_US:.0} us: measured {} ({}); \
          >= {TARGET_RATE:.0} calls/s on one core: highest achieved with <= {:.0}% failures {:.0}/s ({})",
-        t.best_cpu
+        t.cpu_at_rate
             .map_or_else(|| "-".to_owned(), |us| format!("{us:.0} us")),
         if t.cpu_met { "met" } else { "not met" },
         FAILURE_LIMIT * 100.0,
@@ -185,7 +187,9 @@ struct Bench {
 }
 
 struct Targets {
-    best_cpu: Option<f64>,
+    /// Edge CPU per call in the step at [`TARGET_CPU_RATE`], when it ran
+    /// within the failure limit.
+    cpu_at_rate: Option<f64>,
     cpu_met: bool,
     best_rate: f64,
     rate_met: bool,
@@ -193,12 +197,11 @@ struct Targets {
 
 impl Bench {
     fn targets(&self) -> Targets {
-        let best_cpu = self
+        let cpu_at_rate = self
             .steps
             .iter()
-            .filter(|s| s.failure_share() <= FAILURE_LIMIT)
-            .filter_map(|s| s.edge_cpu_us_per_call)
-            .min_by(f64::total_cmp);
+            .filter(|s| s.rate == TARGET_CPU_RATE && s.failure_share() <= FAILURE_LIMIT)
+            .find_map(|s| s.edge_cpu_us_per_call);
         let best_rate = self
             .steps
             .iter()
@@ -206,8 +209,8 @@ impl Bench {
             .map(|s| s.achieved)
             .fold(0.0, f64::max);
         Targets {
-            best_cpu,
-            cpu_met: best_cpu.is_some_and(|us| us <= TARGET_CPU_US),
+            cpu_at_rate,
+            cpu_met: cpu_at_rate.is_some_and(|us| us <= TARGET_CPU_US),
             best_rate,
             rate_met: best_rate >= TARGET_RATE,
         }
@@ -247,8 +250,9 @@ impl Bench {
             "failure_limit_share": FAILURE_LIMIT,
             "targets": {
                 "edge_cpu_us_per_call_max": TARGET_CPU_US,
+                "edge_cpu_judged_at_calls_per_sec": TARGET_CPU_RATE,
                 "calls_per_sec_min": TARGET_RATE,
-                "lowest_edge_cpu_us_per_call": t.best_cpu,
+                "edge_cpu_us_per_call_at_that_rate": t.cpu_at_rate,
                 "edge_cpu_met": t.cpu_met,
                 "highest_rate_achieved": t.best_rate,
                 "rate_met": t.rate_met,
