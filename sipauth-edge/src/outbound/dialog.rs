@@ -80,6 +80,8 @@ struct Answered {
 
 /// What a leg knows of its dialog when the 2xx arrives.
 pub(super) struct Setup {
+    /// Our Via sent-by, `host:port` of the connection's local address.
+    pub(super) sent_by: String,
     pub(super) from: String,
     pub(super) to: String,
     pub(super) contact: String,
@@ -121,7 +123,6 @@ impl Dialog {
             .filter(|v| !v.is_empty())
             .collect();
         route.reverse();
-        let sent_by = message::host_port(conn.local);
         Self {
             conn,
             acks,
@@ -132,7 +133,7 @@ impl Dialog {
             from: setup.from,
             to: setup.to,
             contact: setup.contact,
-            sent_by,
+            sent_by: setup.sent_by,
             remote_target,
             route,
             cseq: setup.cseq,

@@ -122,11 +122,7 @@ impl Leg {
         let user = escape_user(&self.from_user);
         let from = format!("<sip:{user}@{}>;tag={}", host(local.ip()), random_hex(8));
         let to = format!("<{}>", target.uri);
-        let contact = format!(
-            "<sip:{user}@{}{}>",
-            message::host_port(local),
-            conn.transport.uri_param()
-        );
+        let contact = format!("<sip:{user}@{sent_by}{}>", conn.transport.uri_param());
         let mut acks = Acks::default();
         let mut auth = Auth::default();
         let mut cseq = 1u32;
@@ -217,6 +213,7 @@ impl Leg {
             match code {
                 200..=299 => {
                     let setup = Setup {
+                        sent_by,
                         from,
                         to: resp_to,
                         contact,
@@ -261,6 +258,7 @@ impl Leg {
     ) {
         let resp = ok.message();
         let setup = Setup {
+            sent_by: invite.sent_by.to_owned(),
             from: invite.from.to_owned(),
             to: resp.header("To").unwrap_or(invite.to).to_owned(),
             contact: invite.contact.unwrap_or_default().to_owned(),

@@ -40,19 +40,35 @@ pub fn host_port(a: SocketAddr) -> String {
 /// Random lowercase hex of `bytes` bytes.
 #[must_use]
 pub fn random_hex(bytes: usize) -> String {
-    let mut raw = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut raw);
-    raw.iter()
-        .fold(String::with_capacity(bytes * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes * 2);
+    push_random_hex(&mut s, bytes);
+    s
+}
+
+/// Appends `bytes` random bytes as lowercase hex.
+fn push_random_hex(out: &mut String, bytes: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = rand::rng();
+    let mut raw = [0u8; 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(raw.len());
+        rng.fill_bytes(&mut raw[..n]);
+        for &b in &raw[..n] {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        left -= n;
+    }
 }
 
 /// A fresh RFC 3261 branch (magic cookie first).
 #[must_use]
 pub fn branch() -> String {
-    format!("z9hG4bK{}", random_hex(12))
+    let mut s = String::with_capacity(7 + 24);
+    s.push_str("z9hG4bK");
+    push_random_hex(&mut s, 12);
+    s
 }
 
 /// `s` as a SIP URI user part: unreserved and user-unreserved characters
@@ -70,48 +86,64 @@ pub fn escape_user(s: &str) -> String {
     out
 }
 
-/// `s` with CR, LF and NUL turned into spaces, so a value stays on its line.
-fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['\r', '\n', '\0']) {
-        std::borrow::Cow::Owned(s.replace(['\r', '\n', '\0'], " "))
-    } else {
-        std::borrow::Cow::Borrowed(s)
+/// Appends `s` with CR, LF and NUL turned into spaces, so a value stays
+/// on its line.
+fn push_value(out: &mut String, s: &str) {
+    let mut rest = s;
+    while let Some(i) = rest.find(['\r', '\n', '\0']) {
+        out.push_str(&rest[..i]);
+        out.push(' ');
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
+}
+
+/// Appends `name: value` and its line end, each kept on the line.
+fn push_header(out: &mut String, name: &str, value: &str) {
+    push_value(out, name);
+    out.push_str(": ");
+    push_value(out, value);
+    out.push_str("\r\n");
 }
 
 #[must_use]
 pub fn build(r: &Request<'_>) -> Vec<u8> {
     let mut out = String::with_capacity(768);
-    let _ = write!(
-        out,
-        "{} {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: 70\r\n\
-         From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {}\r\n",
-        r.method,
-        one_line(r.uri),
-        r.transport,
-        one_line(r.sent_by),
-        one_line(r.branch),
-        one_line(r.from),
-        one_line(r.to),
-        one_line(r.call_id),
-        r.cseq,
-        r.method,
-    );
+    out.push_str(r.method);
+    out.push(' ');
+    push_value(&mut out, r.uri);
+    out.push_str(" SIP/2.0\r\nVia: SIP/2.0/");
+    out.push_str(r.transport);
+    out.push(' ');
+    push_value(&mut out, r.sent_by);
+    out.push_str(";branch=");
+    push_value(&mut out, r.branch);
+    out.push_str(";rport\r\nMax-Forwards: 70\r\n");
+    push_header(&mut out, "From", r.from);
+    push_header(&mut out, "To", r.to);
+    push_header(&mut out, "Call-ID", r.call_id);
+    out.push_str("CSeq: ");
+    out.push_str(itoa::Buffer::new().format(r.cseq));
+    out.push(' ');
+    out.push_str(r.method);
+    out.push_str("\r\n");
     if let Some(c) = r.contact {
-        let _ = write!(out, "Contact: {}\r\n", one_line(c));
+        push_header(&mut out, "Contact", c);
     }
     for (name, value) in r.extra {
-        let _ = write!(out, "{}: {}\r\n", one_line(name), one_line(value));
+        push_header(&mut out, name, value);
     }
     out.push_str("User-Agent: sipauth\r\n");
     let body = match r.body {
         Some((ty, body)) => {
-            let _ = write!(out, "Content-Type: {}\r\n", one_line(ty));
+            push_header(&mut out, "Content-Type", ty);
             body
         }
         None => &[],
     };
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.push_str("Content-Length: ");
+    out.push_str(itoa::Buffer::new().format(body.len()));
+    out.push_str("\r\n\r\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
     bytes
@@ -197,6 +229,19 @@ mod tests {
         assert!(m.header("Injected").is_none());
         assert_eq!(m.body(), b"v=0\r\n");
         assert_eq!(escape_user("+1 555"), "+1%20555");
+    }
+
+    #[test]
+    fn branches_and_tags_are_lowercase_hex() {
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let b = branch();
+        assert_eq!(b.len(), 7 + 24);
+        assert!(b.starts_with("z9hG4bK") && lower_hex(&b[7..]), "{b}");
+        // More bytes than one draw from the generator.
+        let long = random_hex(20);
+        assert_eq!(long.len(), 40);
+        assert!(lower_hex(&long), "{long}");
+        assert_ne!(random_hex(8), random_hex(8));
     }
 
     #[test]

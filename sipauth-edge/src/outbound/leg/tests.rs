@@ -138,6 +138,7 @@ fn answered() -> (
             Call-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@192.0.2.2>\r\n\
             Content-Length: 0\r\n\r\n";
     let setup = Setup {
+        sent_by: "192.0.2.1:40000".to_owned(),
         from: "<sip:alice@192.0.2.1>;tag=1".to_owned(),
         to: "<sip:bob@192.0.2.2>;tag=2".to_owned(),
         contact: "<sip:alice@192.0.2.1:40000>".to_owned(),
