@@ -41,11 +41,17 @@ pub struct ToTags(std::hash::RandomState);
 impl ToTags {
     #[must_use]
     pub fn tag(&self, msg: &Message<'_>) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut h = self.0.build_hasher();
         msg.call_id().ok().hash(&mut h);
         msg.from().ok().and_then(|f| f.tag).hash(&mut h);
         msg.top_via().ok().and_then(|v| v.branch).hash(&mut h);
-        format!("{:016x}", h.finish())
+        let mut tag = String::with_capacity(16);
+        for b in h.finish().to_be_bytes() {
+            tag.push(char::from(DIGITS[usize::from(b >> 4)]));
+            tag.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        tag
     }
 }
 
@@ -356,5 +362,28 @@ mod tests {
             Seen::Retransmission
         ));
         assert_eq!(sent(&mut rx), [got[1].clone()]);
+    }
+
+    fn invite_in(call_id: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             From: <sip:a@example.com>;tag=f\r\nTo: <sip:b@example.com>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_to_tag_is_sixteen_hex_digits_the_same_for_every_transmission() {
+        let tags = ToTags::default();
+        let (one, again, other) = (invite_in("c1"), invite_in("c1"), invite_in("c2"));
+        let tag = tags.tag(&sipauth_sip::parse(&one).unwrap());
+        assert_eq!(tag.len(), 16);
+        assert!(
+            tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{tag}"
+        );
+        assert_eq!(tags.tag(&sipauth_sip::parse(&again).unwrap()), tag);
+        assert_ne!(tags.tag(&sipauth_sip::parse(&other).unwrap()), tag);
     }
 }
