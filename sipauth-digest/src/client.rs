@@ -7,7 +7,7 @@ use rand::RngCore as _;
 
 use sipauth_sip::DigestChallenge;
 
-use crate::{Algorithm, ha1, hex, push_quoted, response};
+use crate::{Algorithm, ha1, push_quoted, response};
 
 /// Index of the challenge with the strongest supported algorithm
 /// (SHA-512-256 over SHA-256 over MD5, `-sess` variants counting as their
@@ -51,7 +51,7 @@ pub fn authorization(
 ) -> Option<String> {
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
-    authorization_with_cnonce(ch, username, password, method, uri, nc, &hex(&raw))
+    authorization_with_cnonce(ch, username, password, method, uri, nc, &hex::encode(raw))
 }
 
 /// [`authorization`] with the cnonce given, for tests.

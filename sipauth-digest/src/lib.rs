@@ -94,9 +94,9 @@ impl Algorithm {
     /// Lowercase hex digest of the concatenation of `parts`.
     fn hash_parts(self, parts: &[&[u8]]) -> String {
         match self {
-            Algorithm::Md5 => hex(&digest_parts::<Md5>(parts)),
-            Algorithm::Sha256 => hex(&digest_parts::<Sha256>(parts)),
-            Algorithm::Sha512_256 => hex(&digest_parts::<Sha512_256>(parts)),
+            Algorithm::Md5 => hex::encode(digest_parts::<Md5>(parts)),
+            Algorithm::Sha256 => hex::encode(digest_parts::<Sha256>(parts)),
+            Algorithm::Sha512_256 => hex::encode(digest_parts::<Sha512_256>(parts)),
         }
     }
 
@@ -122,16 +122,6 @@ fn digest_parts<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
         d.update(p);
     }
     d.finalize().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 /// HA1 = H(username ":" realm ":" password), lowercase hex.

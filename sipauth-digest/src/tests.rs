@@ -121,14 +121,17 @@ fn ha1_for_all_algorithms() {
     let (u, r, p) = ("alice", REALM, "s3cr\u{e9}t");
     let input = format!("{u}:{r}:{p}");
     let separately = [
-        (Algorithm::Md5, hex(&md5::Md5::digest(input.as_bytes()))),
+        (
+            Algorithm::Md5,
+            hex::encode(md5::Md5::digest(input.as_bytes())),
+        ),
         (
             Algorithm::Sha256,
-            hex(&sha2::Sha256::digest(input.as_bytes())),
+            hex::encode(sha2::Sha256::digest(input.as_bytes())),
         ),
         (
             Algorithm::Sha512_256,
-            hex(&sha2::Sha512_256::digest(input.as_bytes())),
+            hex::encode(sha2::Sha512_256::digest(input.as_bytes())),
         ),
     ];
     // Values from an independent implementation (Python hashlib).

@@ -40,26 +40,9 @@ pub fn host_port(a: SocketAddr) -> String {
 /// Random lowercase hex of `bytes` bytes.
 #[must_use]
 pub fn random_hex(bytes: usize) -> String {
-    let mut s = String::with_capacity(bytes * 2);
-    push_random_hex(&mut s, bytes);
-    s
-}
-
-/// Appends `bytes` random bytes as lowercase hex.
-fn push_random_hex(out: &mut String, bytes: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut rng = rand::rng();
-    let mut raw = [0u8; 16];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(raw.len());
-        rng.fill_bytes(&mut raw[..n]);
-        for &b in &raw[..n] {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-        }
-        left -= n;
-    }
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    hex::encode(raw)
 }
 
 /// A fresh RFC 3261 branch (magic cookie first).
@@ -67,7 +50,7 @@ fn push_random_hex(out: &mut String, bytes: usize) {
 pub fn branch() -> String {
     let mut s = String::with_capacity(7 + 24);
     s.push_str("z9hG4bK");
-    push_random_hex(&mut s, 12);
+    s.push_str(&random_hex(12));
     s
 }
 

@@ -41,17 +41,11 @@ pub struct ToTags(std::hash::RandomState);
 impl ToTags {
     #[must_use]
     pub fn tag(&self, msg: &Message<'_>) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut h = self.0.build_hasher();
         msg.call_id().ok().hash(&mut h);
         msg.from().ok().and_then(|f| f.tag).hash(&mut h);
         msg.top_via().ok().and_then(|v| v.branch).hash(&mut h);
-        let mut tag = String::with_capacity(16);
-        for b in h.finish().to_be_bytes() {
-            tag.push(char::from(DIGITS[usize::from(b >> 4)]));
-            tag.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-        }
-        tag
+        hex::encode(h.finish().to_be_bytes())
     }
 }
 
