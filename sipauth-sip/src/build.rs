@@ -157,20 +157,7 @@ fn top_via_for_response(out: &mut String, top: &str, src: SocketAddr) {
     }
     if needs_received {
         // RFC 3261's `received` grammar takes a plain IPv6address, no brackets.
-        out.push_str(";received=");
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        out.push('.');
-                    }
-                    out.push_str(itoa::Buffer::new().format(octet));
-                }
-            }
-            IpAddr::V6(v6) => {
-                let _ = write!(out, "{v6}");
-            }
-        }
+        let _ = write!(out, ";received={ip}");
     }
     out.push_str("\r\n");
 }

@@ -48,10 +48,7 @@ pub fn random_hex(bytes: usize) -> String {
 /// A fresh RFC 3261 branch (magic cookie first).
 #[must_use]
 pub fn branch() -> String {
-    let mut s = String::with_capacity(7 + 24);
-    s.push_str("z9hG4bK");
-    s.push_str(&random_hex(12));
-    s
+    format!("z9hG4bK{}", random_hex(12))
 }
 
 /// `s` as a SIP URI user part: unreserved and user-unreserved characters
