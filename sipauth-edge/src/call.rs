@@ -22,7 +22,7 @@ pub use sipauth_model::Cause;
 use sipauth_model::snapshot::{Application, AuthType};
 use sipauth_store::now;
 
-use crate::records::{CallRecord, Calls, notify_hangup};
+use crate::records::{CallRecord, Calls, Hangup};
 
 /// An inbound call the edge has let in.
 pub struct Inbound {
@@ -80,28 +80,25 @@ impl Inbound {
         }
     }
 
-    /// Tells the hangup_url how the call ended (signed); failures are logged.
-    pub async fn hangup(&self, calls: &Calls, end: &Outcome) {
-        let Some(url) = self.app.hangup_url.as_deref().filter(|u| !u.is_empty()) else {
-            return;
-        };
-        notify_hangup(
-            calls,
-            url,
-            method_of(&self.app.hangup_method),
-            self.params(end.status),
-            &self.auth_token,
-            &self.call_uuid,
-            end.cause,
-        )
-        .await;
+    /// The hangup_url to tell how the call ended, if the application has
+    /// one.
+    pub fn hangup(&self, end: &Outcome) -> Option<Hangup> {
+        let url = self.app.hangup_url.as_deref().filter(|u| !u.is_empty())?;
+        Some(Hangup {
+            url: url.to_owned(),
+            method: method_of(&self.app.hangup_method),
+            params: self.params(end.status),
+            auth_token: self.auth_token.clone(),
+            call_uuid: self.call_uuid.clone(),
+            cause: end.cause,
+        })
     }
 }
 
 impl Edge {
     /// Follows the answer_url and ends the call as it says (the final
     /// response of the INVITE, or a bridge to a `<Dial>` target), then
-    /// writes the record and tells the hangup_url.
+    /// queues its record and hangup_url.
     pub(crate) async fn answer(self: Arc<Self>, call: Inbound, invite: OwnedRequest) {
         let created = now();
         let req = invite.request();
@@ -113,8 +110,8 @@ impl Edge {
         if caller.bridge.close() {
             tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         }
-        self.calls.record(call.record(created, &end));
-        call.hangup(&self.calls, &end).await;
+        self.calls
+            .end(call.record(created, &end), call.hangup(&end));
     }
 }
 

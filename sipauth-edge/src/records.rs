@@ -88,15 +88,34 @@ const REMOTE_RETRY: Duration = Duration::from_millis(200);
 /// Calls in progress share these.
 pub struct Calls {
     pub client: sipauth_callback::Client,
-    /// Records waiting for the writer task. Bounded: a flood of denied
+    /// Ended calls waiting for the writer task. Bounded: a flood of denied
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
-    records: tokio::sync::mpsc::Sender<CallRecord>,
+    ended: tokio::sync::mpsc::Sender<Ended>,
     metrics: Arc<crate::metrics::Metrics>,
     /// What every outbound leg (Make Call and Dial) shares.
     pub outbound: crate::outbound::Settings,
 }
 
-/// Records queued for writing at most.
+/// A call's end as the writer takes it: its record, and the hangup_url to
+/// tell once the record is written.
+struct Ended {
+    record: CallRecord,
+    hangup: Option<Hangup>,
+}
+
+/// A hangup_url to tell how a call ended: the call's callback `params`,
+/// to which HangupCauseName and HangupCauseCode are added, signed with
+/// `auth_token`.
+pub struct Hangup {
+    pub url: String,
+    pub method: Method,
+    pub params: Vec<(String, String)>,
+    pub auth_token: String,
+    pub call_uuid: String,
+    pub cause: Cause,
+}
+
+/// Ended calls queued for writing at most.
 const RECORD_QUEUE: usize = 10_000;
 /// Records written in one statement at most (each takes
 /// `calls::VALUES_PER_ROW` values; SQLite takes 32,766 per statement,
@@ -105,23 +124,30 @@ const RECORD_BATCH: usize = 512;
 /// How long the writer waits for more records after the first of a batch
 /// before it writes: one statement per this long under load instead of
 /// one per call (each a round trip to SQLite's worker thread, which
-/// preempts the edge's own). A record reaches the store this much later
-/// at most.
+/// preempts the edge's own). A record reaches the store, and its
+/// hangup_url is told, this much later at most.
 const RECORD_LINGER: Duration = Duration::from_millis(20);
+/// A batch's hangup_urls in flight at once at most: each holds a
+/// connection, and the pool keeps `IDLE_PER_ORIGIN` of them per origin.
+const HANGUPS_AT_ONCE: usize = 16;
 
 impl Calls {
     /// Starts the task that writes records to `sink`: what arrives within
     /// [`RECORD_LINGER`] of a batch's first record, up to
-    /// [`RECORD_BATCH`], in one statement.
+    /// [`RECORD_BATCH`], in one statement. The batch's hangup_urls are
+    /// told once it is written (or its writing failed), so a customer who
+    /// looks a call up when told of its end finds it.
     pub fn new(
         client: sipauth_callback::Client,
         sink: Sink,
         metrics: Arc<crate::metrics::Metrics>,
         outbound: crate::outbound::Settings,
     ) -> Arc<Self> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(RECORD_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Ended>(RECORD_QUEUE);
+        let notifier = client.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(RECORD_BATCH);
+            let mut records = Vec::with_capacity(RECORD_BATCH);
             while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
                 let until = tokio::time::Instant::now() + RECORD_LINGER;
                 while batch.len() < RECORD_BATCH {
@@ -133,54 +159,79 @@ impl Calls {
                         _ => break,
                     }
                 }
-                sink.write(&batch).await;
-                batch.clear();
+                let mut hangups = Vec::new();
+                for e in batch.drain(..) {
+                    records.push(e.record);
+                    hangups.extend(e.hangup);
+                }
+                sink.write(&records).await;
+                records.clear();
+                if !hangups.is_empty() {
+                    tokio::spawn(notify_all(notifier.clone(), hangups));
+                }
             }
         });
         Arc::new(Self {
             client,
-            records: tx,
+            ended: tx,
             metrics,
             outbound,
         })
     }
 
-    /// Queues a record; when the writer is this far behind, the record is
-    /// dropped and counted (`sipauth_call_records_dropped_total`).
-    pub fn record(&self, r: CallRecord) {
-        if self.records.try_send(r).is_err() {
-            let n = self
-                .metrics
-                .records_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n + 1, "call record queue full; records dropped");
-            }
+    /// Queues the record of a call that ended, and the hangup_url to tell
+    /// once it is written. When the writer is this far behind, the record
+    /// is dropped and counted (`sipauth_call_records_dropped_total`) and
+    /// the hangup_url told at once.
+    pub fn end(&self, record: CallRecord, hangup: Option<Hangup>) {
+        let Err(full) = self.ended.try_send(Ended { record, hangup }) else {
+            return;
+        };
+        let n = self
+            .metrics
+            .records_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_power_of_two() {
+            tracing::warn!(dropped = n + 1, "call record queue full; records dropped");
         }
+        if let Some(h) = full.into_inner().hangup {
+            tokio::spawn(notify_all(self.client.clone(), vec![h]));
+        }
+    }
+
+    /// Queues the record of a call that has no hangup_url to tell.
+    pub fn record(&self, record: CallRecord) {
+        self.end(record, None);
     }
 }
 
-/// Tells a hangup_url how call `call_uuid` ended (signed with
-/// `auth_token`): the call's `params` with HangupCauseName and
-/// HangupCauseCode. A failure is logged.
-pub async fn notify_hangup(
-    calls: &Calls,
-    url: &str,
-    method: Method,
-    mut params: Vec<(String, String)>,
-    auth_token: &str,
-    call_uuid: &str,
-    cause: Cause,
-) {
+/// Tells each of `hangups`, [`HANGUPS_AT_ONCE`] at a time; failures are
+/// logged.
+async fn notify_all(client: sipauth_callback::Client, hangups: Vec<Hangup>) {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(hangups)
+        .for_each_concurrent(HANGUPS_AT_ONCE, |h| notify_hangup(&client, h))
+        .await;
+}
+
+async fn notify_hangup(client: &sipauth_callback::Client, h: Hangup) {
+    let Hangup {
+        url,
+        method,
+        mut params,
+        auth_token,
+        call_uuid,
+        cause,
+    } = h;
     params.push(("HangupCauseName".to_owned(), cause.name().to_owned()));
     params.push(("HangupCauseCode".to_owned(), cause.code().to_string()));
     let cb = Callback {
-        url,
+        url: &url,
         method,
         params,
-        auth_token,
+        auth_token: &auth_token,
     };
-    if let Err(e) = calls.client.notify(&cb).await {
+    if let Err(e) = client.notify(&cb).await {
         tracing::info!(call = %call_uuid, error = %e, "hangup_url failed");
     }
 }
@@ -310,6 +361,43 @@ mod tests {
                 .records_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
+        );
+    }
+
+    /// The hangup_url hears of a call only once its record is written: a
+    /// customer who looks the call up then finds it.
+    #[tokio::test]
+    async fn a_hangup_url_is_told_after_the_call_record_is_written() {
+        let (sink, mut bodies) = control(0).await;
+        let Sink::Remote { url, .. } = &sink else {
+            unreachable!("control() is a remote sink")
+        };
+        let url = url.clone();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let calls = crate::tests::test_calls(sink, metrics);
+        let hangup = Hangup {
+            url,
+            method: Method::Post,
+            params: vec![("CallUUID".to_owned(), "a".to_owned())],
+            auth_token: "token".to_owned(),
+            call_uuid: "a".to_owned(),
+            cause: Cause::NormalHangup,
+        };
+        calls.end(rec("a", "completed", Cause::NormalHangup), Some(hangup));
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(5), bodies.recv())
+                .await
+                .expect("a request within 5 s")
+                .expect("a body")
+        };
+        let first = next().await;
+        let got: Vec<CallRecord> = serde_json::from_str(&first).expect("the record first");
+        assert_eq!(got, [rec("a", "completed", Cause::NormalHangup)]);
+        let second = next().await;
+        assert!(second.contains("CallUUID=a"), "{second}");
+        assert!(
+            second.contains(&format!("HangupCauseName={}", Cause::NormalHangup.name())),
+            "{second}"
         );
     }
 }

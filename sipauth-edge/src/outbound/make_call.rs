@@ -26,7 +26,7 @@ pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
 use super::resolve::Dest;
 use super::{Dialog, Held, Leg, LegEnd, Outcome};
 use crate::outcome::Dialed;
-use crate::records::{CallRecord, Calls, notify_hangup};
+use crate::records::{CallRecord, Calls, Hangup};
 use crate::script::{self, Party, method_of};
 use sipauth_store::now;
 
@@ -121,19 +121,15 @@ async fn run(call: MakeCall, calls: &Calls) {
         }
     };
     tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
-    calls.record(record(&call, &end));
-    if !call.hangup_url.is_empty() {
-        notify_hangup(
-            calls,
-            &call.hangup_url,
-            Method::Post,
-            params(&call, end.status),
-            &call.auth_token,
-            &call.call_uuid,
-            end.cause,
-        )
-        .await;
-    }
+    let hangup = (!call.hangup_url.is_empty()).then(|| Hangup {
+        url: call.hangup_url.clone(),
+        method: Method::Post,
+        params: params(&call, end.status),
+        auth_token: call.auth_token.clone(),
+        call_uuid: call.call_uuid.clone(),
+        cause: end.cause,
+    });
+    calls.end(record(&call, &end), hangup);
 }
 
 /// The far end answered: the answer_url says what happens next, until
