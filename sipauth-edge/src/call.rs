@@ -81,15 +81,15 @@ impl Inbound {
     }
 
     /// The hangup_url to tell how the call ended, if the application has
-    /// one.
-    pub fn hangup(&self, end: &Outcome) -> Option<Hangup> {
+    /// one: the call's last use, so its token and CallUUID move there.
+    pub fn into_hangup(self, end: &Outcome) -> Option<Hangup> {
         let url = self.app.hangup_url.as_deref().filter(|u| !u.is_empty())?;
         Some(Hangup {
             url: url.to_owned(),
             method: method_of(&self.app.hangup_method),
             params: self.params(end.status),
-            auth_token: self.auth_token.clone(),
-            call_uuid: self.call_uuid.clone(),
+            auth_token: self.auth_token,
+            call_uuid: self.call_uuid,
             cause: end.cause,
         })
     }
@@ -110,8 +110,10 @@ impl Edge {
         if caller.bridge.close() {
             tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         }
-        self.calls
-            .end(call.record(created, &end), call.hangup(&end));
+        // Closed: the caller's part is over, and with it its hold on `call`.
+        drop(caller);
+        let record = call.record(created, &end);
+        self.calls.end(record, call.into_hangup(&end));
     }
 }
 

@@ -121,15 +121,17 @@ async fn run(call: MakeCall, calls: &Calls) {
         }
     };
     tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
+    let record = record(&call, &end);
+    // The call's last use: its URL, token and CallUUID move to the hangup.
     let hangup = (!call.hangup_url.is_empty()).then(|| Hangup {
-        url: call.hangup_url.clone(),
-        method: Method::Post,
         params: params(&call, end.status),
-        auth_token: call.auth_token.clone(),
-        call_uuid: call.call_uuid.clone(),
+        url: call.hangup_url,
+        method: Method::Post,
+        auth_token: call.auth_token,
+        call_uuid: call.call_uuid,
         cause: end.cause,
     });
-    calls.end(record(&call, &end), hangup);
+    calls.end(record, hangup);
 }
 
 /// The far end answered: the answer_url says what happens next, until
