@@ -52,13 +52,17 @@ impl Method {
     }
 }
 
+/// A callback's parameters, in order: names are fixed by the API, and a
+/// value the call holds for good (a direction, a status) is not copied.
+pub type Params = Vec<(&'static str, Cow<'static, str>)>;
+
 /// One callback request: where, how, with which call parameters, and the
 /// auth token that signs it.
 #[derive(Clone)]
 pub struct Callback<'a> {
     pub url: &'a str,
     pub method: Method,
-    pub params: Vec<(String, String)>,
+    pub params: Params,
     pub auth_token: &'a str,
 }
 
@@ -382,7 +386,7 @@ mod tests {
         let cb = Callback {
             url: "http://127.0.0.1/a",
             method: Method::Post,
-            params: vec![("CallUUID".into(), "u".into())],
+            params: vec![("CallUUID", "u".into())],
             auth_token: "s3cr3t-token",
         };
         let shown = format!("{cb:?}");
@@ -445,7 +449,7 @@ mod tests {
         let cb = Callback {
             url: "http://127.0.0.1/a?x=1",
             method: Method::Get,
-            params: vec![("From".into(), "+1 555".into())],
+            params: vec![("From", "+1 555".into())],
             auth_token: "t",
         };
         assert_eq!(

@@ -18,7 +18,7 @@ mod xml;
 
 pub use fetch::{
     Callback, Client, ClientOptions, ConfigError, FetchError, MAX_BODY_BYTES, Method, NONCE_DIGITS,
-    USER_AGENT,
+    Params, USER_AGENT,
 };
 pub use headers::{RESERVED_HEADER_PREFIXES, parse_sip_headers, render_sip_headers};
 pub use signature::{signature_v3, verify_v3};

@@ -24,6 +24,8 @@
 //! carries them. Any method other than GET (case-insensitive) is signed as
 //! POST.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac as _};
@@ -35,11 +37,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// `method` (`"GET"` or `"POST"`) and the call parameters `params`, with
 /// `nonce` (the `X-Plivo-Signature-V3-Nonce` value), keyed with the account's
 /// `auth_token`. Returns standard padded base64.
-pub fn signature_v3(
+pub fn signature_v3<K: AsRef<str>, V: AsRef<str>>(
     auth_token: &str,
     method: &str,
     url: &str,
-    params: &[(String, String)],
+    params: &[(K, V)],
     nonce: &str,
 ) -> String {
     STANDARD.encode(
@@ -52,11 +54,11 @@ pub fn signature_v3(
 /// Verifies a received `X-Plivo-Signature-V3` header. The header may hold
 /// several comma-separated signatures (one per active auth token); the request
 /// is genuine when any of them matches. Each comparison is constant time.
-pub fn verify_v3(
+pub fn verify_v3<K: AsRef<str>, V: AsRef<str>>(
     auth_token: &str,
     method: &str,
     url: &str,
-    params: &[(String, String)],
+    params: &[(K, V)],
     nonce: &str,
     header: &str,
 ) -> bool {
@@ -73,11 +75,11 @@ pub fn verify_v3(
     matched
 }
 
-fn mac_for(
+fn mac_for<K: AsRef<str>, V: AsRef<str>>(
     auth_token: &str,
     method: &str,
     url: &str,
-    params: &[(String, String)],
+    params: &[(K, V)],
     nonce: &str,
 ) -> HmacSha256 {
     let mut message = signed_base(method, url, params);
@@ -90,33 +92,38 @@ fn mac_for(
 }
 
 /// The signed string without the trailing `"." + nonce`.
-pub(crate) fn signed_base(method: &str, url: &str, params: &[(String, String)]) -> String {
+pub(crate) fn signed_base<K: AsRef<str>, V: AsRef<str>>(
+    method: &str,
+    url: &str,
+    params: &[(K, V)],
+) -> String {
     let (base, query) = split_url(url);
-    let mut query_pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let decoded: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        form_urlencoded::parse(query.as_bytes()).collect();
+    let mut query_pairs: Vec<(&str, &str)> = decoded.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let params = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
 
     let mut out = base;
     if method.eq_ignore_ascii_case("GET") {
-        query_pairs.extend(params.iter().cloned());
-        query_pairs.sort();
+        query_pairs.extend(params);
+        query_pairs.sort_unstable();
         let joined = join_query(&query_pairs);
         if !joined.is_empty() {
             out.push('?');
             out.push_str(&joined);
         }
     } else {
-        query_pairs.sort();
+        query_pairs.sort_unstable();
         let joined = join_query(&query_pairs);
-        if !joined.is_empty() || !params.is_empty() {
+        let mut sorted: Vec<(&str, &str)> = params.collect();
+        if !joined.is_empty() || !sorted.is_empty() {
             out.push('?');
             out.push_str(&joined);
         }
-        if !joined.is_empty() && !params.is_empty() {
+        if !joined.is_empty() && !sorted.is_empty() {
             out.push('.');
         }
-        let mut sorted: Vec<&(String, String)> = params.iter().collect();
-        sorted.sort();
+        sorted.sort_unstable();
         for (k, v) in sorted {
             out.push_str(k);
             out.push_str(v);
@@ -137,7 +144,7 @@ fn split_url(url: &str) -> (String, &str) {
     (base, query)
 }
 
-fn join_query(pairs: &[(String, String)]) -> String {
+fn join_query(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -184,11 +191,11 @@ mod tests {
             "https://a.example/x?a=b&c=d.A1B2"
         );
         assert_eq!(
-            signed_base("POST", "https://a.example/x?c=d&a=b", &[]),
+            signed_base("POST", "https://a.example/x?c=d&a=b", &p(&[])),
             "https://a.example/x?a=b&c=d"
         );
         assert_eq!(
-            signed_base("POST", "https://a.example/x", &[]),
+            signed_base("POST", "https://a.example/x", &p(&[])),
             "https://a.example/x"
         );
     }
@@ -204,7 +211,7 @@ mod tests {
             "https://a.example/x?a=a&a=b c&m=2&z=1"
         );
         assert_eq!(
-            signed_base("get", "https://a.example/x?", &[]),
+            signed_base("get", "https://a.example/x?", &p(&[])),
             "https://a.example/x"
         );
     }

@@ -13,7 +13,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sipauth_callback::{
-    Callback, Client, ClientOptions, FetchError, MAX_BODY_BYTES, Method, NONCE_DIGITS, verify_v3,
+    Callback, Client, ClientOptions, FetchError, MAX_BODY_BYTES, Method, NONCE_DIGITS, Params,
+    verify_v3,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -171,17 +172,14 @@ async fn start_http() -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-fn call_params() -> Vec<(String, String)> {
-    [
-        ("CallUUID", "4b1c2f5e-0000-4000-8000-000000000001"),
-        ("From", "+15550001111"),
-        ("To", "sip:alice@127.0.0.1"),
-        ("Direction", "inbound"),
-        ("SIP-H-X-Odd", "a&b=c d+e%f"),
+fn call_params() -> Params {
+    vec![
+        ("CallUUID", "4b1c2f5e-0000-4000-8000-000000000001".into()),
+        ("From", "+15550001111".into()),
+        ("To", "sip:alice@127.0.0.1".into()),
+        ("Direction", "inbound".into()),
+        ("SIP-H-X-Odd", "a&b=c d+e%f".into()),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
 }
 
 fn literal_client(timeout: Duration) -> Client {
@@ -192,7 +190,10 @@ fn literal_client(timeout: Duration) -> Client {
     .unwrap()
 }
 
-fn expected_echo(method: &str, pairs: &[(String, String)]) -> String {
+fn expected_echo<K: std::fmt::Display, V: std::fmt::Display>(
+    method: &str,
+    pairs: &[(K, V)],
+) -> String {
     let mut out = format!("{method}\n");
     for (k, v) in pairs {
         writeln!(out, "{k}={v}").unwrap();
@@ -228,7 +229,7 @@ async fn get_params_go_in_query_and_are_signed() {
         auth_token: TOKEN,
     };
     let body = client.fetch(&cb).await.unwrap();
-    let mut expected = vec![("app".to_owned(), "7".to_owned())];
+    let mut expected: Params = vec![("app", "7".into())];
     expected.extend(call_params());
     assert_eq!(body, expected_echo("GET", &expected));
 

@@ -94,7 +94,7 @@ fn get_params_in_query_equal_separate_params() {
     let mut full = url::Url::parse(URL_QUERY).unwrap();
     full.query_pairs_mut().extend_pairs(&p);
     assert_eq!(
-        signature_v3(TOKEN, "GET", full.as_str(), &[], NONCE),
+        signature_v3(TOKEN, "GET", full.as_str(), &[] as &[(&str, &str)], NONCE),
         "UBq8jAtd32wR8EK9VgxbBn4n5rpI/l1H9iN4WfSEHFQ="
     );
 }

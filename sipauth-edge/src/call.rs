@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipauth_callback::{Callback, Dial};
+use sipauth_callback::{Callback, Dial, Params};
 
 use crate::Edge;
 use crate::outbound::bridge::{Bridge, Caller};
@@ -41,22 +41,23 @@ pub struct Inbound {
 
 impl Inbound {
     /// The parameters of this call's callbacks.
-    pub fn params(&self, status: &str) -> Vec<(String, String)> {
-        let mut p = vec![
-            ("CallUUID".to_owned(), self.call_uuid.clone()),
-            ("From".to_owned(), self.from_user.clone()),
-            ("CallerName".to_owned(), self.from_display.clone()),
-            ("To".to_owned(), self.to_user.clone()),
-            ("Direction".to_owned(), "inbound".to_owned()),
-            ("CallStatus".to_owned(), status.to_owned()),
-            ("SIPSourceIP".to_owned(), self.source_ip.clone()),
-            ("SIPTransport".to_owned(), self.transport.name().to_owned()),
-        ];
+    pub fn params(&self, status: &'static str) -> Params {
+        let mut p: Params = Vec::with_capacity(12);
+        p.extend([
+            ("CallUUID", self.call_uuid.clone().into()),
+            ("From", self.from_user.clone().into()),
+            ("CallerName", self.from_display.clone().into()),
+            ("To", self.to_user.clone().into()),
+            ("Direction", "inbound".into()),
+            ("CallStatus", status.into()),
+            ("SIPSourceIP", self.source_ip.clone().into()),
+            ("SIPTransport", self.transport.name().into()),
+        ]);
         if self.auth_type != AuthType::None {
-            p.push(("SIPAuthType".to_owned(), self.auth_type.as_str().to_owned()));
+            p.push(("SIPAuthType", self.auth_type.as_str().into()));
         }
         if let Some(u) = &self.auth_user {
-            p.push(("SIPAuthUser".to_owned(), u.clone()));
+            p.push(("SIPAuthUser", u.clone().into()));
         }
         p
     }
@@ -135,7 +136,7 @@ impl Party for Unanswered<'_> {
         &self.call.auth_token
     }
 
-    fn params(&self, status: &str) -> Vec<(String, String)> {
+    fn params(&self, status: &'static str) -> Params {
         self.call.params(status)
     }
 

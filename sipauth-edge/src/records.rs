@@ -109,7 +109,7 @@ struct Ended {
 pub struct Hangup {
     pub url: String,
     pub method: Method,
-    pub params: Vec<(String, String)>,
+    pub params: sipauth_callback::Params,
     pub auth_token: String,
     pub call_uuid: String,
     pub cause: Cause,
@@ -229,8 +229,8 @@ async fn notify_hangup(client: &sipauth_callback::Client, h: Hangup) {
         call_uuid,
         cause,
     } = h;
-    params.push(("HangupCauseName".to_owned(), cause.name().to_owned()));
-    params.push(("HangupCauseCode".to_owned(), cause.code().to_string()));
+    params.push(("HangupCauseName", cause.name().into()));
+    params.push(("HangupCauseCode", cause.code().to_string().into()));
     let cb = Callback {
         url: &url,
         method,
@@ -384,7 +384,7 @@ mod tests {
         let hangup = Hangup {
             url,
             method: Method::Post,
-            params: vec![("CallUUID".to_owned(), "a".to_owned())],
+            params: vec![("CallUUID", "a".into())],
             auth_token: "token".to_owned(),
             call_uuid: "a".to_owned(),
             cause: Cause::NormalHangup,

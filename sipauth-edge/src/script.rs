@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use sipauth_callback::{Action, Callback, Client, Dial, Method};
+use sipauth_callback::{Action, Callback, Client, Dial, Method, Params};
 
 use crate::outcome::{Dialed, Outcome};
 
@@ -48,7 +48,7 @@ pub(crate) trait Party {
     /// The account's auth token, which signs every callback.
     fn auth_token(&self) -> &str;
     /// The parameters of the call's callbacks, CallStatus `status`.
-    fn params(&self, status: &str) -> Vec<(String, String)>;
+    fn params(&self, status: &'static str) -> Params;
     /// The answer_url request.
     fn answer_url(&self) -> Callback<'_>;
     /// Whether the call's time limit has run out.
@@ -162,14 +162,14 @@ async fn dial_action(
     let call_uuid = party.call_uuid();
     let mut params = party.params("in-progress");
     params.extend([
-        ("DialStatus".to_owned(), end.status.to_owned()),
-        ("DialHangupCause".to_owned(), end.cause.name().to_owned()),
+        ("DialStatus", end.status.into()),
+        ("DialHangupCause", end.cause.name().into()),
+        ("DialHangupCauseCode", end.cause.code().to_string().into()),
         (
-            "DialHangupCauseCode".to_owned(),
-            end.cause.code().to_string(),
+            "DialRingStatus",
+            if alerted { "true" } else { "false" }.into(),
         ),
-        ("DialRingStatus".to_owned(), alerted.to_string()),
-        ("DialALegUUID".to_owned(), call_uuid.to_owned()),
+        ("DialALegUUID", call_uuid.to_owned().into()),
     ]);
     let cb = Callback {
         url,
@@ -250,11 +250,8 @@ mod tests {
             "token"
         }
 
-        fn params(&self, status: &str) -> Vec<(String, String)> {
-            vec![
-                ("CallUUID".to_owned(), "call-1".to_owned()),
-                ("CallStatus".to_owned(), status.to_owned()),
-            ]
+        fn params(&self, status: &'static str) -> Params {
+            vec![("CallUUID", "call-1".into()), ("CallStatus", status.into())]
         }
 
         fn answer_url(&self) -> Callback<'_> {

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipauth_callback::{Callback, Method};
+use sipauth_callback::{Callback, Method, Params};
 use sipauth_sip::OwnedMessage;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -51,14 +51,14 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
 }
 
 /// The callback parameters of an outbound call.
-fn params(call: &MakeCall, status: &str) -> Vec<(String, String)> {
+fn params(call: &MakeCall, status: &'static str) -> Params {
     vec![
-        ("CallUUID".to_owned(), call.call_uuid.clone()),
-        ("RequestUUID".to_owned(), call.call_uuid.clone()),
-        ("From".to_owned(), call.from.clone()),
-        ("To".to_owned(), call.to.clone()),
-        ("Direction".to_owned(), "outbound".to_owned()),
-        ("CallStatus".to_owned(), status.to_owned()),
+        ("CallUUID", call.call_uuid.clone().into()),
+        ("RequestUUID", call.call_uuid.clone().into()),
+        ("From", call.from.clone().into()),
+        ("To", call.to.clone().into()),
+        ("Direction", "outbound".into()),
+        ("CallStatus", status.into()),
     ]
 }
 
@@ -155,7 +155,7 @@ impl Party for Answered<'_> {
         &self.call.auth_token
     }
 
-    fn params(&self, status: &str) -> Vec<(String, String)> {
+    fn params(&self, status: &'static str) -> Params {
         params(self.call, status)
     }
 

@@ -42,38 +42,59 @@ pub const LIFETIME: Duration = TIMERS.timer_h();
 /// not remembered), and it costs about 1 KiB per entry.
 pub const MAX_TRANSACTIONS: usize = 262_144;
 
+/// A server transaction's key (RFC 3261 17.2.3): the top Via's branch and
+/// sent-by, and the method (ACK counted as INVITE). The three are kept in
+/// one string, built with one allocation per message; the lengths of the
+/// first two are part of the key, so no two triples share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    branch: String,
-    sent_by: String,
-    /// `INVITE` for INVITE and its ACK; the request method otherwise.
-    method: String,
+    /// Branch, sent-by (lower-cased), method.
+    text: Box<str>,
+    branch_len: u32,
+    sent_by_len: u32,
 }
 
 impl Key {
     /// The key of a request; RFC 2543 requests without a magic-cookie
     /// branch are keyed by Call-ID, CSeq number and From tag instead.
     pub fn of(msg: &sipauth_sip::Message<'_>) -> Option<Self> {
+        use std::fmt::Write as _;
         let via = msg.top_via().ok()?;
         let method = msg.method()?;
         let method = if method == "ACK" { "INVITE" } else { method };
-        let branch = match via.branch {
-            Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
+        let mut port = itoa::Buffer::new();
+        let port = via.port.map(|p| port.format(p));
+        let sent_by = via.host.len() + port.map_or(0, |p| 1 + p.len());
+        let mut text = String::new();
+        match via.branch {
+            Some(b) if b.starts_with("z9hG4bK") => {
+                text.reserve_exact(b.len() + sent_by + method.len());
+                text.push_str(b);
+            }
             _ => {
                 let (n, _) = msg.cseq().ok()?;
                 let tag = msg.from().ok()?.tag.unwrap_or_default();
-                format!("2543:{}:{n}:{tag}", msg.call_id().ok()?)
+                let _ = write!(text, "2543:{}:{n}:{tag}", msg.call_id().ok()?);
             }
-        };
-        let sent_by = match via.port {
-            Some(p) => format!("{}:{p}", via.host),
-            None => via.host.to_owned(),
-        };
+        }
+        let branch_len = text.len();
+        text.push_str(via.host);
+        if let Some(p) = port {
+            text.push(':');
+            text.push_str(p);
+        }
+        text[branch_len..].make_ascii_lowercase();
+        text.push_str(method);
         Some(Self {
-            branch,
-            sent_by: sent_by.to_ascii_lowercase(),
-            method: method.to_owned(),
+            text: text.into_boxed_str(),
+            branch_len: u32::try_from(branch_len).ok()?,
+            sent_by_len: u32::try_from(sent_by).ok()?,
         })
+    }
+
+    /// The request method (`INVITE` for an ACK).
+    fn method(&self) -> &str {
+        &self.text[(self.branch_len + self.sent_by_len) as usize..]
     }
 }
 
@@ -183,7 +204,7 @@ impl Transactions {
         if final_
             && after_provisional
             && !(200..300).contains(&code)
-            && key.method == "INVITE"
+            && key.method() == "INVITE"
             && !replier.is_reliable()
         {
             let this = self.clone();
@@ -482,5 +503,41 @@ mod tests {
         let c = Key::of(&sipauth_sip::parse(&invite("z9hG4bK1", "OPTIONS")).unwrap()).unwrap();
         assert_ne!(a, b);
         assert_ne!(a, c);
+    }
+
+    fn key_via(via: &str, method: &str) -> Key {
+        let raw = String::from_utf8(invite("x", method))
+            .unwrap()
+            .replace("SIP/2.0/UDP 192.0.2.1:5060;branch=x", via);
+        Key::of(&sipauth_sip::parse(raw.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// An ACK is keyed as its INVITE, sent-by is compared without case,
+    /// and where the branch ends is part of the key.
+    #[test]
+    fn keys_follow_rfc_3261_17_2_3() {
+        let invite = key_via("SIP/2.0/UDP Host.Example:5060;branch=z9hG4bKa", "INVITE");
+        assert_eq!(invite.method(), "INVITE");
+        assert_eq!(
+            invite,
+            key_via("SIP/2.0/UDP host.example:5060;branch=z9hG4bKa", "ACK")
+        );
+        assert_ne!(
+            invite,
+            key_via("SIP/2.0/UDP host.example:5061;branch=z9hG4bKa", "INVITE")
+        );
+        assert_ne!(
+            invite,
+            key_via("SIP/2.0/UDP Host.Example;branch=z9hG4bKa", "INVITE")
+        );
+        // The same characters split differently between branch and sent-by.
+        assert_ne!(
+            key_via("SIP/2.0/UDP ab;branch=z9hG4bKx", "INVITE"),
+            key_via("SIP/2.0/UDP b;branch=z9hG4bKxa", "INVITE")
+        );
+        // RFC 2543: Call-ID, CSeq number and From tag.
+        let old = key_via("SIP/2.0/UDP 192.0.2.1;branch=1", "INVITE");
+        assert_eq!(old.method(), "INVITE");
+        assert_eq!(old, key_via("SIP/2.0/UDP 192.0.2.1", "ACK"));
     }
 }
