@@ -267,9 +267,13 @@ impl Client {
         );
         let body = match cb.method {
             Method::Get => String::new(),
-            Method::Post => form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&cb.params)
-                .finish(),
+            Method::Post => {
+                // Room for the pairs as they are and a little encoding.
+                let room: usize = cb.params.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+                form_urlencoded::Serializer::new(String::with_capacity(room + room / 8))
+                    .extend_pairs(&cb.params)
+                    .finish()
+            }
         };
         let credentials = basic_credentials(url);
         let mut headers = vec![

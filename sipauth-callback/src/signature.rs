@@ -82,79 +82,89 @@ fn mac_for<K: AsRef<str>, V: AsRef<str>>(
     params: &[(K, V)],
     nonce: &str,
 ) -> HmacSha256 {
-    let mut message = signed_base(method, url, params);
-    message.push('.');
-    message.push_str(nonce);
     let mut mac =
         HmacSha256::new_from_slice(auth_token.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(message.as_bytes());
+    // The signed string goes into the MAC piece by piece, never built.
+    write_signed_base(method, url, params, &mut |piece| {
+        mac.update(piece.as_bytes());
+    });
+    mac.update(b".");
+    mac.update(nonce.as_bytes());
     mac
 }
 
 /// The signed string without the trailing `"." + nonce`.
-pub(crate) fn signed_base<K: AsRef<str>, V: AsRef<str>>(
+#[cfg(test)]
+fn signed_base<K: AsRef<str>, V: AsRef<str>>(method: &str, url: &str, params: &[(K, V)]) -> String {
+    let mut out = String::new();
+    write_signed_base(method, url, params, &mut |piece| out.push_str(piece));
+    out
+}
+
+/// Hands the signed string without the trailing `"." + nonce` to `out`, in
+/// pieces: `scheme://authority/path` of `url` (scheme lower-cased, query
+/// and fragment dropped), then the query and `params` as the module doc
+/// says.
+fn write_signed_base<K: AsRef<str>, V: AsRef<str>>(
     method: &str,
     url: &str,
     params: &[(K, V)],
-) -> String {
-    let (base, query) = split_url(url);
+    out: &mut impl FnMut(&str),
+) {
+    let url = url.split_once('#').map_or(url, |(u, _)| u);
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            if scheme.bytes().any(|b| b.is_ascii_uppercase()) {
+                out(&scheme.to_ascii_lowercase());
+            } else {
+                out(scheme);
+            }
+            out("://");
+            out(rest);
+        }
+        None => out(base),
+    }
     let decoded: Vec<(Cow<'_, str>, Cow<'_, str>)> =
         form_urlencoded::parse(query.as_bytes()).collect();
     let mut query_pairs: Vec<(&str, &str)> = decoded.iter().map(|(k, v)| (&**k, &**v)).collect();
     let params = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
 
-    let mut out = base;
     if method.eq_ignore_ascii_case("GET") {
         query_pairs.extend(params);
         query_pairs.sort_unstable();
-        let joined = join_query(&query_pairs);
-        if !joined.is_empty() {
-            out.push('?');
-            out.push_str(&joined);
+        if !query_pairs.is_empty() {
+            out("?");
+            write_query(&query_pairs, out);
         }
     } else {
         query_pairs.sort_unstable();
-        let joined = join_query(&query_pairs);
         let mut sorted: Vec<(&str, &str)> = params.collect();
-        if !joined.is_empty() || !sorted.is_empty() {
-            out.push('?');
-            out.push_str(&joined);
-        }
-        if !joined.is_empty() && !sorted.is_empty() {
-            out.push('.');
-        }
         sorted.sort_unstable();
+        if !query_pairs.is_empty() || !sorted.is_empty() {
+            out("?");
+            write_query(&query_pairs, out);
+        }
+        if !query_pairs.is_empty() && !sorted.is_empty() {
+            out(".");
+        }
         for (k, v) in sorted {
-            out.push_str(k);
-            out.push_str(v);
+            out(k);
+            out(v);
         }
     }
-    out
 }
 
-/// Splits `url` into `scheme://authority/path` (scheme lower-cased) and the
-/// raw query; the fragment is dropped.
-fn split_url(url: &str) -> (String, &str) {
-    let url = url.split_once('#').map_or(url, |(u, _)| u);
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
-        None => base.to_owned(),
-    };
-    (base, query)
-}
-
-fn join_query(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
+/// `key=value` pairs joined with `&`, not encoded again.
+fn write_query(pairs: &[(&str, &str)], out: &mut impl FnMut(&str)) {
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out("&");
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
+        out(k);
+        out("=");
+        out(v);
     }
-    out
 }
 
 #[cfg(test)]

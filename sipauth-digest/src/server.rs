@@ -297,7 +297,7 @@ pub enum Verdict {
     clippy::too_many_arguments,
     reason = "the edge passes its per-request context explicitly; time is an argument for testability"
 )]
-pub fn verify(
+pub fn verify<H: std::borrow::Borrow<Ha1Set>>(
     c: &DigestCredentials<'_>,
     method: &str,
     realm: &str,
@@ -305,7 +305,7 @@ pub fn verify(
     nc: &NcTracker,
     now_unix_secs: u64,
     ttl_secs: u64,
-    lookup: impl FnOnce(&str) -> Option<Ha1Set>,
+    lookup: impl FnOnce(&str) -> Option<H>,
 ) -> Verdict {
     if c.realm != realm {
         return Verdict::BadRequest("realm mismatch");
@@ -339,7 +339,7 @@ pub fn verify(
     let expected = response(
         alg,
         sess,
-        set.get(alg),
+        set.borrow().get(alg),
         c.nonce,
         Some(count),
         Some(cnonce),

@@ -707,9 +707,16 @@ fn verify_reaches_every_verdict() {
 fn verify_lookup_not_called_before_nonce_check() {
     let f = Fixture::new();
     let c = creds("bogus", "00", Some("MD5"), 1);
-    let v = verify(&c, "REGISTER", REALM, &f.key, &f.tracker, NOW, TTL, |_| {
-        panic!("lookup before nonce check")
-    });
+    let v = verify(
+        &c,
+        "REGISTER",
+        REALM,
+        &f.key,
+        &f.tracker,
+        NOW,
+        TTL,
+        |_| -> Option<Ha1Set> { panic!("lookup before nonce check") },
+    );
     assert_eq!(v, Verdict::InvalidNonce);
 }
 

@@ -288,11 +288,11 @@ impl Edge {
     /// and the username, or [`Digest::Absent`] when the request has no
     /// credentials for our realm (it gets a challenge, like a request
     /// without any).
-    fn digest(
+    fn digest<'h>(
         &self,
         msg: &Message<'_>,
         header: &str,
-        lookup: impl FnOnce(&str) -> Option<sipauth_digest::Ha1Set>,
+        lookup: impl FnOnce(&str) -> Option<&'h sipauth_digest::Ha1Set>,
     ) -> Digest {
         let realm = &self.digest.realm;
         let Some(c) = msg
@@ -346,7 +346,7 @@ impl Edge {
                     .as_deref()
                     .and_then(|u| view.credential(u));
                 self.digest(msg, "Proxy-Authorization", |u| {
-                    cred.filter(|c| c.username == u).map(|c| c.ha1.clone())
+                    cred.filter(|c| c.username == u).map(|c| &c.ha1)
                 })
             },
             |app| {
@@ -432,9 +432,7 @@ impl Edge {
         let (msg, src) = (req.msg(), req.src());
         let view = self.view.borrow().clone();
         let admitted = admission::admit_register(self.lockouts.is_locked(src.ip()), || {
-            self.digest(msg, "Authorization", |u| {
-                view.endpoint(u).map(|e| e.ha1.clone())
-            })
+            self.digest(msg, "Authorization", |u| view.endpoint(u).map(|e| &e.ha1))
         });
         let username = match admitted {
             Ok(username) => username,

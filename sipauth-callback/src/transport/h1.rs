@@ -36,7 +36,21 @@ pub(crate) struct Request<'a> {
 impl Request<'_> {
     /// The request's bytes, head and body.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
+        let mut length = itoa::Buffer::new();
+        // GET carries no body and says nothing of one (RFC 9110 8.6).
+        let length =
+            (!self.body.is_empty() || self.method != "GET").then(|| length.format(self.body.len()));
+        let head = self.method.len()
+            + self.target.len()
+            + self.host.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>()
+            + length.map_or(0, |l| l.len() + 18)
+            + 32;
+        let mut out = Vec::with_capacity(head + self.body.len());
         for part in [
             self.method,
             " ",
@@ -52,11 +66,10 @@ impl Request<'_> {
                 out.extend_from_slice(part.as_bytes());
             }
         }
-        // GET carries no body and says nothing of one (RFC 9110 8.6).
-        if !self.body.is_empty() || self.method != "GET" {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(self.body.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+        if let Some(length) = length {
+            for part in ["Content-Length: ", length, "\r\n"] {
+                out.extend_from_slice(part.as_bytes());
+            }
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(self.body);
