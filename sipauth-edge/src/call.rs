@@ -62,37 +62,36 @@ impl Inbound {
         p
     }
 
-    /// The record of this call once it ended.
-    pub fn record(&self, created_at: i64, end: &Outcome) -> CallRecord {
-        CallRecord {
+    /// The call's record and, if its application has one, the hangup_url
+    /// to tell how it ended: the call's last use, so what it holds moves
+    /// there (the CallUUID, in both, is copied once).
+    pub fn finish(self, created_at: i64, end: &Outcome) -> (CallRecord, Option<Hangup>) {
+        let tell = self.app.hangup_url.as_deref().is_some_and(|u| !u.is_empty());
+        let params = tell.then(|| self.params(end.status));
+        let hangup = params.map(|params| Hangup {
+            url: self.app.hangup_url.unwrap_or_default(),
+            method: method_of(&self.app.hangup_method),
+            params,
+            auth_token: self.auth_token,
             call_uuid: self.call_uuid.clone(),
-            account: self.app.account.clone(),
+            cause: end.cause,
+        });
+        let record = CallRecord {
+            call_uuid: self.call_uuid,
+            account: self.app.account,
             direction: "inbound".to_owned(),
-            from_number: self.from_user.clone(),
-            to_number: self.to_user.clone(),
-            answer_url: Some(self.app.answer_url.clone()),
+            from_number: self.from_user,
+            to_number: self.to_user,
+            answer_url: Some(self.app.answer_url),
             call_status: end.status.to_owned(),
             hangup_cause_name: Some(end.cause.name().to_owned()),
             hangup_cause_code: Some(end.cause.code()),
             sip_auth_type: Some(self.auth_type.as_str().to_owned()),
-            source_ip: Some(self.source_ip.clone()),
+            source_ip: Some(self.source_ip),
             created_at,
             ended_at: Some(now()),
-        }
-    }
-
-    /// The hangup_url to tell how the call ended, if the application has
-    /// one: the call's last use, so its token and CallUUID move there.
-    pub fn into_hangup(self, end: &Outcome) -> Option<Hangup> {
-        let url = self.app.hangup_url.as_deref().filter(|u| !u.is_empty())?;
-        Some(Hangup {
-            url: url.to_owned(),
-            method: method_of(&self.app.hangup_method),
-            params: self.params(end.status),
-            auth_token: self.auth_token,
-            call_uuid: self.call_uuid,
-            cause: end.cause,
-        })
+        };
+        (record, hangup)
     }
 }
 
@@ -113,8 +112,8 @@ impl Edge {
         }
         // Closed: the caller's part is over, and with it its hold on `call`.
         drop(caller);
-        let record = call.record(created, &end);
-        self.calls.end(record, call.into_hangup(&end));
+        let (record, hangup) = call.finish(created, &end);
+        self.calls.end(record, hangup);
     }
 }
 
