@@ -48,8 +48,10 @@ impl Request<'_> {
                 .iter()
                 .map(|(n, v)| n.len() + v.len() + 4)
                 .sum::<usize>()
-            + length.map_or(0, |l| l.len() + 18)
-            + 32;
+            + length.map_or(0, |l| l.len() + "Content-Length: \r\n".len())
+            // The request line's and Host's fixed parts, the blank line.
+            + " HTTP/1.1\r\nHost: \r\n\r\n".len()
+            + 1;
         let mut out = Vec::with_capacity(head + self.body.len());
         for part in [
             self.method,
@@ -73,6 +75,7 @@ impl Request<'_> {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(self.body);
+        debug_assert_eq!(out.len(), head + self.body.len(), "the head's size");
         out
     }
 }
