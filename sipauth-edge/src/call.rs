@@ -42,6 +42,7 @@ pub struct Inbound {
 impl Inbound {
     /// The parameters of this call's callbacks.
     pub fn params(&self, status: &'static str) -> Params {
+        // Ten at most, and room for the hangup_url's two.
         let mut p: Params = Vec::with_capacity(12);
         p.extend([
             ("CallUUID", self.call_uuid.clone().into()),
@@ -66,7 +67,11 @@ impl Inbound {
     /// to tell how it ended: the call's last use, so what it holds moves
     /// there (the CallUUID, in both, is copied once).
     pub fn finish(self, created_at: i64, end: &Outcome) -> (CallRecord, Option<Hangup>) {
-        let tell = self.app.hangup_url.as_deref().is_some_and(|u| !u.is_empty());
+        let tell = self
+            .app
+            .hangup_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty());
         let params = tell.then(|| self.params(end.status));
         let hangup = params.map(|params| Hangup {
             url: self.app.hangup_url.unwrap_or_default(),

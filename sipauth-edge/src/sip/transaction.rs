@@ -64,11 +64,11 @@ impl Key {
         let method = if method == "ACK" { "INVITE" } else { method };
         let mut port = itoa::Buffer::new();
         let port = via.port.map(|p| port.format(p));
-        let sent_by = via.host.len() + port.map_or(0, |p| 1 + p.len());
+        let sent_by_len = via.host.len() + port.map_or(0, |p| 1 + p.len());
         let mut text = String::new();
         match via.branch {
             Some(b) if b.starts_with("z9hG4bK") => {
-                text.reserve_exact(b.len() + sent_by + method.len());
+                text.reserve_exact(b.len() + sent_by_len + method.len());
                 text.push_str(b);
             }
             _ => {
@@ -88,7 +88,7 @@ impl Key {
         Some(Self {
             text: text.into_boxed_str(),
             branch_len: u32::try_from(branch_len).ok()?,
-            sent_by_len: u32::try_from(sent_by).ok()?,
+            sent_by_len: u32::try_from(sent_by_len).ok()?,
         })
     }
 
