@@ -30,7 +30,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Unit tests, then the `BPF_PROG_TEST_RUN` tests and the netns rig (root).
+    /// rustfmt's check, unit tests, then the `BPF_PROG_TEST_RUN` tests and
+    /// the netns rig (root).
     Test {
         /// Only the tests whose name contains this.
         filter: Option<String>,
@@ -86,6 +87,8 @@ fn main() -> anyhow::Result<()> {
             setup::ensure()?;
             let filter: Vec<&str> = filter.as_deref().into_iter().collect();
             let t = std::time::Instant::now();
+            // Formatting first: it takes a second and needs no build.
+            cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(
                 &[
                     &[
