@@ -19,6 +19,10 @@
 //! - `kamailio`: authenticated call setups against Kamailio 5.6
 //!   (stateless, and stateful with replay protection) and sipauth in one
 //!   run, with sipauth/Kamailio ratios.
+//!
+//! Each part draws its pictures (SVG) beside its JSON; `sipauth-bench
+//! pictures` draws them all again from the JSON already there (no rig, no
+//! root).
 
 // The crate root is `bench.rs`, not a `main.rs`: its modules live in
 // `bench/` by path.
@@ -34,6 +38,8 @@ mod inbound;
 mod kamailio;
 #[path = "bench/outbound.rs"]
 mod outbound;
+#[path = "bench/pictures.rs"]
+mod pictures;
 #[path = "bench/plot.rs"]
 mod plot;
 #[path = "bench/propagation.rs"]
@@ -182,15 +188,19 @@ fn main() -> anyhow::Result<()> {
     if let Some(unknown) = asked
         .iter()
         .find(|a| !PARTS.iter().any(|(name, _)| name == a))
+        .filter(|_| asked != ["pictures"])
     {
         let names: Vec<&str> = PARTS.iter().map(|(name, _)| *name).collect();
         anyhow::bail!(
-            "unknown part {unknown:?}; usage: sipauth-bench [{}]...",
+            "unknown part {unknown:?}; usage: sipauth-bench [{}]... or sipauth-bench pictures",
             names.join("|")
         );
     }
-    sipauth_tests::require_root();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    if asked == ["pictures"] {
+        return pictures::draw_all(&out);
+    }
+    sipauth_tests::require_root();
     std::fs::create_dir_all(&out)?;
     for (name, run) in PARTS {
         if asked.is_empty() || asked.iter().any(|a| a == name) {

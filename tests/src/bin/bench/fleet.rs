@@ -88,7 +88,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    Ok(())
+    crate::pictures::draw(out, "fleet")
 }
 
 /// Milliseconds from each source's tenth failure to its lockout on the

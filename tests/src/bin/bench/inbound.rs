@@ -172,7 +172,10 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    Ok(())
+    if short {
+        return Ok(());
+    }
+    crate::pictures::draw(out, "inbound")
 }
 
 /// Busy and total jiffies of each CPU, from /proc/stat.

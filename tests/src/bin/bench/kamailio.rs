@@ -27,7 +27,6 @@ use serde_json::{Value, json};
 use sipauth_tests::topo::Rig;
 
 use crate::inbound::{Setups, Step, Subject, setups_with, step};
-use crate::plot::Series;
 use crate::{EDGE_CPU, LOAD_CPU};
 
 /// Calls per second asked, in order, until failures pass 1%.
@@ -322,40 +321,5 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    let series = |f: fn(&Step) -> f64| {
-        [
-            ("sipauth (all included)", &sipauth.steps),
-            ("Kamailio stateless", &stateless),
-            ("Kamailio stateful + nonce_count", &stateful),
-        ]
-        .into_iter()
-        .map(|(name, steps)| Series {
-            name: name.to_owned(),
-            points: steps
-                .iter()
-                .filter(|s| s.failure_share() <= FAILURE_LIMIT)
-                .map(|s| (f64::from(s.rate), f(s)))
-                .collect(),
-        })
-        .collect::<Vec<_>>()
-    };
-    for (name, title, y, f) in [
-        (
-            "kamailio-cpu.svg",
-            "Server CPU per authenticated call, one CPU each",
-            "us of CPU per call",
-            (|s: &Step| s.edge_cpu_us_per_call) as fn(&Step) -> f64,
-        ),
-        (
-            "kamailio-p99.svg",
-            "p99 call setup (first INVITE to 603), packet timestamps",
-            "ms",
-            |s: &Step| s.wire_p99_ms,
-        ),
-    ] {
-        let svg = out.join(name);
-        crate::plot::lines(&svg, title, ("calls per second asked", y), &series(f))?;
-        println!("drawn to {}", svg.display());
-    }
-    Ok(())
+    crate::pictures::draw(out, "kamailio")
 }

@@ -85,7 +85,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     let file = out.join("outbound.json");
     std::fs::write(&file, serde_json::to_string_pretty(&bench.json(secs))?)?;
     println!("written to {}", file.display());
-    Ok(())
+    crate::pictures::draw(out, "outbound")
 }
 
 /// The rates and the seconds per step: the defaults, or the environment's.

@@ -20,7 +20,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    Ok(())
+    crate::pictures::draw(out, "propagation")
 }
 
 /// API write to edge-applied latency: 200 changes of an ACL entry through

@@ -153,5 +153,5 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    Ok(())
+    crate::pictures::draw(out, "reflection")
 }

@@ -164,25 +164,5 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
         }))?,
     )?;
     println!("written to {}", file.display());
-    let svg = out.join("xdp-flood.svg");
-    crate::plot::bars(
-        &svg,
-        "A locked-out source's INVITE flood: where it is dropped",
-        "packets per second",
-        &rows.iter().map(|r| r.mode.to_owned()).collect::<Vec<_>>(),
-        &[
-            (
-                "dropped before user space".to_owned(),
-                rows.iter().map(|r| r.dropped as f64 / r.secs).collect(),
-            ),
-            (
-                "reached user space".to_owned(),
-                rows.iter()
-                    .map(|r| r.reached_user_space as f64 / r.secs)
-                    .collect(),
-            ),
-        ],
-    )?;
-    println!("drawn to {}", svg.display());
-    Ok(())
+    crate::pictures::draw(out, "xdp-flood")
 }
