@@ -25,6 +25,7 @@ pub(crate) fn test_calls(
             number_gateway: None,
             resolver: outbound::resolve::Resolver::none(),
             tls: None,
+            udp: outbound::conn::UdpPool::default(),
         },
     )
 }

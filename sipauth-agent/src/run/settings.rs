@@ -119,6 +119,7 @@ impl EdgeSettings {
             number_gateway: Some(gateway.clone()).filter(|g| !g.is_empty()),
             resolver,
             tls: Some(client_tls),
+            udp: outbound::conn::UdpPool::default(),
         };
         Ok(Self {
             xdp,

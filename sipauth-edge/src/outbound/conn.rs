@@ -1,10 +1,19 @@
 //! A leg's own socket: connected UDP, or a TCP or TLS stream framed by
 //! Content-Length.
+//!
+//! A UDP leg's socket outlives its leg: when the leg ends it goes back to
+//! a [`UdpPool`], and the next leg to the same target takes it, so a call
+//! does not pay for opening, binding, connecting and closing a socket.
+//! What still arrives for the ended leg (a late retransmission, a BYE of
+//! the old dialog) is read by the next one and matches none of its
+//! transactions or dialogs: ignored, or answered 481.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sipauth_sip::OwnedMessage;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -24,12 +33,7 @@ pub struct Conn {
 }
 
 enum Io {
-    Udp {
-        sock: UdpSocket,
-        /// Receive buffer (capacity for the largest datagram, never
-        /// zeroed); each message is copied out of it.
-        scratch: Vec<u8>,
-    },
+    Udp(Pooled),
     /// TCP or TLS: bytes read and not yet framed stay in `buf`.
     Stream {
         stream: Box<dyn ByteStream>,
@@ -42,6 +46,165 @@ enum Io {
         rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
         reliable: bool,
     },
+}
+
+/// A UDP leg's socket, connected to its target.
+struct Udp {
+    sock: UdpSocket,
+    /// Its local address, asked once.
+    local: SocketAddr,
+    /// Receive buffer (capacity for the largest datagram, never zeroed);
+    /// each message is copied out of it.
+    scratch: Vec<u8>,
+}
+
+impl Udp {
+    async fn open(target: SocketAddr) -> io::Result<Self> {
+        let any: SocketAddr = if target.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let sock = UdpSocket::bind(any).await?;
+        sock.connect(target).await?;
+        Ok(Self {
+            local: sock.local_addr()?,
+            sock,
+            scratch: Vec::with_capacity(65_535),
+        })
+    }
+}
+
+/// A [`Udp`] socket lent to one leg, returned to its pool when the leg's
+/// connection is dropped.
+struct Pooled {
+    /// `Some` until dropped.
+    udp: Option<Udp>,
+    pool: UdpPool,
+    target: SocketAddr,
+}
+
+impl Pooled {
+    fn udp(&mut self) -> &mut Udp {
+        self.udp
+            .as_mut()
+            .expect("a pooled socket is held until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(udp) = self.udp.take() {
+            self.pool.put(self.target, udp);
+        }
+    }
+}
+
+/// Idle sockets kept per target: more than the legs to one target that
+/// end at about the same time.
+const IDLE_PER_TARGET: usize = 256;
+/// Idle sockets kept in all.
+const IDLE_MAX: usize = 4096;
+/// How long a socket may wait for its next leg.
+const IDLE_FOR: Duration = Duration::from_mins(1);
+
+/// UDP sockets of ended legs, by the target they are connected to.
+#[derive(Clone, Default)]
+pub struct UdpPool {
+    inner: Arc<Mutex<Idle>>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_target: HashMap<SocketAddr, Vec<(Udp, Instant)>>,
+    count: usize,
+    /// When expired sockets of every target were last closed.
+    swept: Option<Instant>,
+}
+
+impl std::fmt::Debug for UdpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPool")
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+impl UdpPool {
+    /// A socket connected to `target`: an idle one when there is one, else
+    /// a new one.
+    async fn take(&self, target: SocketAddr) -> io::Result<Udp> {
+        if let Some(udp) = self.take_idle(target) {
+            return Ok(udp);
+        }
+        Udp::open(target).await
+    }
+
+    /// The newest idle socket to `target` that has not waited too long,
+    /// with any error the far end left on it (an ICMP unreachable) cleared.
+    fn take_idle(&self, target: SocketAddr) -> Option<Udp> {
+        let mut idle = self.inner.lock().expect("UDP pool");
+        let Idle {
+            by_target, count, ..
+        } = &mut *idle;
+        let list = by_target.get_mut(&target)?;
+        let now = Instant::now();
+        let mut found = None;
+        while let Some((udp, since)) = list.pop() {
+            *count -= 1;
+            if now.duration_since(since) < IDLE_FOR {
+                found = Some(udp);
+                break;
+            }
+        }
+        if list.is_empty() {
+            by_target.remove(&target);
+        }
+        drop(idle);
+        let udp = found?;
+        let _ = udp.sock.take_error();
+        Some(udp)
+    }
+
+    fn put(&self, target: SocketAddr, udp: Udp) {
+        let mut idle = self.inner.lock().expect("UDP pool");
+        let now = Instant::now();
+        if idle
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= IDLE_FOR)
+        {
+            idle.sweep(now);
+        }
+        let Idle {
+            by_target, count, ..
+        } = &mut *idle;
+        if *count >= IDLE_MAX {
+            return;
+        }
+        let list = by_target.entry(target).or_default();
+        if list.len() < IDLE_PER_TARGET {
+            list.push((udp, now));
+            *count += 1;
+        }
+    }
+
+    /// Idle sockets now.
+    #[must_use]
+    pub fn idle(&self) -> usize {
+        self.inner.lock().expect("UDP pool").count
+    }
+}
+
+impl Idle {
+    /// Closes the sockets that waited too long, of every target.
+    fn sweep(&mut self, now: Instant) {
+        self.by_target.retain(|_, list| {
+            list.retain(|(_, since)| now.duration_since(*since) < IDLE_FOR);
+            !list.is_empty()
+        });
+        self.count = self.by_target.values().map(Vec::len).sum();
+        self.swept = Some(now);
+    }
 }
 
 /// A connected byte stream: a TCP connection, or TLS over one.
@@ -59,13 +222,14 @@ pub enum OpenError {
 }
 
 impl Conn {
-    /// Opens the leg's socket towards `target`; a TCP connect (and a TLS
-    /// handshake after it) gives up after `connect_timeout`. TLS needs
-    /// `tls`.
+    /// Opens the leg's socket towards `target` (over UDP, one from `udp`
+    /// when it holds one); a TCP connect (and a TLS handshake after it)
+    /// gives up after `connect_timeout`. TLS needs `tls`.
     pub async fn open(
         target: &Target,
         connect_timeout: Duration,
         tls: Option<&ClientTls>,
+        udp: &UdpPool,
     ) -> Result<Self, OpenError> {
         let connect = async {
             let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
@@ -76,20 +240,15 @@ impl Conn {
         };
         match target.transport {
             Transport::Udp => {
-                let any: SocketAddr = if target.addr.is_ipv4() {
-                    SocketAddr::from(([0, 0, 0, 0], 0))
-                } else {
-                    SocketAddr::from(([0u16; 8], 0))
-                };
-                let sock = UdpSocket::bind(any).await?;
-                sock.connect(target.addr).await?;
+                let sock = udp.take(target.addr).await?;
                 Ok(Self {
-                    local: sock.local_addr()?,
+                    local: sock.local,
                     transport: Transport::Udp,
-                    io: Io::Udp {
-                        sock,
-                        scratch: Vec::with_capacity(65_535),
-                    },
+                    io: Io::Udp(Pooled {
+                        udp: Some(sock),
+                        pool: udp.clone(),
+                        target: target.addr,
+                    }),
                 })
             }
             Transport::Tcp => {
@@ -172,7 +331,7 @@ impl Conn {
 
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.io {
-            Io::Udp { sock, .. } => sock.send(bytes).await.map(|_| ()),
+            Io::Udp(pooled) => pooled.udp().sock.send(bytes).await.map(|_| ()),
             // TLS keeps records until flushed; for TCP the flush is nothing.
             Io::Stream { stream, .. } => {
                 stream.write_all(bytes).await?;
@@ -192,7 +351,8 @@ impl Conn {
     pub async fn recv(&mut self) -> io::Result<OwnedMessage> {
         loop {
             let parsed = match &mut self.io {
-                Io::Udp { sock, scratch } => {
+                Io::Udp(pooled) => {
+                    let Udp { sock, scratch, .. } = pooled.udp();
                     scratch.clear();
                     sock.recv_buf(scratch).await?;
                     parse(scratch)
@@ -289,6 +449,71 @@ mod tests {
         );
     }
 
+    fn udp_target(addr: SocketAddr) -> Target {
+        Target {
+            uri: format!("sip:b@{addr}"),
+            addr,
+            transport: Transport::Udp,
+            host: addr.ip().to_string(),
+        }
+    }
+
+    /// A UDP leg's socket goes back to the pool when its connection is
+    /// dropped, and the next leg to the same target takes it; an error the
+    /// far end left on it (ICMP port unreachable) does not reach the next
+    /// leg, and another target gets a socket of its own.
+    #[tokio::test]
+    async fn udp_sockets_are_lent_per_target_and_come_back() {
+        let pool = UdpPool::default();
+        let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = udp_target(far.local_addr().unwrap());
+        let mut first = Conn::open(&target, Duration::from_secs(1), None, &pool)
+            .await
+            .unwrap();
+        let port = first.local.port();
+        first.send(RINGING).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (_, from) = far.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from.port(), port);
+        drop(first);
+        assert_eq!(pool.idle(), 1);
+
+        // The far end goes away; the leg's next datagram draws an ICMP
+        // port unreachable, which the kernel keeps on the socket.
+        let far_addr = far.local_addr().unwrap();
+        drop(far);
+        let mut second = Conn::open(&target, Duration::from_secs(1), None, &pool)
+            .await
+            .unwrap();
+        assert_eq!(second.local.port(), port, "the idle socket is taken again");
+        assert_eq!(pool.idle(), 0);
+        let _ = second.send(RINGING).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(second);
+
+        let far = UdpSocket::bind(far_addr).await.unwrap();
+        let mut third = Conn::open(&target, Duration::from_secs(1), None, &pool)
+            .await
+            .unwrap();
+        assert_eq!(third.local.port(), port);
+        far.send_to(RINGING, third.local).await.unwrap();
+        let got = third.recv().await.unwrap();
+        assert_eq!(got.message().status(), Some(180));
+
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere = Conn::open(
+            &udp_target(other.local_addr().unwrap()),
+            Duration::from_secs(1),
+            None,
+            &pool,
+        )
+        .await
+        .unwrap();
+        assert_ne!(elsewhere.local.port(), port);
+        drop((third, elsewhere));
+        assert_eq!(pool.idle(), 2);
+    }
+
     /// Over TCP, two messages in one read are framed and parsed one by
     /// one.
     #[tokio::test]
@@ -309,7 +534,7 @@ mod tests {
             s.write_all(&both).await.unwrap();
             s
         });
-        let mut conn = Conn::open(&target, Duration::from_secs(1), None)
+        let mut conn = Conn::open(&target, Duration::from_secs(1), None, &UdpPool::default())
             .await
             .unwrap();
         let _far = far.await.unwrap();

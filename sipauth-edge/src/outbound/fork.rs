@@ -116,6 +116,7 @@ pub fn legs(dial: Dial, plan: &Plan<'_>) -> (Vec<Leg>, Vec<Outcome>) {
             dest,
             resolver: plan.settings.resolver.clone(),
             tls: plan.settings.tls.clone(),
+            udp: plan.settings.udp.clone(),
             from_user: from_user.to_owned(),
             credentials,
             headers: sipauth_callback::render_sip_headers(&headers, plan.raw_headers),

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use sipauth_model::Cause;
 use sipauth_sip::{Message, OwnedMessage};
 
-use super::conn::{Conn, OpenError};
+use super::conn::{Conn, OpenError, UdpPool};
 use super::message::{self, Request, branch, escape_user, random_hex};
 use super::resolve::{Dest, Resolver};
 use super::txn::{self, Acks, End, Hooks};
@@ -30,6 +30,8 @@ pub struct Leg {
     pub resolver: Resolver,
     /// How TLS servers are verified; `None`: TLS targets cannot be reached.
     pub tls: Option<ClientTls>,
+    /// Where a UDP leg's socket comes from and goes back to.
+    pub udp: UdpPool,
     /// The From user part (the caller id), escaped when sent.
     pub from_user: String,
     pub credentials: Option<Credentials>,
@@ -105,7 +107,9 @@ impl Leg {
 
     /// One target of the leg.
     async fn attempt(&mut self, target: &Target) -> Attempt {
-        let mut conn = match Conn::open(target, self.timers.timer_b, self.tls.as_ref()).await {
+        let mut conn = match Conn::open(target, self.timers.timer_b, self.tls.as_ref(), &self.udp)
+            .await
+        {
             Ok(c) => c,
             Err(OpenError::Certificate(e)) => {
                 tracing::info!(target = %target.addr, host = %target.host, error = %e, "outbound leg: TLS certificate refused");

@@ -98,6 +98,7 @@ async fn run(call: MakeCall, calls: &Calls) {
                 dest,
                 resolver: calls.outbound.resolver.clone(),
                 tls: calls.outbound.tls.clone(),
+                udp: calls.outbound.udp.clone(),
                 from_user: call.from.clone(),
                 credentials: call.credentials.clone(),
                 headers: sipauth_callback::render_sip_headers(&call.sip_headers, false),

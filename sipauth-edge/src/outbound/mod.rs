@@ -52,6 +52,8 @@ pub struct Settings {
     /// How TLS targets' certificates are checked; `None`: TLS targets
     /// cannot be reached.
     pub tls: Option<crate::tls::ClientTls>,
+    /// UDP sockets of ended legs, for the next legs to the same targets.
+    pub udp: conn::UdpPool,
 }
 
 pub use sipauth_model::{Credentials, Secret};

@@ -125,6 +125,7 @@ fn answered() -> (
         dest,
         resolver: Resolver::none(),
         tls: None,
+        udp: super::UdpPool::default(),
         from_user: "alice".to_owned(),
         credentials: None,
         headers: Vec::new(),
