@@ -367,7 +367,8 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// File descriptors kept for everything that is not a SIP connection
-/// (listeners, the database, HTTP, callbacks, outbound legs).
+/// (listeners, the database, HTTP, callbacks, outbound legs and the idle
+/// sockets of ended ones, at most [`crate::outbound::conn::IDLE_MAX`]).
 const FD_RESERVE: u64 = 1024;
 
 /// `total` lowered to what an open-file limit of `nofile` leaves for

@@ -103,8 +103,9 @@ impl Drop for Pooled {
 /// Idle sockets kept per target: more than the legs to one target that
 /// end at about the same time.
 const IDLE_PER_TARGET: usize = 256;
-/// Idle sockets kept in all.
-const IDLE_MAX: usize = 4096;
+/// Idle sockets kept in all: half of the file descriptors the edge keeps
+/// beside its SIP connections (see `transport::total_within`).
+pub const IDLE_MAX: usize = 512;
 /// How long a socket may wait for its next leg.
 const IDLE_FOR: Duration = Duration::from_mins(1);
 
