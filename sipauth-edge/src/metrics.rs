@@ -34,6 +34,8 @@ pub struct Metrics {
     pub allowed: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
+    /// hangup_urls dropped because their queue was full.
+    pub hangups_dropped: AtomicU64,
     /// Replies over UDP to unproven sources sent within the budget.
     pub unproven_replies: AtomicU64,
     /// Replies over UDP to unproven sources not sent: the budget was spent.
@@ -202,6 +204,11 @@ impl Metrics {
                 "sipauth_call_records_dropped_total",
                 "Call records dropped because the writer fell too far behind.",
                 &self.records_dropped,
+            ),
+            (
+                "sipauth_hangup_callbacks_dropped_total",
+                "hangup_url callbacks dropped because their queue was full (their servers answered slower than calls ended).",
+                &self.hangups_dropped,
             ),
             (
                 "sipauth_sip_unproven_replies_total",

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Method};
@@ -91,6 +92,8 @@ pub struct Calls {
     /// Ended calls waiting for the writer task. Bounded: a flood of denied
     /// INVITEs (with XDP off, say) cannot pile up writes without end.
     ended: tokio::sync::mpsc::Sender<Ended>,
+    /// The hangup_urls to tell, once their records are written.
+    hangups: Hangups,
     metrics: Arc<crate::metrics::Metrics>,
     /// What every outbound leg (Make Call and Dial) shares.
     pub outbound: crate::outbound::Settings,
@@ -133,9 +136,98 @@ const RECORD_BATCH: usize = 128;
 /// and the edge wakes up for its records about once per batch. A record
 /// reaches the store, and its hangup_url is told, this much later at most.
 const RECORD_LINGER: Duration = Duration::from_millis(100);
-/// A batch's hangup_urls in flight at once at most: each holds a
-/// connection, and the pool keeps `IDLE_PER_ORIGIN` of them per origin.
-const HANGUPS_AT_ONCE: usize = 16;
+/// hangup_urls waiting to be told or in flight at most. When their
+/// servers answer slower than calls end, further hangup_urls are dropped
+/// and counted (`sipauth_hangup_callbacks_dropped_total`), as records are
+/// when their writer falls behind.
+const HANGUP_QUEUE: usize = 10_000;
+/// A batch's hangup_urls in flight at once at most: at the usual pace a
+/// batch is told on the few connections the pool keeps per origin.
+const HANGUPS_PER_BATCH: usize = 16;
+/// hangup_urls in flight at once at most, all batches together: each
+/// holds a connection (a file descriptor). Batches behind a slow server
+/// add up to this, not without end; 256 keep up with 5,000 calls/s to a
+/// server 50 ms away.
+const HANGUPS_IN_FLIGHT: usize = 256;
+
+/// Tells hangup_urls, a batch at a time, within [`HANGUP_QUEUE`] and
+/// [`HANGUPS_IN_FLIGHT`].
+#[derive(Clone)]
+struct Hangups {
+    client: sipauth_callback::Client,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Told or being told, not yet done.
+    pending: Arc<AtomicUsize>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    limits: HangupLimits,
+}
+
+#[derive(Clone, Copy)]
+struct HangupLimits {
+    queue: usize,
+    per_batch: usize,
+}
+
+impl Hangups {
+    fn new(
+        client: sipauth_callback::Client,
+        metrics: Arc<crate::metrics::Metrics>,
+        limits: HangupLimits,
+        in_flight: usize,
+    ) -> Self {
+        Self {
+            client,
+            metrics,
+            pending: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+            limits,
+        }
+    }
+
+    /// Tells `batch` in a task of its own; what does not fit in the queue
+    /// is dropped and counted.
+    fn tell(&self, mut batch: Vec<Hangup>) {
+        let fits = |pending: usize| batch.len().min(self.limits.queue.saturating_sub(pending));
+        let before = self
+            .pending
+            .fetch_update(Relaxed, Relaxed, |p| Some(p + fits(p)))
+            .unwrap_or_else(|p| p);
+        let room = fits(before);
+        if room < batch.len() {
+            let dropped = (batch.len() - room) as u64;
+            batch.truncate(room);
+            let before = self.metrics.hangups_dropped.fetch_add(dropped, Relaxed);
+            let after = before + dropped;
+            // Said at the first drop and each time the count doubles.
+            if before == 0 || before.ilog2() != after.ilog2() {
+                tracing::warn!(
+                    dropped = after,
+                    "hangup_url queue full (their servers answer slower than calls end); hangup_urls dropped"
+                );
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            futures_util::stream::iter(batch)
+                .for_each_concurrent(this.limits.per_batch, |h| async {
+                    // At the usual pace there is room: taken at once,
+                    // without a turn of the scheduler. The semaphore is
+                    // never closed.
+                    let _slot = match this.in_flight.try_acquire() {
+                        Ok(slot) => Ok(slot),
+                        Err(_) => this.in_flight.acquire().await,
+                    };
+                    notify_hangup(&this.client, h).await;
+                    this.pending.fetch_sub(1, Relaxed);
+                })
+                .await;
+        });
+    }
+}
 
 impl Calls {
     /// Starts the task that writes records to `sink`: what arrives within
@@ -150,7 +242,16 @@ impl Calls {
         outbound: crate::outbound::Settings,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Ended>(RECORD_QUEUE);
-        let notifier = client.clone();
+        let hangups = Hangups::new(
+            client.clone(),
+            metrics.clone(),
+            HangupLimits {
+                queue: HANGUP_QUEUE,
+                per_batch: HANGUPS_PER_BATCH,
+            },
+            HANGUPS_IN_FLIGHT,
+        );
+        let notifier = hangups.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(RECORD_BATCH);
             let mut records = Vec::with_capacity(RECORD_BATCH);
@@ -173,13 +274,14 @@ impl Calls {
                 sink.write(&records).await;
                 records.clear();
                 if !hangups.is_empty() {
-                    tokio::spawn(notify_all(notifier.clone(), hangups));
+                    notifier.tell(hangups);
                 }
             }
         });
         Arc::new(Self {
             client,
             ended: tx,
+            hangups,
             metrics,
             outbound,
         })
@@ -201,7 +303,7 @@ impl Calls {
             tracing::warn!(dropped = n + 1, "call record queue full; records dropped");
         }
         if let Some(h) = full.into_inner().hangup {
-            tokio::spawn(notify_all(self.client.clone(), vec![h]));
+            self.hangups.tell(vec![h]);
         }
     }
 
@@ -209,15 +311,6 @@ impl Calls {
     pub fn record(&self, record: CallRecord) {
         self.end(record, None);
     }
-}
-
-/// Tells each of `hangups`, [`HANGUPS_AT_ONCE`] at a time; failures are
-/// logged.
-async fn notify_all(client: sipauth_callback::Client, hangups: Vec<Hangup>) {
-    use futures_util::StreamExt as _;
-    futures_util::stream::iter(hangups)
-        .for_each_concurrent(HANGUPS_AT_ONCE, |h| notify_hangup(&client, h))
-        .await;
 }
 
 async fn notify_hangup(client: &sipauth_callback::Client, h: Hangup) {
@@ -368,6 +461,63 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
         );
+    }
+
+    /// A hangup_url server that never answers holds no more hangup_urls
+    /// than may be in flight at once, whatever the batches; the queue
+    /// behind them fills, and what comes after is dropped and counted,
+    /// not gathered without end.
+    #[tokio::test]
+    async fn a_silent_hangup_server_holds_a_bounded_number_and_the_rest_is_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hangup", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+                count.fetch_add(1, Relaxed);
+            }
+        });
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let hangups = Hangups::new(
+            sipauth_callback::Client::new(Duration::from_secs(30)),
+            metrics.clone(),
+            HangupLimits {
+                queue: 5,
+                per_batch: 16,
+            },
+            2,
+        );
+        let batch = |from: usize, n: usize| -> Vec<Hangup> {
+            (from..from + n)
+                .map(|i| Hangup {
+                    url: url.clone(),
+                    method: Method::Post,
+                    params: Vec::new(),
+                    auth_token: "token".to_owned(),
+                    call_uuid: format!("c{i}"),
+                    cause: Cause::NormalHangup,
+                })
+                .collect()
+        };
+        hangups.tell(batch(0, 3));
+        hangups.tell(batch(3, 1));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while accepted.load(Relaxed) < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("two hangup_urls in flight");
+        assert_eq!(metrics.hangups_dropped.load(Relaxed), 0);
+        // One more fits; of the next three, none.
+        hangups.tell(batch(4, 1));
+        hangups.tell(batch(5, 3));
+        assert_eq!(metrics.hangups_dropped.load(Relaxed), 3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(accepted.load(Relaxed), 2, "two in flight at most");
     }
 
     /// The hangup_url hears of a call only once its record is written: a
