@@ -8,7 +8,8 @@
 //! [`IDLE_TIMEOUT`]). Before a pooled connection carries a request it is
 //! looked at: one the server has closed meanwhile (or sent anything on) is
 //! dropped and the request goes on another, so a request is never written
-//! to a connection known to be gone.
+//! to a connection known to be gone. At most [`MAX_PER_ORIGIN`]
+//! connections are open to one origin; past that a request waits for one.
 //!
 //! HTTPS verifies the server's certificate against the web PKI roots and
 //! any roots the operator adds, for the URL's host (also the SNI). Host
@@ -30,6 +31,7 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub(crate) use h1::Request;
@@ -38,6 +40,11 @@ pub(crate) use h1::Request;
 pub const IDLE_PER_ORIGIN: usize = 64;
 /// An idle connection unused this long is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Connections open to one origin at most, in use and idle together. A
+/// server that stops answering holds this many; further requests to it
+/// wait for one of them (within their timeout) instead of each opening a
+/// connection of its own.
+pub const MAX_PER_ORIGIN: usize = 512;
 
 /// Where a request connects: scheme, host and port of its URL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -157,13 +164,22 @@ impl AsyncWrite for Stream {
 }
 
 struct Idle {
-    stream: Stream,
+    conn: Open,
     since: Instant,
+}
+
+/// An open connection and the slot of its origin it holds until closed.
+struct Open {
+    stream: Stream,
+    slot: OwnedSemaphorePermit,
 }
 
 /// Kept-alive connections by origin, and the TLS settings new ones use.
 pub struct Pool {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    /// Per origin, one permit per connection it may still open.
+    slots: Mutex<HashMap<Origin, Arc<Semaphore>>>,
+    max_per_origin: usize,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -171,6 +187,13 @@ impl Pool {
     /// A pool whose HTTPS connections trust the web PKI roots and the
     /// certificates of `extra_roots_pem`.
     pub fn new(extra_roots_pem: &[Vec<u8>]) -> Result<Self, String> {
+        Self::with_max_per_origin(extra_roots_pem, MAX_PER_ORIGIN)
+    }
+
+    fn with_max_per_origin(
+        extra_roots_pem: &[Vec<u8>],
+        max_per_origin: usize,
+    ) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for pem in extra_roots_pem {
@@ -195,6 +218,8 @@ impl Pool {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            max_per_origin,
             tls: Arc::new(config),
         })
     }
@@ -209,22 +234,25 @@ impl Pool {
         read_body: bool,
         body_limit: usize,
     ) -> Result<Reply, SendError> {
-        let mut stream = match self.take(origin) {
-            Some(stream) => stream,
-            None => self.connect(origin).await?,
+        let mut conn = match self.take(origin) {
+            Some(conn) => conn,
+            None => self.open(origin).await?,
         };
         let bytes = request.encode();
-        stream
+        conn.stream
             .write_all(&bytes)
             .await
             .map_err(|e| SendError(e.to_string()))?;
         // TLS holds written records until flushed; TCP has nothing to do.
-        stream.flush().await.map_err(|e| SendError(e.to_string()))?;
-        let response = h1::read_response(&mut stream, read_body, body_limit)
+        conn.stream
+            .flush()
+            .await
+            .map_err(|e| SendError(e.to_string()))?;
+        let response = h1::read_response(&mut conn.stream, read_body, body_limit)
             .await
             .map_err(|e| SendError(e.to_string()))?;
         if response.reusable {
-            self.put(origin, stream);
+            self.put(origin, conn);
         }
         Ok(Reply {
             status: response.status,
@@ -234,27 +262,49 @@ impl Pool {
 
     /// The newest idle connection to `origin` still open. Those expired,
     /// closed by the server or with anything unread on them are dropped.
-    fn take(&self, origin: &Origin) -> Option<Stream> {
+    fn take(&self, origin: &Origin) -> Option<Open> {
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.get_mut(origin)?;
         let now = Instant::now();
-        while let Some(conn) = list.pop() {
-            if now.duration_since(conn.since) < IDLE_TIMEOUT && conn.stream.is_idle_open() {
-                return Some(conn.stream);
+        while let Some(idle) = list.pop() {
+            if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.stream.is_idle_open() {
+                return Some(idle.conn);
             }
         }
         None
     }
 
-    fn put(&self, origin: &Origin, stream: Stream) {
+    fn put(&self, origin: &Origin, conn: Open) {
+        if conn.slot.semaphore().available_permits() == 0 {
+            // At the origin's cap a request may be waiting for a slot:
+            // closing this connection gives it one.
+            return;
+        }
         let mut idle = self.idle.lock().expect("callback pool");
         let list = idle.entry(origin.clone()).or_default();
         let now = Instant::now();
         // The oldest are the likeliest to have been closed by the server.
         list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
         if list.len() < IDLE_PER_ORIGIN {
-            list.push(Idle { stream, since: now });
+            list.push(Idle { conn, since: now });
         }
+    }
+
+    /// A new connection to `origin`, once the origin has a slot for one.
+    async fn open(&self, origin: &Origin) -> Result<Open, SendError> {
+        let slots = self
+            .slots
+            .lock()
+            .expect("callback slots")
+            .entry(origin.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_origin)))
+            .clone();
+        let slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError("the callback pool is closed".to_owned()))?;
+        let stream = self.connect(origin).await?;
+        Ok(Open { stream, slot })
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Stream, SendError> {
@@ -414,6 +464,63 @@ mod tests {
             assert!(reply.body.is_none(), "not asked for");
             assert_eq!(accepted.load(Ordering::SeqCst), i);
         }
+    }
+
+    /// An origin that stops answering holds no more connections than its
+    /// cap; a request past it waits for one (and here times out) instead
+    /// of opening another.
+    #[tokio::test]
+    async fn a_silent_origin_holds_its_cap_of_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let pool = Arc::new(Pool::with_max_per_origin(&[], 2).unwrap());
+        let host = addr.to_string();
+        let tries = (0..3).map(|_| {
+            let (pool, host) = (pool.clone(), host.clone());
+            tokio::spawn(async move {
+                let (to, request) = (origin(addr), post(&host));
+                let exchange = pool.exchange(&to, &request, false, 1024);
+                tokio::time::timeout(Duration::from_millis(300), exchange).await
+            })
+        });
+        for t in tries.collect::<Vec<_>>() {
+            assert!(t.await.unwrap().is_err(), "nothing answers");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// At the cap, a connection that comes back is closed so that the
+    /// request waiting for a slot gets one: both requests are answered.
+    #[tokio::test]
+    async fn at_the_cap_a_waiting_request_gets_the_slot_of_one_done() {
+        let (addr, accepted) = server(false).await;
+        let pool = Arc::new(Pool::with_max_per_origin(&[], 1).unwrap());
+        let host = addr.to_string();
+        let both = (0..2).map(|_| {
+            let (pool, host) = (pool.clone(), host.clone());
+            tokio::spawn(async move {
+                pool.exchange(&origin(addr), &post(&host), true, 1024)
+                    .await
+                    .map(|r| r.status)
+            })
+        });
+        for t in both.collect::<Vec<_>>() {
+            let status = tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("answered within 5 s")
+                .unwrap();
+            assert_eq!(status.unwrap(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[test]
