@@ -31,7 +31,9 @@ use sipauth_tests::topo::{Link, Rig};
 
 use crate::answer::QuickAnswer;
 use crate::capture::Capture;
-use crate::{EDGE_CPU, LOAD_CPU, cpu_secs, percentile, pin_thread, start_pinned, threads};
+use crate::{
+    EDGE_CPU, FAILURE_LIMIT, LOAD_CPU, cpu_secs, percentile, pin_thread, start_pinned, threads,
+};
 use sipauth_tests::calls::{id, until_edge_has};
 
 const REJECT: &str =
@@ -44,7 +46,6 @@ const STEP_SECS: u32 = 5;
 const MAX_CALLS: u32 = 40_000;
 /// A call that waits longer than this for a message fails.
 const RECV_TIMEOUT_MS: u32 = 5_000;
-const FAILURE_LIMIT: f64 = 0.01;
 /// Packets of the flood, and the legitimate call rate during it: some
 /// eight seconds of flood with XDP, so that several hundred calls make its
 /// p99 (a few dozen would make it their slowest).

@@ -27,12 +27,11 @@ use serde_json::{Value, json};
 use sipauth_tests::topo::Rig;
 
 use crate::inbound::{Setups, Step, Subject, setups_with, step};
-use crate::{EDGE_CPU, LOAD_CPU};
+use crate::{EDGE_CPU, FAILURE_LIMIT, LOAD_CPU};
 
 /// Calls per second asked, in order, until failures pass 1%.
 const RATES: [u32; 8] = [200, 500, 1_000, 2_000, 4_000, 6_000, 8_000, 12_000];
 const STEP_SECS: u32 = 5;
-const FAILURE_LIMIT: f64 = 0.01;
 /// The user the benchmark's sipp authenticates as, in the realm both
 /// systems challenge with.
 const USER: &str = "bench-user";

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::Value;
 
+use crate::FAILURE_LIMIT;
 use crate::plot::{self, Scale, Series};
 
 /// Parts with pictures, and how each draws them.
@@ -24,9 +25,6 @@ const DRAWN: [(&str, Draw); 7] = [
 /// Draws a part's pictures from its JSON into the directory; returns the
 /// files written.
 type Draw = fn(&Value, &Path) -> anyhow::Result<Vec<PathBuf>>;
-
-/// Steps over this share of failed calls are past the system's capacity.
-const FAILURE_LIMIT: f64 = 0.01;
 
 /// Draws the pictures of `part` from `out/{part}.json` and says where.
 pub(crate) fn draw(out: &Path, part: &str) -> anyhow::Result<()> {
