@@ -90,6 +90,13 @@ impl Pooled {
             .as_mut()
             .expect("a pooled socket is held until dropped")
     }
+
+    fn local(&self) -> SocketAddr {
+        self.udp
+            .as_ref()
+            .expect("a pooled socket is held until dropped")
+            .local
+    }
 }
 
 impl Drop for Pooled {
@@ -105,7 +112,7 @@ impl Drop for Pooled {
 const IDLE_PER_TARGET: usize = 256;
 /// Idle sockets kept in all: half of the file descriptors the edge keeps
 /// beside its SIP connections (see `transport::total_within`).
-pub const IDLE_MAX: usize = 512;
+pub(crate) const IDLE_MAX: usize = 512;
 /// How long a socket may wait for its next leg.
 const IDLE_FOR: Duration = Duration::from_mins(1);
 
@@ -132,13 +139,18 @@ impl std::fmt::Debug for UdpPool {
 }
 
 impl UdpPool {
-    /// A socket connected to `target`: an idle one when there is one, else
-    /// a new one.
-    async fn take(&self, target: SocketAddr) -> io::Result<Udp> {
-        if let Some(udp) = self.take_idle(target) {
-            return Ok(udp);
-        }
-        Udp::open(target).await
+    /// A socket connected to `target`, lent until the [`Pooled`] is
+    /// dropped: an idle one when there is one, else a new one.
+    async fn lend(&self, target: SocketAddr) -> io::Result<Pooled> {
+        let udp = match self.take_idle(target) {
+            Some(udp) => udp,
+            None => Udp::open(target).await?,
+        };
+        Ok(Pooled {
+            udp: Some(udp),
+            pool: self.clone(),
+            target,
+        })
     }
 
     /// The newest idle socket to `target` that has not waited too long,
@@ -241,15 +253,11 @@ impl Conn {
         };
         match target.transport {
             Transport::Udp => {
-                let sock = udp.take(target.addr).await?;
+                let sock = udp.lend(target.addr).await?;
                 Ok(Self {
-                    local: sock.local,
+                    local: sock.local(),
                     transport: Transport::Udp,
-                    io: Io::Udp(Pooled {
-                        udp: Some(sock),
-                        pool: udp.clone(),
-                        target: target.addr,
-                    }),
+                    io: Io::Udp(sock),
                 })
             }
             Transport::Tcp => {
