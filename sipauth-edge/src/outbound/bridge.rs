@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sipauth_callback::Dial;
@@ -40,29 +41,43 @@ const MAX_CALL: Duration = Duration::from_hours(4);
 /// transactions, not the outbound legs' (whose Timer B may be shorter).
 const TIMERS: Timers = Timers::RFC;
 
-/// The caller's side of a bridge: its INVITE and how to answer it.
+/// The caller's side of a bridge: its INVITE and how to answer it. What
+/// only a bridge needs (the dialog's To-tag, the edge's Contact and
+/// sent-by) is made when first asked for: most calls end without one.
 pub(crate) struct Caller<'m> {
     req: &'m ServerRequest<'m>,
     msg: &'m Message<'m>,
     replier: &'m Replier,
-    to_tag: String,
+    to_tag: OnceLock<String>,
     /// The edge's Contact, from the Request-URI the caller used.
-    contact: String,
+    contact: OnceLock<String>,
     /// The Via sent-by of the edge's requests to the caller.
-    sent_by: String,
+    sent_by: OnceLock<String>,
 }
 
 impl<'m> Caller<'m> {
     pub(crate) fn new(req: &'m ServerRequest<'m>) -> Self {
-        let (msg, replier) = (req.msg(), req.replier());
         Self {
             req,
-            msg,
-            replier,
-            to_tag: req.to_tag(),
-            contact: edge_contact(msg, replier.transport()),
-            sent_by: edge_sent_by(msg),
+            msg: req.msg(),
+            replier: req.replier(),
+            to_tag: OnceLock::new(),
+            contact: OnceLock::new(),
+            sent_by: OnceLock::new(),
         }
+    }
+
+    fn to_tag(&self) -> &str {
+        self.to_tag.get_or_init(|| self.req.to_tag())
+    }
+
+    fn contact(&self) -> &str {
+        self.contact
+            .get_or_init(|| edge_contact(self.msg, self.replier.transport()))
+    }
+
+    fn sent_by(&self) -> &str {
+        self.sent_by.get_or_init(|| edge_sent_by(self.msg))
     }
 
     /// A final response to the caller's INVITE, without a body.
@@ -74,7 +89,7 @@ impl<'m> Caller<'m> {
     /// receiver from now on, until [`Caller::unbridge`].
     fn bridge(&self, dialogs: &Dialogs) -> mpsc::UnboundedReceiver<Event> {
         let (call_id, from_tag) = self.dialog_id();
-        dialogs.insert(call_id, from_tag, &self.to_tag)
+        dialogs.insert(call_id, from_tag, self.to_tag())
     }
 
     fn unbridge(&self, dialogs: &Dialogs) {
@@ -235,7 +250,7 @@ fn provisional(caller: &Caller<'_>, resp: &OwnedMessage) {
         return;
     };
     let body = resp.body();
-    let mut extra = vec![("Contact", caller.contact.as_str())];
+    let mut extra = vec![("Contact", caller.contact())];
     if !body.is_empty() {
         extra.push((
             "Content-Type",
@@ -262,7 +277,7 @@ async fn talk(
         Caller(Option<Event>),
         Retransmit,
     }
-    let mut extra = vec![("Contact", caller.contact.as_str())];
+    let mut extra = vec![("Contact", caller.contact())];
     if !dialog.sdp.is_empty() {
         extra.push(("Content-Type", "application/sdp"));
     }
@@ -370,7 +385,7 @@ async fn caller_reinvite(
             Err(code) => (code.max(300), Vec::new()),
         }
     };
-    let mut extra = vec![("Contact", caller.contact.as_str())];
+    let mut extra = vec![("Contact", caller.contact())];
     if !sdp.is_empty() {
         extra.push(("Content-Type", "application/sdp"));
     }
@@ -412,7 +427,7 @@ async fn caller_request(caller: &Caller<'_>, dialog: &mut Dialog, r: &OwnedReque
     };
     let mut extra = Vec::new();
     if method == "UPDATE" && (200..300).contains(&code) {
-        extra.push(("Contact", caller.contact.as_str()));
+        extra.push(("Contact", caller.contact()));
     }
     if !body.is_empty() {
         extra.push((
@@ -585,7 +600,7 @@ impl Toward {
         let from = if m.to().ok().and_then(|t| t.tag).is_some() {
             to_header.to_owned()
         } else {
-            format!("{to_header};tag={}", caller.to_tag)
+            format!("{to_header};tag={}", caller.to_tag())
         };
         Self {
             target,
@@ -599,8 +614,8 @@ impl Toward {
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            sent_by: caller.sent_by.clone(),
-            contact: caller.contact.clone(),
+            sent_by: caller.sent_by().to_owned(),
+            contact: caller.contact().to_owned(),
             replier,
             cseq: 0,
         }
