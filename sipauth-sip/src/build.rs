@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::Message;
 use crate::lex::{find_param, parse_param, split_top};
-use crate::via::parse_via;
+use crate::via::Via;
 
 /// The standard reason phrase for a status code (RFC 3261 21 and later
 /// RFCs), or a generic one for the code's class.
@@ -127,9 +127,15 @@ fn host_ip(host: &str) -> Option<IpAddr> {
 /// The top Via as it goes into the response: `received` added when the
 /// sent-by host is not the source address (always when `rport` is asked
 /// for, RFC 3581 4), a bare `rport` filled with the source port, and any
-/// `received` the client sent itself dropped.
-fn top_via_for_response(out: &mut String, top: &str, src: SocketAddr) {
-    let Ok(via) = parse_via(top) else {
+/// `received` the client sent itself dropped. `via` is `top` parsed, as
+/// the request keeps it.
+fn top_via_for_response(
+    out: &mut String,
+    top: &str,
+    via: Result<Via<'_>, crate::ParseError>,
+    src: SocketAddr,
+) {
+    let Ok(via) = via else {
         push_header(out, "Via", top);
         return;
     };
@@ -189,7 +195,7 @@ pub fn response(
     out.push_str("\r\n");
     for (i, via) in req.vias().enumerate() {
         if i == 0 {
-            top_via_for_response(&mut out, via, src);
+            top_via_for_response(&mut out, via, req.top_via(), src);
         } else {
             push_header(&mut out, "Via", via);
         }
