@@ -10,6 +10,8 @@
 //! dropped and the request goes on another, so a request is never written
 //! to a connection known to be gone. At most [`MAX_PER_ORIGIN`]
 //! connections are open to one origin; past that a request waits for one.
+//! Origins no longer called are forgotten, their idle connections closed
+//! ([`SWEEP_EVERY`]).
 //!
 //! HTTPS verifies the server's certificate against the web PKI roots and
 //! any roots the operator adds, for the URL's host (also the SNI). Host
@@ -45,6 +47,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// wait for one of them (within their timeout) instead of each opening a
 /// connection of its own.
 pub const MAX_PER_ORIGIN: usize = 512;
+/// How often, at most, the idle connections of every origin are looked
+/// at when one comes back: those past [`IDLE_TIMEOUT`] are closed, and an
+/// origin with nothing left open is forgotten. Without it an origin called
+/// once would keep its connections (closed by the server, in CLOSE_WAIT
+/// here) and its entries for as long as the process runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Where a request connects: scheme, host and port of its URL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -168,6 +176,12 @@ struct Idle {
     since: Instant,
 }
 
+/// The idle connections by origin, and when they were last swept.
+struct IdleConns {
+    by_origin: HashMap<Origin, Vec<Idle>>,
+    swept: Instant,
+}
+
 /// An open connection and the slot of its origin it holds until closed.
 struct Open {
     stream: Stream,
@@ -176,7 +190,7 @@ struct Open {
 
 /// Kept-alive connections by origin, and the TLS settings new ones use.
 pub struct Pool {
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    idle: Mutex<IdleConns>,
     /// Per origin, one permit per connection it may still open.
     slots: Mutex<HashMap<Origin, Arc<Semaphore>>>,
     max_per_origin: usize,
@@ -217,7 +231,10 @@ impl Pool {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(IdleConns {
+                by_origin: HashMap::new(),
+                swept: Instant::now(),
+            }),
             slots: Mutex::new(HashMap::new()),
             max_per_origin,
             tls: Arc::new(config),
@@ -264,7 +281,7 @@ impl Pool {
     /// closed by the server or with anything unread on them are dropped.
     fn take(&self, origin: &Origin) -> Option<Open> {
         let mut idle = self.idle.lock().expect("callback pool");
-        let list = idle.get_mut(origin)?;
+        let list = idle.by_origin.get_mut(origin)?;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
             if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.stream.is_idle_open() {
@@ -281,13 +298,33 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().expect("callback pool");
-        let list = idle.entry(origin.clone()).or_default();
         let now = Instant::now();
+        if now.duration_since(idle.swept) >= SWEEP_EVERY {
+            self.sweep(&mut idle, now);
+        }
+        let list = idle.by_origin.entry(origin.clone()).or_default();
         // The oldest are the likeliest to have been closed by the server.
         list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
         if list.len() < IDLE_PER_ORIGIN {
             list.push(Idle { conn, since: now });
         }
+    }
+
+    /// Closes the idle connections past [`IDLE_TIMEOUT`] of every origin
+    /// and forgets the origins with none left; then the slot counters of
+    /// origins with no connection open, or being opened (only this map
+    /// holds their semaphore: every connection, and every request waiting
+    /// for a slot, holds it too, and a request takes it under the lock).
+    fn sweep(&self, idle: &mut IdleConns, now: Instant) {
+        idle.swept = now;
+        idle.by_origin.retain(|_, list| {
+            list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+        self.slots
+            .lock()
+            .expect("callback slots")
+            .retain(|_, slots| Arc::strong_count(slots) > 1);
     }
 
     /// A new connection to `origin`, once the origin has a slot for one.
@@ -449,6 +486,49 @@ mod tests {
             assert_eq!(reply.body.unwrap().unwrap(), b"ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An origin called once and never again does not keep its idle
+    /// connection, or its entries, beyond [`IDLE_TIMEOUT`] and the next
+    /// sweep; an origin still in use keeps its connection.
+    #[tokio::test]
+    async fn an_origin_no_longer_called_is_forgotten_with_its_connections() {
+        let (once, _) = server(false).await;
+        let (busy, busy_accepted) = server(false).await;
+        let pool = Pool::new(&[]).unwrap();
+        let call = |addr: SocketAddr| {
+            let pool = &pool;
+            async move {
+                let reply = pool
+                    .exchange(&origin(addr), &post(&addr.to_string()), true, 1024)
+                    .await
+                    .unwrap();
+                assert_eq!(reply.status, 200);
+            }
+        };
+        call(once).await;
+        call(busy).await;
+        let known = |addr: SocketAddr| {
+            let idle = pool
+                .idle
+                .lock()
+                .unwrap()
+                .by_origin
+                .contains_key(&origin(addr));
+            let slots = pool.slots.lock().unwrap().contains_key(&origin(addr));
+            (idle, slots)
+        };
+        assert_eq!(known(once), (true, true));
+        tokio::time::pause();
+        for _ in 0..4 {
+            tokio::time::advance(IDLE_TIMEOUT / 4).await;
+            call(busy).await;
+        }
+        tokio::time::advance(SWEEP_EVERY).await;
+        call(busy).await;
+        assert_eq!(known(once), (false, false), "swept");
+        assert_eq!(known(busy), (true, true));
+        assert_eq!(busy_accepted.load(Ordering::SeqCst), 1, "kept in use");
     }
 
     #[tokio::test]
