@@ -13,8 +13,8 @@
 //! a group was written go together at once: under load the writer's own
 //! pace makes the groups, and waiting would only lengthen each request
 //! (and, for a client with a fixed number of connections, lower its
-//! rate). A failed group is written again row by
-//! row, so one bad row costs no other its write.
+//! rate). A failed group is written again row by row, so one bad row
+//! costs no other its write.
 
 use sipauth_store::calls::{CallRecord, Requested, insert_requested};
 use sipauth_store::{Store, StoreError};
@@ -27,8 +27,8 @@ const GROUP: usize = 256;
 /// Requests waiting for the writer at most; past it a request waits for
 /// room.
 const QUEUE: usize = 4096;
-/// How long the first request of a group waits for others, when the
-/// request before it came less than this earlier. Fewer statements, and
+/// How long a request that finds the writer idle waits for others, when
+/// the request before it came less than this earlier. Fewer statements, and
 /// the calls of a group move on together, so the edge wakes up once for
 /// several. At 2,000 Make Calls a second, alternated runs: without the
 /// wait 343 and 346 us of edge CPU per call and setup p50 0.4 ms; 1 ms,
