@@ -19,17 +19,28 @@ use sipauth_store::calls::insert_many;
 /// (`sipauth edge`).
 pub enum Sink {
     Store(Store),
-    Remote {
-        url: String,
-        token: String,
-        http: reqwest::Client,
-    },
+    Remote(Arc<Remote>),
 }
 
 impl Sink {
+    /// The control plane at `url` (its call records endpoint), with the
+    /// edge's token.
+    #[must_use]
+    pub fn remote(url: String, token: String, http: reqwest::Client) -> Self {
+        Self::Remote(Arc::new(Remote {
+            url,
+            token,
+            http,
+            backlog: std::sync::Mutex::new(Backlog::default()),
+            wake: tokio::sync::Notify::new(),
+        }))
+    }
+
     /// Writes `records` (a batch the writer took from its queue); failures
-    /// are logged with the calls they concern.
-    pub async fn write(&self, records: &[CallRecord]) {
+    /// are logged with the calls they concern. Returns without waiting on
+    /// a control plane that fails (its records are sent again apart), with
+    /// the number of records dropped: those past the backlog's bound.
+    pub async fn write(&self, records: &[CallRecord]) -> usize {
         match self {
             Self::Store(store) => {
                 if let Err(e) = insert_many(store, records).await {
@@ -41,50 +52,145 @@ impl Sink {
                         }
                     }
                 }
+                0
             }
-            Self::Remote { url, token, http } => {
-                let mut delay = REMOTE_RETRY;
-                for attempt in 1..=REMOTE_ATTEMPTS {
-                    let sent = http.post(url).bearer_auth(token).json(records).send().await;
-                    match sent {
-                        Ok(r) if r.status().is_success() => return,
-                        Ok(r) if r.status().is_client_error() => {
-                            // Refused as they are: sending them again
-                            // would not help.
-                            tracing::warn!(status = %r.status(), records = records.len(), "the control plane refused call records");
-                            return;
-                        }
-                        Ok(r) => {
-                            tracing::warn!(status = %r.status(), attempt, records = records.len(), "sending call records failed");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, attempt, records = records.len(), "sending call records failed");
-                        }
-                    }
-                    if attempt < REMOTE_ATTEMPTS {
-                        tokio::time::sleep(delay).await;
-                        delay *= 4;
-                    }
+            Self::Remote(remote) => remote.write(records).await,
+        }
+    }
+}
+
+/// A control plane taking call records. A batch it does not take (it
+/// fails or does not answer) joins a backlog, as does every batch after it
+/// while the backlog is not empty, and a task of its own sends the backlog
+/// again, oldest first, [`RECORD_BATCH`] at a time, waiting 0.2 s before
+/// the first try and four times longer after each failure, up to 3.2 s.
+/// The writer never waits on a failing control plane (each try may take
+/// the client's whole timeout), so neither do the hangup_urls told after
+/// it; records past [`RECORD_QUEUE`] in the backlog are dropped and
+/// counted as the writer's queue drops them.
+pub struct Remote {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+    backlog: std::sync::Mutex<Backlog>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    records: std::collections::VecDeque<CallRecord>,
+    /// Whether the task sending the backlog again has been started.
+    sending: bool,
+}
+
+/// What the control plane made of a batch.
+enum Posted {
+    Taken,
+    /// Refused as it is (4xx): sending it again would not help.
+    Refused,
+    Failed,
+}
+
+impl Remote {
+    async fn write(self: &Arc<Self>, records: &[CallRecord]) -> usize {
+        let behind = !self
+            .backlog
+            .lock()
+            .expect("records backlog")
+            .records
+            .is_empty();
+        if behind || matches!(self.post(records, 1).await, Posted::Failed) {
+            return self.keep(records);
+        }
+        0
+    }
+
+    async fn post(&self, records: &[CallRecord], attempt: u32) -> Posted {
+        let sent = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(records)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Posted::Taken,
+            Ok(r) if r.status().is_client_error() => {
+                tracing::warn!(status = %r.status(), records = records.len(), "the control plane refused call records");
+                Posted::Refused
+            }
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), attempt, records = records.len(), "sending call records failed");
+                Posted::Failed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, records = records.len(), "sending call records failed");
+                Posted::Failed
+            }
+        }
+    }
+
+    /// Adds `records` to the backlog, within its bound; returns how many
+    /// did not fit.
+    fn keep(self: &Arc<Self>, records: &[CallRecord]) -> usize {
+        let mut backlog = self.backlog.lock().expect("records backlog");
+        let room = RECORD_QUEUE.saturating_sub(backlog.records.len());
+        backlog.records.extend(records.iter().take(room).cloned());
+        if room < records.len() {
+            let first = records[room].call_uuid.as_str();
+            tracing::error!(
+                records = records.len() - room,
+                first,
+                "call records lost: the control plane has not taken those before them"
+            );
+        }
+        if !backlog.sending {
+            backlog.sending = true;
+            tokio::spawn(self.clone().send_backlog());
+        }
+        drop(backlog);
+        self.wake.notify_one();
+        records.len().saturating_sub(room)
+    }
+
+    async fn send_backlog(self: Arc<Self>) {
+        // The wait before the next try: none after a batch was taken.
+        let mut wait = Some(REMOTE_RETRY);
+        let mut attempt = 2;
+        loop {
+            let chunk: Vec<CallRecord> = {
+                let backlog = self.backlog.lock().expect("records backlog");
+                backlog.records.iter().take(RECORD_BATCH).cloned().collect()
+            };
+            if chunk.is_empty() {
+                self.wake.notified().await;
+                (wait, attempt) = (Some(REMOTE_RETRY), 2);
+                continue;
+            }
+            if let Some(d) = wait {
+                tokio::time::sleep(d).await;
+            }
+            match self.post(&chunk, attempt).await {
+                Posted::Taken | Posted::Refused => {
+                    // Only this task takes from the front.
+                    let mut backlog = self.backlog.lock().expect("records backlog");
+                    backlog.records.drain(..chunk.len());
+                    (wait, attempt) = (None, 2);
                 }
-                let first = records
-                    .first()
-                    .map(|r| r.call_uuid.as_str())
-                    .unwrap_or_default();
-                tracing::error!(
-                    records = records.len(),
-                    first,
-                    "call records lost: the control plane did not take them"
-                );
+                Posted::Failed => {
+                    wait = Some(wait.map_or(REMOTE_RETRY, |d| (d * 4).min(REMOTE_RETRY_MAX)));
+                    attempt += 1;
+                }
             }
         }
     }
 }
 
-/// Tries a batch of records gets at a control plane that does not answer
-/// or fails (the queue fills meanwhile), and the first wait between them
-/// (then four times longer each time: 0.2, 0.8, 3.2 s).
-const REMOTE_ATTEMPTS: u32 = 4;
+/// The wait before a batch the control plane did not take is sent again,
+/// then four times longer after each failure (0.2, 0.8, 3.2 s), up to
+/// [`REMOTE_RETRY_MAX`].
 const REMOTE_RETRY: Duration = Duration::from_millis(200);
+const REMOTE_RETRY_MAX: Duration = Duration::from_millis(3200);
 
 /// Calls in progress share these.
 pub struct Calls {
@@ -240,8 +346,9 @@ impl Calls {
     /// Starts the task that writes records to `sink`: what arrives within
     /// [`RECORD_LINGER`] of a batch's first record, up to
     /// [`RECORD_BATCH`], in one statement. The batch's hangup_urls are
-    /// told once it is written (or its writing failed), so a customer who
-    /// looks a call up when told of its end finds it.
+    /// told once it is written (or its writing failed; for a remote edge,
+    /// once its one try failed), so a customer who looks a call up when
+    /// told of its end finds it.
     pub fn new(
         client: sipauth_callback::Client,
         sink: Sink,
@@ -259,6 +366,7 @@ impl Calls {
             },
         );
         let notifier = hangups.clone();
+        let counted = metrics.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(RECORD_BATCH);
             let mut records = Vec::with_capacity(RECORD_BATCH);
@@ -278,7 +386,12 @@ impl Calls {
                     records.push(e.record);
                     hangups.extend(e.hangup);
                 }
-                sink.write(&records).await;
+                let lost = sink.write(&records).await;
+                if lost > 0 {
+                    counted
+                        .records_dropped
+                        .fetch_add(lost as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 records.clear();
                 if !hangups.is_empty() {
                     notifier.tell(hangups);
@@ -416,11 +529,7 @@ mod tests {
                     .await;
             }
         });
-        let sink = Sink::Remote {
-            url,
-            token: "edge-token".to_owned(),
-            http: reqwest::Client::new(),
-        };
+        let sink = Sink::remote(url, "edge-token".to_owned(), reqwest::Client::new());
         (sink, rx)
     }
 
@@ -431,11 +540,53 @@ mod tests {
             rec("a", "completed", Cause::NormalHangup),
             rec("b", "busy", Cause::BusyLine),
         ];
-        sink.write(&batch).await;
-        let body = bodies.try_recv().expect("taken on the third attempt");
+        assert_eq!(sink.write(&batch).await, 0);
+        let body = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+            .await
+            .expect("taken on the third try")
+            .expect("a body");
         let sent: Vec<CallRecord> = serde_json::from_str(&body).unwrap();
         assert_eq!(sent, batch);
+        tokio::time::sleep(REMOTE_RETRY * 2).await;
         assert!(bodies.try_recv().is_err(), "taken once");
+    }
+
+    /// While the control plane fails, batches wait in the backlog, not in
+    /// the writer: a write returns after one try (none when others wait
+    /// before it), and the backlog goes in order once the control plane
+    /// takes it.
+    #[tokio::test]
+    async fn a_failing_control_plane_holds_up_no_write_and_gets_the_backlog_in_order() {
+        let (sink, mut bodies) = control(3).await;
+        let a = [rec("a", "completed", Cause::NormalHangup)];
+        let b = [rec("b", "busy", Cause::BusyLine)];
+        let started = tokio::time::Instant::now();
+        assert_eq!(sink.write(&a).await, 0);
+        assert_eq!(sink.write(&b).await, 0);
+        assert!(
+            started.elapsed() < REMOTE_RETRY,
+            "a write waited for a retry"
+        );
+        let body = tokio::time::timeout(Duration::from_secs(10), bodies.recv())
+            .await
+            .expect("taken on the fourth try")
+            .expect("a body");
+        let sent: Vec<CallRecord> = serde_json::from_str(&body).unwrap();
+        assert_eq!(sent, [a[0].clone(), b[0].clone()]);
+        tokio::time::sleep(REMOTE_RETRY * 2).await;
+        assert!(bodies.try_recv().is_err(), "taken once");
+    }
+
+    /// The backlog holds [`RECORD_QUEUE`] records at most: what does not
+    /// fit is dropped, and the write says how many.
+    #[tokio::test]
+    async fn the_backlog_is_bounded() {
+        let (sink, _bodies) = control(usize::MAX).await;
+        let many: Vec<CallRecord> = (0..RECORD_QUEUE + 5)
+            .map(|i| rec(&format!("c{i}"), "completed", Cause::NormalHangup))
+            .collect();
+        assert_eq!(sink.write(&many).await, 5);
+        assert_eq!(sink.write(&many[..1]).await, 1, "full");
     }
 
     /// Records queued one by one, each a little after the other, reach the
@@ -532,10 +683,10 @@ mod tests {
     #[tokio::test]
     async fn a_hangup_url_is_told_after_the_call_record_is_written() {
         let (sink, mut bodies) = control(0).await;
-        let Sink::Remote { url, .. } = &sink else {
+        let Sink::Remote(remote) = &sink else {
             unreachable!("control() is a remote sink")
         };
-        let url = url.clone();
+        let url = remote.url.clone();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let calls = crate::tests::test_calls(sink, metrics);
         let hangup = Hangup {

@@ -39,11 +39,11 @@ pub(crate) fn test_edge() -> Arc<Edge> {
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let calls = test_calls(
-        Sink::Remote {
-            url: "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
-            token: String::new(),
-            http: reqwest::Client::new(),
-        },
+        Sink::remote(
+            "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            String::new(),
+            reqwest::Client::new(),
+        ),
         metrics.clone(),
     );
     Edge::new(

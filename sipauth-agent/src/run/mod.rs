@@ -101,17 +101,17 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
         cfg.edge.state_dir.clone(),
         views.clone(),
     ));
-    let sink = Sink::Remote {
-        url: format!(
+    let sink = Sink::remote(
+        format!(
             "{}/v1/Edge/Calls",
             cfg.edge.control_url.trim_end_matches('/')
         ),
-        token: cfg.edge.token.clone(),
-        http: reqwest::Client::builder()
+        cfg.edge.token.clone(),
+        reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .build()
             .context("HTTP client")?,
-    };
+    );
     let (edge_http, _edge) = start_edge(&cfg, settings, &views, sink, None)?;
     serve(&cfg, edge_http).await
 }
