@@ -64,10 +64,10 @@ impl Sink {
 /// while the backlog is not empty, and a task of its own sends the backlog
 /// again, oldest first, [`RECORD_BATCH`] at a time, waiting 0.2 s before
 /// the first try and four times longer after each failure, up to 3.2 s.
-/// The writer never waits on a failing control plane (each try may take
-/// the client's whole timeout), so neither do the hangup_urls told after
-/// it; records past [`RECORD_QUEUE`] in the backlog are dropped and
-/// counted as the writer's queue drops them.
+/// The writer waits for one try at most, the one that finds the control
+/// plane failing (a try may take the client's whole timeout), and so do
+/// the hangup_urls told after it; records past [`RECORD_QUEUE`] in the
+/// backlog are dropped and counted as the writer's queue drops them.
 pub struct Remote {
     url: String,
     token: String,
