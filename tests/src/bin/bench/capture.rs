@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 
 use sipauth_tests::topo::Link;
 
-use crate::LOAD_CPU;
+use crate::{LOAD_CPU, percentile};
 
 /// Bytes kept of each packet: the start line and the headers before the
 /// Call-ID and CSeq fit (a full INVITE with credentials is ~900 bytes).
@@ -29,6 +29,8 @@ pub(crate) struct Capture {
 /// capture missed.
 pub(crate) struct Wire {
     pub(crate) setup_ms: Vec<f64>,
+    /// Where the challenged setups' time went.
+    pub(crate) pieces: Pieces,
     /// Packets the kernel dropped before tcpdump read them: when not 0,
     /// some setups were not measured (never wrongly measured: a setup
     /// needs both of its packets).
@@ -86,40 +88,107 @@ impl Capture {
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
         let pcap = std::fs::read(&self.file).unwrap_or_default();
-        let mut setup_ms = setups(&pcap);
+        let (mut setup_ms, mut pieces) = setups(&pcap);
         setup_ms.sort_by(f64::total_cmp);
-        Wire { setup_ms, dropped }
+        for v in [
+            &mut pieces.challenge,
+            &mut pieces.caller,
+            &mut pieces.after_credentials,
+        ] {
+            v.sort_by(f64::total_cmp);
+        }
+        Wire {
+            setup_ms,
+            pieces,
+            dropped,
+        }
     }
 }
 
-/// A SIP packet's time (ns), Call-ID, and whether it is an INVITE request
-/// or a final non-challenge response.
+/// The three parts of a challenged setup, in ms, each call's in its own
+/// list: the server's challenge (first INVITE leaving the caller to the
+/// 401/407 reaching it), the caller's answer to it (to the INVITE with
+/// credentials leaving), and the server's work after the credentials (to
+/// the final response reaching the caller: for sipauth the answer_url's
+/// round trip and the 603). The first and last are the server's (and
+/// the link's); the middle one is sipp's.
+#[derive(Default)]
+pub(crate) struct Pieces {
+    pub(crate) challenge: Vec<f64>,
+    pub(crate) caller: Vec<f64>,
+    pub(crate) after_credentials: Vec<f64>,
+}
+
+impl Pieces {
+    /// p50 and p99 of each part, in ms, and how many setups they are of.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let at =
+            |v: &[f64]| serde_json::json!({"p50": percentile(v, 50), "p99": percentile(v, 99)});
+        serde_json::json!({
+            "setups": self.challenge.len(),
+            "server_challenge": at(&self.challenge),
+            "caller_answers_challenge": at(&self.caller),
+            "server_after_credentials": at(&self.after_credentials),
+        })
+    }
+}
+
+/// A SIP packet's time (ns), Call-ID, and whether it is an INVITE request,
+/// a challenge, or a final non-challenge response.
 #[derive(Debug, PartialEq)]
 enum Mark<'a> {
     Invite(&'a str),
+    Challenge(&'a str),
     Final(&'a str),
     Other,
 }
 
+/// A setup under way: when its first INVITE left, its challenge came
+/// back, and the INVITE after the challenge left (ns).
+#[derive(Default)]
+struct Started {
+    invite: u64,
+    challenge: Option<u64>,
+    credentials: Option<u64>,
+}
+
 /// Setup times (ms) of the calls in a pcap file (Ethernet, nanosecond or
-/// microsecond timestamps).
-fn setups(pcap: &[u8]) -> Vec<f64> {
-    let mut started: HashMap<&str, u64> = HashMap::new();
+/// microsecond timestamps), and the parts of those challenged once.
+fn setups(pcap: &[u8]) -> (Vec<f64>, Pieces) {
+    let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
+    let mut started: HashMap<&str, Started> = HashMap::new();
     let mut done = Vec::new();
+    let mut pieces = Pieces::default();
     for (t, payload) in packets(pcap) {
         match mark(payload) {
             Mark::Invite(id) => {
-                started.entry(id).or_insert(t);
+                let s = started.entry(id).or_insert(Started {
+                    invite: t,
+                    ..Started::default()
+                });
+                if s.challenge.is_some() && s.credentials.is_none() {
+                    s.credentials = Some(t);
+                }
+            }
+            Mark::Challenge(id) => {
+                if let Some(s) = started.get_mut(id) {
+                    s.challenge.get_or_insert(t);
+                }
             }
             Mark::Final(id) => {
-                if let Some(t0) = started.remove(id) {
-                    done.push(t.saturating_sub(t0) as f64 / 1e6);
+                if let Some(s) = started.remove(id) {
+                    done.push(ms(s.invite, t));
+                    if let (Some(c), Some(i)) = (s.challenge, s.credentials) {
+                        pieces.challenge.push(ms(s.invite, c));
+                        pieces.caller.push(ms(c, i));
+                        pieces.after_credentials.push(ms(i, t));
+                    }
                 }
             }
             Mark::Other => {}
         }
     }
-    done
+    (done, pieces)
 }
 
 /// Each UDP payload of an Ethernet pcap file, with its timestamp in ns.
@@ -182,7 +251,8 @@ fn mark(payload: &[u8]) -> Mark<'_> {
         .strip_prefix("SIP/2.0 ")
         .and_then(|r| r.get(..3)?.parse::<u16>().ok());
     match status {
-        Some(s) if s >= 200 && s != 401 && s != 407 => Mark::Final(id),
+        Some(401 | 407) => Mark::Challenge(id),
+        Some(s) if s >= 200 => Mark::Final(id),
         _ => Mark::Other,
     }
 }
@@ -240,18 +310,36 @@ mod tests {
             (1_001_250_000, "SIP/2.0 603 Decline\r\nCall-ID: c1\r\n\r\n"),
             (1_001_300_000, "SIP/2.0 603 Decline\r\nCall-ID: c1\r\n\r\n"),
         ]);
-        let got = setups(&file);
+        let (got, pieces) = setups(&file);
         assert_eq!(
             got.len(),
             1,
             "c2 never ended; the repeated 603 is no new setup"
         );
         assert!((got[0] - 1.25).abs() < 1e-9, "{got:?}");
+        let one = |v: &[f64]| {
+            assert_eq!(v.len(), 1, "{v:?}");
+            v[0]
+        };
+        assert!((one(&pieces.challenge) - 0.1).abs() < 1e-9);
+        assert!((one(&pieces.caller) - 0.2).abs() < 1e-9);
+        assert!((one(&pieces.after_credentials) - 0.95).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_setup_without_a_challenge_has_no_parts() {
+        let file = pcap(&[
+            (1_000, "INVITE sip:a@x SIP/2.0\r\nCall-ID: c1\r\n\r\n"),
+            (5_000, "SIP/2.0 403 Forbidden\r\nCall-ID: c1\r\n\r\n"),
+        ]);
+        let (got, pieces) = setups(&file);
+        assert_eq!(got.len(), 1);
+        assert!(pieces.challenge.is_empty() && pieces.after_credentials.is_empty());
     }
 
     #[test]
     fn anything_else_is_no_packet() {
-        assert_eq!(setups(b"not a pcap file"), Vec::<f64>::new());
+        assert_eq!(setups(b"not a pcap file").0, Vec::<f64>::new());
         assert_eq!(mark(b"SIP/2.0 200 OK\r\n\r\n"), Mark::Other);
         assert_eq!(mark(b"\xff\xfe"), Mark::Other);
     }
