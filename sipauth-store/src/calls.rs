@@ -164,21 +164,7 @@ mod tests {
     }
 
     fn rec(uuid: &str, status: &str, code: i64) -> CallRecord {
-        CallRecord {
-            call_uuid: uuid.to_owned(),
-            account: "MA0001".to_owned(),
-            direction: "inbound".to_owned(),
-            from_number: "alice".to_owned(),
-            to_number: "app".to_owned(),
-            answer_url: Some("http://127.0.0.1/answer".to_owned()),
-            call_status: status.to_owned(),
-            hangup_cause_name: Some(format!("cause-{code}")),
-            hangup_cause_code: Some(code),
-            sip_auth_type: Some("ip_acl".to_owned()),
-            source_ip: Some("192.0.2.1".to_owned()),
-            created_at: 1,
-            ended_at: Some(2),
-        }
+        crate::testing::call_record(uuid, status, &format!("cause-{code}"), code)
     }
 
     /// The Make Call columns of call `uuid`.

@@ -627,7 +627,7 @@ mod tests;
 /// in it.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
-    use super::{Ha1, Store, accounts};
+    use super::{Ha1, Store, accounts, calls::CallRecord};
 
     /// A fresh SQLite store; it lives as long as the directory.
     pub async fn open() -> (tempfile::TempDir, Store) {
@@ -644,6 +644,28 @@ pub mod testing {
             md5: format!("md5-{tag}"),
             sha256: format!("sha256-{tag}"),
             sha512_256: format!("sha512-{tag}"),
+        }
+    }
+
+    /// An inbound call's record, ended with `status` and the cause
+    /// `cause_name`/`cause_code`; its other columns fixed (account
+    /// `MA0001`).
+    #[must_use]
+    pub fn call_record(uuid: &str, status: &str, cause_name: &str, cause_code: i64) -> CallRecord {
+        CallRecord {
+            call_uuid: uuid.to_owned(),
+            account: "MA0001".to_owned(),
+            direction: "inbound".to_owned(),
+            from_number: "alice".to_owned(),
+            to_number: "app".to_owned(),
+            answer_url: Some("http://127.0.0.1/answer".to_owned()),
+            call_status: status.to_owned(),
+            hangup_cause_name: Some(cause_name.to_owned()),
+            hangup_cause_code: Some(cause_code),
+            sip_auth_type: Some("ip_acl".to_owned()),
+            source_ip: Some("192.0.2.1".to_owned()),
+            created_at: 1,
+            ended_at: Some(2),
         }
     }
 

@@ -196,21 +196,7 @@ pub(super) mod tests {
     use super::*;
 
     pub(in crate::records) fn rec(uuid: &str, status: &str, cause: Cause) -> CallRecord {
-        CallRecord {
-            call_uuid: uuid.to_owned(),
-            account: "MA0001".to_owned(),
-            direction: "inbound".to_owned(),
-            from_number: "alice".to_owned(),
-            to_number: "app".to_owned(),
-            answer_url: Some("http://127.0.0.1/answer".to_owned()),
-            call_status: status.to_owned(),
-            hangup_cause_name: Some(cause.name().to_owned()),
-            hangup_cause_code: Some(cause.code()),
-            sip_auth_type: Some("ip_acl".to_owned()),
-            source_ip: Some("192.0.2.1".to_owned()),
-            created_at: 1,
-            ended_at: Some(2),
-        }
+        sipauth_store::testing::call_record(uuid, status, cause.name(), cause.code())
     }
 
     /// A control plane that answers 503 `failures` times, then 204, as a
