@@ -176,6 +176,14 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Whether it may still be reused at `now` (idle less than
+    /// [`IDLE_TIMEOUT`]).
+    fn fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < IDLE_TIMEOUT
+    }
+}
+
 /// The idle connections by origin, and when they were last swept.
 struct IdleConns {
     by_origin: HashMap<Origin, Vec<Idle>>,
@@ -284,7 +292,7 @@ impl Pool {
         let list = idle.by_origin.get_mut(origin)?;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.stream.is_idle_open() {
+            if idle.fresh(now) && idle.conn.stream.is_idle_open() {
                 return Some(idle.conn);
             }
         }
@@ -304,7 +312,7 @@ impl Pool {
         }
         let list = idle.by_origin.entry(origin.clone()).or_default();
         // The oldest are the likeliest to have been closed by the server.
-        list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+        list.retain(|c| c.fresh(now));
         if list.len() < IDLE_PER_ORIGIN {
             list.push(Idle { conn, since: now });
         }
@@ -318,7 +326,7 @@ impl Pool {
     fn sweep(&self, idle: &mut IdleConns, now: Instant) {
         idle.swept = now;
         idle.by_origin.retain(|_, list| {
-            list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+            list.retain(|c| c.fresh(now));
             !list.is_empty()
         });
         self.slots
