@@ -572,18 +572,28 @@ mod tests {
         });
         let pool = Arc::new(Pool::with_max_per_origin(&[], 2).unwrap());
         let host = addr.to_string();
-        let tries = (0..3).map(|_| {
-            let (pool, host) = (pool.clone(), host.clone());
-            tokio::spawn(async move {
-                let (to, request) = (origin(addr), post(&host));
-                let exchange = pool.exchange(&to, &request, false, 1024);
-                tokio::time::timeout(Duration::from_millis(300), exchange).await
+        let tries: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, host) = (pool.clone(), host.clone());
+                tokio::spawn(async move {
+                    let (to, request) = (origin(addr), post(&host));
+                    let exchange = pool.exchange(&to, &request, false, 1024);
+                    tokio::time::timeout(Duration::from_millis(300), exchange).await
+                })
             })
-        });
-        for t in tries.collect::<Vec<_>>() {
-            assert!(t.await.unwrap().is_err(), "nothing answers");
+            .collect();
+        // Counted while all three wait, before any times out: once the
+        // first two give up, their slots are free and the third may take
+        // one, as it should.
+        let counting = Instant::now();
+        while accepted.load(Ordering::SeqCst) < 3 && counting.elapsed() < Duration::from_millis(250)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for t in tries {
+            assert!(t.await.unwrap().is_err(), "nothing answers");
+        }
     }
 
     /// At the cap, a connection that comes back is closed so that the
