@@ -113,7 +113,7 @@ impl Edge {
         };
         let end = script::run(&self.calls.client, &mut caller).await;
         if caller.bridge.close() {
-            tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
+            tracing::debug!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "bridged call ended");
         }
         // Closed: the caller's part is over, and with it its hold on `call`.
         drop(caller);

@@ -121,7 +121,7 @@ async fn run(call: MakeCall, calls: &Calls) {
             }
         }
     };
-    tracing::info!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
+    tracing::debug!(call = %call.call_uuid, status = end.status, cause = end.cause.name(), "outbound call ended");
     let record = record(&call, &end);
     // The call's last use: its URL, token and CallUUID move to the hangup.
     let hangup = (!call.hangup_url.is_empty()).then(|| Hangup {
