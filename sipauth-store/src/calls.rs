@@ -134,7 +134,7 @@ async fn upsert<'r>(
             .bind(requested.map(|q| q.answer_method))
             .bind(requested.map(|q| q.hangup_url));
     }
-    q.execute(store.records()).await?;
+    store.write_records(q).await?;
     Ok(())
 }
 

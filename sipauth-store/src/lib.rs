@@ -55,11 +55,12 @@ pub mod snapshot;
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row as _, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,14 +97,25 @@ impl Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// Where call records are written (the one statement of
-    /// [`calls`]). SQLite in a file: a pool of one connection of its own.
-    /// A SQLite connection drops its page cache whenever another one wrote
-    /// since it last read, and the shared pool hands out its connections
-    /// in turn, so records written through it read their pages back from
-    /// the file batch after batch. PostgreSQL: the shared pool.
-    records: AnyPool,
+    /// Where call records are written (the one statement of [`calls`]).
+    records: Records,
     backend: Backend,
+}
+
+/// Where call records are written.
+#[derive(Clone)]
+enum Records {
+    /// PostgreSQL, and SQLite in memory (a database per pool): the shared
+    /// pool.
+    Shared,
+    /// SQLite in a file: a connection of its own, held for the store's
+    /// life, its statements one at a time. Through the shared pool, whose
+    /// connections take turns, records would read their pages back from
+    /// the file batch after batch (a SQLite connection drops its page cache
+    /// whenever another wrote since it last read). Held rather than pooled:
+    /// a pool pings a connection each time it comes back, one more round
+    /// trip to the connection's thread per statement.
+    Own(Arc<tokio::sync::Mutex<AnyConnection>>),
 }
 
 /// A write in progress; `version` is what the snapshot becomes on commit.
@@ -271,6 +283,29 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// What every connection needs before its first statement: for SQLite,
+/// its pragmas.
+async fn prepare(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA busy_timeout = 10000")
+            .execute(&mut *conn)
+            .await?;
+        // Readers do not wait for the writer, and a commit costs no fsync
+        // of the main file (the WAL is synced at checkpoints): call records
+        // are written per call.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 // === impl Store ===
 
 impl Store {
@@ -293,17 +328,18 @@ impl Store {
             .connect(&url)
             .await?;
         let mut store = Self {
-            records: pool.clone(),
+            records: Records::Shared,
             pool,
             backend,
         };
         store.migrate().await?;
         // SQLite in a file: records get a connection of their own (see
-        // [`Store`]), opened once the schema is there. A database in
-        // memory is one per pool, so its records stay on the shared one.
+        // [`Records`]), opened once the schema is there.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if backend == Backend::Sqlite && !in_memory {
-            store.records = Self::pool_options(backend, 1).connect(&url).await?;
+            let mut conn = AnyConnection::connect(&url).await?;
+            prepare(&mut conn, backend).await?;
+            store.records = Records::Own(Arc::new(tokio::sync::Mutex::new(conn)));
         }
         Ok(store)
     }
@@ -317,28 +353,7 @@ impl Store {
             // to test before each use (a round trip to its worker thread
             // per statement otherwise). Network connections are tested.
             .test_before_acquire(backend == Backend::Postgres)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        // Readers do not wait for the writer, and a commit
-                        // costs no fsync of the main file (the WAL is synced
-                        // at checkpoints): call records are written per call.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _| Box::pin(prepare(conn, backend)))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -412,9 +427,16 @@ impl Store {
         &self.pool
     }
 
-    /// The pool call records are written through (see [`Store`]).
-    fn records(&self) -> &AnyPool {
-        &self.records
+    /// Runs `query` where call records are written (see [`Records`]).
+    async fn write_records<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<(), sqlx::Error> {
+        match &self.records {
+            Records::Shared => query.execute(&self.pool).await?,
+            Records::Own(conn) => query.execute(&mut *conn.lock().await).await?,
+        };
+        Ok(())
     }
 
     /// A connection for reads outside a write.
