@@ -48,6 +48,10 @@ pub struct Script {
     pub then: Then,
     /// After the ACK of our 200, hang up with a BYE this much later.
     pub bye_after: Option<Duration>,
+    /// After the final response to that BYE, send the same BYE again (its
+    /// retransmission, as if the response were lost) this much later, and
+    /// wait for its answer too.
+    pub bye_again_after: Option<Duration>,
     /// After the ACK of our 200, send a re-INVITE with a new offer
     /// ([`REOFFER`]) this much later.
     pub reinvite_after: Option<Duration>,
@@ -63,6 +67,7 @@ impl Script {
             challenge,
             then,
             bye_after: None,
+            bye_again_after: None,
             reinvite_after: None,
             info_after: None,
         }
@@ -247,6 +252,11 @@ struct Far {
     /// The initial INVITE that was answered or is ringing (raw).
     invite: Option<Vec<u8>>,
     bye_at: Option<Instant>,
+    /// Our BYE (raw), and when to send it again ([`Script::bye_again_after`]).
+    bye: Option<String>,
+    bye_again_at: Option<Instant>,
+    /// Sent again, its answer not yet here.
+    bye_again_unanswered: bool,
     reinvite_at: Option<Instant>,
     info_at: Option<Instant>,
     /// Our next CSeq in the dialog.
@@ -266,6 +276,9 @@ impl Far {
             sent: HashMap::new(),
             invite: None,
             bye_at: None,
+            bye: None,
+            bye_again_at: None,
+            bye_again_unanswered: false,
             reinvite_at: None,
             info_at: None,
             cseq: 1,
@@ -273,10 +286,17 @@ impl Far {
     }
 
     fn run(mut self, stop: &AtomicBool) -> Saw {
-        while !stop.load(Ordering::Relaxed) && !self.saw.bye {
+        while !stop.load(Ordering::Relaxed) && !self.ended() {
             if self.bye_at.is_some_and(|t| Instant::now() >= t) {
                 self.bye_at = None;
                 self.send_request("BYE", "");
+            }
+            if self.bye_again_at.is_some_and(|t| Instant::now() >= t) {
+                self.bye_again_at = None;
+                if let Some(bye) = &self.bye {
+                    self.wire.send(bye.as_bytes());
+                    self.bye_again_unanswered = true;
+                }
             }
             if self.reinvite_at.is_some_and(|t| Instant::now() >= t) {
                 self.reinvite_at = None;
@@ -346,7 +366,13 @@ impl Far {
             self.saw.responses.push(text);
             let status = m.status().unwrap_or(0);
             match m.cseq() {
-                Ok((_, "BYE")) if status >= 200 => self.saw.bye = true,
+                Ok((_, "BYE")) if status >= 200 => {
+                    self.saw.bye = true;
+                    self.bye_again_unanswered = false;
+                    if let Some(after) = self.script.bye_again_after.take() {
+                        self.bye_again_at = Some(Instant::now() + after);
+                    }
+                }
                 Ok((cseq, "INVITE")) if (200..300).contains(&status) => {
                     // Our re-INVITE was answered: ACK it.
                     let ack = self.request("ACK", "", cseq, m.header("To"));
@@ -523,5 +549,14 @@ impl Far {
         self.cseq += 1;
         let r = self.request(method, sdp, self.cseq, None);
         self.wire.send(r.as_bytes());
+        if method == "BYE" {
+            self.bye = Some(r);
+        }
+    }
+
+    /// Whether the dialog is over: a BYE either way answered, and ours
+    /// sent again and answered when the script asks for it.
+    fn ended(&self) -> bool {
+        self.saw.bye && self.bye_again_at.is_none() && !self.bye_again_unanswered
     }
 }

@@ -318,8 +318,11 @@ fn dial_path(tcp: bool) {
         ("no_answer", 4090),
         480,
     ));
+    // Over UDP the far end sends its BYE again, as if the edge's 200 were
+    // lost: the edge answers it again after the leg has ended (Timer J).
     let answered_then_far_bye = Script {
         bye_after: Some(Duration::from_millis(200)),
+        bye_again_after: (!tcp).then_some(Duration::from_millis(300)),
         ..Script::new(true, Then::Answer)
     };
     cases.push(case(
@@ -420,6 +423,17 @@ fn dial_path(tcp: bool) {
             );
             if k.cause.1 == 4000 {
                 assert!(saw.bye, "{label}: both legs ended with BYE: {saw:?}");
+            }
+            if k.name == "far-end-hangs-up" && !tcp {
+                let answers = saw
+                    .responses
+                    .iter()
+                    .filter(|r| r.starts_with("SIP/2.0 200") && r.contains(" BYE\r\n"))
+                    .count();
+                assert_eq!(
+                    answers, 2,
+                    "{label}: the BYE and its retransmission answered: {saw:?}"
+                );
             }
             if k.name == "caller-cancels" || k.name == "rings-out" {
                 assert!(

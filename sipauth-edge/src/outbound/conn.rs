@@ -4,9 +4,14 @@
 //! A UDP leg's socket outlives its leg: when the leg ends it goes back to
 //! a [`UdpPool`], and the next leg to the same target takes it, so a call
 //! does not pay for opening, binding, connecting and closing a socket.
-//! What still arrives for the ended leg (a late retransmission, a BYE of
-//! the old dialog) is read by the next one and matches none of its
-//! transactions or dialogs: ignored, or answered 481.
+//! A leg that ended by answering the far end's BYE leaves that answer
+//! with its socket ([`Conn::keep_answer`]): RFC 3261 17.2.2 keeps the
+//! BYE's server transaction for Timer J (64*T1) to answer its
+//! retransmissions (our 200 may have been lost), so the socket waits out
+//! that time answering them before it goes back. Anything else that
+//! still arrives for an ended leg (a late retransmission of a response)
+//! is read by the next one and matches none of its transactions or
+//! dialogs: ignored, or answered 481.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -82,6 +87,17 @@ struct Pooled {
     udp: Option<Udp>,
     pool: UdpPool,
     target: SocketAddr,
+    /// The leg's answer to the far end's BYE, sent again to its
+    /// retransmissions until Timer J, once the leg has ended too.
+    answer: Option<KeptAnswer>,
+}
+
+/// A final response sent to the far end's request, kept for
+/// retransmissions of the request (its top Via branch) until `until`.
+struct KeptAnswer {
+    branch: String,
+    bytes: Vec<u8>,
+    until: tokio::time::Instant,
 }
 
 impl Pooled {
@@ -101,8 +117,18 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(udp) = self.udp.take() {
-            self.pool.put(self.target, udp);
+        let Some(udp) = self.udp.take() else {
+            return;
+        };
+        let kept = self
+            .answer
+            .take()
+            .filter(|a| a.until > tokio::time::Instant::now());
+        match (kept, tokio::runtime::Handle::try_current()) {
+            (Some(answer), Ok(rt)) if self.pool.reserve() => {
+                rt.spawn(self.pool.clone().linger(self.target, udp, answer));
+            }
+            _ => self.pool.put(self.target, udp),
         }
     }
 }
@@ -110,7 +136,8 @@ impl Drop for Pooled {
 /// Idle sockets kept per target: more than the legs to one target that
 /// end at about the same time.
 const IDLE_PER_TARGET: usize = 256;
-/// Idle sockets kept in all: half of the file descriptors the edge keeps
+/// Idle sockets kept in all, with those still answering for their ended
+/// leg ([`UdpPool::linger`]): half of the file descriptors the edge keeps
 /// beside its SIP connections (see `transport::total_within`).
 pub(crate) const IDLE_MAX: usize = 512;
 /// How long a socket may wait for its next leg.
@@ -126,6 +153,9 @@ pub struct UdpPool {
 struct Idle {
     by_target: HashMap<SocketAddr, Vec<(Udp, Instant)>>,
     count: usize,
+    /// Sockets waiting out a kept answer ([`UdpPool::linger`]); with the
+    /// idle ones, within [`IDLE_MAX`].
+    lingering: usize,
     /// When expired sockets of every target were last closed.
     swept: Option<Instant>,
 }
@@ -150,7 +180,46 @@ impl UdpPool {
             udp: Some(udp),
             pool: self.clone(),
             target,
+            answer: None,
         })
+    }
+
+    /// Counts a socket about to wait out a kept answer, when there is room
+    /// for it; without room it is closed when its leg ends.
+    fn reserve(&self) -> bool {
+        let mut idle = self.inner.lock().expect("UDP pool");
+        if idle.count + idle.lingering >= IDLE_MAX {
+            return false;
+        }
+        idle.lingering += 1;
+        true
+    }
+
+    /// Answers retransmissions of the request `answer` answered until its
+    /// time is up, then puts the socket back. Whatever else arrives
+    /// meanwhile is dropped: the far end ended the dialog.
+    async fn linger(self, target: SocketAddr, mut udp: Udp, answer: KeptAnswer) {
+        let until = tokio::time::sleep_until(answer.until);
+        tokio::pin!(until);
+        loop {
+            udp.scratch.clear();
+            tokio::select! {
+                () = &mut until => break,
+                // An error here is the far end's ICMP unreachable, taken
+                // off the socket: nothing to answer.
+                got = udp.sock.recv_buf(&mut udp.scratch) => {
+                    let again = got.is_ok() && sipauth_sip::parse(&udp.scratch).is_ok_and(|m| {
+                        m.method().is_some_and(|x| x != "ACK")
+                            && m.top_via().ok().and_then(|v| v.branch) == Some(answer.branch.as_str())
+                    });
+                    if again {
+                        let _ = udp.sock.send(&answer.bytes).await;
+                    }
+                }
+            }
+        }
+        self.inner.lock().expect("UDP pool").lingering -= 1;
+        self.put(target, udp);
     }
 
     /// The newest idle socket to `target` that has not waited too long,
@@ -189,9 +258,12 @@ impl UdpPool {
             idle.sweep(now);
         }
         let Idle {
-            by_target, count, ..
+            by_target,
+            count,
+            lingering,
+            ..
         } = &mut *idle;
-        if *count >= IDLE_MAX {
+        if *count + *lingering >= IDLE_MAX {
             return;
         }
         let list = by_target.entry(target).or_default();
@@ -326,6 +398,20 @@ impl Conn {
             to_leg,
             from_leg,
         )
+    }
+
+    /// Keeps `bytes`, the final answer to the far end's BYE of top Via
+    /// `branch`, to send again to the BYE's retransmissions for
+    /// `timer_j`, also after this connection is dropped (see the module
+    /// doc). Over UDP only: a reliable transport does not retransmit.
+    pub fn keep_answer(&mut self, branch: &str, bytes: Vec<u8>, timer_j: Duration) {
+        if let Io::Udp(pooled) = &mut self.io {
+            pooled.answer = Some(KeptAnswer {
+                branch: branch.to_owned(),
+                bytes,
+                until: tokio::time::Instant::now() + timer_j,
+            });
+        }
     }
 
     /// Whether the transport retransmits by itself.
@@ -521,6 +607,57 @@ mod tests {
         assert_ne!(elsewhere.local.port(), port);
         drop((third, elsewhere));
         assert_eq!(pool.idle(), 2);
+    }
+
+    fn bye(branch: &str) -> Vec<u8> {
+        format!(
+            "BYE sip:a@192.0.2.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+             From: <sip:b@192.0.2.2>;tag=2\r\nTo: <sip:a@192.0.2.1>;tag=1\r\nCall-ID: c\r\n\
+             CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// A leg that answered the far end's BYE leaves the answer with its
+    /// socket: once the leg is over, a retransmission of that BYE gets the
+    /// answer again and any other request nothing, until Timer J; then the
+    /// socket is idle in the pool, and the next leg takes it.
+    #[tokio::test]
+    async fn a_kept_answer_is_sent_again_after_the_leg_until_timer_j() {
+        const OK: &[u8] = b"SIP/2.0 200 OK\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let pool = UdpPool::default();
+        let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = udp_target(far.local_addr().unwrap());
+        let mut leg = Conn::open(&target, Duration::from_secs(1), None, &pool)
+            .await
+            .unwrap();
+        let local = leg.local;
+        leg.keep_answer("z9hG4bKbye", OK.to_vec(), Duration::from_secs(1));
+        drop(leg);
+        assert_eq!(pool.idle(), 0, "not lent while it answers");
+
+        let mut buf = [0u8; 2048];
+        for _ in 0..2 {
+            far.send_to(&bye("z9hG4bKbye"), local).await.unwrap();
+            let (n, from) = tokio::time::timeout(Duration::from_secs(1), far.recv_from(&mut buf))
+                .await
+                .expect("the retransmission is answered")
+                .unwrap();
+            assert_eq!((&buf[..n], from), (OK, local));
+        }
+        far.send_to(&bye("z9hG4bKother"), local).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            far.try_recv_from(&mut buf).is_err(),
+            "another request gets nothing"
+        );
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(pool.idle(), 1, "back in the pool after Timer J");
+        let next = Conn::open(&target, Duration::from_secs(1), None, &pool)
+            .await
+            .unwrap();
+        assert_eq!(next.local, local);
     }
 
     /// Over TCP, two messages in one read are framed and parsed one by

@@ -460,7 +460,14 @@ impl Dialog {
         match next {
             Next::Answer(bytes, hung_up) => {
                 let _ = self.conn.send(&bytes).await;
-                hung_up.then_some(Held::HungUp)
+                if !hung_up {
+                    return None;
+                }
+                // The BYE's transaction outlives the dialog (Timer J).
+                if let Some(branch) = msg.message().top_via().ok().and_then(|v| v.branch) {
+                    self.conn.keep_answer(branch, bytes, self.timers.timer_j());
+                }
+                Some(Held::HungUp)
             }
             Next::Ack => {
                 if let Some(ack) = &self.ack {
