@@ -287,21 +287,17 @@ pub fn now() -> i64 {
 /// its pragmas.
 async fn prepare(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
     if backend == Backend::Sqlite {
-        sqlx::query("PRAGMA foreign_keys = ON")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("PRAGMA busy_timeout = 10000")
-            .execute(&mut *conn)
-            .await?;
-        // Readers do not wait for the writer, and a commit costs no fsync
-        // of the main file (the WAL is synced at checkpoints): call records
-        // are written per call.
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
+        for pragma in [
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA busy_timeout = 10000",
+            // Readers do not wait for the writer, and a commit costs no
+            // fsync of the main file (the WAL is synced at checkpoints):
+            // call records are written per call.
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+        ] {
+            sqlx::query(pragma).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }
