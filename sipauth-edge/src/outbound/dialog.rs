@@ -3,6 +3,7 @@
 //! each built from the dialog's state with its own CSeq and route set.
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct Dialog {
     /// The branch of the far end's last request we answered, and the
     /// answer: a retransmission of it gets the answer again.
     last_answer: Option<(String, Vec<u8>)>,
+    /// The far end's requests that came while one of ours was under way,
+    /// in order: handled before anything read after them.
+    waiting: VecDeque<OwnedMessage>,
     /// The 2xx status.
     pub code: u16,
     /// The far end's session description: from its 2xx, then from the
@@ -143,6 +147,7 @@ impl Dialog {
             credentials: leg.credentials.clone(),
             answered: None,
             last_answer: None,
+            waiting: VecDeque::new(),
             code: resp.status().unwrap_or(200),
             sdp: resp.body().to_vec(),
         }
@@ -269,6 +274,11 @@ impl Dialog {
     pub async fn hold(&mut self, length: Duration) -> Held {
         let wait = tokio::time::sleep(length);
         tokio::pin!(wait);
+        while let Some(msg) = self.waiting.pop_front() {
+            if let Some(held) = self.incoming(msg).await {
+                return held;
+            }
+        }
         loop {
             let resend = self
                 .answered
@@ -385,6 +395,7 @@ impl Dialog {
             method,
             &self.timers,
             &self.acks,
+            &mut self.waiting,
         )
         .await
         {
@@ -503,6 +514,7 @@ impl Dialog {
             "BYE",
             &self.timers,
             &self.acks,
+            &mut self.waiting,
         )
         .await
         {
@@ -515,6 +527,13 @@ impl Dialog {
             }
             End::Transport(e) => {
                 tracing::debug!(call_id = %self.call_id, error = %e, "BYE not sent");
+            }
+        }
+        // What the far end sent meanwhile: its own BYE (the two crossed)
+        // gets 200 as ever; anything else finds the dialog over.
+        while let Some(msg) = self.waiting.pop_front() {
+            if let Some(Held::Reinvite(req) | Held::Request(req)) = self.incoming(msg).await {
+                self.respond_with(&req, 481, None, b"").await;
             }
         }
     }

@@ -8,6 +8,7 @@
 //! The schedules are [`Retransmit::timer_a`] and [`Retransmit::timer_e`].
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -173,7 +174,9 @@ pub async fn invite(
 
 /// Runs a non-INVITE client transaction (BYE, INFO, UPDATE): retransmissions
 /// from T1 doubling up to T2 over UDP (every T2 after a provisional
-/// response), Timer F = `timers.timer_f()`.
+/// response), Timer F = `timers.timer_f()`. The far end's requests that
+/// come meanwhile are its dialog's (a BYE crossing ours): they go to
+/// `requests`, in order.
 pub async fn non_invite(
     conn: &mut Conn,
     req: &[u8],
@@ -181,6 +184,7 @@ pub async fn non_invite(
     method: &str,
     timers: &Timers,
     acks: &Acks,
+    requests: &mut VecDeque<OwnedMessage>,
 ) -> End {
     if let Err(e) = conn.send(req).await {
         return End::Transport(e);
@@ -202,6 +206,10 @@ pub async fn non_invite(
                     Ok(msg) => msg,
                     Err(e) => return End::Transport(e),
                 };
+                if msg.message().method().is_some() {
+                    requests.push_back(msg);
+                    continue;
+                }
                 let status = response_to(&msg.message(), branch, method);
                 match status {
                     Some(s @ 100..=199) => {
@@ -408,6 +416,7 @@ mod tests {
                 ..Timers::default()
             },
             &Acks::default(),
+            &mut VecDeque::new(),
         )
         .await;
         assert!(matches!(end, End::Timeout { .. }));
@@ -448,6 +457,7 @@ mod tests {
             "BYE",
             &Timers::default(),
             &Acks::default(),
+            &mut VecDeque::new(),
         )
         .await;
         assert!(matches!(end, End::Timeout { provisional: 100 }), "{end:?}");

@@ -231,3 +231,46 @@ async fn a_far_reinvite_is_handed_on_parsed_and_its_answer_kept() {
     assert!(matches!(held, Held::Elapsed), "{held:?}");
     assert_eq!(sent(&mut from_leg), answer, "answered again, once");
 }
+
+/// BYEs crossing: the far end's BYE, come while ours waits for its
+/// answer, gets 200 once ours is answered; a re-INVITE come meanwhile
+/// finds the dialog over (481). Nothing the far end sent is lost.
+#[tokio::test(start_paused = true)]
+async fn a_far_bye_crossing_ours_is_answered_too() {
+    let (mut dialog, to_leg, mut from_leg) = answered();
+    to_leg
+        .send(far_request("BYE", "c", "z9hG4bKx1", 8))
+        .unwrap();
+    to_leg
+        .send(far_request("INVITE", "c", "z9hG4bKx2", 9))
+        .unwrap();
+    let ours = tokio::spawn(async move {
+        dialog.bye().await;
+        dialog
+    });
+    // The 2xx's ACK first: not ACKed yet.
+    let ack = from_leg.recv().await.unwrap();
+    assert!(ack.starts_with(b"ACK "));
+    let bye = from_leg.recv().await.unwrap();
+    let bye = sipauth_sip::parse(&bye).unwrap();
+    assert_eq!(bye.method(), Some("BYE"));
+    let branch = bye.top_via().unwrap().branch.unwrap().to_owned();
+    let ok = String::from_utf8(response(200, &branch, "BYE"))
+        .unwrap()
+        .replace(
+            "CSeq: 1 BYE",
+            &format!("CSeq: {} BYE", bye.cseq().unwrap().0),
+        );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    to_leg.send(ok.into_bytes()).unwrap();
+    let _dialog = ours.await.unwrap();
+    let got = sent(&mut from_leg);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let answer = sipauth_sip::parse(got[0].as_bytes()).unwrap();
+    assert_eq!(answer.status(), Some(200), "{}", got[0]);
+    assert_eq!(answer.cseq(), Ok((8, "BYE")));
+    assert_eq!(answer.top_via().unwrap().branch, Some("z9hG4bKx1"));
+    let refused = sipauth_sip::parse(got[1].as_bytes()).unwrap();
+    assert_eq!(refused.status(), Some(481), "{}", got[1]);
+    assert_eq!(refused.cseq(), Ok((9, "INVITE")));
+}
