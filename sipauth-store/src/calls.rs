@@ -276,4 +276,40 @@ mod tests {
         insert_many(&store, &batch[..1]).await.unwrap();
         assert!(get(&store, "MA0001", "c1").await.unwrap().is_some());
     }
+
+    /// Records' writers share their connection: statements from several
+    /// tasks at once (the records writer, Make Call's, the control plane's
+    /// endpoint for remote edges) run one at a time, and each lands; a
+    /// failed one leaves the connection usable for the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_at_once_share_the_records_connection() {
+        let (_dir, store) = testing::open().await;
+        testing::account(&store, "MA0001").await;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for b in 0..25 {
+                        let batch: Vec<CallRecord> = (0..4)
+                            .map(|i| rec(&format!("w{w}-{b}-{i}"), "completed", 4000))
+                            .collect();
+                        insert_many(&store, &batch).await.unwrap();
+                        let mut orphan = rec(&format!("x{w}-{b}"), "completed", 4000);
+                        orphan.account = "MA0404".to_owned();
+                        assert!(insert_many(&store, &[orphan]).await.is_err());
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM calls")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(n, 4 * 25 * 4);
+    }
 }
