@@ -167,6 +167,16 @@ mod tests {
         crate::testing::call_record(uuid, status, &format!("cause-{code}"), code)
     }
 
+    /// How many calls the table holds.
+    async fn count(store: &Store) -> i64 {
+        sqlx::query("SELECT COUNT(*) FROM calls")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap()
+    }
+
     /// The Make Call columns of call `uuid`.
     async fn requested(store: &Store, uuid: &str) -> (Option<String>, Option<String>) {
         let r = sqlx::query("SELECT answer_method, hangup_url FROM calls WHERE call_uuid = $1")
@@ -192,13 +202,7 @@ mod tests {
             .await
             .unwrap();
         insert_many(&store, &[]).await.unwrap();
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM calls")
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
-        assert_eq!(n, 600);
+        assert_eq!(count(&store).await, 600);
         let get = async |u: &str| get(&store, "MA0001", u).await.unwrap().unwrap();
         assert_eq!(get("c7").await, rec("c7", "busy", 4010));
         assert_eq!(get("c8").await, rec("c8", "failed", 4020));
@@ -304,12 +308,6 @@ mod tests {
         for w in writers {
             w.await.unwrap();
         }
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM calls")
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
-        assert_eq!(n, 4 * 25 * 4);
+        assert_eq!(count(&store).await, 4 * 25 * 4);
     }
 }
