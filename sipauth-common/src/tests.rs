@@ -1,3 +1,6 @@
+extern crate std;
+use std::string::String;
+
 use super::*;
 
 #[test]
@@ -129,4 +132,75 @@ fn ports() {
     assert!(c.is_sip_port(5060));
     assert!(!c.is_sip_port(0));
     assert!(!c.is_sip_port(5061));
+}
+
+/// An ACK as a client sends it for a final non-2xx answer (RFC 3261
+/// 17.1.1.3), with the given To header line.
+fn ack_with(to: &str) -> String {
+    [
+        "ACK sip:1234@198.51.100.1 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-1\r\n",
+        "From: <sip:pbx@example.test>;tag=sl-from-the-caller\r\n",
+        to,
+        "Call-ID: c1@192.0.2.9\r\n",
+        "CSeq: 1 ACK\r\n",
+        "Content-Length: 0\r\n\r\n",
+    ]
+    .concat()
+}
+
+#[test]
+fn an_ack_of_a_stateless_answer_is_recognised_in_every_spelling_of_to() {
+    for to in [
+        "To: <sip:1234@198.51.100.1>;tag=sl-0123456789abcdef\r\n",
+        "to: <sip:1234@198.51.100.1>;tag=sl-0123456789abcdef\r\n",
+        "t: <sip:1234@198.51.100.1>;tag=sl-0123456789abcdef\r\n",
+        "T : <sip:1234@198.51.100.1>;TAG=sl-0123456789abcdef\r\n",
+        "To:\t\"Desk\" <sip:1234@198.51.100.1>;x=1;tag=sl-0\r\n",
+        // The tag on a continuation line of the To header.
+        "To: <sip:1234@198.51.100.1>\r\n ;tag=sl-0123456789abcdef\r\n",
+    ] {
+        assert!(ack::of_stateless_answer(ack_with(to).as_bytes()), "{to}");
+    }
+}
+
+#[test]
+fn other_acks_and_other_requests_are_not() {
+    for to in [
+        // The edge's stateful tags (hex), no tag, another prefix.
+        "To: <sip:1234@198.51.100.1>;tag=0123456789abcdef\r\n",
+        "To: <sip:1234@198.51.100.1>\r\n",
+        "To: <sip:1234@198.51.100.1>;tag=sl0123\r\n",
+        // Spellings the rule leaves to user space.
+        "To: <sip:1234@198.51.100.1> ; tag=sl-0\r\n",
+        "To: <sip:1234@198.51.100.1>;tag = sl-0\r\n",
+        // Other headers: the caller's From tag above starts with the
+        // prefix in every one of these messages.
+        "Tox: <sip:1234@198.51.100.1>;tag=sl-0\r\n",
+        "Timestamp: 1;tag=sl-0\r\n",
+    ] {
+        assert!(!ack::of_stateless_answer(ack_with(to).as_bytes()), "{to}");
+    }
+    let ack = ack_with("To: <sip:1234@198.51.100.1>;tag=sl-0123456789abcdef\r\n");
+    let invite = ack.replacen("ACK", "INVITE", 1);
+    assert!(!ack::of_stateless_answer(invite.as_bytes()));
+    // Past the headers nothing is read.
+    let in_body = "ACK sip:1234@198.51.100.1 SIP/2.0\r\nContent-Length: 25\r\n\r\n\
+                   To: <sip:1@h>;tag=sl-0\r\n";
+    assert!(!ack::of_stateless_answer(in_body.as_bytes()));
+    // Past SCAN_LEN nothing is read either.
+    let late = ack_with(
+        &[
+            "X: ",
+            &"a".repeat(ack::SCAN_LEN),
+            "\r\n",
+            "To: <sip:1@h>;tag=sl-0\r\n",
+        ]
+        .concat(),
+    );
+    assert!(!ack::of_stateless_answer(late.as_bytes()));
+    // Cut short anywhere: no read past the end.
+    for n in 0..ack.len() {
+        let _ = ack::of_stateless_answer(&ack.as_bytes()[..n]);
+    }
 }

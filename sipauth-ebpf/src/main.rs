@@ -23,6 +23,11 @@
 //! `stats`), and a lockout entry that covers them (an IPv6 prefix locked
 //! out because of a neighbour) does not drop them.
 //!
+//! A UDP ACK of one of the edge's stateless answers (a challenge, 404,
+//! 400: their To-tag says so, see `sipauth_common::ack`) is dropped from a
+//! source in good standing too: user space would only ignore it (RFC 3261
+//! 8.2.7), and each one would cost it a wakeup.
+//!
 //! Everything else passes: user space decides, and re-checks what was let
 //! through.
 //!
@@ -85,6 +90,10 @@ static ACL_V6: LpmTrie<acl::V6Key, acl::Value> = LpmTrie::pinned(acl::MAX_ENTRIE
 #[map(name = "SIPAUTH_FAILURES")]
 static FAILURES: LruHashMap<failures::Key, u64> = LruHashMap::pinned(failures::MAX_ENTRIES, 0);
 
+/// Scratch room for [`sip::is_ack_of_stateless`]; not pinned.
+#[map(name = "SIPAUTH_ACK_SCAN")]
+static ACK_SCAN: PerCpuArray<sip::AckScan> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "SIPAUTH_NEVER_LOCK")]
 static NEVER_LOCK: LpmTrie<never_lock::Key, never_lock::Value> =
     LpmTrie::pinned(never_lock::MAX_ENTRIES, 0);
@@ -132,7 +141,11 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
     }
 
     if !acl_denies(ctx, cfg, &pkt) {
-        return Ok(stats::Reason::Allowed);
+        return Ok(if is_ack_of_stateless(ctx, &pkt) {
+            stats::Reason::AckOfStateless
+        } else {
+            stats::Reason::Allowed
+        });
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if take_budget(now, cfg.budget_per_sec) {
@@ -161,6 +174,19 @@ fn locked_until(key: &lockout::Key) -> Option<u64> {
 #[inline(always)]
 fn never_locked(src: &addr::Key) -> bool {
     NEVER_LOCK.get(LpmKey::new(128, *src)).is_some()
+}
+
+/// Whether this is a UDP ACK of one of the edge's stateless answers.
+#[inline(always)]
+fn is_ack_of_stateless(ctx: &XdpContext, pkt: &Flow) -> bool {
+    if pkt.proto != parse::IPPROTO_UDP {
+        return false;
+    }
+    let Some(scan) = ACK_SCAN.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, used by one run of the program at a time.
+    sip::is_ack_of_stateless(ctx, pkt.l4_off + parse::UDP_HLEN, unsafe { &mut *scan })
 }
 
 /// Whether this is a UDP INVITE to an application with an IP ACL from a

@@ -1,5 +1,7 @@
-//! Just enough of a SIP request line to find the application: `INVITE `,
-//! then a `sip:` or `sips:` Request-URI, then its user part.
+//! Just enough of a SIP request to find the application of an INVITE
+//! (`INVITE `, then a `sip:` or `sips:` Request-URI, then its user part),
+//! and to tell an ACK of one of the edge's stateless answers
+//! ([`sipauth_common::ack`]).
 //!
 //! Anything else (another method, another scheme, a user part longer than
 //! [`apps::MAX_USER_LEN`], a payload cut short) gives `None` and the packet
@@ -12,9 +14,23 @@
 //! As a helper argument the offset stays imprecise, the states after the
 //! copy are equivalent, and the loop is verified once.
 
-use aya_ebpf::helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::generated::{bpf_loop, bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
 use aya_ebpf::programs::XdpContext;
-use sipauth_common::{apps, fnv};
+use sipauth_common::{ack, apps, fnv};
+
+/// The bytes of an ACK the program reads, in a per-CPU map: too many for
+/// the stack. Room beyond [`ack::SCAN_LEN`] so that the scan's look-ahead
+/// from any byte it reads stays inside the map value, whatever the
+/// verifier knows of the length.
+pub type AckScan = [u8; ack::SCAN_LEN + 16];
+
+/// What the `bpf_loop` callback walks and what it found.
+struct AckLoop<'a> {
+    msg: &'a [u8],
+    scan: ack::Scan,
+    found: bool,
+}
 
 const INVITE: [u8; 7] = *b"INVITE ";
 /// `INVITE ` and `sips:`.
@@ -88,4 +104,60 @@ pub fn invite_user_hash(ctx: &XdpContext, off: usize) -> Option<u64> {
     }
     // Longer than any application id the maps can hold.
     None
+}
+
+/// Whether the UDP payload at `off` is an ACK of a stateless answer; its
+/// first [`ack::SCAN_LEN`] bytes are copied into `scan` and walked in
+/// `bpf_loop` (verified once, whatever the path here).
+#[inline(always)]
+pub fn is_ack_of_stateless(ctx: &XdpContext, off: usize, scan: &mut AckScan) -> bool {
+    let mut head = [0u8; ack::METHOD.len()];
+    if load(ctx, off, &mut head, ack::METHOD.len()).is_none() || !ack::is_ack(&head) {
+        return false;
+    }
+    // SAFETY: reads the context the kernel passed in.
+    #[expect(clippy::cast_possible_truncation, reason = "a frame length")]
+    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let Some(len) = total.checked_sub(off) else {
+        return false;
+    };
+    let len = len.min(ack::SCAN_LEN);
+    if load(ctx, off, scan, len).is_none() {
+        return false;
+    }
+    let Some(msg) = scan.get(..len) else {
+        return false;
+    };
+    let mut walk = AckLoop {
+        msg,
+        scan: ack::Scan::default(),
+        found: false,
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "len <= SCAN_LEN")]
+    // SAFETY: the callback gets `walk` back as its context, alive for the
+    // helper's run.
+    unsafe {
+        bpf_loop(
+            len as u32,
+            ack_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        );
+    }
+    walk.found
+}
+
+/// One byte of the ACK scan: 0 to go on, 1 to stop.
+unsafe extern "C" fn ack_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `AckLoop` that `is_ack_of_stateless` passed.
+    let walk = unsafe { &mut *ctx.cast::<AckLoop<'_>>() };
+    #[expect(clippy::cast_possible_truncation, reason = "i < SCAN_LEN")]
+    match walk.scan.step(walk.msg, i as usize) {
+        ack::Step::Next => 0,
+        ack::Step::Found => {
+            walk.found = true;
+            1
+        }
+        ack::Step::Done => 1,
+    }
 }

@@ -1006,3 +1006,70 @@ fn never_lock_sources_are_judged_but_never_counted_or_locked_out() {
             .is_some()
     );
 }
+
+/// An ACK for a final non-2xx answer, with this To header line.
+fn ack_with_to(to: &str) -> Vec<u8> {
+    format!(
+        "ACK sip:1003@sip.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds\r\n\
+         Max-Forwards: 70\r\n{to}\r\n\
+         From: <sip:caller@example.net>;tag=1928301774\r\n\
+         Call-ID: a84b4c76e66710\r\nCSeq: 314159 ACK\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn acks_of_stateless_answers_are_dropped_and_no_other_request() {
+    let mut l = load_with_acls(0);
+    let stateless = "To: <sip:1003@sip.example.com>;tag=sl-00d1ce5a0f3e7b21";
+    let ack = ack_with_to(stateless);
+    // From a source in good standing, over IPv4 and IPv6.
+    for src in ["192.0.2.10", "2001:db8::10"] {
+        assert_eq!(run(&mut l, &sip_frame(src, &ack)), XDP_DROP, "{src}");
+    }
+    // Compact and lower-case names.
+    let compact = ack_with_to("t: <sip:1003@sip.example.com>;tag=sl-00d1ce5a0f3e7b21");
+    assert_eq!(run(&mut l, &sip_frame("192.0.2.10", &compact)), XDP_DROP);
+    assert_eq!(count(&l, Reason::AckOfStateless), 3);
+
+    // The ACK of a stateful answer (hex tag), an ACK without a tag, the
+    // same To in another method, the ACK over TCP or to another port: up.
+    let passes = [
+        sip_frame(
+            "192.0.2.10",
+            &ack_with_to("To: <sip:1003@sip.example.com>;tag=00d1ce5a0f3e7b21"),
+        ),
+        sip_frame("192.0.2.10", &ack_with_to("To: <sip:1003@sip.example.com>")),
+        sip_frame("192.0.2.10", &[b"BYE".as_slice(), &ack[3..]].concat()),
+        [
+            eth(0x0800),
+            ipv4("192.0.2.10", 6, 0, &[l4(6, SIP), ack.clone()].concat()),
+        ]
+        .concat(),
+        [eth(0x0800), ipv4("192.0.2.10", 17, 0, &udp(5099, &ack))].concat(),
+    ];
+    for (n, frame) in passes.iter().enumerate() {
+        assert_eq!(run(&mut l, frame), XDP_PASS, "frame {n}");
+    }
+    // A To header the program does not read that far for.
+    let late = ack_with_to(&format!(
+        "Subject: {}\r\n{stateless}",
+        "x".repeat(sipauth_common::ack::SCAN_LEN)
+    ));
+    assert_eq!(run(&mut l, &sip_frame("192.0.2.10", &late)), XDP_PASS);
+    // Cut short anywhere before the whole prefix: passed, never misread.
+    let prefix_end = ack
+        .windows(8)
+        .position(|w| w == b";tag=sl-")
+        .expect("the tag")
+        + 8;
+    for n in 4..prefix_end {
+        assert_eq!(
+            run(&mut l, &sip_frame("192.0.2.10", &ack[..n])),
+            XDP_PASS,
+            "{n} bytes"
+        );
+    }
+    assert_eq!(count(&l, Reason::AckOfStateless), 3);
+}

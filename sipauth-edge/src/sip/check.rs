@@ -181,7 +181,8 @@ pub fn refuse(
     send_refusal(tags, msg, why, src, replier);
 }
 
-/// The refusal, sent once with the edge's To-tag (no transaction).
+/// The refusal, sent once with the edge's stateless To-tag (no
+/// transaction).
 fn send_refusal(
     tags: &ToTags,
     msg: &Message<'_>,
@@ -189,7 +190,7 @@ fn send_refusal(
     src: SocketAddr,
     replier: &Replier,
 ) {
-    let tag = tags.tag(msg);
+    let tag = tags.stateless(msg);
     let reason = why.to_string();
     replier.send(response(
         msg,
@@ -234,7 +235,7 @@ mod tests {
             got.starts_with("SIP/2.0 505 Version Not Supported\r\n"),
             "{got}"
         );
-        let tag = format!("To: <sip:b@example.com>;tag={}\r\n", tags.tag(&msg));
+        let tag = format!("To: <sip:b@example.com>;tag={}\r\n", tags.stateless(&msg));
         assert!(got.contains(&tag), "{got}");
         assert!(rx.try_recv().is_err());
         assert_eq!(metrics.malformed.load(Relaxed), 0);

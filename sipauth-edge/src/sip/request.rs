@@ -34,18 +34,35 @@ use crate::transport::Replier;
 
 /// The edge's To-tags (RFC 3261 8.2.6.2): a keyed hash of the Call-ID, the
 /// From tag and the top Via branch, so every transmission of a request
-/// gets the same tag, also when it is answered anew.
+/// gets the same tag, also when it is answered anew. An answer sent
+/// without a transaction has the hash behind
+/// [`sipauth_common::ack::STATELESS_TAG`], by which the XDP program knows
+/// the ACK it draws and drops it (a stateless UAS ignores ACKs, 8.2.7).
 #[derive(Clone, Default)]
 pub struct ToTags(std::hash::RandomState);
 
 impl ToTags {
+    /// The tag of an answer within a transaction: 16 hex digits.
     #[must_use]
     pub fn tag(&self, msg: &Message<'_>) -> String {
+        hex::encode(self.hash(msg).to_be_bytes())
+    }
+
+    /// The tag of an answer sent without a transaction.
+    #[must_use]
+    pub fn stateless(&self, msg: &Message<'_>) -> String {
+        let mut tag = String::with_capacity(sipauth_common::ack::STATELESS_TAG.len() + 16);
+        tag.push_str(sipauth_common::ack::STATELESS_TAG);
+        tag.push_str(&self.tag(msg));
+        tag
+    }
+
+    fn hash(&self, msg: &Message<'_>) -> u64 {
         let mut h = self.0.build_hasher();
         msg.call_id().ok().hash(&mut h);
         msg.from().ok().and_then(|f| f.tag).hash(&mut h);
         msg.top_via().ok().and_then(|v| v.branch).hash(&mut h);
-        hex::encode(h.finish().to_be_bytes())
+        h.finish()
     }
 }
 
@@ -167,7 +184,8 @@ impl<'m> ServerRequest<'m> {
     /// 481): sent once and the transaction forgotten (RFC 3261 8.2.7); a
     /// retransmission of the request is judged again, to the same effect.
     pub fn respond_stateless(&self, code: u16, reason: &str, extra: &[(&str, &str)]) {
-        let bytes = self.response(code, reason, extra, b"");
+        let tag = self.to.tags.stateless(&self.msg);
+        let bytes = self.response_tagged(code, reason, Some(&tag), extra, b"");
         self.to
             .txns
             .respond_stateless(&self.to.key, bytes, &self.to.replier);
@@ -175,15 +193,18 @@ impl<'m> ServerRequest<'m> {
 
     fn response(&self, code: u16, reason: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let tag = (code > 100).then(|| self.to_tag());
-        response(
-            &self.msg,
-            code,
-            reason,
-            self.to.src,
-            tag.as_deref(),
-            extra,
-            body,
-        )
+        self.response_tagged(code, reason, tag.as_deref(), extra, body)
+    }
+
+    fn response_tagged(
+        &self,
+        code: u16,
+        reason: &str,
+        tag: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<u8> {
+        response(&self.msg, code, reason, self.to.src, tag, extra, body)
     }
 
     /// A copy that outlives the received buffer, not parsed again.
@@ -265,6 +286,20 @@ mod tests {
         )
     }
 
+    /// The ACK a client sends for a final non-2xx `response` (RFC 3261
+    /// 17.1.1.3): the request's headers, the response's To.
+    fn client_ack(response: &str) -> String {
+        let to = response
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .expect("a To header");
+        format!(
+            "ACK sip:app@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP {SRC};branch=z9hG4bKx\r\n\
+             From: <sip:pbx@example.com>;tag=f1\r\n{to}\r\nCall-ID: c1\r\n\
+             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
     fn sent(rx: &mut UnboundedReceiver<Vec<u8>>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|b| String::from_utf8(b).unwrap())
@@ -289,6 +324,9 @@ mod tests {
         let tag = format!("To: <sip:app@192.0.2.10>;tag={}\r\n", req.to_tag());
         assert!(first[0].contains(&tag), "{}", first[0]);
         assert_eq!(txns.len(), 1);
+        // Its ACK ends the transaction: the XDP program lets it up.
+        let ack = client_ack(&first[0]);
+        assert!(!sipauth_common::ack::of_stateless_answer(ack.as_bytes()));
         // No Timer G without a provisional: nothing while nobody asks.
         tokio::time::advance(std::time::Duration::from_secs(40)).await;
         tokio::task::yield_now().await;
@@ -313,6 +351,16 @@ mod tests {
         assert!(first[0].starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"));
         assert!(first[0].contains("Proxy-Authenticate: Digest realm=\"example.com\"\r\n"));
         assert!(txns.is_empty());
+        // Its To-tag is the stateless one, by which the XDP program knows
+        // the ACK and drops it.
+        let tag = format!(
+            ";tag={}{}\r\n",
+            sipauth_common::ack::STATELESS_TAG,
+            req.to_tag()
+        );
+        assert!(first[0].contains(&tag), "{}", first[0]);
+        let ack = client_ack(&first[0]);
+        assert!(sipauth_common::ack::of_stateless_answer(ack.as_bytes()));
         // Its retransmission is a new request, and the same answer (the
         // same To-tag) comes of it.
         let again = request(&raw, &replier, &txns, &tags);
