@@ -169,6 +169,47 @@ fn credentials_right_wrong_tcp_and_ipv6() {
     }
 }
 
+/// The ACK of a challenge never reaches user space: the XDP program knows
+/// it by the 407's To-tag and drops it (a stateless UAS ignores it), while
+/// the ACK of the stateful 603 that ends each call still goes up. Over
+/// IPv4 and IPv6, with the calls themselves unchanged.
+#[test]
+fn the_ack_of_a_challenge_stays_in_the_kernel() {
+    const CALLS: u32 = 20;
+    let rig = Rig::new(1);
+    let (agent, answer) = start(&rig, &Options::default());
+    let c = rig.caller(0);
+    let cred = id(
+        &agent.create(
+            "SipAuth/Credential/",
+            &json!({"username": "pbx-user", "password": "Secret123"}),
+        ),
+        "credential_uuid",
+    );
+    let app = app(&agent, &answer, "credential", Some(&cred), None);
+    until_edge_has(&agent, &app);
+    let before = agent.metrics();
+    for v6 in [false, true] {
+        let mut calls = sipp(c, "auth_603.xml", &app, v6, false);
+        calls.auth = Some(("pbx-user", "Secret123"));
+        calls.calls = CALLS;
+        calls.rate = 50;
+        calls.run().unwrap_or_else(|e| panic!("v6={v6}: {e}"));
+    }
+    assert_eq!(answer.wait_for(2 * CALLS as usize).len(), 2 * CALLS as usize);
+    let after = agent.metrics();
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    let dropped =
+        delta(r#"sipauth_xdp_packets_total{verdict="drop",reason="ack_of_stateless_answer"}"#);
+    let acks = delta(r#"sipauth_sip_requests_total{method="ACK"}"#);
+    let challenges = delta(r#"sipauth_sip_responses_total{code="407"}"#);
+    eprintln!("{challenges} challenges, {dropped} ACKs dropped in XDP, {acks} ACKs in user space");
+    assert_eq!(challenges, u64::from(2 * CALLS), "{after}");
+    assert_eq!(dropped, u64::from(2 * CALLS), "{after}");
+    // Only the 603s' ACKs.
+    assert_eq!(acks, u64::from(2 * CALLS), "{after}");
+}
+
 #[test]
 fn acl_and_credential_checks_the_acl_first() {
     let rig = Rig::new(2);
