@@ -524,6 +524,11 @@ pub mod ack {
     pub const SCAN_LEN: usize = 1024;
     /// The request line's start.
     pub const METHOD: &[u8; 4] = b"ACK ";
+    /// The slot of `SIPAUTH_TAIL` that holds the program walking ACKs.
+    pub const TAIL_SLOT: u32 = 0;
+    /// The names of that program and of its map.
+    pub const PROGRAM: &str = "sipauth_ack";
+    pub const TAIL_NAME: &str = "SIPAUTH_TAIL";
 
     #[inline(always)]
     const fn lower(b: u8) -> u8 {

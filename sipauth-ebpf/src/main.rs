@@ -26,7 +26,10 @@
 //! A UDP ACK of one of the edge's stateless answers (a challenge, 404,
 //! 400: their To-tag says so, see `sipauth_common::ack`) is dropped from a
 //! source in good standing too: user space would only ignore it (RFC 3261
-//! 8.2.7), and each one would cost it a wakeup.
+//! 8.2.7), and each one would cost it a wakeup. Telling one means walking
+//! the ACK's headers; that walk is a program of its own, `sipauth_ack`,
+//! reached by a tail call, so that the verifier walks it once rather than
+//! once for each way through the header parsing here.
 //!
 //! Everything else passes: user space decides, and re-checks what was let
 //! through.
@@ -55,12 +58,14 @@ use aya_ebpf::{
     },
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key as LpmKey},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key as LpmKey,
+    },
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use sipauth_common::{
-    acl, addr, apps, budget, config, failures, lockout, never_lock, record, stats,
+    ack, acl, addr, apps, budget, config, failures, lockout, never_lock, record, stats,
 };
 
 use crate::parse::{Flow, Malformed, Packet};
@@ -90,9 +95,15 @@ static ACL_V6: LpmTrie<acl::V6Key, acl::Value> = LpmTrie::pinned(acl::MAX_ENTRIE
 #[map(name = "SIPAUTH_FAILURES")]
 static FAILURES: LruHashMap<failures::Key, u64> = LruHashMap::pinned(failures::MAX_ENTRIES, 0);
 
-/// Scratch room for [`sip::is_ack_of_stateless`]; not pinned.
+/// What `sipauth` hands `sipauth_ack`, and the bytes that walks; not
+/// pinned.
 #[map(name = "SIPAUTH_ACK_SCAN")]
 static ACK_SCAN: PerCpuArray<sip::AckScan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot [`sipauth_common::ack::TAIL_SLOT`]: `sipauth_ack`, set by the agent
+/// at load; not pinned (the entry holds the program).
+#[map(name = "SIPAUTH_TAIL")]
+static TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map(name = "SIPAUTH_NEVER_LOCK")]
 static NEVER_LOCK: LpmTrie<never_lock::Key, never_lock::Value> =
@@ -141,11 +152,10 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
     }
 
     if !acl_denies(ctx, cfg, &pkt) {
-        return Ok(if is_ack_of_stateless(ctx, &pkt) {
-            stats::Reason::AckOfStateless
-        } else {
-            stats::Reason::Allowed
-        });
+        if pkt.proto == parse::IPPROTO_UDP {
+            scan_if_ack(ctx, pkt.l4_off + parse::UDP_HLEN);
+        }
+        return Ok(stats::Reason::Allowed);
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if take_budget(now, cfg.budget_per_sec) {
@@ -176,17 +186,37 @@ fn never_locked(src: &addr::Key) -> bool {
     NEVER_LOCK.get(LpmKey::new(128, *src)).is_some()
 }
 
-/// Whether this is a UDP ACK of one of the edge's stateless answers.
+/// When the UDP payload at `off` is an ACK, goes on in `sipauth_ack`,
+/// which gives the verdict and counts it. Returns when it is not, or when
+/// the tail call fails (no program in the slot): the packet is allowed.
 #[inline(always)]
-fn is_ack_of_stateless(ctx: &XdpContext, pkt: &Flow) -> bool {
-    if pkt.proto != parse::IPPROTO_UDP {
-        return false;
+fn scan_if_ack(ctx: &XdpContext, off: usize) {
+    if !sip::is_ack(ctx, off) {
+        return;
     }
     let Some(scan) = ACK_SCAN.get_ptr_mut(0) else {
-        return false;
+        return;
     };
-    // SAFETY: this CPU's slot, used by one run of the program at a time.
-    sip::is_ack_of_stateless(ctx, pkt.l4_off + parse::UDP_HLEN, unsafe { &mut *scan })
+    // SAFETY: this CPU's slot; the run that fills it is the one that reads
+    // it, in the program tail-called next.
+    unsafe { (*scan).off = off as u32 };
+    // SAFETY: on success control passes to `sipauth_ack` for good.
+    let _ = unsafe { TAIL.tail_call(ctx, ack::TAIL_SLOT) };
+}
+
+/// The rest of an ACK's judgement, tail-called from `sipauth`: drops an
+/// ACK of a stateless answer, allows anything else.
+#[xdp]
+pub fn sipauth_ack(ctx: XdpContext) -> u32 {
+    let reason = match ACK_SCAN.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, filled by the `sipauth` run that called.
+        Some(scan) if sip::is_ack_of_stateless(&ctx, unsafe { &mut *scan }) => {
+            stats::Reason::AckOfStateless
+        }
+        _ => stats::Reason::Allowed,
+    };
+    count(reason);
+    if reason.drops() { XDP_DROP } else { XDP_PASS }
 }
 
 /// Whether this is a UDP INVITE to an application with an IP ACL from a

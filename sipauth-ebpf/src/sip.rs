@@ -19,11 +19,16 @@ use aya_ebpf::helpers::generated::{bpf_loop, bpf_xdp_get_buff_len, bpf_xdp_load_
 use aya_ebpf::programs::XdpContext;
 use sipauth_common::{ack, apps, fnv};
 
-/// The bytes of an ACK the program reads, in a per-CPU map: too many for
-/// the stack. Room beyond [`ack::SCAN_LEN`] so that the scan's look-ahead
-/// from any byte it reads stays inside the map value, whatever the
-/// verifier knows of the length.
-pub type AckScan = [u8; ack::SCAN_LEN + 16];
+/// An ACK handed to `sipauth_ack`, in a per-CPU map (too many bytes for
+/// the stack). Room beyond [`ack::SCAN_LEN`] so that the walk's
+/// look-ahead from any byte it reads stays inside the map value, whatever
+/// the verifier knows of the length.
+#[repr(C)]
+pub struct AckScan {
+    /// Where the UDP payload starts in the frame.
+    pub off: u32,
+    bytes: [u8; ack::SCAN_LEN + 16],
+}
 
 /// What the `bpf_loop` callback walks and what it found.
 struct AckLoop<'a> {
@@ -106,15 +111,19 @@ pub fn invite_user_hash(ctx: &XdpContext, off: usize) -> Option<u64> {
     None
 }
 
-/// Whether the UDP payload at `off` is an ACK of a stateless answer; its
-/// first [`ack::SCAN_LEN`] bytes are copied into `scan` and walked in
-/// `bpf_loop` (verified once, whatever the path here).
+/// Whether the UDP payload at `off` starts with the ACK method.
 #[inline(always)]
-pub fn is_ack_of_stateless(ctx: &XdpContext, off: usize, scan: &mut AckScan) -> bool {
+pub fn is_ack(ctx: &XdpContext, off: usize) -> bool {
     let mut head = [0u8; ack::METHOD.len()];
-    if load(ctx, off, &mut head, ack::METHOD.len()).is_none() || !ack::is_ack(&head) {
-        return false;
-    }
+    load(ctx, off, &mut head, ack::METHOD.len()).is_some() && ack::is_ack(&head)
+}
+
+/// Whether the UDP payload at `scan.off` is an ACK of a stateless answer:
+/// its first [`ack::SCAN_LEN`] bytes are copied into `scan` and walked in
+/// `bpf_loop`.
+#[inline(always)]
+pub fn is_ack_of_stateless(ctx: &XdpContext, scan: &mut AckScan) -> bool {
+    let off = scan.off as usize;
     // SAFETY: reads the context the kernel passed in.
     #[expect(clippy::cast_possible_truncation, reason = "a frame length")]
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
@@ -122,10 +131,10 @@ pub fn is_ack_of_stateless(ctx: &XdpContext, off: usize, scan: &mut AckScan) -> 
         return false;
     };
     let len = len.min(ack::SCAN_LEN);
-    if load(ctx, off, scan, len).is_none() {
+    if load(ctx, off, &mut scan.bytes, len).is_none() {
         return false;
     }
-    let Some(msg) = scan.get(..len) else {
+    let Some(msg) = scan.bytes.get(..len) else {
         return false;
     };
     let mut walk = AckLoop {
@@ -147,7 +156,7 @@ pub fn is_ack_of_stateless(ctx: &XdpContext, off: usize, scan: &mut AckScan) -> 
     walk.found
 }
 
-/// One byte of the ACK scan: 0 to go on, 1 to stop.
+/// One byte of the ACK walk: 0 to go on, 1 to stop.
 unsafe extern "C" fn ack_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `AckLoop` that `is_ack_of_stateless` passed.
     let walk = unsafe { &mut *ctx.cast::<AckLoop<'_>>() };

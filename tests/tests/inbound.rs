@@ -196,7 +196,10 @@ fn the_ack_of_a_challenge_stays_in_the_kernel() {
         calls.rate = 50;
         calls.run().unwrap_or_else(|e| panic!("v6={v6}: {e}"));
     }
-    assert_eq!(answer.wait_for(2 * CALLS as usize).len(), 2 * CALLS as usize);
+    assert_eq!(
+        answer.wait_for(2 * CALLS as usize).len(),
+        2 * CALLS as usize
+    );
     let after = agent.metrics();
     let delta = |name: &str| metric(&after, name) - metric(&before, name);
     let dropped =

@@ -34,12 +34,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, ProgramArray};
 use aya::programs::{ProgramError, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use ipnet::IpNet;
 use sipauth_common::{
-    acl as kacl, addr, apps, config as kconfig, failures, lockout, never_lock, stats,
+    ack, acl as kacl, addr, apps, config as kconfig, failures, lockout, never_lock, stats,
 };
 
 pub use self::acl::AclView;
@@ -82,6 +82,8 @@ pub enum XdpError {
         mode: &'static str,
         source: ProgramError,
     },
+    #[error("putting the ACK walk in its slot: {0}")]
+    Tail(std::io::Error),
     #[error("recording a failure in the kernel: {0}")]
     Record(&'static str),
     #[error("ACL ids exhausted")]
@@ -198,7 +200,7 @@ impl Xdp {
             .default_map_pin_directory(dir)
             .override_global(aya_log::LEVEL, &level, false)
             .load(OBJECT)?;
-        for name in [PROGRAM, RECORD_PROGRAM] {
+        for name in [PROGRAM, ack::PROGRAM, RECORD_PROGRAM] {
             let program: &mut aya::programs::Xdp = ebpf
                 .program_mut(name)
                 .ok_or(XdpError::Missing {
@@ -208,6 +210,26 @@ impl Xdp {
                 .try_into()?;
             program.load()?;
         }
+        // The ACK walk, tail-called by the packet program. The map stays in
+        // `ebpf`: a program array loses its entries when user space closes
+        // its last descriptor of it.
+        let walk = ebpf
+            .program(ack::PROGRAM)
+            .ok_or(XdpError::Missing {
+                what: "program",
+                name: ack::PROGRAM,
+            })?
+            .fd()?
+            .try_clone()
+            .map_err(XdpError::Tail)?;
+        let mut tail =
+            ProgramArray::try_from(ebpf.map_mut(ack::TAIL_NAME).ok_or(XdpError::Missing {
+                what: "map",
+                name: ack::TAIL_NAME,
+            })?)
+            .map_err(map_err(ack::TAIL_NAME))?;
+        tail.set(ack::TAIL_SLOT, &walk, 0)
+            .map_err(map_err(ack::TAIL_NAME))?;
         // After the load: the kernel now holds the log map, whatever
         // becomes of the reader.
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_reader) {
