@@ -530,14 +530,14 @@ pub mod ack {
     pub const PROGRAM: &str = "sipauth_ack";
     pub const TAIL_NAME: &str = "SIPAUTH_TAIL";
 
-    #[inline(always)]
+    #[inline]
     const fn lower(b: u8) -> u8 {
         b.to_ascii_lowercase()
     }
 
     /// Whether a header line starting at `at` is the To header: `To` or
     /// compact `t`, then `:` or white space (RFC 3261 7.3.1, 20.39).
-    #[inline(always)]
+    #[inline]
     fn is_to(msg: &[u8], at: usize) -> bool {
         let byte = |k: usize| msg.get(at + k).map_or(0, |&b| lower(b));
         if byte(0) != b't' {
@@ -548,7 +548,7 @@ pub mod ack {
     }
 
     /// Whether `;tag=` and the stateless prefix start at `at` (the `;`).
-    #[inline(always)]
+    #[inline]
     fn stateless_tag_at(msg: &[u8], at: usize) -> bool {
         let byte = |k: usize| msg.get(at + k).copied().unwrap_or(0);
         byte(0) == b';'
@@ -563,7 +563,7 @@ pub mod ack {
 
     /// Whether `msg` starts with the ACK method.
     #[must_use]
-    #[inline(always)]
+    #[inline]
     pub fn is_ack(msg: &[u8]) -> bool {
         msg.get(..METHOD.len()) == Some(METHOD.as_slice())
     }
@@ -591,7 +591,7 @@ pub mod ack {
     impl Scan {
         /// Reads byte `i` of `msg`, an ACK's first bytes.
         #[must_use]
-        #[inline(always)]
+        #[inline]
         pub fn step(&mut self, msg: &[u8], i: usize) -> Step {
             if i >= SCAN_LEN {
                 return Step::Done;
