@@ -605,6 +605,9 @@ pub mod ack {
                     Some(b'\r' | b'\n') | None => return Step::Done,
                     // A continuation line belongs to the header before.
                     Some(b' ' | b'\t') => {}
+                    // The To header ended without the tag: a message
+                    // has one To header (RFC 3261 20).
+                    Some(_) if self.in_to => return Step::Done,
                     Some(_) => self.in_to = is_to(msg, i + 1),
                 }
             } else if self.in_to && b == b';' && stateless_tag_at(msg, i) {
