@@ -199,7 +199,10 @@ fn scan_if_ack(ctx: &XdpContext, off: usize) {
     };
     // SAFETY: this CPU's slot; the run that fills it is the one that reads
     // it, in the program tail-called next.
-    unsafe { (*scan).off = off as u32 };
+    #[expect(clippy::cast_possible_truncation, reason = "an offset in a frame")]
+    unsafe {
+        (*scan).off = off as u32;
+    }
     // SAFETY: on success control passes to `sipauth_ack` for good.
     let _ = unsafe { TAIL.tail_call(ctx, ack::TAIL_SLOT) };
 }

@@ -45,16 +45,17 @@ impl ToTags {
     /// The tag of an answer within a transaction: 16 hex digits.
     #[must_use]
     pub fn tag(&self, msg: &Message<'_>) -> String {
-        hex::encode(self.hash(msg).to_be_bytes())
+        format!("{:016x}", self.hash(msg))
     }
 
     /// The tag of an answer sent without a transaction.
     #[must_use]
     pub fn stateless(&self, msg: &Message<'_>) -> String {
-        let mut tag = String::with_capacity(sipauth_common::ack::STATELESS_TAG.len() + 16);
-        tag.push_str(sipauth_common::ack::STATELESS_TAG);
-        tag.push_str(&self.tag(msg));
-        tag
+        format!(
+            "{}{:016x}",
+            sipauth_common::ack::STATELESS_TAG,
+            self.hash(msg)
+        )
     }
 
     fn hash(&self, msg: &Message<'_>) -> u64 {
