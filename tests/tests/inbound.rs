@@ -63,6 +63,17 @@ fn acl(agent: &Agent<'_>, nets: &[(String, u8)]) -> String {
     uuid
 }
 
+/// A credential with password `Secret123`; its uuid.
+fn credential(agent: &Agent<'_>, username: &str) -> String {
+    id(
+        &agent.create(
+            "SipAuth/Credential/",
+            &json!({"username": username, "password": "Secret123"}),
+        ),
+        "credential_uuid",
+    )
+}
+
 fn app(
     agent: &Agent<'_>,
     answer: &AnswerServer,
@@ -138,13 +149,7 @@ fn credentials_right_wrong_tcp_and_ipv6() {
     let rig = Rig::new(1);
     let (agent, answer) = start(&rig, &Options::default());
     let c = rig.caller(0);
-    let cred = id(
-        &agent.create(
-            "SipAuth/Credential/",
-            &json!({"username": "pbx-user", "password": "Secret123"}),
-        ),
-        "credential_uuid",
-    );
+    let cred = credential(&agent, "pbx-user");
     let app = app(&agent, &answer, "credential", Some(&cred), None);
     until_edge_has(&agent, &app);
     for (v6, tcp) in [(false, false), (false, true), (true, false), (true, true)] {
@@ -179,13 +184,7 @@ fn the_ack_of_a_challenge_stays_in_the_kernel() {
     let rig = Rig::new(1);
     let (agent, answer) = start(&rig, &Options::default());
     let c = rig.caller(0);
-    let cred = id(
-        &agent.create(
-            "SipAuth/Credential/",
-            &json!({"username": "pbx-user", "password": "Secret123"}),
-        ),
-        "credential_uuid",
-    );
+    let cred = credential(&agent, "pbx-user");
     let app = app(&agent, &answer, "credential", Some(&cred), None);
     until_edge_has(&agent, &app);
     let before = agent.metrics();
@@ -218,13 +217,7 @@ fn acl_and_credential_checks_the_acl_first() {
     let rig = Rig::new(2);
     let (agent, answer) = start(&rig, &Options::default());
     let (c1, c2) = (rig.caller(0), rig.caller(1));
-    let cred = id(
-        &agent.create(
-            "SipAuth/Credential/",
-            &json!({"username": "both-user", "password": "Secret123"}),
-        ),
-        "credential_uuid",
-    );
+    let cred = credential(&agent, "both-user");
     let acl = acl(&agent, &[("10.201.1.0".to_owned(), 24)]);
     let app = app(
         &agent,
@@ -377,13 +370,7 @@ fn replayed_and_stale_credentials() {
     };
     let (agent, answer) = start(&rig, &opts);
     let c = rig.caller(0);
-    let cred = id(
-        &agent.create(
-            "SipAuth/Credential/",
-            &json!({"username": "replay-user", "password": "Secret123"}),
-        ),
-        "credential_uuid",
-    );
+    let cred = credential(&agent, "replay-user");
     let app = app(&agent, &answer, "credential", Some(&cred), None);
     until_edge_has(&agent, &app);
     let edge = SocketAddr::new(c.edge_v4, 5060);
@@ -445,13 +432,7 @@ fn an_application_challenges_with_its_own_algorithms() {
     };
     let (agent, answer) = start(&rig, &opts);
     let c = rig.caller(0);
-    let cred = id(
-        &agent.create(
-            "SipAuth/Credential/",
-            &json!({"username": "md5-phone", "password": "Secret123"}),
-        ),
-        "credential_uuid",
-    );
+    let cred = credential(&agent, "md5-phone");
     let app = app(&agent, &answer, "credential", Some(&cred), None);
     let (s, v) = agent.api(
         "POST",
