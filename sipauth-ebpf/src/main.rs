@@ -151,6 +151,14 @@ fn try_sipauth(ctx: &XdpContext) -> Result<stats::Reason, Malformed> {
         }
     }
 
+    // Every way through the header walk ends here with its own exact
+    // transport offset; past this point the verifier sees one range, so
+    // what follows is verified once instead of once per way (about
+    // 900,000 instructions of the 1,000,000 allowed, against 58,000).
+    let pkt = Flow {
+        l4_off: imprecise(pkt.l4_off),
+        ..pkt
+    };
     if !acl_denies(ctx, cfg, &pkt) {
         if pkt.proto == parse::IPPROTO_UDP {
             scan_if_ack(ctx, pkt.l4_off + parse::UDP_HLEN);
@@ -184,6 +192,21 @@ fn locked_until(key: &lockout::Key) -> Option<u64> {
 #[inline(always)]
 fn never_locked(src: &addr::Key) -> bool {
     NEVER_LOCK.get(LpmKey::new(128, *src)).is_some()
+}
+
+/// `v`, as the verifier sees a value read from a map: by its range only.
+#[inline(always)]
+fn imprecise(v: usize) -> usize {
+    let Some(scan) = ACK_SCAN.get_ptr_mut(0) else {
+        return v;
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "an offset in a frame")]
+    // SAFETY: this CPU's slot; volatile so that the read is not folded
+    // into the store.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*scan).off, v as u32);
+        core::ptr::read_volatile(&raw const (*scan).off) as usize
+    }
 }
 
 /// When the UDP payload at `off` is an ACK, goes on in `sipauth_ack`,

@@ -25,7 +25,10 @@ use sipauth_common::{ack, apps, fnv};
 /// the verifier knows of the length.
 #[repr(C)]
 pub struct AckScan {
-    /// Where the UDP payload starts in the frame.
+    /// An offset in the frame: the transport header's while `sipauth`
+    /// judges the packet (read back through the map so that the verifier
+    /// knows it only by its range), the UDP payload's when it hands an ACK
+    /// to `sipauth_ack`.
     pub off: u32,
     bytes: [u8; ack::SCAN_LEN + 16],
 }
