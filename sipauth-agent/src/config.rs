@@ -182,6 +182,10 @@ pub struct Sip {
     /// the last hour): the most a flood from forged sources can reflect.
     /// Each such request gets one response at most; 0 answers none of them.
     pub unproven_replies_per_sec: u32,
+    /// Inbound calls in progress at once (let in, not yet ended: waiting
+    /// on their answer_url, or bridged). An INVITE let in beyond them gets
+    /// 503 Service Unavailable with `Retry-After`. At least 1.
+    pub max_inbound_calls: u32,
 }
 
 impl Default for Sip {
@@ -202,6 +206,7 @@ impl Default for Sip {
             outbound_timer_b_ms: 32_000,
             number_gateway: String::new(),
             unproven_replies_per_sec: 1000,
+            max_inbound_calls: 10_000,
         }
     }
 }
@@ -481,6 +486,12 @@ impl Config {
                 rule: "64 hex digits",
             });
         }
+        if self.sip.max_inbound_calls == 0 {
+            return Err(ConfigError::Invalid {
+                field: "sip.max_inbound_calls",
+                rule: "must be at least 1",
+            });
+        }
         if self.sip.domain.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "sip.domain",
@@ -614,5 +625,13 @@ mod tests {
         c.sip.listen.clear();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("sip.listen"), "{e}");
+    }
+
+    #[test]
+    fn an_edge_carries_at_least_one_inbound_call() {
+        let mut c = Config::default();
+        c.sip.max_inbound_calls = 0;
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("sip.max_inbound_calls"), "{e}");
     }
 }

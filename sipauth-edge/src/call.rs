@@ -1,6 +1,8 @@
 //! What happens to an inbound call after the edge lets it in: the caller
 //! is a party of the call script ([`crate::script`]) until its call ends,
-//! and a refused call gets its record ([`denied`]).
+//! and a refused call gets its record ([`denied`]). A call in progress
+//! holds one of the edge's [`Slots`]; when none is free the INVITE gets
+//! 503 with `Retry-After`.
 //!
 //! The application's answer_url is fetched (signed with the account's auth
 //! token, X-Plivo-Signature-V3) with the call parameters, and the XML it
@@ -8,11 +10,13 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Dial, Params};
 
 use crate::Edge;
+use crate::metrics::Metrics;
 use crate::outbound::bridge::{Bridge, Caller};
 use crate::outcome::{Dialed, Outcome};
 use crate::script::{self, Party, method_of};
@@ -97,6 +101,50 @@ impl Inbound {
             ended_at: Some(now()),
         };
         (record, hangup)
+    }
+}
+
+/// What a caller refused for want of a slot is told to wait before it
+/// tries this edge again (RFC 3261 21.5.4): a proxy in front tries another
+/// edge meanwhile.
+pub const RETRY_AFTER_SECS: &str = "5";
+
+/// The inbound calls an edge carries at once, at most `max`
+/// (`sip.max_inbound_calls`). A call waiting on a slow answer_url or
+/// bridged for an hour holds its task, its transaction and its bridge; a
+/// bound keeps a slow customer server or a burst of authenticated callers
+/// from growing them without end. The count is the metrics' gauge
+/// (`sipauth_inbound_calls`).
+pub struct Slots {
+    max: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// One call's hold on a slot, given back when dropped.
+pub struct Slot(Arc<Metrics>);
+
+impl Slots {
+    #[must_use]
+    pub fn new(max: u32, metrics: Arc<Metrics>) -> Self {
+        Self {
+            max: u64::from(max),
+            metrics,
+        }
+    }
+
+    /// A slot, or `None` when `max` calls are in progress.
+    pub fn take(&self) -> Option<Slot> {
+        let count = &self.metrics.inbound_calls;
+        count
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(self.metrics.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.inbound_calls.fetch_sub(1, Relaxed);
     }
 }
 

@@ -7,7 +7,8 @@
 //! replay); both: ACL then digest; `""`: the From user must be a registered
 //! endpoint of the account, else 486. ACL and credential denials count
 //! towards the source's lockout, once per request. A call let in gets 100
-//! Trying and then what its answer_url says.
+//! Trying and then what its answer_url says, or 503 with `Retry-After`
+//! when the edge already carries `sip.max_inbound_calls` calls.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -65,6 +66,15 @@ pub struct DigestSettings {
     pub max_expires: u32,
 }
 
+/// What the edge gives at most.
+pub struct Bounds {
+    /// Responses per second over UDP to sources that have not passed
+    /// admission ([`Egress`]).
+    pub unproven_replies_per_sec: u32,
+    /// Inbound calls in progress at once ([`call::Slots`]).
+    pub max_inbound_calls: u32,
+}
+
 pub struct Edge {
     pub lockouts: Arc<Lockouts>,
     pub metrics: Arc<Metrics>,
@@ -79,6 +89,8 @@ pub struct Edge {
     nc: NcTracker,
     txns: Arc<Transactions>,
     calls: Arc<Calls>,
+    /// One per inbound call in progress.
+    slots: call::Slots,
     /// The dialogs of inbound calls bridged to an outbound leg
     /// (`<Dial><User>`).
     dialogs: Dialogs,
@@ -102,7 +114,7 @@ impl Edge {
         view: view::View,
         digest: DigestSettings,
         calls: Arc<Calls>,
-        unproven_replies_per_sec: u32,
+        bounds: &Bounds,
         fleet: &cluster::Settings,
     ) -> Arc<Self> {
         let registrar = Arc::new(Registrar::default());
@@ -114,7 +126,11 @@ impl Edge {
         );
         let edge = Arc::new(Self {
             lockouts,
-            egress: Arc::new(Egress::new(metrics.clone(), unproven_replies_per_sec)),
+            egress: Arc::new(Egress::new(
+                metrics.clone(),
+                bounds.unproven_replies_per_sec,
+            )),
+            slots: call::Slots::new(bounds.max_inbound_calls, metrics.clone()),
             metrics,
             view,
             registrar,
@@ -401,8 +417,26 @@ impl Edge {
                     req.respond(500, "Server Internal Error", &[], b"");
                     return;
                 };
-                self.metrics.allowed.fetch_add(1, Relaxed);
                 self.egress.prove(src.ip());
+                let Some(slot) = self.slots.take() else {
+                    self.metrics.unavailable.fetch_add(1, Relaxed);
+                    self.calls.record(call::denied(
+                        app,
+                        &from_user,
+                        &to_user,
+                        &src_ip,
+                        "failed",
+                        call::Cause::EdgeOverloaded,
+                    ));
+                    req.respond(
+                        503,
+                        "Service Unavailable",
+                        &[("Retry-After", call::RETRY_AFTER_SECS)],
+                        b"",
+                    );
+                    return;
+                };
+                self.metrics.allowed.fetch_add(1, Relaxed);
                 req.respond(100, "Trying", &[], b"");
                 let call = Inbound {
                     call_uuid: sipauth_store::calls::new_call_uuid(),
@@ -421,7 +455,10 @@ impl Edge {
                     transport: req.replier().transport(),
                 };
                 let (edge, invite) = (self.clone(), req.to_owned_request());
-                tokio::spawn(async move { edge.answer(call, invite).await });
+                tokio::spawn(async move {
+                    edge.answer(call, invite).await;
+                    drop(slot);
+                });
             }
         }
     }

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub denied: AtomicU64,
     /// INVITEs let in (answer_url fetched).
     pub allowed: AtomicU64,
+    /// INVITEs admission let in that got 503: no slot was free.
+    pub unavailable: AtomicU64,
+    /// Inbound calls in progress now (a gauge; see [`crate::call::Slots`]).
+    pub inbound_calls: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
     /// hangup_urls dropped because their queue was full.
@@ -201,6 +205,11 @@ impl Metrics {
                 &self.allowed,
             ),
             (
+                "sipauth_invites_unavailable_total",
+                "INVITEs admission let in that got 503 Service Unavailable: sip.max_inbound_calls calls were in progress.",
+                &self.unavailable,
+            ),
+            (
                 "sipauth_call_records_dropped_total",
                 "Call records dropped because the writer fell too far behind.",
                 &self.records_dropped,
@@ -227,6 +236,12 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP sipauth_inbound_calls Inbound calls in progress now (let in, not yet ended).\n\
+             # TYPE sipauth_inbound_calls gauge\nsipauth_inbound_calls {}",
+            self.inbound_calls.load(Relaxed)
+        );
         render_connections(&[("tcp", &self.tcp), ("tls", &self.tls)], &mut out);
         self.cluster.render(&mut out);
         if let Some(xdp) = xdp {

@@ -32,15 +32,25 @@ pub(crate) fn test_calls(
 
 /// A real edge with no applications and in-memory lockouts, for tests.
 pub(crate) fn test_edge() -> Arc<Edge> {
+    test_edge_with(
+        crate::view::Views::new().subscribe(),
+        16,
+        "http://127.0.0.1:9/v1/Edge/Calls",
+    )
+}
+
+/// A real edge that follows `view`, carries `max_inbound_calls` calls at
+/// once and posts its call records to `records_url`.
+fn test_edge_with(view: crate::view::View, max_inbound_calls: u32, records_url: &str) -> Arc<Edge> {
+    use crate::DigestSettings;
     use crate::records::Sink;
-    use crate::{DigestSettings, view};
     use sipauth_kernel::lockout::Lockouts;
     use sipauth_kernel::maps::LockoutPolicy as Policy;
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let calls = test_calls(
         Sink::remote(
-            "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            records_url.to_owned(),
             String::new(),
             reqwest::Client::new(),
         ),
@@ -49,7 +59,7 @@ pub(crate) fn test_edge() -> Arc<Edge> {
     Edge::new(
         Arc::new(Lockouts::memory(Policy::default(), &[])),
         metrics,
-        view::Views::new().subscribe(),
+        view,
         DigestSettings {
             realm: "example.com".to_owned(),
             algorithms: vec![sipauth_digest::Algorithm::Md5],
@@ -59,7 +69,10 @@ pub(crate) fn test_edge() -> Arc<Edge> {
             max_expires: 3600,
         },
         calls,
-        u32::MAX,
+        &crate::Bounds {
+            unproven_replies_per_sec: u32::MAX,
+            max_inbound_calls,
+        },
         &crate::cluster::Settings::default(),
     )
 }
@@ -229,4 +242,195 @@ async fn a_re_invite_reaches_its_dialog_which_answers_it() {
     // Without a dialog, a re-INVITE gets 481, not a judgement.
     let got = answers(&edge, &dialog_request("INVITE", "z9hG4bKr2", Some("zz")));
     assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
+}
+
+/// A local HTTP server for the edge's callbacks and records: keeps each
+/// request it reads (head and body) and answers it 200 with `body`, each
+/// once `gate` gives a permit (none: at once).
+struct HttpServer {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn http_server(body: &'static str, gate: Option<Arc<tokio::sync::Semaphore>>) -> HttpServer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (kept, gate) = (kept.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: its head, then Content-Length bytes.
+                    let (head_end, len) = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            break (end + 4, len);
+                        }
+                        let mut chunk = [0; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let request: Vec<u8> = buf.drain(..head_end + len).collect();
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&request).into_owned());
+                    if let Some(gate) = &gate {
+                        gate.acquire().await.unwrap().forget();
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    HttpServer { url, seen }
+}
+
+fn invite_to(app: &str, call_id: &str, branch: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:{app}@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+         From: <sip:caller@192.0.2.1>;tag=ct\r\nTo: <sip:{app}@example.com>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:caller@192.0.2.1:5060>\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Polls `done` every 5 ms for up to 5 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// The edge carries `max_inbound_calls` calls; one more, let in by
+/// admission, gets 503 with Retry-After (again for its retransmission,
+/// judged once) and leaves a record; a slot freed by a call's end takes
+/// the next.
+#[tokio::test]
+async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
+    use sipauth_model::snapshot::{Account, Acl, Application, AuthType, Snapshot};
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let answer = http_server("<Response><Hangup/></Response>", Some(gate.clone())).await;
+    let records = http_server("", None).await;
+    let views = crate::view::Views::new();
+    views.apply(Snapshot {
+        version: 1,
+        accounts: vec![Account {
+            auth_id: "MAFULLTEST1".to_owned(),
+            auth_token: "a-token-of-sixteen-or-more".to_owned(),
+        }],
+        applications: vec![Application {
+            app_id: "app1".to_owned(),
+            account: "MAFULLTEST1".to_owned(),
+            answer_url: format!("{}/answer", answer.url),
+            answer_method: "POST".to_owned(),
+            hangup_url: None,
+            hangup_method: "POST".to_owned(),
+            sip_auth_type: AuthType::IpAcl,
+            credential_uuid: None,
+            ip_acl_uuid: Some("acl1".to_owned()),
+            challenge_algorithms: Vec::new(),
+        }],
+        acls: vec![Acl {
+            uuid: "acl1".to_owned(),
+            account: "MAFULLTEST1".to_owned(),
+            entries: vec!["192.0.2.0/24".parse().unwrap()],
+        }],
+        ..Default::default()
+    });
+    let edge = test_edge_with(
+        views.subscribe(),
+        1,
+        &format!("{}/v1/Edge/Calls", records.url),
+    );
+    let first = answers(&edge, &invite_to("app1", "full1", "z9hG4bKf1"));
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].starts_with("SIP/2.0 100 Trying\r\n"),
+        "{}",
+        first[0]
+    );
+    assert_eq!(edge.metrics.inbound_calls.load(Relaxed), 1);
+    until("the answer_url is asked", || {
+        answer.seen.lock().unwrap().len() == 1
+    })
+    .await;
+
+    let second = invite_to("app1", "full2", "z9hG4bKf2");
+    let refused = answers(&edge, &second);
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[0].contains("\r\nRetry-After: 5\r\n"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(answers(&edge, &second), refused, "the retransmission");
+    assert_eq!(edge.metrics.unavailable.load(Relaxed), 1);
+    assert_eq!(edge.metrics.allowed.load(Relaxed), 1);
+    let metrics = edge.metrics.render(None);
+    assert!(metrics.contains("\nsipauth_inbound_calls 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nsipauth_invites_unavailable_total 1\n"),
+        "{metrics}"
+    );
+    until("the refusal's record is posted", || {
+        records
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("edge_overloaded"))
+    })
+    .await;
+    let posted = records.seen.lock().unwrap().join("\n");
+    assert!(posted.contains(r#""call_status":"failed""#), "{posted}");
+    assert!(posted.contains(r#""hangup_cause_code":4230"#), "{posted}");
+
+    // The first call's answer_url answers <Hangup/>: its slot is free.
+    gate.add_permits(1);
+    until("the first call ends", || {
+        edge.metrics.inbound_calls.load(Relaxed) == 0
+    })
+    .await;
+    let third = answers(&edge, &invite_to("app1", "full3", "z9hG4bKf3"));
+    assert!(
+        third[0].starts_with("SIP/2.0 100 Trying\r\n"),
+        "{}",
+        third[0]
+    );
+    assert_eq!(edge.metrics.inbound_calls.load(Relaxed), 1);
+    gate.add_permits(1);
 }

@@ -536,6 +536,63 @@ fn a_retransmitted_invite_is_answered_again_and_counted_once() {
     assert!(metric(&m, "sipauth_sip_retransmissions_total") >= 2, "{m}");
 }
 
+/// An edge carrying `sip.max_inbound_calls` calls answers one more caller,
+/// let in by its ACL, 503 with `Retry-After` and nothing else; the slot a
+/// call frees at its end takes the next caller.
+#[test]
+fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
+    const HOLD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="2"/><Hangup reason="rejected"/></Response>"#;
+    let rig = Rig::new(1);
+    let opts = Options {
+        sip_extra: format!("{}max_inbound_calls = 1\n", Options::default().sip_extra),
+        ..Options::default()
+    };
+    let agent = Agent::start(&rig, &opts);
+    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HOLD, RIG_AUTH_TOKEN);
+    let c = rig.caller(0);
+    let acl = acl(&agent, &[(c.v4.to_string(), 32)]);
+    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
+    until_edge_has(&agent, &app);
+    let edge = SocketAddr::new(c.edge_v4, 5060);
+    let call = |id: &str, wait: Duration| -> Vec<u16> {
+        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, id);
+        udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
+            .iter()
+            .map(|r| status(r))
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let first = s.spawn(|| call("cap1", Duration::from_secs(5)));
+        // The first call waits in its <Wait>: the edge is full.
+        assert_eq!(answer.wait_for(1).len(), 1);
+        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, "cap2");
+        let second = udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), Duration::from_secs(1));
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(status(&second[0]), 503, "{}", second[0]);
+        assert!(
+            second[0].contains("\r\nRetry-After: 5\r\n"),
+            "{}",
+            second[0]
+        );
+        let m = agent.metrics();
+        assert_eq!(metric(&m, "sipauth_inbound_calls"), 1, "{m}");
+        assert_eq!(first.join().unwrap(), vec![100, 603]);
+    });
+    let t = Instant::now();
+    while metric(&agent.metrics(), "sipauth_inbound_calls") != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the first call's slot is freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(call("cap3", Duration::from_secs(5)), vec![100, 603]);
+    let m = agent.metrics();
+    assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
+    assert_eq!(metric(&m, "sipauth_invites_allowed_total"), 2, "{m}");
+    assert_eq!(answer.hits_on("/answer").len(), 2);
+}
+
 /// The headline: a flood of INVITEs from spoofed sources (random addresses
 /// of a /16 behind caller 2) to an `ip_acl` application reaches user space
 /// only within the budget, and legitimate calls from caller 1 all succeed

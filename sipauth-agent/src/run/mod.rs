@@ -24,7 +24,7 @@ use sipauth_edge::outbound::{self, MakeCall};
 use sipauth_edge::records::{Calls, Sink};
 use sipauth_edge::registrar::Registrar;
 use sipauth_edge::view::{self, Views};
-use sipauth_edge::{DigestSettings, Edge, conn::ConnLimits, transport};
+use sipauth_edge::{Bounds, DigestSettings, Edge, conn::ConnLimits, transport};
 use sipauth_kernel::lockout::Lockouts;
 use sipauth_kernel::maps::Xdp;
 use sipauth_store::Store;
@@ -242,7 +242,10 @@ fn start_edge(
         views.subscribe(),
         digest,
         calls,
-        cfg.sip.unproven_replies_per_sec,
+        &Bounds {
+            unproven_replies_per_sec: cfg.sip.unproven_replies_per_sec,
+            max_inbound_calls: cfg.sip.max_inbound_calls,
+        },
         &settings.cluster,
     );
     // Every listener shares one set of TCP bounds; the total has to fit in
