@@ -186,6 +186,11 @@ pub struct Sip {
     /// on their answer_url, or bridged). An INVITE let in beyond them gets
     /// 503 Service Unavailable with `Retry-After`. At least 1.
     pub max_inbound_calls: u32,
+    /// On SIGTERM or SIGINT: how long the edge waits for the calls in
+    /// progress to end, refusing new ones with 503 and Retry-After, before
+    /// it stops. Ended calls' records and hangup_urls go out first; a
+    /// second signal stops at once.
+    pub drain_secs: u64,
 }
 
 impl Default for Sip {
@@ -207,6 +212,7 @@ impl Default for Sip {
             number_gateway: String::new(),
             unproven_replies_per_sec: 1000,
             max_inbound_calls: 10_000,
+            drain_secs: 20,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What happens to an inbound call after the edge lets it in: the caller
 //! is a party of the call script ([`crate::script`]) until its call ends,
 //! and a refused call gets its record ([`denied`]). A call in progress
-//! holds one of the edge's [`Slots`]; when none is free the INVITE gets
-//! 503 with `Retry-After`.
+//! holds one of the edge's [`Slots`]; when none is free, or the edge is
+//! stopping, the INVITE gets 503 with `Retry-After`.
 //!
 //! The application's answer_url is fetched (signed with the account's auth
 //! token, X-Plivo-Signature-V3) with the call parameters, and the XML it
@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Dial, Params};
@@ -104,9 +104,9 @@ impl Inbound {
     }
 }
 
-/// What a caller refused for want of a slot is told to wait before it
-/// tries this edge again (RFC 3261 21.5.4): a proxy in front tries another
-/// edge meanwhile.
+/// What a caller refused for want of a slot (or by a stopping edge) is
+/// told to wait before it tries this edge again (RFC 3261 21.5.4): a proxy
+/// in front tries another edge meanwhile.
 pub const RETRY_AFTER_SECS: &str = "5";
 
 /// The inbound calls an edge carries at once, at most `max`
@@ -114,9 +114,11 @@ pub const RETRY_AFTER_SECS: &str = "5";
 /// bridged for an hour holds its task, its transaction and its bridge; a
 /// bound keeps a slow customer server or a burst of authenticated callers
 /// from growing them without end. The count is the metrics' gauge
-/// (`sipauth_inbound_calls`).
+/// (`sipauth_inbound_calls`). A stopping edge closes them: no new call
+/// is let in while those in progress end.
 pub struct Slots {
     max: u64,
+    closed: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -128,17 +130,28 @@ impl Slots {
     pub fn new(max: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             max: u64::from(max),
+            closed: AtomicBool::new(false),
             metrics,
         }
     }
 
-    /// A slot, or `None` when `max` calls are in progress.
+    /// A slot, or `None` when `max` calls are in progress or the slots
+    /// are closed.
     pub fn take(&self) -> Option<Slot> {
+        if self.closed.load(Relaxed) {
+            return None;
+        }
         let count = &self.metrics.inbound_calls;
         count
             .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
             .ok()
             .map(|_| Slot(self.metrics.clone()))
+    }
+
+    /// No slot is taken from now on; those taken are given back as their
+    /// calls end.
+    pub fn close(&self) {
+        self.closed.store(true, Relaxed);
     }
 }
 

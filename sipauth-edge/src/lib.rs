@@ -156,6 +156,20 @@ impl Edge {
         edge
     }
 
+    /// Stops letting calls in: from now on an INVITE let in by admission
+    /// gets 503 with `Retry-After`, as when the edge is full. Calls in
+    /// progress go on.
+    pub fn stop_taking_calls(&self) {
+        self.slots.close();
+    }
+
+    /// Whether every call that ended has its record written and its
+    /// hangup_url told ([`Calls::settled`]).
+    #[must_use]
+    pub fn records_settled(&self) -> bool {
+        self.calls.settled()
+    }
+
     /// Handles one message from `src`; responses go through `replier`.
     ///
     /// The message is parsed once. A request then passes, in order: the
@@ -426,7 +440,7 @@ impl Edge {
                         &to_user,
                         &src_ip,
                         "failed",
-                        call::Cause::EdgeOverloaded,
+                        call::Cause::EdgeUnavailable,
                     ));
                     req.respond(
                         503,

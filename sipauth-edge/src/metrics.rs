@@ -36,6 +36,8 @@ pub struct Metrics {
     pub unavailable: AtomicU64,
     /// Inbound calls in progress now (a gauge; see [`crate::call::Slots`]).
     pub inbound_calls: AtomicU64,
+    /// Make Calls being dialled or in progress now (a gauge).
+    pub outbound_calls: AtomicU64,
     /// Call records dropped because the writer fell too far behind.
     pub records_dropped: AtomicU64,
     /// hangup_urls dropped because their queue was full.
@@ -241,6 +243,12 @@ impl Metrics {
             "# HELP sipauth_inbound_calls Inbound calls in progress now (let in, not yet ended).\n\
              # TYPE sipauth_inbound_calls gauge\nsipauth_inbound_calls {}",
             self.inbound_calls.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sipauth_outbound_calls Make Calls being dialled or in progress now.\n\
+             # TYPE sipauth_outbound_calls gauge\nsipauth_outbound_calls {}",
+            self.outbound_calls.load(Relaxed)
         );
         render_connections(&[("tcp", &self.tcp), ("tls", &self.tls)], &mut out);
         self.cluster.render(&mut out);

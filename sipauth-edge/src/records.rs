@@ -24,7 +24,10 @@ pub struct Calls {
     ended: tokio::sync::mpsc::Sender<Ended>,
     /// The hangup_urls to tell, once their records are written.
     hangups: Hangups,
-    metrics: Arc<crate::metrics::Metrics>,
+    /// Ended calls queued or in the writer's hands, not yet written (and
+    /// their hangup_urls not yet handed to [`Hangups`]).
+    unwritten: Arc<AtomicUsize>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// What every outbound leg (Make Call and Dial) shares.
     pub outbound: crate::outbound::Settings,
 }
@@ -202,6 +205,8 @@ impl Calls {
         );
         let notifier = hangups.clone();
         let counted = metrics.clone();
+        let unwritten = Arc::new(AtomicUsize::new(0));
+        let written = unwritten.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(RECORD_BATCH);
             let mut records = Vec::with_capacity(RECORD_BATCH);
@@ -216,6 +221,7 @@ impl Calls {
                         _ => break,
                     }
                 }
+                let taken = batch.len();
                 let mut hangups = Vec::new();
                 for e in batch.drain(..) {
                     records.push(e.record);
@@ -231,12 +237,14 @@ impl Calls {
                 if !hangups.is_empty() {
                     notifier.tell(hangups);
                 }
+                written.fetch_sub(taken, Relaxed);
             }
         });
         Arc::new(Self {
             client,
             ended: tx,
             hangups,
+            unwritten,
             metrics,
             outbound,
         })
@@ -247,9 +255,11 @@ impl Calls {
     /// is dropped and counted (`sipauth_call_records_dropped_total`) and
     /// the hangup_url told at once.
     pub fn end(&self, record: CallRecord, hangup: Option<Hangup>) {
+        self.unwritten.fetch_add(1, Relaxed);
         let Err(full) = self.ended.try_send(Ended { record, hangup }) else {
             return;
         };
+        self.unwritten.fetch_sub(1, Relaxed);
         let n = self
             .metrics
             .records_dropped
@@ -265,6 +275,14 @@ impl Calls {
     /// Queues the record of a call that has no hangup_url to tell.
     pub fn record(&self, record: CallRecord) {
         self.end(record, None);
+    }
+
+    /// Whether every call that ended has its record written (or given up
+    /// on: dropped, or left to a remote sink's backlog) and its hangup_url
+    /// told (or failed): what a stopping edge waits for.
+    #[must_use]
+    pub fn settled(&self) -> bool {
+        self.unwritten.load(Relaxed) == 0 && self.hangups.pending.load(Relaxed) == 0
     }
 }
 
@@ -403,7 +421,9 @@ mod tests {
             call_uuid: "a".to_owned(),
             cause: Cause::NormalHangup,
         };
+        assert!(calls.settled(), "nothing ended yet");
         calls.end(rec("a", "completed", Cause::NormalHangup), Some(hangup));
+        assert!(!calls.settled(), "the record is queued");
         let mut next = async || {
             tokio::time::timeout(Duration::from_secs(5), bodies.recv())
                 .await
@@ -419,5 +439,14 @@ mod tests {
             second.contains(&format!("HangupCauseName={}", Cause::NormalHangup.name())),
             "{second}"
         );
+        // Settled (what a stopping edge waits for) once the hangup_url
+        // has answered.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !calls.settled() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("settled once the hangup_url answered");
     }
 }

@@ -247,12 +247,15 @@ async fn a_re_invite_reaches_its_dialog_which_answers_it() {
 /// A local HTTP server for the edge's callbacks and records: keeps each
 /// request it reads (head and body) and answers it 200 with `body`, each
 /// once `gate` gives a permit (none: at once).
-struct HttpServer {
-    url: String,
-    seen: Arc<std::sync::Mutex<Vec<String>>>,
+pub(crate) struct HttpServer {
+    pub(crate) url: String,
+    pub(crate) seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-async fn http_server(body: &'static str, gate: Option<Arc<tokio::sync::Semaphore>>) -> HttpServer {
+pub(crate) async fn http_server(
+    body: &'static str,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> HttpServer {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -332,7 +335,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// The edge carries `max_inbound_calls` calls; one more, let in by
 /// admission, gets 503 with Retry-After (again for its retransmission,
 /// judged once) and leaves a record; a slot freed by a call's end takes
-/// the next.
+/// the next, until the edge stops taking calls.
 #[tokio::test]
 async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
     use sipauth_model::snapshot::{Account, Acl, Application, AuthType, Snapshot};
@@ -412,7 +415,7 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
             .lock()
             .unwrap()
             .iter()
-            .any(|r| r.contains("edge_overloaded"))
+            .any(|r| r.contains("edge_unavailable"))
     })
     .await;
     let posted = records.seen.lock().unwrap().join("\n");
@@ -432,5 +435,22 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         third[0]
     );
     assert_eq!(edge.metrics.inbound_calls.load(Relaxed), 1);
+
+    // A stopping edge lets nobody in, though a slot is free once the
+    // third call ends.
+    edge.stop_taking_calls();
     gate.add_permits(1);
+    until("the third call ends", || {
+        edge.metrics.inbound_calls.load(Relaxed) == 0
+    })
+    .await;
+    let fourth = answers(&edge, &invite_to("app1", "full4", "z9hG4bKf4"));
+    assert_eq!(fourth.len(), 1);
+    assert!(
+        fourth[0].starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{}",
+        fourth[0]
+    );
+    assert_eq!(edge.metrics.unavailable.load(Relaxed), 2);
+    until("every record written", || edge.records_settled()).await;
 }

@@ -40,8 +40,9 @@ pub enum Cause {
     /// Non-auth application, caller not a registered endpoint.
     NotRegistered,
     /// Inbound caller let in by admission while the edge carried
-    /// `sip.max_inbound_calls` calls: answered 503 with `Retry-After`.
-    EdgeOverloaded,
+    /// `sip.max_inbound_calls` calls or was stopping: answered 503 with
+    /// `Retry-After`.
+    EdgeUnavailable,
     /// Outbound leg: the far end rejected our credentials (a new challenge
     /// without stale, a 403 after credentials, or a challenge we cannot
     /// answer).
@@ -71,7 +72,7 @@ impl Cause {
             Self::Cancelled => "cancelled",
             Self::InboundAuthFailed | Self::OutboundAuthFailed => "sip_auth_failed",
             Self::NotRegistered => "endpoint_not_registered",
-            Self::EdgeOverloaded => "edge_overloaded",
+            Self::EdgeUnavailable => "edge_unavailable",
             Self::OutboundAuthTimeout => "sip_auth_timeout",
         }
     }
@@ -96,7 +97,7 @@ impl Cause {
             Self::Cancelled => 4140,
             Self::InboundAuthFailed => 4210,
             Self::NotRegistered => 4220,
-            Self::EdgeOverloaded => 4230,
+            Self::EdgeUnavailable => 4230,
             Self::OutboundAuthFailed => 4240,
             Self::OutboundAuthTimeout => 4250,
         }

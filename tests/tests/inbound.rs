@@ -16,6 +16,8 @@ use sipauth_tests::topo::{Link, Rig};
 const REJECT: &str =
     r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="rejected"/></Response>"#;
 const ANSWER: &str = "127.0.0.1:8090";
+/// Holds a call for two seconds, then rejects it.
+const HOLD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="2"/><Hangup reason="rejected"/></Response>"#;
 
 fn sipp<'a>(c: &'a Link, scenario: &'a str, app: &'a str, v6: bool, tcp: bool) -> Sipp<'a> {
     let (local, edge) = if v6 {
@@ -541,7 +543,6 @@ fn a_retransmitted_invite_is_answered_again_and_counted_once() {
 /// call frees at its end takes the next caller.
 #[test]
 fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
-    const HOLD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="2"/><Hangup reason="rejected"/></Response>"#;
     let rig = Rig::new(1);
     let opts = Options {
         sip_extra: format!("{}max_inbound_calls = 1\n", Options::default().sip_extra),
@@ -591,6 +592,65 @@ fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
     assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
     assert_eq!(metric(&m, "sipauth_invites_allowed_total"), 2, "{m}");
     assert_eq!(answer.hits_on("/answer").len(), 2);
+}
+
+/// SIGTERM: the edge refuses new callers (503 with Retry-After), lets the
+/// call in progress end, tells its hangup_url, and exits.
+#[test]
+fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
+    let rig = Rig::new(1);
+    let mut agent = Agent::start(&rig, &Options::default());
+    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HOLD, RIG_AUTH_TOKEN);
+    let c = rig.caller(0);
+    let acl = acl(&agent, &[(c.v4.to_string(), 32)]);
+    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
+    until_edge_has(&agent, &app);
+    let edge = SocketAddr::new(c.edge_v4, 5060);
+    let call = |id: &str, wait: Duration| -> Vec<String> {
+        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, id);
+        udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
+    };
+    let first = std::thread::scope(|s| {
+        let first = s.spawn(|| call("drain1", Duration::from_secs(5)));
+        // The first call waits in its <Wait> while the edge is told to stop.
+        let hit = answer.wait_for(1);
+        assert_eq!(hit.len(), 1);
+        agent.sigterm();
+        let t = Instant::now();
+        while !agent.log().contains("new calls are refused") {
+            assert!(t.elapsed() < Duration::from_secs(2), "{}", agent.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let refused = call("drain2", Duration::from_secs(1));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(status(&refused[0]), 503, "{}", refused[0]);
+        assert!(
+            refused[0].contains("\r\nRetry-After: 5\r\n"),
+            "{}",
+            refused[0]
+        );
+        let m = agent.metrics();
+        assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
+        let first: Vec<u16> = first.join().unwrap().iter().map(|r| status(r)).collect();
+        assert_eq!(first, vec![100, 603]);
+        hit[0].params["CallUUID"].clone()
+    });
+    // Its hangup_url is told before the edge exits, and it exits cleanly.
+    let exit = agent.exit_within(Duration::from_secs(4));
+    let log = agent.log();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{log}");
+    assert!(log.contains("calls ended, their records written"), "{log}");
+    let told = answer.hits_on("/hangup");
+    assert!(
+        told.iter()
+            .any(|h| h.params["CallUUID"] == first && h.params["HangupCauseName"] == "rejected"),
+        "{told:?}"
+    );
+    assert_eq!(
+        answer.hits_on("/answer").len(),
+        1,
+        "the refused caller reached no answer_url"
+    );
 }
 
 /// The headline: a flood of INVITEs from spoofed sources (random addresses

@@ -42,8 +42,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (edge_http, edge) = start_edge(&cfg, settings, &views, sink, Some(rx))?;
     // The API shows the registrations this process's edge holds (the
     // fleet's, when it belongs to one).
-    let _ = control.registrations.set(edge.registrar.clone());
-    serve(&cfg, sipauth_control::router(control).merge(edge_http)).await
+    let _ = control.registrations.set(edge.edge.registrar.clone());
+    serve(
+        &cfg,
+        sipauth_control::router(control).merge(edge_http),
+        Some(edge),
+    )
+    .await
 }
 
 /// `sipauth control`.
@@ -77,7 +82,7 @@ pub async fn control(cfg: Config) -> anyhow::Result<()> {
         });
         let _ = control.registrations.set(registrar);
     }
-    serve(&cfg, sipauth_control::router(control)).await
+    serve(&cfg, sipauth_control::router(control), None).await
 }
 
 /// `sipauth edge`.
@@ -112,8 +117,8 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
             .build()
             .context("HTTP client")?,
     );
-    let (edge_http, _edge) = start_edge(&cfg, settings, &views, sink, None)?;
-    serve(&cfg, edge_http).await
+    let (edge_http, edge) = start_edge(&cfg, settings, &views, sink, None)?;
+    serve(&cfg, edge_http, Some(edge)).await
 }
 
 async fn start_control(cfg: &Config) -> anyhow::Result<Arc<ControlState>> {
@@ -159,15 +164,69 @@ fn missing_for_xdp(effective: rustix::thread::CapabilitySet) -> Vec<&'static str
     .collect()
 }
 
+/// A started edge, as a stop drains it.
+struct Running {
+    edge: Arc<Edge>,
+    /// Make Call's intake: what tells it to stop, and its task. `None`
+    /// where the edge takes no Make Call (`sipauth edge`).
+    make_calls: Option<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Running {
+    /// Stops taking calls (an INVITE let in gets 503 with Retry-After, a
+    /// Make Call request 503) and waits, `within` at most, for the calls in
+    /// progress to end and for every ended call's record to be written and
+    /// its hangup_url told.
+    async fn drain(self, within: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let metrics = self.edge.metrics.clone();
+        let in_progress = || {
+            (
+                metrics.inbound_calls.load(Relaxed),
+                metrics.outbound_calls.load(Relaxed),
+            )
+        };
+        self.edge.stop_taking_calls();
+        if let Some((stop, _)) = &self.make_calls {
+            stop.notify_one();
+        }
+        let (inbound, outbound) = in_progress();
+        tracing::info!(
+            inbound,
+            outbound,
+            within_secs = within.as_secs(),
+            "stopping: new calls are refused; waiting for the calls in progress"
+        );
+        let ended = async {
+            if let Some((_, intake)) = self.make_calls {
+                let _ = intake.await;
+            }
+            while in_progress() != (0, 0) || !self.edge.records_settled() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(within, ended).await.is_ok() {
+            tracing::info!("calls ended, their records written and hangup_urls told");
+        } else {
+            let (inbound, outbound) = in_progress();
+            tracing::warn!(
+                inbound,
+                outbound,
+                "sip.drain_secs over: stopping with calls in progress"
+            );
+        }
+    }
+}
+
 /// Starts XDP, the lockout table and the SIP listeners; returns the edge's
-/// HTTP routes (`/metrics`, `/admin`).
+/// HTTP routes (`/metrics`, `/admin`) and the edge.
 fn start_edge(
     cfg: &Config,
     settings: EdgeSettings,
     views: &Arc<Views>,
     sink: Sink,
     make_calls: Option<tokio::sync::mpsc::Receiver<MakeCall>>,
-) -> anyhow::Result<(Router, Arc<Edge>)> {
+) -> anyhow::Result<(Router, Running)> {
     let xdp = if let Some(options) = &settings.xdp {
         let effective = rustix::thread::capabilities(None)
             .map_or(rustix::thread::CapabilitySet::empty(), |c| c.effective);
@@ -233,9 +292,11 @@ fn start_edge(
         metrics.clone(),
         settings.outbound,
     );
-    if let Some(rx) = make_calls {
-        tokio::spawn(outbound::make_call::serve(rx, calls.clone()));
-    }
+    let make_calls = make_calls.map(|rx| {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let intake = tokio::spawn(outbound::make_call::serve(rx, calls.clone(), stop.clone()));
+        (stop, intake)
+    });
     let edge = Edge::new(
         lockouts.clone(),
         metrics.clone(),
@@ -309,23 +370,34 @@ fn start_edge(
         admin_token: cfg.admin.token.clone(),
         lockout_duration: settings.lockout.duration(),
     }));
-    Ok((routes, edge))
+    Ok((routes, Running { edge, make_calls }))
 }
 
-/// Serves `app` on `http.listen` until SIGINT or SIGTERM. Paths are taken
-/// with or without their trailing slash; every error answer is JSON.
-async fn serve(cfg: &Config, app: Router) -> anyhow::Result<()> {
+/// Serves `app` on `http.listen` until SIGINT or SIGTERM, then drains
+/// `edge` for `sip.drain_secs` at most (a second signal stops at once).
+/// Paths are taken with or without their trailing slash; every error
+/// answer is JSON.
+async fn serve(cfg: &Config, app: Router, edge: Option<Running>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.listen))?;
     tracing::info!(addr = %cfg.http.listen, "HTTP listening");
+    let drain = std::time::Duration::from_secs(cfg.sip.drain_secs);
     let app =
         NormalizePathLayer::trim_trailing_slash().layer(sipauth_control::errors::json_errors(app));
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
     )
-    .with_graceful_shutdown(shutdown())
+    .with_graceful_shutdown(async move {
+        shutdown().await;
+        if let Some(edge) = edge {
+            tokio::select! {
+                () = edge.drain(drain) => {}
+                () = shutdown() => tracing::warn!("second signal: stopping at once"),
+            }
+        }
+    })
     .await
     .context("HTTP server")?;
     tracing::info!("stopped");

@@ -18,6 +18,7 @@ use crate::fields::{Field, HTTP_METHODS, Kind, field, is_sip_uri, validate};
 use sipauth_model::{Credentials, MakeCall, Secret};
 use sipauth_store::calls::{self, CallRecord, Requested};
 use sipauth_store::now;
+use tokio::sync::mpsc::error::TrySendError;
 
 pub const CREATE: &[Field] = &[
     field("from", Kind::Text { min: 1, max: 255 }, true, "caller id"),
@@ -126,10 +127,15 @@ async fn create(Scope(s, acct): Scope, headers: HeaderMap, Fields(body): Fields)
     // A place in the edge's queue first: a call the edge cannot take is
     // refused now rather than stored as queued for ever.
     let permit = match s.originate.get() {
-        Some(tx) => Some(tx.try_reserve().map_err(|_| {
+        Some(tx) => Some(tx.try_reserve().map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the edge has too many calls waiting; try again shortly",
+                match e {
+                    TrySendError::Full(()) => {
+                        "the edge has too many calls waiting; try again shortly"
+                    }
+                    TrySendError::Closed(()) => "the edge is stopping; try again shortly",
+                },
             )
         })?),
         None => None,

@@ -14,11 +14,12 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Method, Params};
 use sipauth_sip::OwnedMessage;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::fork::{self, Fork, Ring};
 pub use sipauth_model::{DEFAULT_TIME_LIMIT, MakeCall};
@@ -35,17 +36,34 @@ const MAX_CALLS: usize = 4096;
 /// The offer of an API call: the edge carries no media.
 const OFFER: &[u8] = b"v=0\r\no=sipauth 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=inactive\r\n";
 
-/// Takes Make Call requests until the control plane goes away.
-pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>) {
+/// Takes Make Call requests until the control plane goes away or `stop`
+/// is notified. Once stopped, a new request is refused (the queue is
+/// closed: the API answers 503), those already queued are still dialled,
+/// and `serve` returns when it has started the last of them; each call in
+/// progress is counted in `sipauth_outbound_calls` until it ends.
+pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, stop: Arc<Notify>) {
     let limit = Arc::new(Semaphore::new(MAX_CALLS));
-    while let Some(call) = rx.recv().await {
+    let mut stopping = false;
+    loop {
+        let call = tokio::select! {
+            call = rx.recv() => call,
+            () = stop.notified(), if !stopping => {
+                stopping = true;
+                rx.close();
+                continue;
+            }
+        };
+        let Some(call) = call else { return };
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
         let calls = calls.clone();
+        let gauge = calls.metrics.clone();
+        gauge.outbound_calls.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             run(call, &calls).await;
             drop(permit);
+            gauge.outbound_calls.fetch_sub(1, Relaxed);
         });
     }
 }
@@ -339,5 +357,66 @@ async fn relay(from: &mut Dialog, to: &mut Dialog, req: &OwnedMessage) {
             from.respond(req, 200, &answer).await;
         }
         Err(code) => from.respond(req, code, b"").await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::sync::mpsc::error::TrySendError;
+
+    fn request(uuid: &str) -> MakeCall {
+        MakeCall {
+            call_uuid: uuid.to_owned(),
+            account: "MATEST".to_owned(),
+            auth_token: "token".to_owned(),
+            from: "15550100".to_owned(),
+            // Not a SIP URI, and no number gateway: it ends at once.
+            to: "15550199".to_owned(),
+            answer_url: "http://127.0.0.1:9/answer".to_owned(),
+            answer_method: "POST".to_owned(),
+            hangup_url: String::new(),
+            credentials: None,
+            sip_headers: Vec::new(),
+            ring_timeout: None,
+            time_limit: DEFAULT_TIME_LIMIT,
+            created_at: 0,
+        }
+    }
+
+    /// Stopped, the intake refuses new requests (the API answers 503),
+    /// still dials those already queued, and ends once they are started.
+    #[tokio::test]
+    async fn a_stopped_intake_refuses_new_requests_and_dials_the_queued_ones() {
+        let records = crate::tests::http_server("", None).await;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let calls = crate::tests::test_calls(
+            crate::records::Sink::remote(
+                format!("{}/v1/Edge/Calls", records.url),
+                String::new(),
+                reqwest::Client::new(),
+            ),
+            metrics.clone(),
+        );
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(request("queued")).unwrap();
+        let stop = Arc::new(Notify::new());
+        stop.notify_one();
+        let intake = tokio::spawn(serve(rx, calls.clone(), stop));
+        tokio::time::timeout(Duration::from_secs(5), intake)
+            .await
+            .expect("the intake ends once the queue is empty")
+            .unwrap();
+        assert!(matches!(tx.try_reserve(), Err(TrySendError::Closed(()))));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while metrics.outbound_calls.load(Relaxed) != 0 || !calls.settled() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the queued call was dialled and ended");
+        let posted = records.seen.lock().unwrap().join("\n");
+        assert!(posted.contains(r#""call_uuid":"queued""#), "{posted}");
     }
 }
