@@ -538,6 +538,41 @@ fn a_retransmitted_invite_is_answered_again_and_counted_once() {
     assert!(metric(&m, "sipauth_sip_retransmissions_total") >= 2, "{m}");
 }
 
+/// An agent with `opts`, an answer_url that holds each call (`HOLD`), and
+/// an `ip_acl` application that lets caller 0 in; the application's id.
+fn holding<'r>(rig: &'r Rig, opts: &Options) -> (Agent<'r>, AnswerServer, String) {
+    let agent = Agent::start(rig, opts);
+    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HOLD, RIG_AUTH_TOKEN);
+    let c = rig.caller(0);
+    let acl = acl(&agent, &[(c.v4.to_string(), 32)]);
+    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
+    until_edge_has(&agent, &app);
+    (agent, answer, app)
+}
+
+/// One INVITE of call `id` from `c` to `app` over UDP, and every reply
+/// within `wait` (up to the final one).
+fn call_replies(c: &Link, app: &str, id: &str, wait: Duration) -> Vec<String> {
+    let edge = SocketAddr::new(c.edge_v4, 5060);
+    let msg = invite(app, SocketAddr::new(c.v4, 5098), edge, id);
+    udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
+}
+
+fn statuses(replies: &[String]) -> Vec<u16> {
+    replies.iter().map(|r| status(r)).collect()
+}
+
+/// The one reply of a refused caller: 503 with Retry-After.
+fn expect_unavailable(replies: &[String]) {
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(status(&replies[0]), 503, "{}", replies[0]);
+    assert!(
+        replies[0].contains("\r\nRetry-After: 5\r\n"),
+        "{}",
+        replies[0]
+    );
+}
+
 /// An edge carrying `sip.max_inbound_calls` calls answers one more caller,
 /// let in by its ACL, 503 with `Retry-After` and nothing else; the slot a
 /// call frees at its end takes the next caller.
@@ -548,36 +583,16 @@ fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
         sip_extra: format!("{}max_inbound_calls = 1\n", Options::default().sip_extra),
         ..Options::default()
     };
-    let agent = Agent::start(&rig, &opts);
-    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HOLD, RIG_AUTH_TOKEN);
+    let (agent, answer, app) = holding(&rig, &opts);
     let c = rig.caller(0);
-    let acl = acl(&agent, &[(c.v4.to_string(), 32)]);
-    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
-    until_edge_has(&agent, &app);
-    let edge = SocketAddr::new(c.edge_v4, 5060);
-    let call = |id: &str, wait: Duration| -> Vec<u16> {
-        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, id);
-        udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
-            .iter()
-            .map(|r| status(r))
-            .collect()
-    };
     std::thread::scope(|s| {
-        let first = s.spawn(|| call("cap1", Duration::from_secs(5)));
+        let first = s.spawn(|| call_replies(c, &app, "cap1", Duration::from_secs(5)));
         // The first call waits in its <Wait>: the edge is full.
         assert_eq!(answer.wait_for(1).len(), 1);
-        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, "cap2");
-        let second = udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), Duration::from_secs(1));
-        assert_eq!(second.len(), 1, "{second:?}");
-        assert_eq!(status(&second[0]), 503, "{}", second[0]);
-        assert!(
-            second[0].contains("\r\nRetry-After: 5\r\n"),
-            "{}",
-            second[0]
-        );
+        expect_unavailable(&call_replies(c, &app, "cap2", Duration::from_secs(1)));
         let m = agent.metrics();
         assert_eq!(metric(&m, "sipauth_inbound_calls"), 1, "{m}");
-        assert_eq!(first.join().unwrap(), vec![100, 603]);
+        assert_eq!(statuses(&first.join().unwrap()), vec![100, 603]);
     });
     let t = Instant::now();
     while metric(&agent.metrics(), "sipauth_inbound_calls") != 0 {
@@ -587,7 +602,8 @@ fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(call("cap3", Duration::from_secs(5)), vec![100, 603]);
+    let third = call_replies(c, &app, "cap3", Duration::from_secs(5));
+    assert_eq!(statuses(&third), vec![100, 603]);
     let m = agent.metrics();
     assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
     assert_eq!(metric(&m, "sipauth_invites_allowed_total"), 2, "{m}");
@@ -599,19 +615,10 @@ fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
 #[test]
 fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
     let rig = Rig::new(1);
-    let mut agent = Agent::start(&rig, &Options::default());
-    let answer = AnswerServer::start(&rig.edge, ANSWER.parse().unwrap(), HOLD, RIG_AUTH_TOKEN);
+    let (mut agent, answer, app) = holding(&rig, &Options::default());
     let c = rig.caller(0);
-    let acl = acl(&agent, &[(c.v4.to_string(), 32)]);
-    let app = app(&agent, &answer, "ip_acl", None, Some(&acl));
-    until_edge_has(&agent, &app);
-    let edge = SocketAddr::new(c.edge_v4, 5060);
-    let call = |id: &str, wait: Duration| -> Vec<String> {
-        let msg = invite(&app, SocketAddr::new(c.v4, 5098), edge, id);
-        udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
-    };
     let first = std::thread::scope(|s| {
-        let first = s.spawn(|| call("drain1", Duration::from_secs(5)));
+        let first = s.spawn(|| call_replies(c, &app, "drain1", Duration::from_secs(5)));
         // The first call waits in its <Wait> while the edge is told to stop.
         let hit = answer.wait_for(1);
         assert_eq!(hit.len(), 1);
@@ -621,18 +628,10 @@ fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
             assert!(t.elapsed() < Duration::from_secs(2), "{}", agent.log());
             std::thread::sleep(Duration::from_millis(20));
         }
-        let refused = call("drain2", Duration::from_secs(1));
-        assert_eq!(refused.len(), 1, "{refused:?}");
-        assert_eq!(status(&refused[0]), 503, "{}", refused[0]);
-        assert!(
-            refused[0].contains("\r\nRetry-After: 5\r\n"),
-            "{}",
-            refused[0]
-        );
+        expect_unavailable(&call_replies(c, &app, "drain2", Duration::from_secs(1)));
         let m = agent.metrics();
         assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
-        let first: Vec<u16> = first.join().unwrap().iter().map(|r| status(r)).collect();
-        assert_eq!(first, vec![100, 603]);
+        assert_eq!(statuses(&first.join().unwrap()), vec![100, 603]);
         hit[0].params["CallUUID"].clone()
     });
     // Its hangup_url is told before the edge exits, and it exits cleanly.
