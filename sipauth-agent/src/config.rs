@@ -253,7 +253,7 @@ impl Default for Tcp {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Http {
-    /// Where `/metrics` and the admin endpoints are served.
+    /// Where `/metrics`, `/ready` and the admin endpoints are served.
     pub listen: SocketAddr,
 }
 

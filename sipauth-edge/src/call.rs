@@ -148,6 +148,12 @@ impl Slots {
             .map(|_| Slot(self.metrics.clone()))
     }
 
+    /// Whether a call let in now would get a slot.
+    #[must_use]
+    pub fn free(&self) -> bool {
+        !self.closed.load(Relaxed) && self.metrics.inbound_calls.load(Relaxed) < self.max
+    }
+
     /// No slot is taken from now on; those taken are given back as their
     /// calls end.
     pub fn close(&self) {

@@ -163,6 +163,13 @@ impl Edge {
         self.slots.close();
     }
 
+    /// Whether the edge lets calls in now: it is not stopping, and not
+    /// full (`sip.max_inbound_calls`).
+    #[must_use]
+    pub fn taking_calls(&self) -> bool {
+        self.slots.free()
+    }
+
     /// Whether every call that ended has its record written and its
     /// hangup_url told ([`Calls::settled`]).
     #[must_use]
@@ -248,6 +255,14 @@ impl Edge {
             return;
         }
         match method {
+            // RFC 3261 11.2: the answer an INVITE would get. A proxy that
+            // pings its edges with OPTIONS stops sending calls to one that
+            // is full or stopping.
+            "OPTIONS" if !self.slots.free() => req.respond_stateless(
+                503,
+                "Service Unavailable",
+                &[("Retry-After", call::RETRY_AFTER_SECS), ("Allow", ALLOW)],
+            ),
             "OPTIONS" => req.respond_stateless(
                 200,
                 "OK",

@@ -403,6 +403,7 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
     assert_eq!(answers(&edge, &second), refused, "the retransmission");
     assert_eq!(edge.metrics.unavailable.load(Relaxed), 1);
     assert_eq!(edge.metrics.allowed.load(Relaxed), 1);
+    assert!(!edge.taking_calls(), "full");
     let metrics = edge.metrics.render(None);
     assert!(metrics.contains("\nsipauth_inbound_calls 1\n"), "{metrics}");
     assert!(
@@ -428,6 +429,7 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         edge.metrics.inbound_calls.load(Relaxed) == 0
     })
     .await;
+    assert!(edge.taking_calls());
     let third = answers(&edge, &invite_to("app1", "full3", "z9hG4bKf3"));
     assert!(
         third[0].starts_with("SIP/2.0 100 Trying\r\n"),
@@ -452,5 +454,17 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         fourth[0]
     );
     assert_eq!(edge.metrics.unavailable.load(Relaxed), 2);
+    assert!(!edge.taking_calls());
+    let ping = req(
+        "OPTIONS sip:b@example.com SIP/2.0",
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n",
+    );
+    let answered = answers(&edge, &ping);
+    assert!(
+        answered[0].starts_with("SIP/2.0 503 Service Unavailable\r\n")
+            && answered[0].contains("\r\nRetry-After: 5\r\n"),
+        "OPTIONS answers as an INVITE would: {}",
+        answered[0]
+    );
     until("every record written", || edge.records_settled()).await;
 }

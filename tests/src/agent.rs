@@ -160,6 +160,14 @@ impl<'r> Agent<'r> {
         r.body
     }
 
+    /// The status of `GET /ready`: 200 while the edge takes calls.
+    #[must_use]
+    pub fn ready(&self) -> u16 {
+        http::request(&self.rig.edge, self.http, "GET", "/ready", None, None)
+            .expect("GET /ready")
+            .status
+    }
+
     /// `(status, body)` of an admin request with the rig's token.
     #[must_use]
     pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {

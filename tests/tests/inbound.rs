@@ -558,6 +558,18 @@ fn call_replies(c: &Link, app: &str, id: &str, wait: Duration) -> Vec<String> {
     udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), wait)
 }
 
+/// OPTIONS ping `id` from `c` to the edge, and its replies.
+fn options(c: &Link, id: &str) -> Vec<String> {
+    let edge = SocketAddr::new(c.edge_v4, 5060);
+    let from = SocketAddr::new(c.v4, 5098);
+    let ping = format!(
+        "OPTIONS sip:{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:lb@{from}>;tag=lb\r\nTo: <sip:{edge}>\r\n\
+         Call-ID: {id}@rig\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    udp_replies(&c.ns, c.v4, edge, ping.as_bytes(), Duration::from_secs(1))
+}
+
 fn statuses(replies: &[String]) -> Vec<u16> {
     replies.iter().map(|r| status(r)).collect()
 }
@@ -610,8 +622,9 @@ fn past_max_inbound_calls_a_caller_gets_503_with_retry_after() {
     assert_eq!(answer.hits_on("/answer").len(), 2);
 }
 
-/// SIGTERM: the edge refuses new callers (503 with Retry-After), lets the
-/// call in progress end, tells its hangup_url, and exits.
+/// SIGTERM: the edge refuses new callers (503 with Retry-After; OPTIONS
+/// and `/ready` say so too), lets the call in progress end, tells its
+/// hangup_url, and exits.
 #[test]
 fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
     let rig = Rig::new(1);
@@ -622,6 +635,8 @@ fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
         // The first call waits in its <Wait> while the edge is told to stop.
         let hit = answer.wait_for(1);
         assert_eq!(hit.len(), 1);
+        assert_eq!(agent.ready(), 200);
+        assert_eq!(statuses(&options(c, "ping1")), vec![200]);
         agent.sigterm();
         let t = Instant::now();
         while !agent.log().contains("new calls are refused") {
@@ -629,6 +644,10 @@ fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
             std::thread::sleep(Duration::from_millis(20));
         }
         expect_unavailable(&call_replies(c, &app, "drain2", Duration::from_secs(1)));
+        // Load balancers that check over HTTP, and proxies that ping with
+        // OPTIONS, see it too.
+        assert_eq!(agent.ready(), 503);
+        expect_unavailable(&options(c, "ping2"));
         let m = agent.metrics();
         assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
         assert_eq!(statuses(&first.join().unwrap()), vec![100, 603]);

@@ -1,4 +1,5 @@
-//! The agent's HTTP surface: `/metrics` and the operator endpoints.
+//! The agent's HTTP surface: `/metrics`, `/ready` and the operator
+//! endpoints.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -28,13 +29,35 @@ pub struct AppState {
     pub admin_token: String,
     /// Lockout length when the operator gives none.
     pub lockout_duration: std::time::Duration,
+    /// Whether it takes calls (`/ready`).
+    pub edge: Arc<sipauth_edge::Edge>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
         .nest("/admin", admin::router(state.clone()))
         .with_state(state)
+}
+
+/// 200 while the edge lets calls in; 503 with Retry-After while it is full
+/// (`sip.max_inbound_calls`) or stopping, for load balancers that check
+/// over HTTP. SIP OPTIONS answers the same way, for proxies that ping.
+async fn ready(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    if state.edge.taking_calls() {
+        axum::Json(serde_json::json!({ "taking_calls": true })).into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, sipauth_edge::call::RETRY_AFTER_SECS)],
+            axum::Json(serde_json::json!({
+                "taking_calls": false,
+                "error": "the edge is not taking calls: it is full or stopping",
+            })),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -369,6 +369,7 @@ fn start_edge(
         views: views.clone(),
         admin_token: cfg.admin.token.clone(),
         lockout_duration: settings.lockout.duration(),
+        edge: edge.clone(),
     }));
     Ok((routes, Running { edge, make_calls }))
 }
