@@ -10,7 +10,8 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Dial, Params};
@@ -163,7 +164,9 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.inbound_calls.fetch_sub(1, Relaxed);
+        // Release: a stopping edge that sees the count drop sees the
+        // call's record queued.
+        self.0.inbound_calls.fetch_sub(1, Release);
     }
 }
 

@@ -6,7 +6,8 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Method};
@@ -237,7 +238,9 @@ impl Calls {
                 if !hangups.is_empty() {
                     notifier.tell(hangups);
                 }
-                written.fetch_sub(taken, Relaxed);
+                // Release: a reader that sees the count drop sees the
+                // batch's hangup_urls counted as pending.
+                written.fetch_sub(taken, Release);
             }
         });
         Arc::new(Self {
@@ -282,7 +285,7 @@ impl Calls {
     /// told (or failed): what a stopping edge waits for.
     #[must_use]
     pub fn settled(&self) -> bool {
-        self.unwritten.load(Relaxed) == 0 && self.hangups.pending.load(Relaxed) == 0
+        self.unwritten.load(Acquire) == 0 && self.hangups.pending.load(Relaxed) == 0
     }
 }
 

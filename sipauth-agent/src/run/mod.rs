@@ -178,12 +178,12 @@ impl Running {
     /// progress to end and for every ended call's record to be written and
     /// its hangup_url told.
     async fn drain(self, within: std::time::Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
+        use std::sync::atomic::Ordering::Acquire;
         let metrics = self.edge.metrics.clone();
         let in_progress = || {
             (
-                metrics.inbound_calls.load(Relaxed),
-                metrics.outbound_calls.load(Relaxed),
+                metrics.inbound_calls.load(Acquire),
+                metrics.outbound_calls.load(Acquire),
             )
         };
         self.edge.stop_taking_calls();

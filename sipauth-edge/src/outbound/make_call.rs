@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::Duration;
 
 use sipauth_callback::{Callback, Method, Params};
@@ -63,7 +63,8 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, stop: Ar
         tokio::spawn(async move {
             run(call, &calls).await;
             drop(permit);
-            gauge.outbound_calls.fetch_sub(1, Relaxed);
+            // Release: see `Slot`'s drop.
+            gauge.outbound_calls.fetch_sub(1, Release);
         });
     }
 }
