@@ -104,7 +104,7 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Response {
-    match state.lockouts.list() {
+    match state.edge.lockouts.list() {
         Ok(list) => Json(json!({ "lockouts": list })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -136,9 +136,9 @@ async fn add(
         Some(secs) => Duration::from_secs(secs),
         None => state.lockout_duration,
     };
-    match state.lockouts.lock(address, duration) {
+    match state.edge.lockouts.lock(address, duration) {
         Ok(source) => {
-            state.cluster.lock(address, duration);
+            state.edge.cluster.lock(address, duration);
             (
                 StatusCode::CREATED,
                 Json(json!({ "address": source, "duration_secs": duration.as_secs() })),
@@ -156,9 +156,9 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
             "address: must be a literal IPv4 or IPv6 address",
         );
     };
-    match state.lockouts.lift(address) {
+    match state.edge.lockouts.lift(address) {
         Ok(true) => {
-            state.cluster.lift(address);
+            state.edge.cluster.lift(address);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => error(
@@ -170,7 +170,7 @@ async fn lift(State(state): State<Arc<AppState>>, Path(address): Path<String>) -
 }
 
 async fn never_lock_list(State(state): State<Arc<AppState>>) -> Response {
-    Json(json!({ "never_lock": state.lockouts.never_lock() })).into_response()
+    Json(json!({ "never_lock": state.edge.lockouts.never_lock() })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -191,7 +191,7 @@ async fn never_lock_add(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cidr: {e}")),
     };
-    match state.lockouts.never_lock_add(cidr) {
+    match state.edge.lockouts.never_lock_add(cidr) {
         Ok(added) => (
             if added.created {
                 StatusCode::CREATED
@@ -217,7 +217,7 @@ async fn never_lock_remove(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cidr: {e}")),
     };
-    match state.lockouts.never_lock_remove(cidr) {
+    match state.edge.lockouts.never_lock_remove(cidr) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => lockout_error(&e),
     }

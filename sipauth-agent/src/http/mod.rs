@@ -12,16 +12,13 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use sipauth_edge::metrics::Metrics;
-use sipauth_kernel::lockout::Lockouts;
 use sipauth_kernel::maps::Xdp;
 
 /// What the handlers share.
 pub struct AppState {
-    pub metrics: Arc<Metrics>,
-    pub lockouts: Arc<Lockouts>,
-    /// Operator lockouts and lifts reach the whole fleet through it.
-    pub cluster: sipauth_edge::cluster::Cluster,
+    /// Its metrics, its lockouts, its fleet (operator lockouts and lifts
+    /// reach the whole fleet through it), and whether it takes calls.
+    pub edge: Arc<sipauth_edge::Edge>,
     pub xdp: Option<Arc<Xdp>>,
     /// The snapshot the edge enforces.
     pub views: Arc<sipauth_edge::view::Views>,
@@ -29,8 +26,6 @@ pub struct AppState {
     pub admin_token: String,
     /// Lockout length when the operator gives none.
     pub lockout_duration: std::time::Duration,
-    /// Whether it takes calls (`/ready`).
-    pub edge: Arc<sipauth_edge::Edge>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -68,12 +63,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             None
         }
     };
-    let mut body = state.metrics.render(xdp_stats.as_deref());
+    let mut body = state.edge.metrics.render(xdp_stats.as_deref());
     sipauth_edge::metrics::render_counter(
         &mut body,
         "sipauth_never_lock_failures_total",
         "Denied requests from never-lock sources judged in user space, not counted towards a lockout.",
-        state.lockouts.never_lock_failures(),
+        state.edge.lockouts.never_lock_failures(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -179,7 +179,7 @@ impl Running {
     /// its hangup_url told.
     async fn drain(self, within: std::time::Duration) {
         use std::sync::atomic::Ordering::Acquire;
-        let metrics = self.edge.metrics.clone();
+        let metrics = &self.edge.metrics;
         let in_progress = || {
             (
                 metrics.inbound_calls.load(Acquire),
@@ -362,14 +362,11 @@ fn start_edge(
         tracing::info!("admin endpoints disabled: no admin.token");
     }
     let routes = http::router(Arc::new(AppState {
-        metrics,
-        lockouts,
-        cluster: edge.cluster.clone(),
+        edge: edge.clone(),
         xdp,
         views: views.clone(),
         admin_token: cfg.admin.token.clone(),
         lockout_duration: settings.lockout.duration(),
-        edge: edge.clone(),
     }));
     Ok((routes, Running { edge, make_calls }))
 }

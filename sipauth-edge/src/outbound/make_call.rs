@@ -57,14 +57,13 @@ pub async fn serve(mut rx: mpsc::Receiver<MakeCall>, calls: Arc<Calls>, stop: Ar
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
+        calls.metrics.outbound_calls.fetch_add(1, Relaxed);
         let calls = calls.clone();
-        let gauge = calls.metrics.clone();
-        gauge.outbound_calls.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             run(call, &calls).await;
             drop(permit);
             // Release: see `Slot`'s drop.
-            gauge.outbound_calls.fetch_sub(1, Release);
+            calls.metrics.outbound_calls.fetch_sub(1, Release);
         });
     }
 }
