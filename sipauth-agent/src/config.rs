@@ -613,31 +613,30 @@ mod tests {
         assert!(toml::from_str::<Config>("[xdp]\nbudget = 3\n").is_err());
     }
 
+    /// The error of the defaults changed by `edit`.
+    fn refused(edit: impl FnOnce(&mut Config)) -> String {
+        let mut c = Config::default();
+        edit(&mut c);
+        c.finish().unwrap_err().to_string()
+    }
+
     #[test]
     fn tcp_limits_are_checked() {
-        let mut c = Config::default();
-        c.tcp.max_per_source = 0;
-        let e = c.finish().unwrap_err().to_string();
+        let e = refused(|c| c.tcp.max_per_source = 0);
         assert!(e.contains("tcp.max_per_source"), "{e}");
-        let mut c = Config::default();
-        c.tcp.max_header_bytes = 128 * 1024;
-        let e = c.finish().unwrap_err().to_string();
+        let e = refused(|c| c.tcp.max_header_bytes = 128 * 1024);
         assert!(e.contains("tcp.max_header_bytes"), "{e}");
     }
 
     #[test]
     fn empty_listen_rejected() {
-        let mut c = Config::default();
-        c.sip.listen.clear();
-        let e = c.finish().unwrap_err().to_string();
+        let e = refused(|c| c.sip.listen.clear());
         assert!(e.contains("sip.listen"), "{e}");
     }
 
     #[test]
     fn an_edge_carries_at_least_one_inbound_call() {
-        let mut c = Config::default();
-        c.sip.max_inbound_calls = 0;
-        let e = c.finish().unwrap_err().to_string();
+        let e = refused(|c| c.sip.max_inbound_calls = 0);
         assert!(e.contains("sip.max_inbound_calls"), "{e}");
     }
 }

@@ -15,6 +15,8 @@ use sipauth_model::Cause;
 pub use sipauth_store::calls::CallRecord;
 
 mod sink;
+#[cfg(test)]
+pub(crate) use sink::tests::control as test_control_plane;
 pub use sink::{Remote, Sink};
 
 /// Calls in progress share these.
@@ -444,12 +446,6 @@ mod tests {
         );
         // Settled (what a stopping edge waits for) once the hangup_url
         // has answered.
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !calls.settled() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("settled once the hangup_url answered");
+        crate::tests::until("settled once the hangup_url answered", || calls.settled()).await;
     }
 }

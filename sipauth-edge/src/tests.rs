@@ -35,27 +35,27 @@ pub(crate) fn test_edge() -> Arc<Edge> {
     test_edge_with(
         crate::view::Views::new().subscribe(),
         16,
-        "http://127.0.0.1:9/v1/Edge/Calls",
+        crate::records::Sink::remote(
+            "http://127.0.0.1:9/v1/Edge/Calls".to_owned(),
+            String::new(),
+            reqwest::Client::new(),
+        ),
     )
 }
 
 /// A real edge that follows `view`, carries `max_inbound_calls` calls at
-/// once and posts its call records to `records_url`.
-fn test_edge_with(view: crate::view::View, max_inbound_calls: u32, records_url: &str) -> Arc<Edge> {
+/// once and writes its call records to `sink`.
+fn test_edge_with(
+    view: crate::view::View,
+    max_inbound_calls: u32,
+    sink: crate::records::Sink,
+) -> Arc<Edge> {
     use crate::DigestSettings;
-    use crate::records::Sink;
     use sipauth_kernel::lockout::Lockouts;
     use sipauth_kernel::maps::LockoutPolicy as Policy;
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let calls = test_calls(
-        Sink::remote(
-            records_url.to_owned(),
-            String::new(),
-            reqwest::Client::new(),
-        ),
-        metrics.clone(),
-    );
+    let calls = test_calls(sink, metrics.clone());
     Edge::new(
         Arc::new(Lockouts::memory(Policy::default(), &[])),
         metrics,
@@ -244,71 +244,62 @@ async fn a_re_invite_reaches_its_dialog_which_answers_it() {
     assert!(got[0].starts_with("SIP/2.0 481 "), "{}", got[0]);
 }
 
-/// A local HTTP server for the edge's callbacks and records: keeps each
-/// request it reads (head and body) and answers it 200 with `body`, each
-/// once `gate` gives a permit (none: at once).
-pub(crate) struct HttpServer {
-    pub(crate) url: String,
-    pub(crate) seen: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-pub(crate) async fn http_server(
-    body: &'static str,
-    gate: Option<Arc<tokio::sync::Semaphore>>,
-) -> HttpServer {
+/// An answer_url server that answers each request `<Hangup/>` once `gate`
+/// gives a permit; its URL and how many requests it has read.
+async fn held_answer_server(
+    gate: Arc<tokio::sync::Semaphore>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = seen.clone();
+    let url = format!("http://{}/answer", listener.local_addr().unwrap());
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
-            let (kept, gate) = (kept.clone(), gate.clone());
+            let (count, gate) = (count.clone(), gate.clone());
             tokio::spawn(async move {
+                // The request: its head, then Content-Length bytes.
                 let mut buf = Vec::new();
+                let mut chunk = [0; 4096];
                 loop {
-                    // One request: its head, then Content-Length bytes.
-                    let (head_end, len) = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse().unwrap());
-                            break (end + 4, len);
-                        }
-                        let mut chunk = [0; 4096];
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    while buf.len() < head_end + len {
-                        let mut chunk = [0; 4096];
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() >= end + 4 + len {
+                            break;
                         }
                     }
-                    let request: Vec<u8> = buf.drain(..head_end + len).collect();
-                    kept.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&request).into_owned());
-                    if let Some(gate) = &gate {
-                        gate.acquire().await.unwrap().forget();
-                    }
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if conn.write_all(answer.as_bytes()).await.is_err() {
-                        return;
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
+                count.fetch_add(1, Relaxed);
+                gate.acquire().await.unwrap().forget();
+                let xml = "<Response><Hangup/></Response>";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                    xml.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
             });
         }
     });
-    HttpServer { url, seen }
+    (url, asked)
+}
+
+/// Asserts that `got` is one answer, 503 with Retry-After.
+fn assert_unavailable(got: &[String]) {
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("SIP/2.0 503 Service Unavailable\r\n")
+            && got[0].contains("\r\nRetry-After: 5\r\n"),
+        "{}",
+        got[0]
+    );
 }
 
 fn invite_to(app: &str, call_id: &str, branch: &str) -> Vec<u8> {
@@ -322,7 +313,7 @@ fn invite_to(app: &str, call_id: &str, branch: &str) -> Vec<u8> {
 }
 
 /// Polls `done` every 5 ms for up to 5 s.
-async fn until(what: &str, done: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, done: impl Fn() -> bool) {
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while !done() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -341,8 +332,8 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
     use sipauth_model::snapshot::{Account, Acl, Application, AuthType, Snapshot};
 
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let answer = http_server("<Response><Hangup/></Response>", Some(gate.clone())).await;
-    let records = http_server("", None).await;
+    let (answer_url, asked) = held_answer_server(gate.clone()).await;
+    let (sink, mut records) = crate::records::test_control_plane(0).await;
     let views = crate::view::Views::new();
     views.apply(Snapshot {
         version: 1,
@@ -353,7 +344,7 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         applications: vec![Application {
             app_id: "app1".to_owned(),
             account: "MAFULLTEST1".to_owned(),
-            answer_url: format!("{}/answer", answer.url),
+            answer_url,
             answer_method: "POST".to_owned(),
             hangup_url: None,
             hangup_method: "POST".to_owned(),
@@ -369,11 +360,7 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         }],
         ..Default::default()
     });
-    let edge = test_edge_with(
-        views.subscribe(),
-        1,
-        &format!("{}/v1/Edge/Calls", records.url),
-    );
+    let edge = test_edge_with(views.subscribe(), 1, sink);
     let first = answers(&edge, &invite_to("app1", "full1", "z9hG4bKf1"));
     assert_eq!(first.len(), 1);
     assert!(
@@ -382,24 +369,11 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         first[0]
     );
     assert_eq!(edge.metrics.inbound_calls.load(Relaxed), 1);
-    until("the answer_url is asked", || {
-        answer.seen.lock().unwrap().len() == 1
-    })
-    .await;
+    until("the answer_url is asked", || asked.load(Relaxed) == 1).await;
 
     let second = invite_to("app1", "full2", "z9hG4bKf2");
     let refused = answers(&edge, &second);
-    assert_eq!(refused.len(), 1);
-    assert!(
-        refused[0].starts_with("SIP/2.0 503 Service Unavailable\r\n"),
-        "{}",
-        refused[0]
-    );
-    assert!(
-        refused[0].contains("\r\nRetry-After: 5\r\n"),
-        "{}",
-        refused[0]
-    );
+    assert_unavailable(&refused);
     assert_eq!(answers(&edge, &second), refused, "the retransmission");
     assert_eq!(edge.metrics.unavailable.load(Relaxed), 1);
     assert_eq!(edge.metrics.allowed.load(Relaxed), 1);
@@ -410,16 +384,11 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         metrics.contains("\nsipauth_invites_unavailable_total 1\n"),
         "{metrics}"
     );
-    until("the refusal's record is posted", || {
-        records
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|r| r.contains("edge_unavailable"))
-    })
-    .await;
-    let posted = records.seen.lock().unwrap().join("\n");
+    let posted = tokio::time::timeout(std::time::Duration::from_secs(5), records.recv())
+        .await
+        .expect("the refusal's record is posted")
+        .unwrap();
+    assert!(posted.contains("edge_unavailable"), "{posted}");
     assert!(posted.contains(r#""call_status":"failed""#), "{posted}");
     assert!(posted.contains(r#""hangup_cause_code":4230"#), "{posted}");
 
@@ -446,25 +415,14 @@ async fn past_max_inbound_calls_an_invite_gets_503_with_retry_after() {
         edge.metrics.inbound_calls.load(Relaxed) == 0
     })
     .await;
-    let fourth = answers(&edge, &invite_to("app1", "full4", "z9hG4bKf4"));
-    assert_eq!(fourth.len(), 1);
-    assert!(
-        fourth[0].starts_with("SIP/2.0 503 Service Unavailable\r\n"),
-        "{}",
-        fourth[0]
-    );
+    assert_unavailable(&answers(&edge, &invite_to("app1", "full4", "z9hG4bKf4")));
     assert_eq!(edge.metrics.unavailable.load(Relaxed), 2);
     assert!(!edge.taking_calls());
     let ping = req(
         "OPTIONS sip:b@example.com SIP/2.0",
         "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n",
     );
-    let answered = answers(&edge, &ping);
-    assert!(
-        answered[0].starts_with("SIP/2.0 503 Service Unavailable\r\n")
-            && answered[0].contains("\r\nRetry-After: 5\r\n"),
-        "OPTIONS answers as an INVITE would: {}",
-        answered[0]
-    );
+    // OPTIONS answers as an INVITE would.
+    assert_unavailable(&answers(&edge, &ping));
     until("every record written", || edge.records_settled()).await;
 }

@@ -389,16 +389,9 @@ mod tests {
     /// still dials those already queued, and ends once they are started.
     #[tokio::test]
     async fn a_stopped_intake_refuses_new_requests_and_dials_the_queued_ones() {
-        let records = crate::tests::http_server("", None).await;
+        let (sink, mut records) = crate::records::test_control_plane(0).await;
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let calls = crate::tests::test_calls(
-            crate::records::Sink::remote(
-                format!("{}/v1/Edge/Calls", records.url),
-                String::new(),
-                reqwest::Client::new(),
-            ),
-            metrics.clone(),
-        );
+        let calls = crate::tests::test_calls(sink, metrics.clone());
         let (tx, rx) = mpsc::channel(4);
         tx.try_send(request("queued")).unwrap();
         let stop = Arc::new(Notify::new());
@@ -409,14 +402,11 @@ mod tests {
             .expect("the intake ends once the queue is empty")
             .unwrap();
         assert!(matches!(tx.try_reserve(), Err(TrySendError::Closed(()))));
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while metrics.outbound_calls.load(Relaxed) != 0 || !calls.settled() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        crate::tests::until("the queued call was dialled and ended", || {
+            metrics.outbound_calls.load(Relaxed) == 0 && calls.settled()
         })
-        .await
-        .expect("the queued call was dialled and ended");
-        let posted = records.seen.lock().unwrap().join("\n");
+        .await;
+        let posted = records.try_recv().expect("the queued call's record");
         assert!(posted.contains(r#""call_uuid":"queued""#), "{posted}");
     }
 }

@@ -189,7 +189,7 @@ const REMOTE_RETRY: Duration = Duration::from_millis(200);
 const REMOTE_RETRY_MAX: Duration = Duration::from_millis(3200);
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use sipauth_model::Cause;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -201,7 +201,7 @@ pub(super) mod tests {
 
     /// A control plane that answers 503 `failures` times, then 204, as a
     /// sink; it hands over the bodies it took.
-    pub(in crate::records) async fn control(
+    pub(crate) async fn control(
         failures: usize,
     ) -> (Sink, tokio::sync::mpsc::UnboundedReceiver<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
