@@ -117,6 +117,27 @@ pub fn invite(app: &str, from: SocketAddr, to: SocketAddr, id: &str) -> String {
     )
 }
 
+/// An OPTIONS ping `id` over UDP from `from` to `to`.
+#[must_use]
+pub fn options(from: SocketAddr, to: SocketAddr, id: &str) -> String {
+    let host = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
+    };
+    format!(
+        "OPTIONS sip:{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{from}>;tag=f{id}\r\n\
+         To: <sip:{to}>\r\n\
+         Call-ID: {id}@rig\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        from = host(from),
+        to = host(to),
+    )
+}
+
 /// Sends one datagram from `local` (port chosen by the kernel) inside `ns`
 /// and waits up to `wait` for one reply.
 #[must_use]

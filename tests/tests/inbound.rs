@@ -10,7 +10,9 @@ use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::calls::{id, until_edge_has};
 use sipauth_tests::metric;
-use sipauth_tests::peers::{Sipp, flood, flood_spoofed, invite, status, tx_packets, udp_replies};
+use sipauth_tests::peers::{
+    Sipp, flood, flood_spoofed, invite, options, status, tx_packets, udp_replies,
+};
 use sipauth_tests::topo::{Link, Rig};
 
 const REJECT: &str =
@@ -559,15 +561,10 @@ fn call_replies(c: &Link, app: &str, id: &str, wait: Duration) -> Vec<String> {
 }
 
 /// OPTIONS ping `id` from `c` to the edge, and its replies.
-fn options(c: &Link, id: &str) -> Vec<String> {
+fn ping(c: &Link, id: &str) -> Vec<String> {
     let edge = SocketAddr::new(c.edge_v4, 5060);
-    let from = SocketAddr::new(c.v4, 5098);
-    let ping = format!(
-        "OPTIONS sip:{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:lb@{from}>;tag=lb\r\nTo: <sip:{edge}>\r\n\
-         Call-ID: {id}@rig\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    );
-    udp_replies(&c.ns, c.v4, edge, ping.as_bytes(), Duration::from_secs(1))
+    let msg = options(SocketAddr::new(c.v4, 5098), edge, id);
+    udp_replies(&c.ns, c.v4, edge, msg.as_bytes(), Duration::from_secs(1))
 }
 
 fn statuses(replies: &[String]) -> Vec<u16> {
@@ -636,7 +633,7 @@ fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
         let hit = answer.wait_for(1);
         assert_eq!(hit.len(), 1);
         assert_eq!(agent.ready(), 200);
-        assert_eq!(statuses(&options(c, "ping1")), vec![200]);
+        assert_eq!(statuses(&ping(c, "ping1")), vec![200]);
         agent.sigterm();
         let t = Instant::now();
         while !agent.log().contains("new calls are refused") {
@@ -647,7 +644,7 @@ fn a_stopping_edge_refuses_new_calls_and_lets_those_in_progress_end() {
         // Load balancers that check over HTTP, and proxies that ping with
         // OPTIONS, see it too.
         assert_eq!(agent.ready(), 503);
-        expect_unavailable(&options(c, "ping2"));
+        expect_unavailable(&ping(c, "ping2"));
         let m = agent.metrics();
         assert_eq!(metric(&m, "sipauth_invites_unavailable_total"), 1, "{m}");
         assert_eq!(statuses(&first.join().unwrap()), vec![100, 603]);

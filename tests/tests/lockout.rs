@@ -10,7 +10,7 @@ use sipauth_tests::agent::{Agent, Options, RIG_AUTH_TOKEN};
 use sipauth_tests::answer::AnswerServer;
 use sipauth_tests::calls::{id, until_edge_has};
 use sipauth_tests::metric;
-use sipauth_tests::peers::{invite, status, udp_replies};
+use sipauth_tests::peers::{invite, options, status, udp_replies};
 use sipauth_tests::topo::{Link, Rig};
 use sipauth_tests::wire::Wire;
 
@@ -52,25 +52,6 @@ fn acl_app(agent: &Agent<'_>, answer: &AnswerServer, nets: &[(String, u8)]) -> S
     );
     until_edge_has(agent, &app);
     app
-}
-
-fn options(from: SocketAddr, to: SocketAddr, id: &str) -> String {
-    let host = |a: SocketAddr| match a.ip() {
-        IpAddr::V4(v4) => format!("{v4}:{}", a.port()),
-        IpAddr::V6(v6) => format!("[{v6}]:{}", a.port()),
-    };
-    format!(
-        "OPTIONS sip:{to} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:probe@{from}>;tag=f{id}\r\n\
-         To: <sip:{to}>\r\n\
-         Call-ID: {id}@rig\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n",
-        from = host(from),
-        to = host(to),
-    )
 }
 
 /// The edge's SIP address on `c`'s link, in the family of `src`.
